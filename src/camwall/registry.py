@@ -1,4 +1,4 @@
-"""A small name -> object registry filled by decorators (in the manner of timm's ``register_model``).
+"""A name -> object registry filled by decorators (like timm's ``register_model``).
 
 One registry feeds both the CLI choices and the parametrized tests::
 
