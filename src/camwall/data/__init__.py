@@ -1,0 +1,43 @@
+"""Data: Fashion-MNIST (the embedded default), single-item canvases, the embedded STACK-MIX and
+STACK-GEN analogues, and STACK-MIX / STACK-GEN folders built from ImageNet-layout image folders.
+
+Public API (import from ``camwall.data``):
+
+* :func:`load_fashion_mnist`, :data:`FASHION_CLASSES`
+* :func:`fashion_canvases` / :class:`FashionCanvases`: 1 x 64 x 64 single-item canvases
+* :data:`DATASETS` (``fashion-stackmix``, ``fashion-stackpair``), :class:`Composites`
+* :func:`build_stackmix`, :func:`build_stackgen`, :func:`write_prompts`: image-folder datasets
+* :func:`read_image_dataset` / :class:`ImageDataset`, :func:`load_image`, :func:`preprocess`
+* :func:`preview_grid`
+"""
+
+from camwall.data.canvas import place_items
+from camwall.data.canvases import CANVAS, TRAIN_LAYOUT, FashionCanvases, Layout, fashion_canvases
+from camwall.data.composites import (
+    DATASETS,
+    LOWER_LAYOUT,
+    UPPER_LAYOUT,
+    CompositeBuilder,
+    Composites,
+    build_dataset,
+)
+from camwall.data.fashion import FASHION_CLASSES, load_fashion_mnist
+from camwall.data.preview import preview_grid
+
+__all__ = [
+    "CANVAS",
+    "DATASETS",
+    "FASHION_CLASSES",
+    "LOWER_LAYOUT",
+    "TRAIN_LAYOUT",
+    "UPPER_LAYOUT",
+    "CompositeBuilder",
+    "Composites",
+    "FashionCanvases",
+    "Layout",
+    "build_dataset",
+    "fashion_canvases",
+    "load_fashion_mnist",
+    "place_items",
+    "preview_grid",
+]
