@@ -1,0 +1,36 @@
+"""CAM methods: nine class-activation-map methods behind one engine.
+
+Public API::
+
+    from camwall.cams import METHODS, compute_cams, CamEngine
+
+    maps = compute_cams(model, x, "features.29", ["gradcam", "hirescam"])
+    maps["gradcam"]          # B x H x W float32 in [0, 1], on x.device
+
+Methods follow ``docs/cam-methods.md`` and match pytorch-grad-cam 1.5.7 to 1e-5 except for the
+deliberate differences named there (eigencam sign, ablation value on negative layers).
+"""
+
+from __future__ import annotations
+
+# isort: off
+# Importing the method modules registers them, in this order.
+from camwall.cams import _gradient, _eigen, _score, _ablation, _opti  # noqa: F401
+
+# isort: on
+from camwall.cams._base import METHODS, CamContext, CamMethod
+from camwall.cams._engine import CamEngine, compute_cams, resolve_layer
+from camwall.cams._post import finalize_maps, normalize_maps
+from camwall.cams._targets import ClassTarget
+
+__all__ = [
+    "METHODS",
+    "CamContext",
+    "CamEngine",
+    "CamMethod",
+    "ClassTarget",
+    "compute_cams",
+    "finalize_maps",
+    "normalize_maps",
+    "resolve_layer",
+]

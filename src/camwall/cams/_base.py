@@ -1,0 +1,91 @@
+"""The method protocol and the registry.
+
+As in torch-cam, one base class owns the weighted sum, the ReLU and the normalization; each
+method only supplies its channel weights (``weights``), or its whole low-resolution map
+(``raw_map``), or, for methods whose output is already final, the final map (``final_map``).
+The engine (:class:`camwall.cams.CamEngine`) owns capture, gradients and hygiene.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from torch import Tensor
+
+from camwall.cams._post import finalize_maps
+from camwall.cams._targets import Target
+from camwall.registry import Registry
+
+if TYPE_CHECKING:
+    from camwall.cams._engine import CamEngine
+
+__all__ = ["METHODS", "CamContext", "CamMethod"]
+
+
+@dataclass(frozen=True)
+class CamContext:
+    """Everything one forward (and, if needed, one backward) pass produced.
+
+    Attributes:
+        x: B x C x H x W input (detached).
+        activations: B x K x h x w target-layer output, float32, detached.
+        raw_activations: the same in the model's dtype (what the model's tail consumes).
+        gradients: B x K x h x w float32 ``dy_b / dA_b``, or ``None`` if no method needs it.
+        logits: the model output (after ``output_fn``), detached.
+        scores: B float32 target scores ``y_b``.
+        targets: one callable per image.
+        engine: the running engine (for methods that re-run the model or its tail).
+    """
+
+    x: Tensor
+    activations: Tensor
+    raw_activations: Tensor
+    gradients: Tensor | None
+    logits: Tensor
+    scores: Tensor
+    targets: Sequence[Target]
+    engine: CamEngine
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return (int(self.x.shape[-2]), int(self.x.shape[-1]))
+
+
+class CamMethod:
+    """Base of all CAM methods.
+
+    The final map is ``finalize(raw_map)`` where, by default,
+    ``raw_map = sum_k w_bk * A_bk`` with ``w = weights(ctx)`` of shape B x K (one weight per
+    channel) or B x K x h x w (elementwise weights). ``finalize`` is ReLU, per-image min-max
+    normalization, bilinear resize to the input size, and normalization again.
+
+    Subclasses set ``needs_gradient`` and declare their options in ``options`` (name -> default);
+    option names carry the method name as prefix (``scorecam_chunk``), except shared ones.
+    """
+
+    needs_gradient: ClassVar[bool] = False
+    options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **options: Any) -> None:
+        self.opts = {**self.options, **{k: v for k, v in options.items() if k in self.options}}
+
+    def weights(self, ctx: CamContext) -> Tensor:
+        """Channel weights, B x K or B x K x h x w."""
+        raise NotImplementedError(f"{type(self).__name__} must define weights() or raw_map()")
+
+    def raw_map(self, ctx: CamContext) -> Tensor:
+        """The map before the ReLU, B x h x w float32: ``sum_k w_bk A_bk``."""
+        w = self.weights(ctx)
+        if w.dim() == 2:
+            w = w[:, :, None, None]
+        return (w * ctx.activations).sum(dim=1)
+
+    def final_map(self, ctx: CamContext) -> Tensor:
+        """The final map, B x H x W float32 in [0, 1]."""
+        return finalize_maps(self.raw_map(ctx), ctx.input_size)
+
+
+#: Registry of CAM methods by name; values are :class:`CamMethod` subclasses.
+METHODS: Registry[type[CamMethod]] = Registry("CAM method")

@@ -1,0 +1,92 @@
+"""The gradient family: one forward and one backward pass serve all five methods.
+
+Notation: A is the target layer's output (B x K x h x w), G = dy_b/dA_b, S_bk = sum_ij A_bkij.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from camwall.cams._base import METHODS, CamContext, CamMethod
+
+__all__ = ["GradCAM", "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "XGradCAM"]
+
+
+def _grads(ctx: CamContext) -> Tensor:
+    assert ctx.gradients is not None, "the engine computes gradients for gradient methods"
+    return ctx.gradients
+
+
+@METHODS.register("gradcam")
+class GradCAM(CamMethod):
+    """Grad-CAM (Selvaraju et al., 2017, https://arxiv.org/abs/1610.02391).
+
+    ``w_bk = mean_ij G_bkij``; map ``= sum_k w_bk A_bk``.
+    """
+
+    needs_gradient = True
+
+    def weights(self, ctx: CamContext) -> Tensor:
+        return _grads(ctx).mean(dim=(2, 3))
+
+
+@METHODS.register("hirescam")
+class HiResCAM(CamMethod):
+    """HiResCAM (Draelos & Carin, 2020, https://arxiv.org/abs/2011.08891).
+
+    Elementwise: map ``= sum_k G_bk * A_bk``. Respects the wall: zero where G is zero.
+    """
+
+    needs_gradient = True
+
+    def weights(self, ctx: CamContext) -> Tensor:
+        return _grads(ctx)
+
+
+@METHODS.register("gradcampp")
+class GradCAMPlusPlus(CamMethod):
+    """Grad-CAM++ (Chattopadhay et al., 2018, https://arxiv.org/abs/1710.11063), closed form.
+
+    ``alpha = G^2 / (2 G^2 + S_bk G^3 + 1e-6)`` (0 where G == 0),
+    ``w_bk = sum_ij max(G, 0) * alpha``; map ``= sum_k w_bk A_bk``.
+    """
+
+    needs_gradient = True
+
+    def weights(self, ctx: CamContext) -> Tensor:
+        g = _grads(ctx)
+        g2 = g * g
+        g3 = g2 * g
+        s = ctx.activations.sum(dim=(2, 3), keepdim=True)
+        alpha = g2 / (2 * g2 + s * g3 + 1e-6)
+        alpha = torch.where(g != 0, alpha, torch.zeros_like(alpha))
+        return (g.clamp_min(0) * alpha).sum(dim=(2, 3))
+
+
+@METHODS.register("xgradcam")
+class XGradCAM(CamMethod):
+    """XGrad-CAM (Fu et al., 2020, https://arxiv.org/abs/2008.02312).
+
+    ``w_bk = sum_ij(G A) / (S_bk + 1e-7)``; map ``= sum_k w_bk A_bk``.
+    """
+
+    needs_gradient = True
+
+    def weights(self, ctx: CamContext) -> Tensor:
+        a = ctx.activations
+        s = a.sum(dim=(2, 3), keepdim=True)
+        return (_grads(ctx) * a / (s + 1e-7)).sum(dim=(2, 3))
+
+
+@METHODS.register("layercam")
+class LayerCAM(CamMethod):
+    """LayerCAM (Jiang et al., 2021, https://ieeexplore.ieee.org/document/9462463).
+
+    Elementwise: map ``= sum_k max(G_bk, 0) * A_bk``. Respects the wall.
+    """
+
+    needs_gradient = True
+
+    def weights(self, ctx: CamContext) -> Tensor:
+        return _grads(ctx).clamp_min(0)

@@ -1,0 +1,113 @@
+"""Targets: what score a CAM explains for each image.
+
+A target is a callable on one row of the model output (the logits of one image) that returns a
+scalar tensor. ``None`` means the argmax of the raw logits; an ``int`` is a class index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from camwall.errors import CamwallError
+
+__all__ = ["ClassTarget", "Target", "TargetsArg", "resolve_targets", "score_rows"]
+
+Target = Callable[[Tensor], Tensor]
+TargetsArg = None | int | Tensor | Sequence[int | Target]
+
+
+@dataclass(frozen=True)
+class ClassTarget:
+    """The raw logit of class ``index``: ``f(row) = row[index]``."""
+
+    index: int
+
+    def __call__(self, row: Tensor) -> Tensor:
+        return row[self.index]
+
+
+def resolve_targets(targets: TargetsArg, logits: Tensor) -> list[Target]:
+    """One target callable per image.
+
+    Args:
+        targets: ``None`` (argmax of each logits row), an ``int`` (same class for all images),
+            a 1-D integer tensor, or a sequence of class indices and/or callables.
+        logits: B x ... model output.
+
+    Returns:
+        A list of B callables.
+    """
+    batch = logits.shape[0]
+    if targets is None:
+        if logits.dim() != 2:
+            raise CamwallError(
+                f"targets=None takes the argmax of B x num_classes logits, but the model output "
+                f"has shape {tuple(logits.shape)}. Pass `targets` as callables on one output row."
+            )
+        return [ClassTarget(int(i)) for i in logits.argmax(dim=1).tolist()]
+    if isinstance(targets, bool):
+        raise CamwallError("targets must be None, class indices or callables, not a bool.")
+    if isinstance(targets, int):
+        targets = [targets] * batch
+    if isinstance(targets, Tensor):
+        if targets.dim() != 1 or targets.is_floating_point():
+            raise CamwallError(
+                f"targets as a tensor must be 1-D integer class indices, got shape "
+                f"{tuple(targets.shape)} and dtype {targets.dtype}."
+            )
+        targets = [int(t) for t in targets.tolist()]
+    items = list(targets)
+    if len(items) != batch:
+        raise CamwallError(
+            f"got {len(items)} targets for a batch of {batch} images: pass one target per image "
+            f"(or None for the predicted class)."
+        )
+    resolved: list[Target] = []
+    num_classes = logits.shape[1] if logits.dim() == 2 else None
+    for i, t in enumerate(items):
+        if isinstance(t, bool) or not (isinstance(t, int) or callable(t)):
+            raise CamwallError(
+                f"targets[{i}] = {t!r} is neither a class index nor a callable on a logits row."
+            )
+        if isinstance(t, int):
+            if num_classes is not None and not -num_classes <= t < num_classes:
+                raise CamwallError(
+                    f"targets[{i}] = {t} is out of range for a model with {num_classes} outputs."
+                )
+            resolved.append(ClassTarget(t))
+        else:
+            resolved.append(t)
+    return resolved
+
+
+def score_rows(logits: Tensor, owners: Sequence[int], targets: Sequence[Target]) -> Tensor:
+    """Score row ``i`` of ``logits`` with the target of image ``owners[i]``.
+
+    Args:
+        logits: N x ... model output.
+        owners: N image indices into ``targets``.
+        targets: one callable per image.
+
+    Returns:
+        N scores, float32, on ``logits.device`` (differentiable).
+    """
+    fns = [targets[o] for o in owners]
+    classes = [f.index for f in fns if isinstance(f, ClassTarget)]
+    if logits.dim() == 2 and len(classes) == len(fns):
+        index = torch.tensor(classes, device=logits.device)
+        return logits.gather(1, index[:, None])[:, 0].float()
+    scores = []
+    for i, f in enumerate(fns):
+        s = f(logits[i])
+        if not isinstance(s, Tensor) or s.numel() != 1:
+            raise CamwallError(
+                f"a target callable must return a scalar tensor; got {type(s).__name__}"
+                + (f" of shape {tuple(s.shape)}" if isinstance(s, Tensor) else "")
+                + "."
+            )
+        scores.append(s.reshape(()))
+    return torch.stack(scores).float()
