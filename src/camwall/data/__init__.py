@@ -22,22 +22,44 @@ from camwall.data.composites import (
     build_dataset,
 )
 from camwall.data.fashion import FASHION_CLASSES, load_fashion_mnist
+from camwall.data.folders import (
+    MANIFEST,
+    PROMPT_TEMPLATE,
+    build_stackgen,
+    build_stackmix,
+    imagenet_categories,
+    write_prompts,
+)
+from camwall.data.images import IMAGE_EXTENSIONS, load_image, preprocess
 from camwall.data.preview import preview_grid
+from camwall.data.reader import ImageDataset, SkippedFilesWarning, read_image_dataset
 
 __all__ = [
     "CANVAS",
     "DATASETS",
     "FASHION_CLASSES",
+    "IMAGE_EXTENSIONS",
     "LOWER_LAYOUT",
+    "MANIFEST",
+    "PROMPT_TEMPLATE",
     "TRAIN_LAYOUT",
     "UPPER_LAYOUT",
     "CompositeBuilder",
     "Composites",
     "FashionCanvases",
+    "ImageDataset",
     "Layout",
+    "SkippedFilesWarning",
     "build_dataset",
+    "build_stackgen",
+    "build_stackmix",
     "fashion_canvases",
+    "imagenet_categories",
     "load_fashion_mnist",
+    "load_image",
     "place_items",
+    "preprocess",
     "preview_grid",
+    "read_image_dataset",
+    "write_prompts",
 ]

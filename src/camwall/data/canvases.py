@@ -60,10 +60,7 @@ class Layout:
         lo, hi = self.size
         size = torch.randint(lo, hi + 1, (n,), generator=generator)
         t_lo, t_hi = self.top
-        if t_hi is None:
-            top_max = CANVAS - size
-        else:
-            top_max = torch.full((n,), t_hi, dtype=torch.int64)
+        top_max = CANVAS - size if t_hi is None else torch.full((n,), t_hi, dtype=torch.int64)
         u = torch.rand(n, generator=generator, dtype=torch.float64)
         span = (top_max - t_lo + 1).clamp(min=1)
         top = t_lo + torch.minimum((u * span).floor().to(torch.int64), span - 1)
