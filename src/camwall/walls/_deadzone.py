@@ -1,0 +1,476 @@
+"""Exact dead zones, computed from the structure of a model, and their verification.
+
+``dead_zone(model, (C, H, W))`` answers: which input pixels influence no output, whatever the
+(trained) weights and whichever ReLUs are on? It runs the model's own forward code on a
+*structural surrogate*: every leaf layer is replaced, for the duration of the call, by a
+linear map with strictly positive weights on exactly the connections the layer has:
+
+* ``Conv2d``: all-ones kernel (same size, stride, padding, dilation, groups, padding mode);
+* ``MaxPool2d``: average pool of the same window; ``AdaptiveMaxPool2d``: adaptive average;
+* ``Linear``: positive weights where the weight is non-zero (a :class:`WalledLinear` uses its
+  wall instead, so only the wall's structural zeros count); for matrices above 2^24 entries, a
+  row-by-column pattern (a superset of the connections, so never a false dead pixel);
+* BatchNorm (eval: a per-channel affine map), dropout and elementwise activations: identity;
+* ``Softmax`` / ``LogSoftmax``: every output along ``dim`` reads every input along ``dim``;
+* average pools, padding, Flatten, :class:`Wall` and the model's own adds / reshapes / concats
+  run unchanged.
+
+With the all-ones input, every value is positive exactly where it depends on some input, so
+ReLUs called as functions pass it, and the gradient of the summed outputs is positive exactly
+on the pixels that have a path to an output. Gradients are reset to 0/1 after every layer, so
+nothing underflows in deep nets. A pixel is dead when its gradient is 0 in every channel.
+
+Dead zones are defined for **eval-mode** models: a BatchNorm layer in train mode normalises
+with statistics over all positions, so every pixel reaches the output and no wall holds.
+``dead_zone`` and ``verify_wall`` switch the model to eval mode and restore every module's
+mode afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from camwall.errors import CamwallError
+from camwall.walls._modules import Wall, WalledLinear
+
+__all__ = ["WallCheck", "dead_zone", "dead_zone_summary", "verify_wall"]
+
+_IDENTITY_TYPES: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Softplus,
+    nn.LogSigmoid,
+    nn.Identity,
+)
+"""Layers that map each value to one value (BatchNorm in eval mode is per-channel affine)."""
+
+_UNCHANGED_TYPES: tuple[type[nn.Module], ...] = (
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.ZeroPad2d,
+    nn.ConstantPad2d,
+    nn.ReflectionPad2d,
+    nn.ReplicationPad2d,
+    Wall,
+)
+"""Layers whose own forward already has positive weights on exactly its connections."""
+
+_BLOCKED_FUNCTIONS = frozenset(
+    {
+        "conv1d",
+        "conv2d",
+        "conv3d",
+        "conv_transpose1d",
+        "conv_transpose2d",
+        "conv_transpose3d",
+        "linear",
+        "bilinear",
+        "batch_norm",
+        "layer_norm",
+        "group_norm",
+        "instance_norm",
+        "max_pool1d",
+        "max_pool2d",
+        "max_pool3d",
+        "max_pool1d_with_indices",
+        "max_pool2d_with_indices",
+        "max_pool3d_with_indices",
+        "adaptive_max_pool1d",
+        "adaptive_max_pool2d",
+        "adaptive_max_pool3d",
+        "max",
+        "min",
+        "amax",
+        "amin",
+        "topk",
+        "sort",
+        "median",
+        "kthvalue",
+        "embedding",
+    }
+)
+"""Functions that, called in a model's own forward code, would hide or misstate dependence."""
+
+_FULL_PATTERN_LIMIT = 1 << 24
+
+
+def _binarize(grad: Tensor) -> Tensor:
+    return (grad != 0).to(grad.dtype)
+
+
+def _positive(out: Tensor) -> Tensor:
+    if out.requires_grad:
+        out.register_hook(_binarize)
+    return out
+
+
+def _conv(m: nn.Conv2d) -> Callable[[Tensor], Tensor]:
+    def forward(x: Tensor) -> Tensor:
+        g = m.groups
+        cin = m.in_channels // g
+        kh, kw = m.kernel_size
+        # All output channels of a group are equal: compute one per group, then repeat.
+        weight = torch.full((g, cin, kh, kw), 1.0 / (cin * kh * kw), dtype=x.dtype, device=x.device)
+        padding: Any = m.padding
+        if m.padding_mode != "zeros":
+            x = F.pad(x, m._reversed_padding_repeated_twice, mode=m.padding_mode)
+            padding = 0
+        y = F.conv2d(x, weight, None, m.stride, padding, m.dilation, g)
+        return _positive(y.repeat_interleave(m.out_channels // g, dim=1))
+
+    return forward
+
+
+def _linear(m: nn.Linear) -> Callable[[Tensor], Tensor]:
+    def forward(x: Tensor) -> Tensor:
+        if isinstance(m, WalledLinear):
+            keep = m.keep.to(x.dtype)
+            y = (x * keep).sum(-1, keepdim=True) / m.in_features
+            return _positive(y.expand(*x.shape[:-1], m.out_features))
+        nonzero = m.weight.detach() != 0
+        if nonzero.numel() <= _FULL_PATTERN_LIMIT:
+            pattern = nonzero.to(x.dtype) / m.in_features
+        else:  # rows x columns: a superset of the connections, without a huge temporary
+            rows = nonzero.any(1).to(x.dtype)
+            cols = nonzero.any(0).to(x.dtype) / m.in_features
+            return _positive((x @ cols).unsqueeze(-1) * rows)
+        return _positive(F.linear(x, pattern))
+
+    return forward
+
+
+def _max_pool(m: nn.MaxPool2d) -> Callable[[Tensor], Tensor]:
+    def forward(x: Tensor) -> Tensor:
+        if m.dilation not in (1, (1, 1)):
+            raise CamwallError(
+                f"dead_zone cannot analyze a MaxPool2d with dilation {m.dilation}; use dilation 1."
+            )
+        y = F.avg_pool2d(x, m.kernel_size, m.stride, m.padding, m.ceil_mode, count_include_pad=True)
+        return _positive(y)
+
+    return forward
+
+
+def _adaptive_max_pool(m: nn.AdaptiveMaxPool2d) -> Callable[[Tensor], Tensor]:
+    return lambda x: _positive(F.adaptive_avg_pool2d(x, m.output_size))
+
+
+def _softmax(m: nn.Softmax | nn.LogSoftmax) -> Callable[[Tensor], Tensor]:
+    def forward(x: Tensor) -> Tensor:
+        if m.dim is None:
+            raise CamwallError("dead_zone cannot analyze a Softmax without dim; set dim.")
+        return _positive(x.sum(m.dim, keepdim=True).expand_as(x))
+
+    return forward
+
+
+def _surrogate(name: str, m: nn.Module) -> Callable[[Tensor], Tensor] | None:
+    """The structural forward for leaf ``m``, or None to run its own forward."""
+    if isinstance(m, _UNCHANGED_TYPES):
+        return None
+    if isinstance(m, _IDENTITY_TYPES):
+        return lambda x: x
+    if isinstance(m, nn.Conv2d):
+        return _conv(m)
+    if isinstance(m, nn.Linear):
+        return _linear(m)
+    if isinstance(m, nn.MaxPool2d):
+        return _max_pool(m)
+    if isinstance(m, nn.AdaptiveMaxPool2d):
+        return _adaptive_max_pool(m)
+    if isinstance(m, (nn.Softmax, nn.LogSoftmax)):
+        return _softmax(m)
+    raise CamwallError(
+        f"dead_zone cannot analyze layer {name or '<model>'!r} of type {type(m).__name__}. "
+        "Supported: Conv2d, Linear (and WalledLinear), max/avg/adaptive pools, BatchNorm "
+        "(eval), dropout, elementwise activations, Softmax, padding, Flatten, Wall, and "
+        "containers whose forward adds, concatenates or reshapes."
+    )
+
+
+class _Guard(TorchFunctionMode):
+    """Refuse functions that would misstate dependence when a model's forward calls them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+
+    def __torch_function__(
+        self,
+        func: Any,
+        types: Any,
+        args: Any = (),
+        kwargs: Any = None,
+    ) -> Any:
+        name = getattr(func, "__name__", "")
+        if self.depth == 0 and name in _BLOCKED_FUNCTIONS:
+            raise CamwallError(
+                f"dead_zone cannot analyze the functional call {name!r} in a model's forward "
+                "code; use the equivalent nn module (e.g. nn.MaxPool2d) so it can be replaced."
+            )
+        return func(*args, **(kwargs or {}))
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+@contextmanager
+def _structural(model: nn.Module, guard: _Guard) -> Iterator[None]:
+    patched: list[tuple[nn.Module, bool, Any]] = []
+    try:
+        for name, m in model.named_modules():
+            if len(m._modules) > 0:
+                own = [n for n, _ in m.named_parameters(recurse=False)]
+                if own:
+                    raise CamwallError(
+                        f"dead_zone cannot analyze {name or '<model>'!r} "
+                        f"({type(m).__name__}): it uses its own parameters {own} in its forward "
+                        "code; move them into a layer module."
+                    )
+                continue
+            fn = _surrogate(name, m)
+            if fn is None:
+                continue
+
+            def wrapped(x: Tensor, _fn: Callable[[Tensor], Tensor] = fn) -> Tensor:
+                guard.depth += 1
+                try:
+                    return _fn(x)
+                finally:
+                    guard.depth -= 1
+
+            patched.append((m, "forward" in m.__dict__, m.__dict__.get("forward")))
+            m.forward = wrapped
+        yield
+    finally:
+        for m, had, old in patched:
+            if had:
+                m.forward = old
+            else:
+                del m.forward
+
+
+def _device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def _check_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise CamwallError(
+            f"input_shape must be (C, H, W) with positive sizes, got {tuple(input_shape)}."
+        )
+    return shape[0], shape[1], shape[2]
+
+
+def _logits(out: object) -> Tensor:
+    if not isinstance(out, Tensor):
+        raise CamwallError(
+            f"the model returns a {type(out).__name__}, not a tensor of logits; wrap it so that "
+            "forward returns one tensor."
+        )
+    return out
+
+
+def dead_zone(model: nn.Module, input_shape: tuple[int, ...]) -> Tensor:
+    """The pixels of a ``C x H x W`` input that influence no output of ``model`` (eval mode).
+
+    Structural and exact: pixel ``(h, w)`` is dead iff no path of non-zero connections leads
+    from any channel of it to any output, with every conv/linear weight counted as a connection
+    except the structural zeros of a wall (see the module docstring). It does not depend on the
+    weight values or on which ReLUs are on; a dead pixel is dead for every input.
+
+    Args:
+        model: the network; put in eval mode for the call and restored afterwards.
+        input_shape: ``(C, H, W)``.
+
+    Returns:
+        Bool ``[H, W]`` on the model's device, True where the pixel is dead.
+
+    Raises:
+        CamwallError: a layer type or functional call it cannot analyze; a model that does not
+        return a tensor; a bad ``input_shape``.
+    """
+    c, h, w = _check_shape(input_shape)
+    x = torch.ones(1, c, h, w, device=_device(model), requires_grad=True)
+    guard = _Guard()
+    with _eval_mode(model), _structural(model, guard):
+        with guard:
+            try:
+                out = _logits(model(x))
+            except RuntimeError as err:
+                raise CamwallError(
+                    f"the model cannot run on an input of shape {(c, h, w)}: {err}"
+                ) from None
+        (grad,) = torch.autograd.grad(out.sum(), x, allow_unused=True)
+    if grad is None:
+        return torch.ones(h, w, dtype=torch.bool, device=x.device)
+    return (grad[0] == 0).all(0)
+
+
+@dataclass(frozen=True)
+class WallCheck:
+    """Result of :func:`verify_wall`.
+
+    Attributes:
+        ok: logits bit-identical under every change of the dead zone, and the input gradient
+            of the summed logits exactly 0 on the dead zone, in every trial.
+        max_logit_change: ``max |logits(x') - logits(x)|`` over trials (0.0 when ok).
+        max_dead_grad: ``max |d sum(logits) / dx|`` over the dead zone and trials.
+        live_grad_max: the same maximum outside the dead zone (> 0 shows the check is not
+            vacuous).
+        trials: number of random inputs tried.
+        dead_pixels: number of dead pixels checked.
+    """
+
+    ok: bool
+    max_logit_change: float
+    max_dead_grad: float
+    live_grad_max: float
+    trials: int
+    dead_pixels: int
+
+
+def _channels(model: nn.Module) -> int:
+    shape = getattr(model, "camwall_input_shape", None)
+    if shape is not None:
+        return int(shape[0])
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    raise CamwallError("verify_wall cannot tell the number of input channels; pass channels=.")
+
+
+def verify_wall(
+    model: nn.Module,
+    dead_zone: Tensor,
+    trials: int = 8,
+    generator: torch.Generator | None = None,
+    channels: int | None = None,
+) -> WallCheck:
+    """Check empirically that ``dead_zone`` cannot change the output of ``model`` (eval mode).
+
+    Each trial draws ``x ~ U[0, 1]^(1 x C x H x W)`` and ``x'`` equal to ``x`` off the dead zone
+    and redrawn on it (alternately ``N(0, 10^2)`` noise and zeros), then requires
+    ``torch.equal(model(x), model(x'))`` and ``d sum(model(x')) / dx' == 0`` exactly on the
+    dead zone.
+
+    Args:
+        model: the network; eval mode during the check, modes restored afterwards.
+        dead_zone: bool ``[H, W]``, True where the input should not matter.
+        trials: number of random inputs.
+        generator: CPU generator for the draws (default: a fresh one seeded 0).
+        channels: input channels; default from the model record or its first Conv2d.
+    """
+    if dead_zone.dim() != 2 or dead_zone.dtype != torch.bool:
+        raise CamwallError(
+            f"dead_zone must be a bool [H, W] tensor, got {dead_zone.dtype} "
+            f"{tuple(dead_zone.shape)}."
+        )
+    if trials < 1:
+        raise CamwallError(f"trials must be >= 1, got {trials}.")
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    c = channels if channels is not None else _channels(model)
+    h, w = dead_zone.shape
+    device = _device(model)
+    dead = dead_zone.to(device)
+    max_change = max_dead = live_max = 0.0
+    with _eval_mode(model):
+        for t in range(trials):
+            x = torch.rand(1, c, h, w, generator=gen).to(device)
+            noise = torch.randn(1, c, h, w, generator=gen).to(device) * 10.0
+            x2 = torch.where(dead, noise if t % 2 == 0 else torch.zeros_like(x), x)
+            x2.requires_grad_(True)
+            with torch.no_grad():
+                y = _logits(model(x))
+            y2 = _logits(model(x2))
+            (grad,) = torch.autograd.grad(y2.sum(), x2)
+            if not torch.equal(y, y2.detach()):
+                diff = (y - y2.detach()).abs().max()
+                max_change = max(max_change, float(diff) if diff.isfinite() else float("inf"))
+            g = grad.detach().abs()[0]
+            if bool(dead.any()):
+                max_dead = max(max_dead, float(g[:, dead].max()))
+            if bool((~dead).any()):
+                live_max = max(live_max, float(g[:, ~dead].max()))
+    ok = max_change == 0.0 and max_dead == 0.0
+    return WallCheck(ok, max_change, max_dead, live_max, trials, int(dead.sum()))
+
+
+def _ranges(flags: Tensor) -> list[list[int]]:
+    """Half-open ``[start, stop)`` runs of True in a 1-D bool tensor."""
+    out: list[list[int]] = []
+    start = None
+    for i, v in enumerate(flags.tolist()):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            out.append([start, i])
+            start = None
+    if start is not None:
+        out.append([start, len(flags)])
+    return out
+
+
+def dead_zone_summary(zone: Tensor) -> dict[str, Any]:
+    """JSON-ready description of a bool ``[H, W]`` dead zone.
+
+    Returns:
+        ``{"shape": [H, W], "rows": [[start, stop), ...] of fully dead rows, "cols": the same
+        for columns, "pixels": dead pixel count, "fraction": pixels / (H * W)}``.
+    """
+    z = zone.detach().to("cpu", torch.bool)
+    h, w = z.shape
+    pixels = int(z.sum())
+    return {
+        "shape": [h, w],
+        "rows": _ranges(z.all(1)),
+        "cols": _ranges(z.all(0)),
+        "pixels": pixels,
+        "fraction": pixels / (h * w),
+    }
