@@ -1,0 +1,49 @@
+"""Training walled and baseline models.
+
+Public API:
+
+* :data:`PRESETS` (``fashion-vgg``, ``fashion-resnet``, ``imagenet-vgg16``), :class:`TrainConfig`,
+  :func:`apply_overrides`, :func:`config_hash`
+* :func:`train` -> :class:`TrainResult`: a preset's walled model and baseline, same seed and data
+  order, the wall re-applied after every step, checkpoints + ``--resume``, DDP under ``torchrun``
+* :func:`fit`: the generic loop for any model and dataset -> :class:`FitResult`
+* :func:`evaluate` (a saved model on a dataset) and :func:`evaluate_model` -> :class:`EvalResult`
+* :func:`cached_pair`: train a pair once, reuse it from the cache
+* :func:`plot_curves`, :func:`read_history`: loss / accuracy curves (paper Figure 5 style)
+"""
+
+from camwall.train._cache import cache_root, cached_pair
+from camwall.train._config import PRESETS, TrainConfig, apply_overrides, config_hash
+from camwall.train._data import IMAGENET_MEAN, IMAGENET_STD, folder_transforms
+from camwall.train._dist import DistInfo, dist_info, resolve_device
+from camwall.train._evaluate import evaluate
+from camwall.train._loop import EvalResult, FitResult, evaluate_model, fit
+from camwall.train._plot import plot_curves, read_history
+from camwall.train._run import VARIANTS, TrainResult, build_model, resolve_config, train
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PRESETS",
+    "VARIANTS",
+    "DistInfo",
+    "EvalResult",
+    "FitResult",
+    "TrainConfig",
+    "TrainResult",
+    "apply_overrides",
+    "build_model",
+    "cache_root",
+    "cached_pair",
+    "config_hash",
+    "dist_info",
+    "evaluate",
+    "evaluate_model",
+    "fit",
+    "folder_transforms",
+    "plot_curves",
+    "read_history",
+    "resolve_config",
+    "resolve_device",
+    "train",
+]

@@ -1,0 +1,216 @@
+"""Training configurations (frozen dataclasses) and the ``PRESETS`` registry.
+
+A preset is a complete :class:`TrainConfig`; every field can be overridden by name
+(``apply_overrides(config, {"epochs": 2})`` or ``camwall train --epochs 2``). The cache key of a
+trained pair is :func:`config_hash` of the final config (fields that do not change the weights,
+such as ``num_workers``, are left out of it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from camwall.errors import CamwallError, did_you_mean
+from camwall.registry import Registry
+
+__all__ = ["PRESETS", "TrainConfig", "apply_overrides", "config_hash", "get_preset"]
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULERS = ("step", "onecycle", "constant")
+DATASET_KINDS = ("fashion-canvases", "imagefolder")
+
+# Fields that change how fast a run goes but not the weights it produces.
+_NOT_HASHED = frozenset({"num_workers", "checkpoint_every"})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines one training run (walled and baseline share it).
+
+    Attributes:
+        name: preset name (for manifests and cache keys).
+        arch: model name in ``camwall.walls.MODELS``.
+        arch_kwargs: extra keyword arguments of the model builder (e.g. a width).
+        num_classes: number of output classes.
+        dataset: ``"fashion-canvases"`` (single-item 1 x 64 x 64 canvases) or ``"imagefolder"``
+            (an ImageNet-style ``train/`` + ``val/`` folder tree under ``data``).
+        data: data folder (Fashion-MNIST IDX files, or the ImageFolder root); ``None`` = default.
+        epochs: number of passes over the training set.
+        batch_size: global batch size (split evenly across ranks under ``torchrun``).
+        lr: peak learning rate.
+        momentum: SGD momentum (or AdamW beta1).
+        weight_decay: L2 weight decay.
+        optimizer: ``"sgd"`` or ``"adamw"``.
+        scheduler: ``"step"`` (StepLR per epoch), ``"onecycle"`` (OneCycleLR per step) or
+            ``"constant"``.
+        step_size: StepLR period in epochs.
+        gamma: StepLR factor.
+        amp: mixed precision (float16 autocast + GradScaler) when training on CUDA.
+        label_smoothing: cross-entropy label smoothing.
+        augment: random training augmentation.
+        seed: seed of model initialization, data order, augmentation and dropout.
+        image_size: input side for the ImageFolder pipeline (``None``: the model's input size).
+        train_limit: use only the first ``train_limit`` training examples (``None`` = all).
+        val_limit: use only the first ``val_limit`` validation examples (``None`` = all).
+        val_batch_size: batch size of the per-epoch validation.
+        num_workers: DataLoader worker processes.
+        max_steps: stop after this many optimizer steps in total (``None`` = no limit).
+        checkpoint_every: also checkpoint every this many steps (0 = only at epoch ends).
+    """
+
+    name: str = "custom"
+    arch: str = "fashion-vgg"
+    arch_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    num_classes: int = 10
+    dataset: str = "fashion-canvases"
+    data: str | None = None
+    epochs: int = 1
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    optimizer: str = "sgd"
+    scheduler: str = "onecycle"
+    step_size: int = 30
+    gamma: float = 0.1
+    amp: bool = True
+    label_smoothing: float = 0.0
+    augment: bool = True
+    seed: int = 0
+    image_size: int | None = None
+    train_limit: int | None = None
+    val_limit: int | None = None
+    val_batch_size: int = 256
+    num_workers: int = 0
+    max_steps: int | None = None
+    checkpoint_every: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.val_batch_size >= 1, "val_batch_size must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.step_size >= 1, "step_size must be >= 1"),
+            (self.num_classes >= 2, "num_classes must be >= 2"),
+            (self.num_workers >= 0, "num_workers must be >= 0"),
+            (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
+            (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1"),
+            (self.train_limit is None or self.train_limit >= 1, "train_limit must be >= 1"),
+            (self.val_limit is None or self.val_limit >= 1, "val_limit must be >= 1"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise CamwallError(f"training config {self.name!r}: {msg}.")
+        for value, choices, what in (
+            (self.optimizer, OPTIMIZERS, "optimizer"),
+            (self.scheduler, SCHEDULERS, "scheduler"),
+            (self.dataset, DATASET_KINDS, "dataset"),
+        ):
+            if value not in choices:
+                raise CamwallError(
+                    f"training config {self.name!r}: unknown {what} {value!r}."
+                    f"{did_you_mean(value, choices)} Choose from: {', '.join(choices)}."
+                )
+        object.__setattr__(self, "arch_kwargs", dict(self.arch_kwargs))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy of the fields."""
+        out = dataclasses.asdict(self)
+        out["arch_kwargs"] = dict(self.arch_kwargs)
+        return out
+
+
+PRESETS: Registry[TrainConfig] = Registry("training preset")
+"""Named training recipes: ``fashion-vgg``, ``fashion-resnet``, ``imagenet-vgg16``."""
+
+PRESETS.add(
+    "fashion-vgg",
+    TrainConfig(
+        name="fashion-vgg",
+        arch="fashion-vgg",
+        epochs=3,
+        batch_size=128,
+        lr=0.05,
+        optimizer="sgd",
+        scheduler="onecycle",
+        weight_decay=5e-4,
+    ),
+)
+PRESETS.add(
+    "fashion-resnet",
+    TrainConfig(
+        name="fashion-resnet",
+        arch="fashion-resnet",
+        epochs=3,
+        batch_size=128,
+        lr=0.05,
+        optimizer="sgd",
+        scheduler="onecycle",
+        weight_decay=5e-4,
+    ),
+)
+PRESETS.add(
+    "imagenet-vgg16",
+    TrainConfig(
+        name="imagenet-vgg16",
+        arch="walled-vgg16",
+        num_classes=1000,
+        dataset="imagefolder",
+        epochs=90,
+        batch_size=256,
+        lr=0.03,
+        momentum=0.9,
+        weight_decay=1e-4,
+        optimizer="sgd",
+        scheduler="step",
+        step_size=30,
+        gamma=0.1,
+        amp=True,
+        augment=True,
+        image_size=224,
+        val_batch_size=256,
+        num_workers=8,
+        checkpoint_every=2000,
+    ),
+)
+
+
+def get_preset(name: str) -> TrainConfig:
+    """The preset ``name`` (CamwallError with a suggestion if unknown)."""
+    return PRESETS.get(name)
+
+
+def apply_overrides(config: TrainConfig, overrides: Mapping[str, Any] | None) -> TrainConfig:
+    """A copy of ``config`` with the given fields replaced; ``None`` values are ignored.
+
+    Raises:
+        CamwallError: for a field name that does not exist, with a suggestion.
+    """
+    if not overrides:
+        return config
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        key = key.replace("-", "_")
+        if key not in names:
+            raise CamwallError(
+                f"unknown training option {key!r}.{did_you_mean(key, names)} "
+                f"Options: {', '.join(names)}."
+            )
+        if value is not None:
+            changes[key] = value
+    return dataclasses.replace(config, **changes)
+
+
+def config_hash(config: TrainConfig, version: str = "") -> str:
+    """SHA-256 (hex) of the weight-relevant fields of ``config`` and ``version``."""
+    payload = {k: v for k, v in config.to_dict().items() if k not in _NOT_HASHED}
+    text = json.dumps({"config": payload, "version": version}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()

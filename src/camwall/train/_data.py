@@ -1,0 +1,172 @@
+"""Datasets of the presets: Fashion single-item canvases and ImageNet-style folder trees.
+
+ImageFolder pipeline (paper recipe), for a model with input ``C x S x S``:
+
+* train: ``RandomResizedCrop(S, scale=(0.1, 1), ratio=(0.8, 1.25))`` + ``RandomHorizontalFlip``;
+* val: ``Resize(S)`` (shorter side) + ``CenterCrop(S)``;
+* then ``ToTensor`` and, for 3 channels, ImageNet mean/std normalization; a 1-channel model
+  (the embedded small ones, which take [0, 1] inputs) gets ``Grayscale`` and no normalization.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, TensorDataset
+
+from camwall.errors import CamwallError
+from camwall.train._config import TrainConfig
+
+__all__ = [
+    "EVAL_DATASETS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "eval_dataset",
+    "folder_transforms",
+    "training_datasets",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+EVAL_DATASETS = ("fashion-canvases", "fashion-stackmix", "fashion-stackpair")
+"""Dataset names that ``camwall evaluate --dataset`` accepts besides a folder."""
+
+
+def folder_transforms(input_shape: tuple[int, int, int], train: bool) -> Any:
+    """The torchvision transform of the ImageFolder pipeline for ``input_shape = (C, S, S)``."""
+    from torchvision import transforms as T
+
+    channels, size = int(input_shape[0]), int(input_shape[1])
+    steps: list[Any] = []
+    if train:
+        steps += [
+            T.RandomResizedCrop(size, scale=(0.1, 1.0), ratio=(0.8, 1.25)),
+            T.RandomHorizontalFlip(),
+        ]
+    else:
+        steps += [T.Resize(size), T.CenterCrop(size)]
+    if channels == 1:
+        steps += [T.Grayscale(1), T.ToTensor()]
+    else:
+        steps += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return T.Compose(steps)
+
+
+def _image_folder(root: Path, input_shape: tuple[int, int, int], train: bool) -> Dataset[Any]:
+    from torchvision.datasets import ImageFolder
+
+    if not root.is_dir():
+        raise CamwallError(
+            f"image folder {root} does not exist. --data must be an ImageNet-style tree with "
+            "train/<class>/*.JPEG and val/<class>/*.JPEG (one sub-folder per class, e.g. "
+            "n01440764); prepare ImageNet-1k val with its devkit's labels into class folders."
+        )
+    try:
+        return ImageFolder(str(root), transform=folder_transforms(input_shape, train))
+    except (FileNotFoundError, OSError) as err:
+        raise CamwallError(
+            f"{root}: not a usable ImageFolder tree ({err}); it needs one sub-folder per class "
+            "holding .jpg/.jpeg/.png images."
+        ) from None
+
+
+def _input_shape(config: TrainConfig, model_shape: tuple[int, ...] | None) -> tuple[int, int, int]:
+    channels = int(model_shape[0]) if model_shape else 3
+    size = config.image_size or (int(model_shape[1]) if model_shape else 224)
+    return channels, size, size
+
+
+def training_datasets(
+    config: TrainConfig, model_shape: tuple[int, ...] | None = None
+) -> tuple[Dataset[Any], Dataset[Any] | None, list[str]]:
+    """``(train_set, val_set, class_names)`` of ``config.dataset``.
+
+    ``fashion-canvases``: training canvases (placements re-drawn each epoch when
+    ``config.augment``) and the fixed test canvases. ``imagefolder``: ``config.data/train`` and
+    ``config.data/val`` (``val`` may be missing: no validation then).
+    """
+    if config.dataset == "fashion-canvases":
+        from camwall.data import fashion_canvases
+
+        train = fashion_canvases(
+            "train", seed=config.seed, augment=config.augment, root=config.data
+        )
+        val = fashion_canvases("test", seed=0, augment=False, root=config.data)
+        return train, val, list(train.class_names)
+    if config.data is None:
+        raise CamwallError(
+            f"preset {config.name!r} trains on an ImageNet-style folder; give it with --data DIR "
+            "(DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG)."
+        )
+    root = Path(config.data)
+    shape = _input_shape(config, model_shape)
+    train_set = _image_folder(root / "train", shape, train=True)
+    val_set = _image_folder(root / "val", shape, train=False) if (root / "val").is_dir() else None
+    classes = list(train_set.classes)  # type: ignore[attr-defined]
+    if len(classes) != config.num_classes:
+        raise CamwallError(
+            f"{root / 'train'} has {len(classes)} class folders but the model has "
+            f"{config.num_classes} outputs; pass --num-classes {len(classes)}."
+        )
+    if val_set is not None and list(val_set.classes) != classes:  # type: ignore[attr-defined]
+        raise CamwallError(
+            f"{root / 'val'} and {root / 'train'} have different class folders; they must match."
+        )
+    return train_set, val_set, classes
+
+
+def eval_dataset(
+    name_or_dir: str,
+    input_shape: tuple[int, ...],
+    *,
+    n: int | None = None,
+    seed: int = 0,
+    folder_pipeline: bool = False,
+    data_root: str | None = None,
+) -> Dataset[Any]:
+    """An evaluation dataset of ``(image, label)`` pairs.
+
+    Args:
+        name_or_dir: ``fashion-canvases`` (the 10,000 fixed test canvases), ``fashion-stackmix``
+            or ``fashion-stackpair`` (composites from the test split), or a folder: read with the
+            ImageFolder val pipeline when ``folder_pipeline`` (models trained on folders), else
+            with :func:`camwall.data.read_image_dataset` at the model's input size.
+        input_shape: the model's ``C x H x W``.
+        n: number of composites to build (default 1000), or a cap on the test canvases.
+        seed: seed of the composites.
+        folder_pipeline: see above.
+        data_root: Fashion-MNIST folder.
+    """
+    from camwall.data import DATASETS, fashion_canvases, read_image_dataset
+
+    if name_or_dir == "fashion-canvases":
+        canvases: Dataset[Any] = fashion_canvases("test", seed=0, augment=False, root=data_root)
+        if n is not None:
+            canvases = torch.utils.data.Subset(canvases, range(min(n, len(canvases))))  # type: ignore[arg-type]
+        return canvases
+    if name_or_dir in DATASETS:
+        comp = DATASETS.get(name_or_dir).build(n=n or 1000, seed=seed, root=data_root)
+        return TensorDataset(comp.images, comp.labels)
+    path = Path(name_or_dir)
+    if not path.exists():
+        choices = [*EVAL_DATASETS, *(d for d in DATASETS.names() if d not in EVAL_DATASETS)]
+        from camwall.errors import did_you_mean
+
+        raise CamwallError(
+            f"--dataset {name_or_dir!r} is neither a dataset name nor an existing folder."
+            f"{did_you_mean(name_or_dir, choices)} Names: {', '.join(choices)}."
+        )
+    if folder_pipeline:
+        shape = (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))
+        return _image_folder(path, shape, train=False)
+    ds = read_image_dataset(path, size=int(input_shape[-1]), channels=int(input_shape[0]))
+    images: Tensor = ds.images
+    if int(input_shape[0]) == 3:
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        images = (images - mean) / std
+    return TensorDataset(images, ds.labels)

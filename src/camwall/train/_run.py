@@ -1,0 +1,200 @@
+"""Training a preset: the walled model and its baseline, with the same seed and data order.
+
+Output folder (``out_dir``)::
+
+    manifest.json               config, versions, device, world size, final metrics
+    walled.safetensors/.json    final walled model (camwall.walls.save_model; load_model reads it)
+    baseline.safetensors/.json  final baseline model
+    walled/metrics.csv|.jsonl   per-epoch metrics; walled/checkpoints/ resumable state
+    baseline/...
+    curves.png                  train loss and validation top-1 of both (paper Figure 5 style)
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import camwall
+from camwall.errors import CamwallError
+from camwall.train._config import TrainConfig, apply_overrides, get_preset
+from camwall.train._data import training_datasets
+from camwall.train._dist import setup
+from camwall.train._loop import BatchHook, EpochHook, fit
+from camwall.train._plot import plot_curves
+from camwall.train._state import atomic_write_text
+
+__all__ = ["VARIANTS", "TrainResult", "build_model", "resolve_config", "train"]
+
+VARIANTS = ("walled", "baseline")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Result of :func:`train`.
+
+    Attributes:
+        config: the config that was trained.
+        out_dir: the output folder.
+        checkpoints: variant (``walled`` / ``baseline``) -> final model ``.safetensors`` path.
+        histories: variant -> per-epoch metric rows.
+        completed: ``False`` when ``max_steps`` stopped training before the last epoch.
+        plot: the loss/accuracy figure (only when both variants were trained).
+    """
+
+    config: TrainConfig
+    out_dir: Path
+    checkpoints: dict[str, Path] = field(default_factory=dict)
+    histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    completed: bool = True
+    plot: Path | None = None
+
+    def final(self, variant: str) -> dict[str, Any]:
+        """The last metric row of ``variant``."""
+        return self.histories[variant][-1]
+
+
+def resolve_config(
+    preset: str | TrainConfig, overrides: Mapping[str, Any] | None = None
+) -> TrainConfig:
+    """The preset (by name or as a config) with ``overrides`` applied."""
+    base = get_preset(preset) if isinstance(preset, str) else preset
+    return apply_overrides(base, overrides)
+
+
+def build_model(config: TrainConfig, walled: bool) -> nn.Module:
+    """``camwall.walls.create_model(config.arch, walled=..., num_classes=..., **arch_kwargs)``
+    with the torch RNG seeded by ``config.seed`` (so walled and baseline start alike)."""
+    from camwall.walls import create_model
+
+    torch.manual_seed(config.seed)
+    return create_model(
+        config.arch, walled=walled, num_classes=config.num_classes, **dict(config.arch_kwargs)
+    )
+
+
+def _versions() -> dict[str, str]:
+    import torchvision
+
+    return {
+        "camwall": camwall.__version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def train(
+    preset: str | TrainConfig,
+    overrides: Mapping[str, Any] | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    variants: Sequence[str] = VARIANTS,
+    resume: bool = False,
+    device: str | torch.device = "auto",
+    progress: bool | None = None,
+    on_batch: BatchHook | None = None,
+    on_epoch_end: EpochHook | None = None,
+) -> TrainResult:
+    """Train the walled model and/or its baseline of a preset.
+
+    Both variants get the same config: same initialization seed (the baseline's weights equal
+    the walled model's outside the wall), same batches in the same order, same augmentation
+    draws. The wall is re-applied after every optimizer step
+    (:func:`camwall.walls.enforce_walls`). Under ``torchrun`` the process group is joined here;
+    only rank 0 writes files.
+
+    Args:
+        preset: a name in :data:`PRESETS` or a :class:`TrainConfig`.
+        overrides: field -> value replacements (``{"epochs": 2, "lr": 0.01}``).
+        out_dir: output folder (default ``runs/<preset>``); see the module docstring.
+        variants: which of ``"walled"``, ``"baseline"`` to train, in order.
+        resume: continue each variant from its latest checkpoint.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        progress: tqdm bars (``None``: on a terminal only).
+        on_batch: ``on_batch(epoch, step, indices)`` hook, called with the variant's batches.
+        on_epoch_end: ``on_epoch_end(epoch, row)`` hook.
+
+    Returns:
+        :class:`TrainResult` with the final checkpoint paths and metric histories.
+    """
+    from camwall.walls import enforce_walls, save_model
+
+    config = resolve_config(preset, overrides)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise CamwallError(f"variants must be among {', '.join(VARIANTS)}; got {list(variants)}.")
+    out = Path(out_dir) if out_dir is not None else Path("runs") / config.name
+    info, dev = setup(device)
+    checkpoints: dict[str, Path] = {}
+    histories: dict[str, list[dict[str, Any]]] = {}
+    completed = True
+    class_names: list[str] | None = None
+    train_set = val_set = None
+    for variant in variants:
+        model = build_model(config, walled=variant == "walled").to(dev)
+        if train_set is None:
+            shape = getattr(model, "camwall_input_shape", None)
+            train_set, val_set, class_names = training_datasets(config, shape)
+        result = fit(
+            model,
+            train_set,
+            val_set,
+            config,
+            out / variant,
+            device=dev,
+            enforce_wall=enforce_walls,
+            resume=resume,
+            progress=progress,
+            label=variant,
+            on_batch=on_batch,
+            on_epoch_end=on_epoch_end,
+        )
+        histories[variant] = result.history
+        completed = completed and result.completed
+        path = out / f"{variant}.safetensors"
+        if info.is_main:
+            meta = {
+                "class_names": class_names,
+                "training": {
+                    "preset": config.name,
+                    "variant": variant,
+                    "config": config.to_dict(),
+                    "steps": result.steps,
+                    "completed": result.completed,
+                    "final": result.history[-1] if result.history else None,
+                    "versions": _versions(),
+                },
+            }
+            path = Path(save_model(model.eval(), path, meta))
+        checkpoints[variant] = path
+    plot = None
+    if info.is_main:
+        if set(histories) == set(VARIANTS) and all(histories.values()):
+            plot = plot_curves(histories, out / "curves.png", title=config.name)
+        manifest = {
+            "config": config.to_dict(),
+            "versions": _versions(),
+            "device": str(dev),
+            "world_size": info.world,
+            "threads": torch.get_num_threads(),
+            "completed": completed,
+            "checkpoints": {k: str(v) for k, v in checkpoints.items()},
+            "final": {k: (v[-1] if v else None) for k, v in histories.items()},
+        }
+        atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
+    return TrainResult(
+        config=config,
+        out_dir=out,
+        checkpoints=checkpoints,
+        histories=histories,
+        completed=completed,
+        plot=plot,
+    )
