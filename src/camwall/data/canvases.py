@@ -1,11 +1,13 @@
 """Single-item Fashion-MNIST canvases (1 x 64 x 64) for training and evaluating the small models.
 
-The walled small models see only the top of a 64 x 64 canvas (their dead zone is a bottom band
-of rows, see ``docs/walls.md``). So single items are placed in the *upper* part:
+The walled small models see only the top of a 64 x 64 canvas: their dead zone is a bottom band
+of rows (``fashion-vgg``: rows 39..63, ``fashion-resnet``: rows 37..63; see ``docs/walls.md``).
+So single items are placed in the *upper* part:
 
-* item side ``size`` uniform in ``28..40`` pixels (scale 1.0 .. 1.43 of the 28-pixel original);
-* top row ``top`` uniform in ``0..6``, so the item ends at row ``top + size - 1 <= 45`` and on
-  average (row 37) above the dead zone;
+* item side ``size`` uniform in ``28..36`` pixels (scale 1.0 .. 1.29 of the 28-pixel original);
+* top row ``top`` uniform in ``0..4``, so the item's last row ``top + size - 1`` is at most 39
+  and 33 on average: the whole item is visible to the walled models, except at worst its last
+  three rows (which are mostly black background in Fashion-MNIST);
 * horizontally centred, shifted by ``dx`` uniform in ``-6..6`` (clamped to the canvas);
 * with ``augment=True`` each item is mirrored left-right with probability 1/2, and all draws are
   redone for each epoch (:meth:`FashionCanvases.set_epoch`).
@@ -46,8 +48,8 @@ class Layout:
         flip_p: probability of a left-right mirror.
     """
 
-    size: tuple[int, int] = (28, 40)
-    top: tuple[int, int | None] = (0, 6)
+    size: tuple[int, int] = (28, 36)
+    top: tuple[int, int | None] = (0, 4)
     dx: int = 6
     flip_p: float = 0.5
 

@@ -5,8 +5,9 @@ STACK-MIX and STACK-GEN, at 64 x 64 grayscale.
   the whole canvas; rows ``< split_row`` come from ``x1``, rows ``>= split_row`` from ``x2``
   (the paper's cutmix-style STACK-MIX).
 * ``fashion-stackpair``: two whole items of the same class stacked: the upper one placed like a
-  training item (side 28..32, top row 0..3, so it ends by row 34), the lower one (side 24..28)
-  with its top row in ``lower_top..64 - side``, i.e. mostly in the walled models' dead zone.
+  training item (side 28..32, top row 0..3, so it ends by row 34), the lower one (side 22..26)
+  with its top row in ``lower_top..64 - side`` (``lower_top`` = 38 by default), i.e. inside
+  ``fashion-resnet``'s dead zone (rows 37..63) and, but for row 38, ``fashion-vgg``'s (39..63).
 
 Classes are spread evenly: ``n`` images hold ``n // 10`` or ``n // 10 + 1`` images of each class.
 No test item is used twice in one dataset. Everything comes from one ``torch.Generator`` seeded
@@ -67,8 +68,8 @@ class Composites:
 
 UPPER_LAYOUT = Layout(size=(28, 32), top=(0, 3), dx=4, flip_p=0.0)
 """Upper item of ``fashion-stackpair``: like a training item, ending by row 34."""
-LOWER_LAYOUT = Layout(size=(24, 28), top=(36, None), dx=4, flip_p=0.0)
-"""Lower item of ``fashion-stackpair``: top row from 36 down to the canvas bottom."""
+LOWER_LAYOUT = Layout(size=(22, 26), top=(38, None), dx=4, flip_p=0.0)
+"""Lower item of ``fashion-stackpair``: top row from 38 down to the canvas bottom."""
 
 RenderFn = Callable[[dict[str, Any], Tensor, int], Tensor]
 

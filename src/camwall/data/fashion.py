@@ -103,16 +103,17 @@ def _read_idx(path: Path, magic: int, ndim: int) -> tuple[tuple[int, ...], bytes
             f"Replace it. {_WHERE_TO_GET}"
         ) from None
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise CamwallError(
-            f"{path}: only {len(raw)} bytes, shorter than an IDX header; replace it."
-        )
+    short = CamwallError(f"{path}: only {len(raw)} bytes, shorter than an IDX header; replace it.")
+    if len(raw) < 4:
+        raise short
     (found,) = struct.unpack(">I", raw[:4])
     if found != magic:
         raise CamwallError(
             f"{path}: bad IDX magic number 0x{found:08x}, expected 0x{magic:08x}; "
             "this is not the expected Fashion-MNIST file (images/labels swapped or corrupt)."
         )
+    if len(raw) < header:
+        raise short
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     payload = raw[header:]
     expected = 1
