@@ -60,6 +60,7 @@ class AtInitResult:
         max_below_wall: per item, the largest GradCAM value on rows ``>= wall_row``.
         max_below_dead: per item, the largest GradCAM value on activation rows whose whole
             receptive field is dead.
+        model: the random walled CNN (eval mode, on the CPU).
     """
 
     images: Tensor
@@ -74,6 +75,7 @@ class AtInitResult:
     mass_below_wall: Tensor
     max_below_wall: Tensor
     max_below_dead: Tensor
+    model: SimpleCNN
 
 
 def at_init_experiment(
@@ -143,4 +145,5 @@ def at_init_experiment(
         mass_below_wall=(below.sum(dim=(1, 2)) / res.cam.sum(dim=(1, 2))).cpu(),
         max_below_wall=below.amax(dim=(1, 2)).cpu(),
         max_below_dead=res.cam[:, first_blind:, :].amax(dim=(1, 2)).cpu(),
+        model=model.cpu(),
     )
