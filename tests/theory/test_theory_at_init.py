@@ -83,5 +83,5 @@ def test_gradcam_matches_closed_form_and_grad_cam_capture(result):
 
 
 def test_bad_indices():
-    with pytest.raises(CamwallError, match="within 0..9999"):
+    with pytest.raises(CamwallError, match=r"within 0\.\.9999"):
         at_init_experiment(indices=(10_000,))
