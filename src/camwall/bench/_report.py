@@ -82,8 +82,10 @@ def _markdown(summary: dict[str, Any]) -> str:
     lines = [
         f"# Wall leakage μ of saliency maps — model `{model}`",
         "",
-        "μ = ‖L on the dead zone‖₂ / ‖L‖₂ per image, mean ± std over images, in %. "
-        "Lower is better; 0 = the method respects the wall.",
+        (
+            "μ = ‖L on the dead zone‖₂ / ‖L‖₂ per image, mean ± std over images, in %. "
+            "Lower is better; 0 = the method respects the wall."
+        ),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
@@ -93,9 +95,11 @@ def _markdown(summary: dict[str, Any]) -> str:
     lines += [
         "",
         f"Dead zone: {_dead_text(dz)}; a uniform map scores μ = {_pct(dz.get('uniform_mu'))}%.",
-        "Paper columns: the walled VGG16 on ImageNet (Table 1 of Taimeskhanov et al., 2024), "
-        "beside the analogous dataset; the models and images differ, so compare the pattern, "
-        "not the digits. Empty (all-zero) maps are left out of the mean and counted.",
+        (
+            "Paper columns: the walled VGG16 on ImageNet (Table 1 of Taimeskhanov et al., "
+            "2024), beside the analogous dataset; the models and images differ, so compare the "
+            "pattern, not the digits. Empty (all-zero) maps are left out of the mean and counted."
+        ),
         "",
         "## All metrics (mean over images, %; relative_leakage as a ratio)",
         "",
@@ -189,9 +193,11 @@ def reading(summary: dict[str, Any]) -> list[str]:
     dz = summary["dead_zone"].get(model, {})
     uni = dz.get("uniform_mu") or float("nan")
     out = [
-        f"The model `{model}` provably ignores its dead zone, {_dead_text(dz)}: "
-        "a faithful saliency map is exactly 0 there. "
-        f"A uniform map (no information) scores μ = {_pct(uni)}%."
+        (
+            f"The model `{model}` provably ignores its dead zone, {_dead_text(dz)}: "
+            "a faithful saliency map is exactly 0 there. "
+            f"A uniform map (no information) scores μ = {_pct(uni)}%."
+        )
     ]
     for d, per in summary["metrics"].get(model, {}).items():
         cams = {m: s for m, s in per.items() if m not in CONTROLS}
@@ -262,7 +268,8 @@ def reading(summary: dict[str, Any]) -> list[str]:
 
 
 def _n_images(per: dict[str, Any]) -> int:
-    return max((s["wall_leakage"]["n"] + s["wall_leakage"]["empty"] for s in per.values()), default=0)
+    counts = (s["wall_leakage"]["n"] + s["wall_leakage"]["empty"] for s in per.values())
+    return max(counts, default=0)
 
 
 def _join(names: list[str]) -> str:
@@ -321,9 +328,9 @@ def _figure_grid(
             _dead_overlay(ax, dead)
             label, pred = preds.get(i, (None, None))
             if label is not None:
-                name = (lambda k: classes[k] if k < len(classes) else str(k))
+                name = classes[pred] if pred < len(classes) else str(pred)
                 ok = "✓" if label == pred else "✗"
-                ax.set_title(f"{name(pred)} {ok}", fontsize=7)
+                ax.set_title(f"{name} {ok}", fontsize=7)
             for r, meth in enumerate(methods, start=1):
                 ax = axes[r][c]
                 blob = figs.get((model, dataset, i, meth))
@@ -351,7 +358,9 @@ def _figure_grid(
     return True
 
 
-def _boxplots(summary: dict[str, Any], store_rows: list[dict[str, Any]], model: str, path: Path) -> bool:
+def _boxplots(
+    summary: dict[str, Any], store_rows: list[dict[str, Any]], model: str, path: Path
+) -> bool:
     plt = _mpl()
     per_ds = summary["metrics"].get(model, {})
     if not per_ds:
@@ -389,9 +398,7 @@ def _boxplots(summary: dict[str, Any], store_rows: list[dict[str, Any]], model: 
         for p, vals, col in zip(pos, data, colors):
             ax.scatter(p + rng.uniform(-0.18, 0.18, len(vals)), vals, s=5, color=col, alpha=0.7)
         ax.axhline(100 * uni, ls="--", color="#555", lw=1)
-        ax.text(
-            len(methods) + 0.45, 100 * uni, " uniform", va="bottom", ha="right", fontsize=8
-        )
+        ax.text(len(methods) + 0.45, 100 * uni, " uniform", va="bottom", ha="right", fontsize=8)
         col = summary["paper_columns"].get(d)
         if col:
             px = [p for p, m in zip(pos, methods) if m in PAPER and m != "uniform"]
@@ -419,7 +426,8 @@ def _dead_zone_picture(
 ) -> None:
     plt = _mpl()
     examples = [
-        (d, figs[(model, d, 0, "image")]) for d in summary["metrics"].get(model, {})
+        (d, figs[(model, d, 0, "image")])
+        for d in summary["metrics"].get(model, {})
         if (model, d, 0, "image") in figs
     ][:2]
     n = 1 + len(examples)
@@ -502,20 +510,27 @@ def _html_table(summary: dict[str, Any]) -> str:
 
 def _html(summary: dict[str, Any], out: Path, figures: dict[str, list[Path]]) -> str:
     model = summary["model"]
+    name = html.escape(str(model))
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>camwall bench — {html.escape(str(model))}</title><style>{_CSS}</style></head><body>",
-        f"<h1>Can the saliency maps see through the wall? — <code>{html.escape(str(model))}</code></h1>",
-        f"<p class='small'>camwall {html.escape(summary['versions'].get('camwall', '?'))}, "
-        f"{summary['rows']} result rows, generated "
-        f"{_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from "
-        f"<code>{html.escape(str(out / STORE_NAME))}</code>.</p>",
-        "<div class='reading'>" + "".join(f"<p>{html.escape(s)}</p>" for s in reading(summary))
+        f"<title>camwall bench — {name}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Can the saliency maps see through the wall? — <code>{name}</code></h1>",
+        (
+            f"<p class='small'>camwall {html.escape(summary['versions'].get('camwall', '?'))}, "
+            f"{summary['rows']} result rows, generated "
+            f"{_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from "
+            f"<code>{html.escape(str(out / STORE_NAME))}</code>.</p>"
+        ),
+        "<div class='reading'>"
+        + "".join(f"<p>{html.escape(s)}</p>" for s in reading(summary))
         + "</div>",
         "<h2>Wall leakage μ (Table 1 layout)</h2>",
-        "<p class='small'>μ = ‖L on the dead zone‖₂ / ‖L‖₂, mean ± std over images. Green: "
-        "respects the wall; orange: leaks; red: no better than a uniform map. Paper columns: "
-        "walled VGG16 on ImageNet (Taimeskhanov et al., 2024), for comparison of the pattern.</p>",
+        (
+            "<p class='small'>μ = ‖L on the dead zone‖₂ / ‖L‖₂, mean ± std over images. Green: "
+            "respects the wall; orange: leaks; red: no better than a uniform map. Paper "
+            "columns: walled VGG16 on ImageNet (Taimeskhanov et al., 2024), for comparison of "
+            "the pattern.</p>"
+        ),
         _html_table(summary),
     ]
     for title, key in (
@@ -526,8 +541,10 @@ def _html(summary: dict[str, Any], out: Path, figures: dict[str, list[Path]]) ->
         if figures.get(key):
             parts.append(f"<h2>{title}</h2>")
             parts += [_img_tag(p, p.stem) for p in figures[key]]
-    parts.append("<h2>Accuracy</h2><table><tr><th>model</th><th>dataset</th><th>accuracy (%)</th>"
-                 "<th>images</th></tr>")
+    parts.append(
+        "<h2>Accuracy</h2><table><tr><th>model</th><th>dataset</th><th>accuracy (%)</th>"
+        "<th>images</th></tr>"
+    )
     for m, per in summary["accuracy"].items():
         for d, a in per.items():
             parts.append(
@@ -561,9 +578,7 @@ def _html_metrics(summary: dict[str, Any]) -> str:
     out = []
     for d, per in summary["metrics"].get(model, {}).items():
         out.append(f"<h3>{html.escape(d)}</h3><table><tr><th>method</th>")
-        out += [
-            f"<th title='{html.escape(METRICS.get(n).description)}'>{n}</th>" for n in names
-        ]
+        out += [f"<th title='{html.escape(METRICS.get(n).description)}'>{n}</th>" for n in names]
         out.append("</tr>")
         for meth, s in per.items():
             out.append(f"<tr><td>{html.escape(meth)}</td>")
@@ -634,9 +649,9 @@ def write_report(out: str | Path) -> dict[str, Path]:
         _dead_zone_picture(summary, figs, m, dead, dz)
         figures["dead"].append(dz)
     del summary["_preds"]
-    for paths in figures.values():
-        for p in paths:
-            written[p.name] = p
+    for fig_paths in figures.values():
+        for fig_path in fig_paths:
+            written[fig_path.name] = fig_path
     (out / "report.html").write_text(_html(summary, out, figures))
     written["report.html"] = out / "report.html"
     return written

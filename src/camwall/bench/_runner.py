@@ -50,6 +50,7 @@ class BenchModel:
         class_names: names of the output classes (may be empty).
         info: description recorded in the store (source, metadata, wall check).
         walled: False for a baseline, which gets predictions and accuracy only.
+        channels: input channels the model takes (checked against the datasets), if known.
     """
 
     name: str
@@ -59,6 +60,7 @@ class BenchModel:
     class_names: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     walled: bool = True
+    channels: int | None = None
 
 
 @dataclass
@@ -160,8 +162,13 @@ def _validate(models: Sequence[BenchModel], datasets: Sequence[BenchDataset]) ->
                 f"{tuple(d.images.shape)} and {len(d.labels)} labels."
             )
         for m in models:
+            if m.channels is not None and d.images.shape[1] != m.channels:
+                raise CamwallError(
+                    f"dataset {d.name!r} has {d.images.shape[1]}-channel images but model "
+                    f"{m.name!r} takes {m.channels}-channel inputs."
+                )
             shape = tuple(m.dead_zone.shape)
-            if m.walled and tuple(d.images.shape[-2:]) != shape:
+            if tuple(d.images.shape[-2:]) != shape:
                 raise CamwallError(
                     f"dataset {d.name!r} has {d.images.shape[-2]}x{d.images.shape[-1]} images "
                     f"but model {m.name!r} takes {shape[0]}x{shape[1]} inputs; build the "

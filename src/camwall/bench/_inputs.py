@@ -1,0 +1,234 @@
+"""Turn command-line names into models and datasets: checkpoints, registry names, folders.
+
+- A model is a camwall checkpoint (``NAME``, ``NAME.safetensors`` or ``NAME.json``, loaded
+  with :func:`camwall.walls.load_model`, which refuses a tampered wall), or a registry name
+  (:data:`camwall.walls.MODELS`) with optional ``--weights FILE.safetensors``.
+- A dataset is a registry name (:data:`camwall.data.DATASETS`, built with ``--images`` and
+  ``--seed``) or a folder written by ``camwall stackmix`` / ``camwall stackgen`` or a plain
+  ImageFolder tree (read with :func:`camwall.data.read_image_dataset`; the first ``--images``
+  images are used).
+
+A model with no dead zone is refused: the wall test would be meaningless for it (baselines
+passed with ``--baseline`` are the exception; they only get predictions and accuracy).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from camwall.bench._runner import BenchDataset, BenchModel
+from camwall.errors import CamwallError
+
+__all__ = ["DEFAULT_DATASETS", "DEFAULT_PRESET", "resolve_dataset", "resolve_model"]
+
+DEFAULT_PRESET = "fashion-vgg"
+DEFAULT_DATASETS = ("fashion-stackmix", "fashion-stackpair")
+
+
+def _is_checkpoint(spec: str) -> bool:
+    p = Path(spec)
+    return (
+        spec.endswith((".safetensors", ".json"))
+        or p.exists()
+        or p.with_suffix(".safetensors").exists()
+        or "/" in spec
+    )
+
+
+def _load(spec: str, weights: str | None) -> tuple[nn.Module, dict[str, Any]]:
+    from camwall.walls import MODELS, create_model, load_model, model_config
+
+    if _is_checkpoint(spec):
+        if weights:
+            raise CamwallError(
+                f"--weights is for registry models; {spec!r} is a checkpoint that has its own "
+                "weights. Drop --weights."
+            )
+        return load_model(spec)
+    if spec not in MODELS:
+        MODELS.get(spec)  # unknown name: CamwallError with a suggestion
+    model = create_model(spec)
+    meta: dict[str, Any] = {"arch": spec, "source": "registry"}
+    if weights:
+        meta["weights"] = weights
+        _load_weights(model, weights)
+    else:
+        print(
+            f"camwall bench: model {spec!r} has random (untrained) weights; pass --weights "
+            "FILE.safetensors or a checkpoint to test a trained model.",
+            file=sys.stderr,
+        )
+    meta.update({k: v for k, v in model_config(model).items() if k not in meta})
+    return model, meta
+
+
+def _load_weights(model: nn.Module, weights: str) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(weights)
+    if path.suffix != ".safetensors":
+        raise CamwallError(
+            f"--weights {weights}: only .safetensors files are read (never pickles); convert "
+            "the state dict with safetensors.torch.save_file."
+        )
+    if not path.is_file():
+        raise CamwallError(f"--weights {weights}: file not found.")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise CamwallError(
+            f"--weights {weights}: not a readable safetensors file ({err})."
+        ) from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise CamwallError(
+            f"--weights {weights} does not fit the architecture ({first}); pass the weights "
+            "saved from the same model."
+        ) from None
+    from camwall.walls import enforce_walls
+
+    if enforce_walls(model):
+        raise CamwallError(
+            f"--weights {weights}: weights behind the wall are not zero, so the file does "
+            "not hold a walled model; refusing to test it."
+        )
+
+
+def _input_shape(model: nn.Module, meta: dict[str, Any], spec: str) -> tuple[int, int, int]:
+    shape = meta.get("input_shape") or getattr(model, "camwall_input_shape", None)
+    if not shape or len(shape) != 3:
+        raise CamwallError(
+            f"model {spec!r}: its input shape is unknown; save it with camwall.walls.save_model "
+            "so that the checkpoint records input_shape."
+        )
+    return int(shape[0]), int(shape[1]), int(shape[2])
+
+
+def resolve_model(
+    spec: str,
+    *,
+    name: str | None = None,
+    weights: str | None = None,
+    target_layer: str | None = None,
+    walled: bool = True,
+) -> BenchModel:
+    """Load a model by checkpoint path or registry name and find its dead zone and target layer.
+
+    Raises:
+        CamwallError: unknown name, unreadable checkpoint, no such target layer, or (for a
+        model under test) no dead zone at all.
+    """
+    from camwall.cams import resolve_layer
+    from camwall.walls import dead_zone, default_target_layer, verify_wall
+
+    model, meta = _load(spec, weights)
+    model.eval()
+    c, h, w = _input_shape(model, meta, spec)
+    label = name or _default_name(spec, meta)
+    if not walled:
+        return BenchModel(
+            name=label,
+            model=model,
+            target_layer="",
+            dead_zone=torch.zeros(h, w, dtype=torch.bool),
+            class_names=list(meta.get("class_names") or []),
+            info={"spec": spec, "arch": meta.get("arch"), "input_shape": [c, h, w]},
+            walled=False,
+            channels=c,
+        )
+    layer = target_layer or meta.get("target_layer") or default_target_layer(model)
+    layer, _ = resolve_layer(model, layer)  # CamwallError naming the layers if missing
+    zone = dead_zone(model, (c, h, w)).cpu()
+    if not bool(zone.any()):
+        raise CamwallError(
+            f"model {spec!r} has no wall (its dead zone is empty), so every saliency map would "
+            "pass the test and the benchmark would mean nothing. Pass a walled model, or give "
+            "it with --baseline to record its accuracy only."
+        )
+    check = verify_wall(model, zone, trials=2)
+    if not check.ok:
+        raise CamwallError(
+            f"model {spec!r}: the dead zone changed the output in a check "
+            f"(max logit change {check.max_logit_change:g}); refusing to test a broken wall."
+        )
+    info = {
+        "spec": spec,
+        "arch": meta.get("arch"),
+        "arch_kwargs": meta.get("arch_kwargs"),
+        "input_shape": [c, h, w],
+        "training": meta.get("training"),
+        "wall": meta.get("wall"),
+        "wall_check": {
+            "ok": check.ok,
+            "trials": check.trials,
+            "max_logit_change": check.max_logit_change,
+            "dead_pixels": check.dead_pixels,
+        },
+    }
+    return BenchModel(
+        name=label,
+        model=model,
+        target_layer=layer,
+        dead_zone=zone,
+        class_names=list(meta.get("class_names") or []),
+        info=info,
+        walled=True,
+        channels=c,
+    )
+
+
+def _default_name(spec: str, meta: dict[str, Any]) -> str:
+    if not _is_checkpoint(spec):
+        return spec
+    p = Path(spec)
+    stem = p.name.removesuffix(".safetensors").removesuffix(".json")
+    return f"{meta.get('arch', 'model')}-{stem}" if stem in ("walled", "baseline") else stem
+
+
+def resolve_dataset(spec: str, n: int, seed: int, channels: int | None = None) -> BenchDataset:
+    """Build a registry dataset or read a folder; keep the first ``n`` images of a folder."""
+    from camwall.data import DATASETS, read_image_dataset
+
+    if n < 1:
+        raise CamwallError(f"--images must be at least 1, got {n}.")
+    path = Path(spec)
+    if spec in DATASETS and not path.is_dir():
+        built = DATASETS.get(spec).build(n=n, seed=seed)
+        return BenchDataset(
+            name=spec,
+            images=built.images,
+            labels=built.labels,
+            class_names=built.class_names,
+            info={"spec": spec, **{k: v for k, v in built.meta.items() if k != "class_names"}},
+        )
+    if not path.exists():
+        if "/" in spec or "\\" in spec or spec.startswith("."):
+            raise CamwallError(
+                f"--dataset {spec}: folder not found. Build one with `camwall stackmix` or "
+                "`camwall stackgen`, or pass an ImageFolder tree."
+            )
+        DATASETS.get(spec)  # unknown name: CamwallError with a suggestion
+    if not path.is_dir():
+        raise CamwallError(f"--dataset {spec}: not a folder.")
+    data = read_image_dataset(path, channels=channels)
+    keep = min(n, len(data))
+    return BenchDataset(
+        name=path.resolve().name,
+        images=data.images[:keep],
+        labels=data.labels[:keep],
+        class_names=list(data.class_names),
+        info={
+            "spec": spec,
+            "folder": str(path.resolve()),
+            "total_images": len(data),
+            **{k: v for k, v in data.meta.items() if isinstance(v, (str, int, float, bool))},
+        },
+    )

@@ -1,0 +1,215 @@
+"""``camwall bench`` (run the wall benchmark) and ``camwall report DIR`` (redraw its outputs)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from camwall.errors import CamwallError
+
+__all__ = ["register"]
+
+DEFAULT_OUT = "bench-out"
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="run the wall benchmark: CAM leakage into the dead zone, table, figures, report",
+        description=(
+            "Run CAM methods on a walled model and measure how much saliency lands in the dead "
+            "zone (pixels the model provably cannot see). With no arguments: the Fashion walled "
+            "+ baseline pair (trained once, then cached), fashion-stackmix and "
+            "fashion-stackpair (100 images each), all nine methods plus the uniform and random "
+            "controls. Results go to a resumable SQLite store and a report in --out. "
+            "Under `torchrun --nproc_per_node N -m camwall bench ...` images are sharded."
+        ),
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME_OR_CHECKPOINT",
+        help="walled model to test: a camwall checkpoint (NAME.safetensors + NAME.json) or a "
+        "registry name (with --weights); repeatable. Default: the fashion-vgg cached pair.",
+    )
+    p.add_argument(
+        "--baseline",
+        action="append",
+        metavar="NAME_OR_CHECKPOINT",
+        help="unwalled model whose predictions and accuracy are recorded too; repeatable",
+    )
+    p.add_argument("--weights", metavar="FILE.safetensors", help="weights for a registry --model")
+    p.add_argument(
+        "--dataset",
+        action="append",
+        metavar="NAME_OR_DIR",
+        help="registry dataset (fashion-stackmix, fashion-stackpair) or a folder from "
+        "`camwall stackmix` / `camwall stackgen` / an ImageFolder tree; repeatable",
+    )
+    p.add_argument(
+        "--methods",
+        default="all",
+        help="'all' (nine CAMs + uniform, random) or a comma list of CAM methods and controls",
+    )
+    p.add_argument("--target-layer", metavar="NAME", help="CAM target layer (default: the model's)")
+    p.add_argument("--images", type=int, default=100, metavar="N", help="images per dataset")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="output folder")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--batch-size", type=int, default=16, metavar="B")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="dataset and control seed")
+    p.add_argument("--cache-dir", metavar="DIR", help="cache of trained models (default pair)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.set_defaults(func=_bench)
+
+    r = subparsers.add_parser(
+        "report",
+        help="regenerate the tables, figures and report.html of a bench output folder",
+        description="Regenerate table.md, table.csv, summary.json, the figures and report.html "
+        "from DIR/results.sqlite, without recomputing anything.",
+    )
+    r.add_argument("dir", metavar="DIR", help="a `camwall bench --out` folder")
+    r.set_defaults(func=_report)
+
+
+def parse_methods(text: str) -> list[str]:
+    """``all`` or a comma list -> method names, CAM methods first then controls, validated."""
+    from camwall.cams import METHODS
+    from camwall.metrics import CONTROLS
+
+    if text.strip() == "all":
+        return [*METHODS.names(), *CONTROLS.names()]
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise CamwallError("--methods is empty; pass 'all' or e.g. 'gradcam,hirescam,uniform'.")
+    for n in names:
+        if n not in CONTROLS and n not in METHODS:
+            choices = [*METHODS.names(), *CONTROLS.names()]
+            from camwall.errors import did_you_mean
+
+            raise CamwallError(
+                f"--methods: unknown method {n!r}.{did_you_mean(n, choices)} "
+                f"Choose from: all, {', '.join(choices)}."
+            )
+    if len(set(names)) != len(names):
+        raise CamwallError(f"--methods lists a method twice: {text!r}.")
+    return names
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from camwall.bench._inputs import (
+        DEFAULT_DATASETS,
+        DEFAULT_PRESET,
+        resolve_dataset,
+        resolve_model,
+    )
+    from camwall.bench._runner import _dist_setup, check_out_dir, resolve_device, run_bench
+    from camwall.bench._store import STORE_NAME, Store
+
+    methods = parse_methods(args.methods)
+    if args.images < 1:
+        raise CamwallError(f"--images must be at least 1, got {args.images}.")
+    if args.batch_size < 1:
+        raise CamwallError(f"--batch-size must be at least 1, got {args.batch_size}.")
+    if args.weights and not args.model:
+        raise CamwallError("--weights needs a registry --model NAME to load them into.")
+    out = check_out_dir(args.out)  # an unwritable folder fails before any work
+    device = resolve_device(args.device)
+    model_specs = args.model or [f"preset:{DEFAULT_PRESET}:walled"]
+    baseline_specs = args.baseline or ([] if args.model else [f"preset:{DEFAULT_PRESET}:baseline"])
+    config: dict[str, Any] = {
+        "models": model_specs,
+        "baselines": baseline_specs,
+        "weights": args.weights,
+        "datasets": args.dataset or list(DEFAULT_DATASETS),
+        "methods": methods,
+        "target_layer": args.target_layer,
+        "images": args.images,
+        "seed": args.seed,
+    }
+    if args.resume and (out / STORE_NAME).exists():
+        with Store(out / STORE_NAME) as store:
+            store.check_resume(config)  # before any training or loading
+
+    dist, owned = _dist_setup(device)
+    try:
+        paths = _default_pair(args, dist) if not args.model else {}
+        models = [
+            resolve_model(paths.get(s, s), weights=args.weights, target_layer=args.target_layer)
+            for s in model_specs
+        ]
+        models += [resolve_model(paths.get(s, s), walled=False) for s in baseline_specs]
+        _dedupe_names(models)
+        channels = next((m.channels for m in models if m.walled), None)
+        datasets = [
+            resolve_dataset(d, args.images, args.seed, channels) for d in config["datasets"]
+        ]
+        run_bench(
+            models,
+            datasets,
+            methods,
+            out,
+            config=config,
+            device=device,
+            batch_size=args.batch_size,
+            resume=args.resume,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
+    finally:
+        if owned:
+            import torch.distributed
+
+            torch.distributed.destroy_process_group()
+    if dist.rank == 0:
+        print(f"camwall bench: wrote {out / 'report.html'} and {out / 'table.md'}")
+        print((out / "table.md").read_text().split("\n## ")[0])
+    return 0
+
+
+def _default_pair(args: argparse.Namespace, dist: Any) -> dict[str, str]:
+    """Train (rank 0 first) or load the default walled + baseline pair from the cache."""
+    from camwall.bench._inputs import DEFAULT_PRESET
+    from camwall.train import cached_pair
+
+    if dist.rank != 0:
+        dist.barrier()
+    if dist.rank == 0:
+        print(
+            f"camwall bench: loading the {DEFAULT_PRESET} walled + baseline pair from the cache "
+            "(training it first if needed) ...",
+            file=sys.stderr,
+        )
+    walled, baseline = cached_pair(DEFAULT_PRESET, args.cache_dir, device=str(args.device))
+    if dist.rank == 0:
+        dist.barrier()
+    return {
+        f"preset:{DEFAULT_PRESET}:walled": str(walled),
+        f"preset:{DEFAULT_PRESET}:baseline": str(baseline),
+    }
+
+
+def _dedupe_names(models: list[Any]) -> None:
+    seen: dict[str, int] = {}
+    for m in models:
+        if m.name in seen:
+            seen[m.name] += 1
+            m.name = f"{m.name}-{seen[m.name]}"
+        else:
+            seen[m.name] = 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    from camwall.bench._report import write_report
+
+    path = Path(args.dir)
+    if not path.is_dir():
+        raise CamwallError(f"{path}: no such folder; pass a `camwall bench --out` folder.")
+    if not os.access(path, os.W_OK):
+        raise CamwallError(f"{path}: not writable, so the report cannot be written there.")
+    written = write_report(path)
+    print(f"camwall report: wrote {len(written)} files in {path} (open {path / 'report.html'})")
+    return 0
