@@ -398,7 +398,7 @@ def _boxplots(
         for p, vals, col in zip(pos, data, colors):
             ax.scatter(p + rng.uniform(-0.18, 0.18, len(vals)), vals, s=5, color=col, alpha=0.7)
         ax.axhline(100 * uni, ls="--", color="#555", lw=1)
-        ax.text(len(methods) + 0.45, 100 * uni, " uniform", va="bottom", ha="right", fontsize=8)
+        ax.text(0.55, 100 * uni + 1, "uniform map", va="bottom", fontsize=8, color="#555")
         col = summary["paper_columns"].get(d)
         if col:
             px = [p for p, m in zip(pos, methods) if m in PAPER and m != "uniform"]
