@@ -351,9 +351,10 @@ def build_stackgen(
     rows = [dict(zip(header, (c.strip() for c in r))) for r in raw_rows[1:]]
     missing = [c for c in ("file", "class") if c not in header]
     if not rows or missing:
+        problem = f"the header lacks {missing}" if missing else "no rows below the header"
         raise CamwallError(
             f"{table}: needs a header with at least the columns file,class (optional label, "
-            f"offset) and one row per image; {'no rows' if not rows else f'missing {missing}'}."
+            f"offset) and one row per image; {problem}."
         )
     names = sorted({r["class"].strip() for r in rows})
     entries: list[tuple[int, dict[str, str]]] = []

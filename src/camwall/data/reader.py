@@ -100,6 +100,8 @@ def read_image_dataset(
         CamwallError: missing or empty folder, unreadable manifest, an undecodable image (named),
             mixed image sizes without ``size``, bad ``channels``.
     """
+    if channels is not None and channels not in (1, 3):
+        raise CamwallError(f"channels must be 1 or 3, got {channels}.")
     root = Path(path)
     if not root.is_dir():
         raise CamwallError(f"{root}: no such dataset folder.")
