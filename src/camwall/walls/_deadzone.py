@@ -418,12 +418,13 @@ def verify_wall(
     c = channels if channels is not None else _channels(model)
     h, w = dead_zone.shape
     device = _device(model)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     dead = dead_zone.to(device)
     max_change = max_dead = live_max = 0.0
     with _eval_mode(model):
         for t in range(trials):
-            x = torch.rand(1, c, h, w, generator=gen).to(device)
-            noise = torch.randn(1, c, h, w, generator=gen).to(device) * 10.0
+            x = torch.rand(1, c, h, w, generator=gen).to(device, dtype)
+            noise = torch.randn(1, c, h, w, generator=gen).to(device, dtype) * 10.0
             x2 = torch.where(dead, noise if t % 2 == 0 else torch.zeros_like(x), x)
             x2.requires_grad_(True)
             with torch.no_grad():

@@ -1,0 +1,177 @@
+"""``camwall deadzone``: compute, verify and draw the dead zone of a model or checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from camwall.errors import CamwallError, did_you_mean
+from camwall.walls._checkpoint import checkpoint_paths, load_model
+from camwall.walls._deadzone import WallCheck, dead_zone, dead_zone_summary, verify_wall
+from camwall.walls._models import MODELS, create_model
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``deadzone`` sub-command."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "deadzone",
+        help="compute, verify and draw the exact dead zone of a model or checkpoint",
+        description=(
+            "Compute the dead zone (the input pixels that influence no output) of a registered "
+            "model or a checkpoint, from its structure; verify it with random changes of the "
+            "dead zone (bit-identical logits, zero gradient); optionally draw it over an "
+            "example input. Eval mode."
+        ),
+    )
+    p.add_argument(
+        "--model", required=True, metavar="NAME_OR_CHECKPOINT",
+        help=f"registered model ({', '.join(MODELS.names())}) or checkpoint path "
+        "(NAME, NAME.safetensors or NAME.json)",
+    )  # fmt: skip
+    p.add_argument(
+        "--input-size", type=int, nargs=2, metavar=("H", "W"),
+        help="input height and width (default: the model's own, e.g. 224 224 for walled-vgg16)",
+    )  # fmt: skip
+    p.add_argument("--out", metavar="FILE.png", help="draw the dead zone over an example input")
+    p.add_argument("--trials", type=int, default=4, help="random inputs for the verification")
+    p.add_argument("--seed", type=int, default=0, help="seed of the verification draws")
+    p.add_argument(
+        "--baseline", action="store_true", help="build the registered model with walled=False"
+    )
+    p.set_defaults(func=run)
+
+
+def _is_checkpoint(spec: str) -> bool:
+    if spec.endswith((".safetensors", ".json")) or os.sep in spec or "/" in spec:
+        return True
+    weights, meta = checkpoint_paths(spec)
+    return weights.is_file() or meta.is_file()
+
+
+def _load(spec: str, baseline: bool) -> tuple[nn.Module, str]:
+    if spec in MODELS:
+        model = create_model(spec, walled=not baseline)
+        return model, f"{spec} ({'baseline' if baseline else 'walled'})"
+    if _is_checkpoint(spec):
+        if baseline:
+            raise CamwallError("--baseline applies to registered model names, not checkpoints.")
+        model, meta = load_model(spec)
+        walled = meta.get("arch_kwargs", {}).get("walled")
+        kind = "walled" if walled else "baseline" if walled is False else "custom"
+        return model, f"{checkpoint_paths(spec)[0]} ({meta['arch']}, {kind})"
+    raise CamwallError(
+        f"--model {spec!r} is neither a registered model nor a checkpoint."
+        f"{did_you_mean(spec, MODELS.names())} Models: {', '.join(MODELS.names())}; a "
+        "checkpoint is NAME.safetensors + NAME.json."
+    )
+
+
+def _spans(ranges: list[list[int]], unit: str) -> str:
+    if not ranges:
+        return "none"
+    parts = [f"{a}..{b - 1}" for a, b in ranges]
+    count = sum(b - a for a, b in ranges)
+    return f"{', '.join(parts)} ({count} {unit}{'s' if count != 1 else ''})"
+
+
+def _example(shape: tuple[int, int, int]) -> tuple[Tensor, str]:
+    """A ``C x H x W`` example in [0, 1]: a Fashion-MNIST canvas if available, else a gradient."""
+    if shape == (1, 64, 64):
+        try:
+            from camwall.data import fashion_canvases
+
+            image, label = fashion_canvases("test", seed=0, augment=False)[0]
+            return image.float(), f"Fashion-MNIST test canvas 0 (label {int(label)})"
+        except (ImportError, CamwallError, OSError):
+            pass
+    c, h, w = shape
+    rows = torch.linspace(0, 1, h).view(h, 1).expand(h, w)
+    cols = torch.linspace(0, 1, w).view(1, w).expand(h, w)
+    planes = [rows, cols, 1 - (rows + cols) / 2]
+    return torch.stack([planes[i % 3] for i in range(c)]), "gradient image"
+
+
+def _draw(zone: Tensor, shape: tuple[int, int, int], title: str, out: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    image, source = _example(shape)
+    z = zone.detach().cpu().float().numpy()
+    fig, ax = plt.subplots(figsize=(5, 5.4))
+    try:
+        if image.shape[0] == 3:
+            ax.imshow(image.permute(1, 2, 0).numpy(), interpolation="nearest")
+        else:
+            ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        tint = torch.zeros(*zone.shape, 4)
+        tint[..., 0] = 1.0
+        tint[..., 3] = zone.detach().cpu().float() * 0.35
+        ax.imshow(tint.numpy(), interpolation="nearest")
+        if z.any() and not z.all():
+            ax.contourf(z, levels=[0.5, 1.5], colors="none", hatches=["///"])
+            ax.contour(z, levels=[0.5], colors="red", linewidths=1.5)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(f"dead zone (red, hatched) over a {source}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return source
+
+
+def _verdict(check: WallCheck) -> str:
+    if check.dead_pixels == 0:
+        return "nothing to verify (no dead pixel)"
+    if check.ok:
+        return (
+            f"PASS ({check.trials} trials): logits bit-identical, gradient exactly 0 on the dead "
+            f"zone (max gradient elsewhere {check.live_grad_max:.3g})"
+        )
+    return (
+        f"FAIL ({check.trials} trials): max logit change {check.max_logit_change:.3g}, max "
+        f"dead-zone gradient {check.max_dead_grad:.3g}"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    model, label = _load(args.model, args.baseline)
+    shape = getattr(model, "camwall_input_shape", None)
+    if shape is None:
+        raise CamwallError(f"{label} does not record its input shape.")
+    c, h, w = (int(v) for v in shape)
+    if args.input_size is not None:
+        h, w = args.input_size
+        if h < 1 or w < 1:
+            raise CamwallError(f"--input-size {h} {w}: sizes must be positive.")
+    if args.trials < 1:
+        raise CamwallError(f"--trials {args.trials}: give at least 1.")
+    zone = dead_zone(model, (c, h, w))
+    info = dead_zone_summary(zone)
+    check = verify_wall(
+        model, zone, trials=args.trials, generator=torch.Generator().manual_seed(args.seed)
+    )
+    print(f"model: {label}")
+    print(f"input: {c} x {h} x {w}")
+    print(f"dead rows: {_spans(info['rows'], 'row')}")
+    print(f"dead columns: {_spans(info['cols'], 'column')}")
+    print(f"dead area: {info['pixels']} of {h * w} pixels = {100 * info['fraction']:.1f}%")
+    print(f"verification: {_verdict(check)}")
+    if args.out:
+        out = Path(args.out)
+        title = f"{label}\ndead: {100 * info['fraction']:.1f}% of {h} x {w}, rows " + (
+            _spans(info["rows"], "row")
+        )
+        source = _draw(zone, (c, h, w), title, out)
+        print(f"wrote {out} (over a {source})")
+    return 0 if check.ok else 1
