@@ -298,6 +298,29 @@ def _dead_overlay(ax: Any, dead: np.ndarray, lw: float = 1.2) -> None:
     ax.contour(dead.astype(float), levels=[0.5], colors=["#ff2a2a"], linewidths=lw)
 
 
+def _upscale(a: np.ndarray, s: int) -> np.ndarray:
+    return a if s == 1 else np.repeat(np.repeat(a, s, axis=0), s, axis=1)
+
+
+def _decorate(rgb: np.ndarray, dead: np.ndarray) -> np.ndarray:
+    """Hatch the dead zone (white diagonals) and draw the wall (red) on an RGB cell."""
+    h, w = dead.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    hatch = dead & (((xx + yy) % 10) < 2)
+    out = rgb.copy()
+    out[hatch] = 0.45 * out[hatch] + 0.55
+    edge = np.zeros_like(dead)
+    edge[1:] |= dead[1:] & ~dead[:-1]
+    edge[:-1] |= dead[:-1] & ~dead[1:]
+    edge[:, 1:] |= dead[:, 1:] & ~dead[:, :-1]
+    edge[:, :-1] |= dead[:, :-1] & ~dead[:, 1:]
+    thick = edge.copy()
+    thick[1:] |= edge[:-1]
+    thick[:-1] |= edge[1:]
+    out[thick] = (1.0, 0.1, 0.1)
+    return out
+
+
 def _figure_grid(
     summary: dict[str, Any],
     figs: dict[tuple[str, str, int, str], bytes],
@@ -306,7 +329,13 @@ def _figure_grid(
     dead: np.ndarray,
     path: Path,
 ) -> bool:
+    """Paper Figure 7 layout: rows = methods, columns = images, map over image, wall drawn.
+
+    The cells are composed in numpy into one picture (fast), then labelled with matplotlib.
+    """
     plt = _mpl()
+    from matplotlib import colormaps
+
     methods = [m for m in summary["methods"] if m not in CONTROLS]
     images = sorted(i for (mm, d, i, k) in figs if mm == model and d == dataset and k == "image")
     if not images or not methods:
@@ -314,47 +343,69 @@ def _figure_grid(
     stats = summary["metrics"].get(model, {}).get(dataset, {})
     classes = summary["dataset_info"].get(dataset, {}).get("class_names") or []
     preds = summary.get("_preds", {}).get((model, dataset), {})
+    h, w = dead.shape
+    scale = max(1, round(112 / max(h, w)))
+    ch, cw, pad = h * scale, w * scale, 6
+    big_dead = _upscale(dead, scale)
     rows, cols = len(methods) + 1, len(images)
-    cell = 1.25
-    with plt.rc_context({"hatch.color": "white", "hatch.linewidth": 0.6}):
-        fig, axes = plt.subplots(
-            rows, cols, figsize=(cell * cols + 1.6, cell * rows + 0.6), squeeze=False
+    canvas = np.ones((rows * (ch + pad), cols * (cw + pad), 3), dtype=np.float32)
+    jet = colormaps["jet"]
+    for c, i in enumerate(images):
+        img = png_to_array(figs[(model, dataset, i, "image")])
+        gray = img if img.ndim == 2 else img.mean(axis=2)
+        base = np.repeat(_upscale(gray, scale)[..., None], 3, axis=2)
+        cells = [img if img.ndim == 3 else base[..., 0]]
+        for meth in methods:
+            blob = figs.get((model, dataset, i, meth))
+            cells.append(_upscale(png_to_array(blob), scale) if blob is not None else None)
+        for r, cell in enumerate(cells):
+            if r == 0:
+                rgb = base if img.ndim == 2 else _upscale(img, scale)
+            elif cell is None:
+                rgb = 0.5 * base
+            else:
+                rgb = 0.45 * base + 0.55 * jet(cell)[..., :3]
+            y, x = r * (ch + pad), c * (cw + pad)
+            canvas[y : y + ch, x : x + cw] = _decorate(rgb.astype(np.float32), big_dead)
+    dpi = 100
+    left, top = 130, 40
+    fig_w = (canvas.shape[1] + left + 10) / dpi
+    fig_h = (canvas.shape[0] + top + 10) / dpi
+    fig = plt.figure(figsize=(fig_w, fig_h), dpi=dpi)
+    ax = fig.add_axes(
+        (
+            left / dpi / fig_w,
+            10 / dpi / fig_h,
+            canvas.shape[1] / dpi / fig_w,
+            canvas.shape[0] / dpi / fig_h,
         )
-        for c, i in enumerate(images):
-            img = png_to_array(figs[(model, dataset, i, "image")])
-            gray = img if img.ndim == 2 else img.mean(axis=2)
-            ax = axes[0][c]
-            ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-            _dead_overlay(ax, dead)
-            label, pred = preds.get(i, (None, None))
-            if label is not None:
-                name = classes[pred] if pred < len(classes) else str(pred)
-                ok = "✓" if label == pred else "✗"
-                ax.set_title(f"{name} {ok}", fontsize=7)
-            for r, meth in enumerate(methods, start=1):
-                ax = axes[r][c]
-                blob = figs.get((model, dataset, i, meth))
-                ax.imshow(gray, cmap="gray", vmin=0, vmax=1)
-                if blob is not None:
-                    ax.imshow(png_to_array(blob), cmap="jet", vmin=0, vmax=1, alpha=0.55)
-                _dead_overlay(ax, dead)
-        for r in range(rows):
-            for c in range(cols):
-                axes[r][c].set_xticks([])
-                axes[r][c].set_yticks([])
-        axes[0][0].set_ylabel("image", fontsize=8, rotation=0, ha="right", va="center")
-        for r, meth in enumerate(methods, start=1):
+    )
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    for r, meth in enumerate(["image", *methods]):
+        yc = r * (ch + pad) + ch / 2
+        label = meth
+        if meth != "image":
             s = stats.get(meth, {}).get("wall_leakage", {})
-            axes[r][0].set_ylabel(
-                f"{meth}\nμ={_pct(s.get('mean'))}%", fontsize=8, rotation=0, ha="right", va="center"
-            )
-        fig.suptitle(
-            f"{dataset} — {model}: saliency maps (jet), dead zone hatched, wall in red",
-            fontsize=10,
+            label = f"{meth}\nμ = {_pct(s.get('mean'))}%"
+        ax.text(-8, yc, label, ha="right", va="center", fontsize=9)
+    for c, i in enumerate(images):
+        label, pred = preds.get(i, (None, None))
+        if pred is None:
+            continue
+        name = classes[pred] if pred < len(classes) else str(pred)
+        mark = "✓" if label == pred else "✗"
+        ax.text(
+            c * (cw + pad) + cw / 2, -4, f"#{i} {name} {mark}", ha="center", va="bottom", fontsize=8
         )
-        fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=0.2, w_pad=0.2)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+    fig.suptitle(
+        f"{dataset} — {model}: CAM (jet) over the image; dead zone hatched, wall in red",
+        fontsize=10,
+        y=1 - 4 / dpi / fig_h,
+        va="top",
+    )
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
     return True
 
 
