@@ -62,6 +62,15 @@ TINY: dict[str, tuple[Callable[[int, int], nn.Module], str, int]] = {
 }
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads; on a shared 2-core machine they lose a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def make_tiny() -> Callable[..., tuple[nn.Module, str, torch.Tensor]]:
     """``make_tiny(name, seed, batch, h, w) -> (model, layer_name, x)`` with seeded weights."""

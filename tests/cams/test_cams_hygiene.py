@@ -179,3 +179,39 @@ def test_outputs_live_on_the_input_device(make_tiny):
         assert m.device == x.device, n
         assert float(m.min()) >= 0.0
         assert float(m.max()) <= 1.0
+
+
+class ViewNet(nn.Module):
+    """Calls .view on a feature map, which a channels-last tensor does not allow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.act(self.conv(x))
+        return self.fc(a.view(a.shape[0], -1))
+
+
+def test_model_that_rejects_channels_last_falls_back():
+    torch.manual_seed(0)
+    model = ViewNet()
+    x = torch.randn(2, 3, 6, 6)
+    names = [n for n in METHODS.names() if n != "opticam"]
+    with CamEngine(model, "act", channels_last=True) as engine:
+        got = engine(x, names)
+        assert engine.channels_last is False
+    plain = compute_cams(model, x, "act", names, channels_last=False)
+    for n in names:
+        torch.testing.assert_close(got[n], plain[n], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_channels_last_gives_the_same_maps(name, make_tiny):
+    model, layer, x = make_tiny("nested", seed=13, batch=2)
+    opts = {"opticam_iters": 5}
+    fast = compute_cams(model, x, layer, name, channels_last=True, **opts)[name]
+    plain = compute_cams(model, x, layer, name, channels_last=False, **opts)[name]
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-5)

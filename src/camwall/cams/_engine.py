@@ -25,7 +25,7 @@ __all__ = ["CamEngine", "compute_cams", "resolve_layer"]
 OutputFn = Callable[[Any], Tensor]
 Head = Callable[[Tensor], Any]
 
-_ENGINE_OPTIONS = ("output_fn", "head")
+_ENGINE_OPTIONS = ("output_fn", "head", "channels_last")
 
 
 def resolve_layer(model: nn.Module, target_layer: nn.Module | str) -> tuple[str, nn.Module]:
@@ -127,6 +127,10 @@ class CamEngine:
         head: the part of the model after the target layer, ``head(A) -> model output``; used
             by ablationcam. If omitted it is found for Sequential models, else the whole model is
             re-run with the layer's output replaced.
+        channels_last: feed the model channels-last inputs (faster convolutions on CPU; same
+            values to float rounding). ``None`` (default): on CPU only. If the model rejects such
+            an input (e.g. it calls ``.view`` on a feature map), the engine falls back to plain
+            contiguous inputs for the rest of its life.
     """
 
     def __init__(
@@ -136,6 +140,7 @@ class CamEngine:
         *,
         output_fn: OutputFn | None = None,
         head: Head | None = None,
+        channels_last: bool | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise CamwallError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
@@ -143,6 +148,7 @@ class CamEngine:
         self.layer_name, self.layer = resolve_layer(model, target_layer)
         self.output_fn = output_fn
         self.head = head
+        self.channels_last = channels_last
         self._tail = head if head is not None else sequential_tail(model, self.layer_name)
         self._session: _Session | None = None
         self._depth = 0
@@ -249,7 +255,21 @@ class CamEngine:
 
     def run_model(self, x: Tensor) -> Tensor:
         """Full forward pass (hook disarmed), returning the logits."""
-        return self.logits(self.model(x), x.shape[0])
+        return self.logits(self._call_model(x), x.shape[0])
+
+    def _call_model(self, x: Tensor) -> Any:
+        use = self.channels_last
+        if use is None:
+            use = x.device.type == "cpu"
+        if use and x.dim() == 4:
+            cap = self._capture
+            try:
+                return self.model(x.contiguous(memory_format=torch.channels_last))
+            except RuntimeError:
+                self.channels_last = False  # e.g. a .view() on a feature map: go plain
+                if cap is not None:
+                    cap.calls, cap.activation = 0, None
+        return self.model(x)
 
     def run_tail(self, a: Tensor, x: Tensor) -> Tensor:
         """Logits for target-layer outputs ``a`` (N x K x h x w) of inputs ``x`` (N x C x H x W).
@@ -261,7 +281,7 @@ class CamEngine:
             return self.logits(self._tail(a), a.shape[0])
         self._capture = _Capture(grad=False, replacement=a)
         try:
-            out = self.model(x)
+            out = self._call_model(x)
         finally:
             self._capture = None
         return self.logits(out, a.shape[0])
@@ -276,7 +296,7 @@ class CamEngine:
         self._capture = cap
         try:
             with torch.set_grad_enabled(grad):
-                out = self.model(x)
+                out = self._call_model(x)
         finally:
             self._capture = None
         if cap.activation is None:
@@ -435,12 +455,17 @@ def compute_cams(
         methods: a name or names from ``camwall.cams.METHODS``.
         targets: ``None`` (argmax of the raw logits), an int, class indices or callables on one
             logits row.
-        **options: ``output_fn``, ``head`` and the method options (see :class:`CamEngine`).
+        **options: ``output_fn``, ``head``, ``channels_last`` (see :class:`CamEngine`) and the
+            method options (see :meth:`CamEngine.__call__`).
 
     Returns:
         ``{name: B x H x W float32 map in [0, 1] on x.device}``.
     """
-    output_fn = options.pop("output_fn", None)
-    head = options.pop("head", None)
-    engine = CamEngine(model, target_layer, output_fn=output_fn, head=head)
+    engine = CamEngine(
+        model,
+        target_layer,
+        output_fn=options.pop("output_fn", None),
+        head=options.pop("head", None),
+        channels_last=options.pop("channels_last", None),
+    )
     return engine(x, methods, targets, **options)

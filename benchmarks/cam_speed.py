@@ -1,0 +1,327 @@
+"""Speed and peak memory of camwall.cams against pytorch-grad-cam 1.5.7, side by side, in one run.
+
+Model: the paper's walled VGG16 (random weights, eval mode), 224 x 224 inputs, target layer
+``features.29`` (the last ReLU, 256 x 14 x 14). Every measurement runs in a fresh subprocess so
+that its peak memory (``ru_maxrss``, or ``torch.cuda.max_memory_allocated`` on CUDA) is its own.
+Each subprocess builds the same model and input from the seed, does one untimed warm-up forward,
+then times the CAM computation (best of ``--repeats``).
+
+Rows:
+- ``gradient + eigencam``: camwall computes gradcam, hirescam, gradcampp, xgradcam, layercam and
+  eigencam in one call; grad-cam computes them one by one (sum of its single-method times).
+- one row per method, each library computing that method alone.
+
+Usage::
+
+    .venv/bin/python benchmarks/cam_speed.py                   # defaults: a few minutes on 2 cores
+    .venv/bin/python benchmarks/cam_speed.py --methods gradcam,eigencam --repeats 5
+    .venv/bin/python benchmarks/cam_speed.py --methods all --batch 2
+
+The markdown table is printed and written to ``benchmarks/results/cam_speed.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+GRADIENT = ["gradcam", "hirescam", "gradcampp", "xgradcam", "layercam"]
+ALL = [*GRADIENT, "eigencam", "scorecam", "ablationcam"]  # opticam: no grad-cam counterpart
+DEFAULT = [*GRADIENT, "eigencam", "ablationcam", "scorecam"]
+GROUP = "gradient+eigencam"
+
+
+def build_model(seed: int) -> tuple[nn.Module, str]:
+    """The paper's walled VGG16 with random weights, and its CAM target layer."""
+    torch.manual_seed(seed)
+    try:
+        from camwall.walls import default_target_layer, walled_vgg16
+    except ImportError:
+        return local_walled_vgg16(), "29"
+    model = walled_vgg16(num_classes=1000, walled=True)
+    return model, default_target_layer(model)
+
+
+def model_source() -> str:
+    try:
+        from camwall.walls import walled_vgg16  # noqa: F401
+    except ImportError:
+        return "local copy in benchmarks/cam_speed.py (camwall.walls not importable)"
+    return "camwall.walls.walled_vgg16"
+
+
+def local_walled_vgg16(num_classes: int = 1000) -> nn.Sequential:
+    """The architecture of /work/shared/spec/paper.md, used until camwall.walls lands.
+
+    torchvision's VGG16 features without the last max-pool, last conv 512 -> 256, no average
+    pool, then Flatten and the classifier; the first Linear ignores feature rows 5..13.
+    """
+    cfg: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M"]
+    cfg += [512, 512, 512, "M", 512, 512, 256]
+    layers: list[nn.Module] = []
+    channels = 3
+    for item in cfg:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            assert isinstance(item, int)
+            layers += [nn.Conv2d(channels, item, 3, padding=1), nn.ReLU(inplace=True)]
+            channels = item
+    first = nn.Linear(256 * 14 * 14, 4096)
+    with torch.no_grad():
+        first.weight.view(4096, 256, 14, 14)[:, :, 5:, :] = 0
+    classifier = (
+        first,
+        nn.ReLU(inplace=True),
+        nn.Dropout(),
+        nn.Linear(4096, 4096),
+        nn.ReLU(inplace=True),
+        nn.Dropout(),
+        nn.Linear(4096, num_classes),
+    )
+    return nn.Sequential(*layers, nn.Flatten(), *classifier).eval()
+
+
+# --------------------------------------------------------------------------- worker side
+def reference_class(name: str) -> Any:
+    import pytorch_grad_cam as pgc
+
+    return {
+        "gradcam": pgc.GradCAM,
+        "hirescam": pgc.HiResCAM,
+        "gradcampp": pgc.GradCAMPlusPlus,
+        "xgradcam": pgc.XGradCAM,
+        "layercam": pgc.LayerCAM,
+        "eigencam": pgc.EigenCAM,
+        "scorecam": pgc.ScoreCAM,
+        "ablationcam": pgc.AblationCAM,
+    }[name]
+
+
+def run_gradcam_lib(model: nn.Module, layer_name: str, x: torch.Tensor, name: str) -> torch.Tensor:
+    layer = model.get_submodule(layer_name)
+    with reference_class(name)(model=model, target_layers=[layer]) as cam:
+        return torch.from_numpy(cam(input_tensor=x, targets=None))
+
+
+def worker(spec: dict[str, Any]) -> None:
+    """One measurement: build, warm up, time, save maps and figures to spec['out']."""
+    import contextlib
+    import io
+
+    from safetensors.torch import save_file
+
+    from camwall.cams import compute_cams
+
+    torch.set_num_threads(spec["threads"])
+    device = torch.device(spec["device"])
+    model, layer = build_model(spec["seed"])
+    model = model.to(device).eval()
+    gen = torch.Generator().manual_seed(spec["seed"] + 1)
+    x = torch.rand(spec["batch"], 3, 224, 224, generator=gen).to(device)
+    with torch.no_grad():
+        model(x)  # warm-up (allocator, oneDNN primitives); not timed
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    methods: list[str] = spec["methods"]
+    best = float("inf")
+    maps: dict[str, torch.Tensor] = {}
+    for _ in range(spec["repeats"]):
+        start = time.perf_counter()
+        with contextlib.redirect_stderr(io.StringIO()):  # grad-cam's tqdm bars
+            if spec["lib"] == "camwall":
+                maps = compute_cams(model, x, layer, methods)
+            else:
+                maps = {m: run_gradcam_lib(model, layer, x, m) for m in methods}
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    if spec["lib"] == "gradcam" and methods == ["eigencam"]:
+        maps["eigencam_flipped"] = flipped_eigencam(model, layer, x)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    save_file({k: v.float().cpu().contiguous() for k, v in maps.items()}, spec["out"] + ".st")
+    Path(spec["out"] + ".json").write_text(json.dumps({"seconds": best, "peak_mib": peak}))
+
+
+def flipped_eigencam(model: nn.Module, layer_name: str, x: torch.Tensor) -> torch.Tensor:
+    """grad-cam's EigenCAM with the other SVD sign (for the up-to-sign comparison; not timed)."""
+    from pytorch_grad_cam.base_cam import BaseCAM
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+    class Flipped(BaseCAM):  # type: ignore[misc]
+        def __init__(self, model: nn.Module, target_layers: list[nn.Module]) -> None:
+            super().__init__(model, target_layers, uses_gradients=False)
+
+        def get_cam_image(self, *args: Any) -> Any:
+            return -get_2d_projection(args[3])
+
+    with Flipped(model, [model.get_submodule(layer_name)]) as cam:
+        return torch.from_numpy(cam(input_tensor=x, targets=None))
+
+
+# --------------------------------------------------------------------------- driver side
+def measure(lib: str, methods: list[str], args: argparse.Namespace, tmp: str) -> dict[str, Any]:
+    out = os.path.join(tmp, f"{lib}-{'-'.join(methods)}")
+    heavy = any(m in ("scorecam", "ablationcam") for m in methods)
+    spec = {
+        "lib": lib,
+        "methods": methods,
+        "batch": args.batch,
+        "seed": args.seed,
+        "repeats": args.heavy_repeats if heavy else args.repeats,
+        "threads": args.threads,
+        "device": args.device,
+        "out": out,
+    }
+    subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], check=True)
+    from safetensors.torch import load_file
+
+    result = json.loads(Path(out + ".json").read_text())
+    result["maps"] = load_file(out + ".st")
+    print(
+        f"  {lib:8s} {','.join(methods):45s} {result['seconds']:8.3f} s "
+        f"{result['peak_mib']:8.0f} MiB",
+        flush=True,
+    )
+    return result
+
+
+def max_diff(ours: torch.Tensor, ref: dict[str, torch.Tensor], name: str) -> float:
+    diff = float((ours - ref[name]).abs().max())
+    if name == "eigencam" and "eigencam_flipped" in ref:  # compared up to sign, per image
+        per = (ours - ref[name]).abs().flatten(1).amax(1)
+        flip = (ours - ref["eigencam_flipped"]).abs().flatten(1).amax(1)
+        diff = float(torch.minimum(per, flip).max())
+    return diff
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--methods", default=",".join(DEFAULT), help="comma list, or 'all'")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs (best is reported)")
+    parser.add_argument(
+        "--heavy-repeats", type=int, default=1, help="timed runs for scorecam and ablationcam"
+    )
+    parser.add_argument("--no-group", action="store_true", help="skip the gradient+eigencam row")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "cam_speed.md"))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(json.loads(args.worker))
+        return 0
+    methods = ALL if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
+    unknown = [m for m in methods if m not in ALL]
+    if unknown:
+        parser.error(f"unknown or unsupported methods {unknown}; choose from {ALL}")
+    source = model_source()
+    rows = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        singles: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        for m in methods:
+            print(f"{m}:", flush=True)
+            singles[m] = (measure("camwall", [m], args, tmp), measure("gradcam", [m], args, tmp))
+        group = [m for m in [*GRADIENT, "eigencam"] if m in methods]
+        if len(group) > 1 and not args.no_group:
+            print(f"{GROUP}:", flush=True)
+            ours = measure("camwall", group, args, tmp)
+            ref_seconds = sum(singles[m][1]["seconds"] for m in group)
+            ref_peak = max(singles[m][1]["peak_mib"] for m in group)
+            diff = max(max_diff(ours["maps"][m], singles[m][1]["maps"], m) for m in group)
+            rows.append(
+                (f"{GROUP} ({len(group)} methods)", ours["seconds"], ref_seconds, diff,
+                 ours["peak_mib"], ref_peak, "one call vs one by one")
+            )  # fmt: skip
+        for m in methods:
+            ours, ref = singles[m]
+            diff = max_diff(ours["maps"][m], ref["maps"], m)
+            rows.append((m, ours["seconds"], ref["seconds"], diff, ours["peak_mib"],
+                         ref["peak_mib"], "up to sign" if m == "eigencam" else ""))  # fmt: skip
+    elapsed = time.perf_counter() - started
+    text = report(rows, args, source, elapsed)
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(f"written to {args.out}")
+    return 0
+
+
+def report(
+    rows: list[tuple[Any, ...]], args: argparse.Namespace, source: str, elapsed: float
+) -> str:
+    from importlib.metadata import version
+
+    lines = [
+        "# CAM speed: camwall vs pytorch-grad-cam",
+        "",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
+        f"- machine: {machine()}; device: {args.device}; torch threads: {args.threads}",
+        (
+            f"- versions: python {platform.python_version()}, torch {torch.__version__}, "
+            f"grad-cam {version('grad-cam')}, camwall {version('camwall')}"
+        ),
+        (
+            f"- model: walled VGG16 ({source}), random weights (seed {args.seed}), eval mode; "
+            f"input {args.batch} x 3 x 224 x 224; target layer: its last ReLU (256 x 14 x 14)"
+        ),
+        (
+            f"- timing: best of {args.repeats} runs ({args.heavy_repeats} for scorecam and "
+            f"ablationcam) after one untimed warm-up forward, each measurement in a fresh process"
+        ),
+        (
+            "- peak memory: ru_maxrss of that process (includes the ~1 GB of model weights), or "
+            "torch.cuda.max_memory_allocated on CUDA"
+        ),
+        f"- command: `{' '.join(['python', 'benchmarks/cam_speed.py', *sys.argv[1:]])}`",
+        f"- total wall time of the run: {elapsed:.0f} s",
+        "",
+        (
+            "| method | camwall (s) | grad-cam (s) | speed-up | max abs diff | camwall peak (MiB) "
+            "| grad-cam peak (MiB) | note |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, ours, ref, diff, peak_ours, peak_ref, note in rows:
+        lines.append(
+            f"| {name} | {ours:.3f} | {ref:.3f} | {ref / ours:.1f}x | {diff:.1e} | "
+            f"{peak_ours:.0f} | {peak_ref:.0f} | {note} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
