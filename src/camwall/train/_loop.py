@@ -193,12 +193,14 @@ def _make_scheduler(
         return torch.optim.lr_scheduler.StepLR(
             optimizer, step_size=config.step_size, gamma=config.gamma
         )
-    if config.scheduler == "onecycle":
+    total = config.epochs * steps_per_epoch
+    if config.scheduler == "onecycle" and total >= 3:
+        # warm up over 25% of the steps (at least 1.5 steps, so that tiny runs work too)
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=config.lr,
-            total_steps=config.epochs * steps_per_epoch,
-            pct_start=0.25,
+            total_steps=total,
+            pct_start=min(0.5, max(0.25, 1.5 / total)),
             cycle_momentum=config.optimizer == "sgd",
             base_momentum=0.85 * config.momentum,
             max_momentum=config.momentum,
@@ -305,6 +307,8 @@ def fit(
     if enforce_wall is not None:
         enforce_wall(model)
 
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
     net: nn.Module = model
     if info.enabled:
         net = nn.parallel.DistributedDataParallel(
@@ -378,6 +382,8 @@ def fit(
             if on_batch is not None:
                 on_batch(epoch, step, list(indices))
             x = x.to(device, non_blocking=True)
+            if x.dim() == 4:
+                x = x.contiguous(memory_format=memory_format)
             y = y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 logits = net(x)

@@ -1,0 +1,188 @@
+"""The generic loop on tiny models: resume bit-for-bit, NaN handling, metrics files, accuracy."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from torch.utils.data import TensorDataset
+from train_helpers import tiny_config, tiny_data, tiny_model
+
+from camwall.errors import CamwallError
+from camwall.train import evaluate_model, fit
+
+
+class _Killed(Exception):
+    pass
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _assert_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, list]:
+    """3 epochs uninterrupted (dropout on, so the RNG state matters)."""
+    model = tiny_model()
+    res = fit(
+        model, tiny_data(), tiny_data(32, seed=1), tiny_config(), tmp_path_factory.mktemp("ref")
+    )
+    assert res.completed
+    assert res.steps == 3 * 4
+    return _weights(model), res.history
+
+
+def test_training_learns(reference: tuple[dict, list]) -> None:
+    _, history = reference
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert [r["step"] for r in history] == [4, 8, 12]
+
+
+def test_resume_after_kill_at_epoch_end_is_bit_exact(tmp_path, reference) -> None:
+    def kill(epoch: int, row: dict) -> None:
+        if epoch == 1:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        fit(
+            tiny_model(),
+            tiny_data(),
+            tiny_data(32, seed=1),
+            tiny_config(),
+            tmp_path,
+            on_epoch_end=kill,
+        )
+    # a fresh process would build a fresh model; a different init must not matter
+    model = tiny_model(seed=123)
+    res = fit(model, tiny_data(), tiny_data(32, seed=1), tiny_config(), tmp_path, resume=True)
+    _assert_equal(_weights(model), reference[0])
+    strip = [
+        {k: v for k, v in r.items() if k not in ("seconds", "images_per_second")}
+        for r in res.history
+    ]
+    ref = [
+        {k: v for k, v in r.items() if k not in ("seconds", "images_per_second")}
+        for r in reference[1]
+    ]
+    assert strip == ref
+
+
+def test_resume_mid_epoch_after_max_steps_is_bit_exact(tmp_path, reference) -> None:
+    stopped = fit(
+        tiny_model(), tiny_data(), tiny_data(32, seed=1), tiny_config(max_steps=6), tmp_path
+    )
+    assert not stopped.completed
+    assert stopped.steps == 6
+    assert json.loads((tmp_path / "checkpoints" / "latest.json").read_text()) == {
+        "checkpoint": "step-00000006"
+    }
+    model = tiny_model(seed=7)
+    res = fit(model, tiny_data(), tiny_data(32, seed=1), tiny_config(), tmp_path, resume=True)
+    assert res.completed
+    _assert_equal(_weights(model), reference[0])
+    assert [r["train_loss"] for r in res.history] == [r["train_loss"] for r in reference[1]]
+
+
+def test_resume_without_checkpoint_starts_fresh(tmp_path, reference) -> None:
+    model = tiny_model()
+    fit(model, tiny_data(), tiny_data(32, seed=1), tiny_config(), tmp_path, resume=True)
+    _assert_equal(_weights(model), reference[0])
+
+
+def test_checkpoint_holds_no_pickle_and_matches_model(tmp_path) -> None:
+    model = tiny_model()
+    res = fit(model, tiny_data(), None, tiny_config(epochs=1), tmp_path)
+    assert res.checkpoint is not None
+    files = sorted(p.name for p in res.checkpoint.iterdir())
+    assert files == ["model.safetensors", "state.json", "state.safetensors"]
+    _assert_equal(load_file(str(res.checkpoint / "model.safetensors")), _weights(model))
+    state = load_file(str(res.checkpoint / "state.safetensors"))
+    assert state["rng.torch"].dtype == torch.uint8
+    momentum = [k for k in state if k.endswith("momentum_buffer")]
+    assert len(momentum) == len(list(model.parameters()))
+    meta = json.loads((res.checkpoint / "state.json").read_text())
+    assert meta["epoch"] == 1
+    assert meta["step"] == 4
+    assert meta["step_in_epoch"] == 0
+    assert meta["scheduler"]["total_steps"] == 4
+
+
+def test_metrics_csv_and_jsonl(tmp_path, reference) -> None:
+    res = fit(tiny_model(), tiny_data(), tiny_data(32, seed=1), tiny_config(), tmp_path)
+    with (tmp_path / "metrics.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == len(lines) == 3
+    assert lines == res.history
+    for row, line in zip(rows, lines):
+        assert float(row["train_loss"]) == pytest.approx(line["train_loss"], rel=1e-12)
+        assert float(row["val_top1"]) == pytest.approx(line["val_top1"])
+        assert 0.0 <= line["val_top1"] <= line["val_top5"] <= 1.0
+        assert line["images_per_second"] > 0
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path) -> None:
+    cfg = tiny_config(epochs=1, scheduler="constant")
+    fit(tiny_model(), tiny_data(), None, cfg, tmp_path)
+    good = load_file(str(tmp_path / "checkpoints" / "step-00000004" / "model.safetensors"))
+    with pytest.raises(
+        CamwallError, match=r"loss is NaN/inf.*last good checkpoint is kept.*step-00000004.*--lr"
+    ):
+        fit(
+            tiny_model(),
+            tiny_data(),
+            None,
+            dataclasses.replace(cfg, lr=1e6, epochs=3),
+            tmp_path,
+            resume=True,
+        )
+    after = load_file(str(tmp_path / "checkpoints" / "step-00000004" / "model.safetensors"))
+    _assert_equal(after, good)
+    assert (
+        json.loads((tmp_path / "checkpoints" / "latest.json").read_text())["checkpoint"]
+        == "step-00000004"
+    )
+    assert all(torch.isfinite(v).all() for v in after.values())
+
+
+def test_nan_input_is_reported(tmp_path) -> None:
+    data = tiny_data()
+    x, y = data.tensors
+    x = x.clone()
+    x[5, 0, 0, 0] = math.nan
+    with pytest.raises(CamwallError, match=r"input batch contains NaN/inf.*No checkpoint yet"):
+        fit(tiny_model(), TensorDataset(x, y), None, tiny_config(epochs=1), tmp_path)
+
+
+def test_evaluate_model_matches_hand_count() -> None:
+    # a linear "model" whose logits are the input itself: accuracy is countable by hand
+    logits = torch.tensor(
+        [
+            [3.0, 2.0, 1.0, 0.0, -1.0, -2.0],
+            [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+            [5.0, 4.0, 3.0, 2.0, 1.0, 0.0],
+        ]
+    )
+    labels = torch.tensor([0, 4, 5])  # top-1 hit; top-5 hit (rank 2); miss (rank 6)
+    model = nn.Sequential(nn.Identity())
+    model.register_parameter("dummy", nn.Parameter(torch.zeros(1)))
+    res = evaluate_model(model, TensorDataset(logits, labels), batch_size=2)
+    assert res.n == 3
+    assert res.top1 == pytest.approx(1 / 3)
+    assert res.top5 == pytest.approx(2 / 3)
+    expected = torch.nn.functional.cross_entropy(logits, labels).item()
+    assert res.loss == pytest.approx(expected, rel=1e-6)
+    assert model.training  # mode restored
