@@ -24,7 +24,13 @@ from torch import nn
 from camwall.bench._runner import BenchDataset, BenchModel
 from camwall.errors import CamwallError
 
-__all__ = ["DEFAULT_DATASETS", "DEFAULT_PRESET", "resolve_dataset", "resolve_model"]
+__all__ = [
+    "DEFAULT_DATASETS",
+    "DEFAULT_PRESET",
+    "check_dataset_spec",
+    "resolve_dataset",
+    "resolve_model",
+]
 
 DEFAULT_PRESET = "fashion-vgg"
 DEFAULT_DATASETS = ("fashion-stackmix", "fashion-stackpair")
@@ -145,7 +151,10 @@ def resolve_model(
             channels=c,
         )
     layer = target_layer or meta.get("target_layer") or default_target_layer(model)
-    layer, _ = resolve_layer(model, layer)  # CamwallError naming the layers if missing
+    try:
+        layer, _ = resolve_layer(model, layer)
+    except CamwallError as err:
+        raise CamwallError(f"--target-layer: {err}") from None
     zone = dead_zone(model, (c, h, w)).cpu()
     if not bool(zone.any()):
         raise CamwallError(
@@ -191,6 +200,20 @@ def _default_name(spec: str, meta: dict[str, Any]) -> str:
     p = Path(spec)
     stem = p.name.removesuffix(".safetensors").removesuffix(".json")
     return f"{meta.get('arch', 'model')}-{stem}" if stem in ("walled", "baseline") else stem
+
+
+def check_dataset_spec(spec: str) -> None:
+    """Fail early (before loading models) on a dataset that is neither a name nor a folder."""
+    from camwall.data import DATASETS
+
+    if spec in DATASETS or Path(spec).is_dir():
+        return
+    if "/" in spec or "\\" in spec or spec.startswith(".") or Path(spec).exists():
+        raise CamwallError(
+            f"--dataset {spec}: folder not found. Build one with `camwall stackmix` or "
+            "`camwall stackgen`, or pass an ImageFolder tree."
+        )
+    DATASETS.get(spec)
 
 
 def resolve_dataset(spec: str, n: int, seed: int, channels: int | None = None) -> BenchDataset:

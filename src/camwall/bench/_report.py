@@ -354,7 +354,7 @@ def _figure_grid(
         img = png_to_array(figs[(model, dataset, i, "image")])
         gray = img if img.ndim == 2 else img.mean(axis=2)
         base = np.repeat(_upscale(gray, scale)[..., None], 3, axis=2)
-        cells = [img if img.ndim == 3 else base[..., 0]]
+        cells: list[np.ndarray | None] = [img if img.ndim == 3 else base[..., 0]]
         for meth in methods:
             blob = figs.get((model, dataset, i, meth))
             cells.append(_upscale(png_to_array(blob), scale) if blob is not None else None)

@@ -100,12 +100,7 @@ def parse_methods(text: str) -> list[str]:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from camwall.bench._inputs import (
-        DEFAULT_DATASETS,
-        DEFAULT_PRESET,
-        resolve_dataset,
-        resolve_model,
-    )
+    from camwall.bench import _inputs as inputs
     from camwall.bench._runner import _dist_setup, check_out_dir, resolve_device, run_bench
     from camwall.bench._store import STORE_NAME, Store
 
@@ -118,18 +113,22 @@ def _bench(args: argparse.Namespace) -> int:
         raise CamwallError("--weights needs a registry --model NAME to load them into.")
     out = check_out_dir(args.out)  # an unwritable folder fails before any work
     device = resolve_device(args.device)
-    model_specs = args.model or [f"preset:{DEFAULT_PRESET}:walled"]
-    baseline_specs = args.baseline or ([] if args.model else [f"preset:{DEFAULT_PRESET}:baseline"])
+    model_specs = args.model or [f"preset:{inputs.DEFAULT_PRESET}:walled"]
+    baseline_specs = args.baseline or (
+        [] if args.model else [f"preset:{inputs.DEFAULT_PRESET}:baseline"]
+    )
     config: dict[str, Any] = {
         "models": model_specs,
         "baselines": baseline_specs,
         "weights": args.weights,
-        "datasets": args.dataset or list(DEFAULT_DATASETS),
+        "datasets": args.dataset or list(inputs.DEFAULT_DATASETS),
         "methods": methods,
         "target_layer": args.target_layer,
         "images": args.images,
         "seed": args.seed,
     }
+    for spec in config["datasets"]:
+        inputs.check_dataset_spec(spec)
     if args.resume and (out / STORE_NAME).exists():
         with Store(out / STORE_NAME) as store:
             store.check_resume(config)  # before any training or loading
@@ -138,14 +137,16 @@ def _bench(args: argparse.Namespace) -> int:
     try:
         paths = _default_pair(args, dist) if not args.model else {}
         models = [
-            resolve_model(paths.get(s, s), weights=args.weights, target_layer=args.target_layer)
+            inputs.resolve_model(
+                paths.get(s, s), weights=args.weights, target_layer=args.target_layer
+            )
             for s in model_specs
         ]
-        models += [resolve_model(paths.get(s, s), walled=False) for s in baseline_specs]
+        models += [inputs.resolve_model(paths.get(s, s), walled=False) for s in baseline_specs]
         _dedupe_names(models)
         channels = next((m.channels for m in models if m.walled), None)
         datasets = [
-            resolve_dataset(d, args.images, args.seed, channels) for d in config["datasets"]
+            inputs.resolve_dataset(d, args.images, args.seed, channels) for d in config["datasets"]
         ]
         run_bench(
             models,
