@@ -1,23 +1,63 @@
-"""Placing 28 x 28 Fashion-MNIST items on larger canvases, batched.
+"""Placing small items (28 x 28 Fashion-MNIST) on larger canvases, batched.
 
 One call of :func:`place_items` renders a whole batch: each item is scaled to ``size x size``
 pixels with bilinear interpolation, optionally mirrored left-right, and pasted with its top-left
-corner at ``(top, left)`` on a black ``canvas x canvas`` background. It is one
-``torch.nn.functional.grid_sample`` call, and it equals ``F.interpolate(mode="bilinear",
-align_corners=False)`` followed by a paste (tested), for any mix of sizes in one batch.
+corner at ``(top, left)`` on a black ``canvas x canvas`` background. It equals
+``F.interpolate(mode="bilinear", align_corners=False)`` followed by a paste (tested to 1e-5),
+for any mix of sizes and positions in one batch.
 
-For a canvas pixel ``(r, c)`` inside the item, the local position is ``(r - top, c - left)`` and
-the source coordinate in the 28-pixel item is ``src = (dst + 0.5) * 28 / size - 0.5`` (clamped to
-the item, like ``F.interpolate``); pixels outside the item are 0.
+Bilinear resizing is separable, so each canvas is ``R_b @ item_b @ C_b^T`` with two sparse
+interpolation matrices ``R_b`` (``canvas x h``) and ``C_b`` (``canvas x w``): two batched
+matrix products, fast on CPU and GPU alike. For canvas row ``r`` the item row is
+``d = r - top``; if ``0 <= d < size`` the source coordinate is
+``s = max(0, (d + 0.5) * h / size - 0.5)`` (``F.interpolate``'s rule) and ``R_b[r]`` holds
+``1 - (s - floor(s))`` at ``floor(s)`` and ``s - floor(s)`` at ``min(floor(s) + 1, h - 1)``;
+otherwise the row of ``R_b`` is 0. Columns likewise, with ``d -> size - 1 - d`` when mirrored.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["place_items"]
+__all__ = ["interpolation_matrix", "place_items"]
+
+
+def interpolation_matrix(
+    n_in: int, size: Tensor, offset: Tensor, canvas: int, flip: Tensor | None = None
+) -> Tensor:
+    """Bilinear scale-and-shift matrices along one axis.
+
+    Args:
+        n_in: length of the item along the axis.
+        size: int tensor ``B``: scaled length.
+        offset: int tensor ``B``: canvas position of the item's first pixel.
+        canvas: canvas length.
+        flip: optional bool tensor ``B``: mirror the item along the axis.
+
+    Returns:
+        float32 ``B x canvas x n_in`` on ``size.device``; row ``i`` gives the weights of the
+        item pixels that make canvas pixel ``i``.
+    """
+    b = size.shape[0]
+    dev = size.device
+    size_f = size.to(torch.float32).view(b, 1)
+    pos = torch.arange(canvas, device=dev, dtype=torch.float32).view(1, canvas)
+    local = pos - offset.to(device=dev, dtype=torch.float32).view(b, 1)
+    inside = ((local >= 0) & (local < size_f)).to(torch.float32)
+    if flip is not None:
+        local = torch.where(
+            flip.to(device=dev, dtype=torch.bool).view(b, 1), size_f - 1 - local, local
+        )
+    src = ((local + 0.5) * (n_in / size_f) - 0.5).clamp(min=0.0)
+    i0 = src.floor().clamp(max=n_in - 1)
+    frac = src - i0
+    lo = i0.to(torch.int64).clamp(min=0)
+    hi = (lo + 1).clamp(max=n_in - 1)
+    w = torch.zeros(b, canvas, n_in, device=dev, dtype=torch.float32)
+    w.scatter_add_(2, lo.unsqueeze(2), ((1 - frac) * inside).unsqueeze(2))
+    w.scatter_add_(2, hi.unsqueeze(2), (frac * inside).unsqueeze(2))
+    return w
 
 
 def place_items(
@@ -44,32 +84,12 @@ def place_items(
     """
     if items.dim() != 3:
         raise ValueError(f"items must be B x h x w, got shape {tuple(items.shape)}")
-    b, h, w = items.shape
-    device = items.device
+    _, h, w = items.shape
+    dev = items.device
     src = items.to(torch.float32)
     if items.dtype == torch.uint8:
         src = src / 255.0
-    size_f = size.to(device=device, dtype=torch.float32).view(b, 1)
-    grid_r = torch.arange(canvas, device=device, dtype=torch.float32).view(1, canvas)
-    local_r = grid_r - top.to(device=device, dtype=torch.float32).view(b, 1)  # B x canvas
-    local_c = grid_r - left.to(device=device, dtype=torch.float32).view(b, 1)
-    inside_r = (local_r >= 0) & (local_r < size_f)
-    inside_c = (local_c >= 0) & (local_c < size_f)
-    if flip is not None:
-        flip_b = flip.to(device=device, dtype=torch.bool).view(b, 1)
-        local_c = torch.where(flip_b, size_f - 1 - local_c, local_c)
-    # normalized grid coordinate for align_corners=False: g = (2 * dst + 1) / size - 1
-    gy = (2 * local_r + 1) / size_f - 1  # B x canvas
-    gx = (2 * local_c + 1) / size_f - 1
-    grid = torch.stack(
-        (
-            gx.view(b, 1, canvas).expand(b, canvas, canvas),
-            gy.view(b, canvas, 1).expand(b, canvas, canvas),
-        ),
-        dim=-1,
-    )
-    out = F.grid_sample(
-        src.view(b, 1, h, w), grid, mode="bilinear", padding_mode="border", align_corners=False
-    )
-    mask = (inside_r.view(b, canvas, 1) & inside_c.view(b, 1, canvas)).view(b, 1, canvas, canvas)
-    return (out * mask).clamp_(0.0, 1.0)
+    rows = interpolation_matrix(h, size.to(dev), top.to(dev), canvas)
+    cols = interpolation_matrix(w, size.to(dev), left.to(dev), canvas, flip)
+    out = torch.bmm(torch.bmm(rows, src), cols.transpose(1, 2))
+    return out.unsqueeze(1).clamp_(0.0, 1.0)
