@@ -215,3 +215,34 @@ def test_channels_last_gives_the_same_maps(name, make_tiny):
     fast = compute_cams(model, x, layer, name, channels_last=True, **opts)[name]
     plain = compute_cams(model, x, layer, name, channels_last=False, **opts)[name]
     torch.testing.assert_close(fast, plain, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("model_name", "stem"), [("flat", "0"), ("nested", "features.0"), ("custom", "conv1")]
+)
+def test_ablationcam_reruns_only_the_tail(model_name, stem, make_tiny):
+    """Sequential models (also nested) re-run only the layers after the target layer."""
+    model, layer, x = make_tiny(model_name, batch=2)
+    calls = []
+    handle = model.get_submodule(stem).register_forward_hook(lambda *args: calls.append(1))
+    try:
+        compute_cams(model, x, layer, "ablationcam", ablationcam_chunk=4)
+    finally:
+        handle.remove()
+    if model_name == "custom":  # no Sequential split and no head: the fallback re-runs the stem
+        assert len(calls) > 1
+    else:
+        assert len(calls) == 1  # the shared forward pass only
+
+
+def test_gradient_methods_share_one_forward_pass(make_tiny):
+    model, layer, x = make_tiny("nested", batch=2)
+    calls = []
+    handle = model.get_submodule("features.0").register_forward_hook(lambda *a: calls.append(1))
+    try:
+        compute_cams(
+            model, x, layer, [n for n, c in METHODS.items() if c.needs_gradient] + ["eigencam"]
+        )
+    finally:
+        handle.remove()
+    assert len(calls) == 1
