@@ -120,3 +120,23 @@ def test_ablationcam_with_head_matches_grad_cam(make_tiny):
     ours = compute_cams(model, x, layer, "ablationcam", head=head)["ablationcam"]
     ref = torch.from_numpy(reference_maps("ablationcam", model, layer, x))
     assert float((ours - ref).abs().max()) <= 1e-5
+
+
+def test_ablationcam_tail_keeps_a_shared_module(make_tiny):
+    """A module used twice in a Sequential after the target layer stays in the tail twice."""
+    torch.manual_seed(21)
+    relu = torch.nn.ReLU()
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        relu,
+        torch.nn.Conv2d(4, 5, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(5, 5, 1),
+        relu,  # the same module again: Sequential runs it twice
+        torch.nn.Flatten(),
+        torch.nn.Linear(5 * 6 * 7, 3),
+    )
+    x = torch.randn(2, 3, 6, 7, generator=torch.Generator().manual_seed(22))
+    ours = compute_cams(model, x, "3", "ablationcam")["ablationcam"]
+    ref = torch.from_numpy(reference_maps("ablationcam", model, "3", x))
+    assert float((ours - ref).abs().max()) <= 1e-5

@@ -77,7 +77,8 @@ def sequential_tail(model: nn.Module, layer_name: str) -> Callable[[Tensor], Any
     for depth, part in enumerate(parts):
         if not _is_plain_sequential(parent):
             return None
-        children = list(parent.named_children())
+        # _modules keeps repeated entries (a shared ReLU), exactly as Sequential.forward runs them
+        children = [(n, m) for n, m in parent._modules.items() if m is not None]
         position = [n for n, _ in children].index(part)
         chain.append(nn.Sequential(*[m for _, m in children[position + 1 :]]))
         if depth < len(parts) - 1:
