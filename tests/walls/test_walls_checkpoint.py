@@ -86,6 +86,11 @@ def test_missing_and_corrupt_files_name_the_file(
     meta_path.write_text("{not json")
     with pytest.raises(CamwallError, match=r"fv\.json is not valid JSON"):
         load_model(path)
+    meta_path.write_text(
+        json.dumps({"format": "camwall-checkpoint", "arch": "fashion-vgg", "arch_kwargs": {"x": 1}})
+    )
+    with pytest.raises(CamwallError, match=r"fv\.json: cannot rebuild fashion-vgg: .* take x"):
+        load_model(path)
     meta_path.write_text(json.dumps({"format": "camwall-checkpoint", "arch": "resnet9000"}))
     with pytest.raises(CamwallError, match="unknown architecture 'resnet9000'"):
         load_model(path)

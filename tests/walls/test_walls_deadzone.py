@@ -91,7 +91,7 @@ def _brute_force_live(model: nn.Module, shape: tuple[int, int, int], seeds: int)
         with torch.no_grad():
             for p in model.parameters():
                 p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.5)
-        x = torch.randn(4, c, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
+        x = torch.randn(3, c, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
         (grad,) = torch.autograd.grad(model(x).sum(), x)
         live |= (grad != 0).any(0).any(0)
     return live
@@ -208,6 +208,14 @@ def test_clear_errors_for_what_cannot_be_analyzed() -> None:
     with pytest.raises(CamwallError):
         dead_zone(m, (1, 8, 8))
     assert "forward" not in m.conv.__dict__
+
+
+def test_works_inside_no_grad() -> None:
+    model = create_model("fashion-resnet", width=4)
+    with torch.no_grad():
+        zone = dead_zone(model, (1, 64, 64))
+        assert verify_wall(model, zone, trials=1).ok
+    assert dead_zone_summary(zone)["rows"] == [[37, 64]]
 
 
 def test_verify_wall_catches_a_false_dead_zone() -> None:

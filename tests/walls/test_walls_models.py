@@ -100,12 +100,12 @@ def test_default_target_layer_for_other_models() -> None:
 @pytest.mark.parametrize("name", ["fashion-vgg", "fashion-resnet"])
 def test_fashion_models_train_step_and_are_batchnorm_free(name: str) -> None:
     torch.manual_seed(0)
-    model = create_model(name)
+    model = create_model(name, width=4)
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    x, y = torch.rand(8, 1, 64, 64), torch.arange(8)
+    x, y = torch.rand(4, 1, 64, 64), torch.arange(4)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
-    for _ in range(5):
+    for _ in range(4):
         opt.zero_grad()
         loss = nn.functional.cross_entropy(model(x), y)
         loss.backward()

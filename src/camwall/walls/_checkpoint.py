@@ -177,7 +177,10 @@ def load_model(
         raise CamwallError(
             f"checkpoint weights {weights_path} not found (next to {json_path.name})."
         )
-    model = create_model(record["arch"], **record.get("arch_kwargs", {}))
+    try:
+        model = create_model(record["arch"], **record.get("arch_kwargs", {}))
+    except (CamwallError, TypeError, ValueError) as err:
+        raise CamwallError(f"{json_path}: cannot rebuild {record['arch']}: {err}") from None
     if record.get("wall", []) != walls_of(model):
         raise CamwallError(
             f"{json_path}: the recorded wall {record.get('wall')} is not the wall of "

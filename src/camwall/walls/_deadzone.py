@@ -339,7 +339,7 @@ def dead_zone(model: nn.Module, input_shape: tuple[int, ...]) -> Tensor:
     c, h, w = _check_shape(input_shape)
     x = torch.ones(1, c, h, w, device=_device(model), requires_grad=True)
     guard = _Guard()
-    with _eval_mode(model), _structural(model, guard):
+    with torch.enable_grad(), _eval_mode(model), _structural(model, guard):
         with guard:
             try:
                 out = _logits(model(x))
@@ -421,7 +421,7 @@ def verify_wall(
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     dead = dead_zone.to(device)
     max_change = max_dead = live_max = 0.0
-    with _eval_mode(model):
+    with torch.enable_grad(), _eval_mode(model):
         for t in range(trials):
             x = torch.rand(1, c, h, w, generator=gen).to(device, dtype)
             noise = torch.randn(1, c, h, w, generator=gen).to(device, dtype) * 10.0
