@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bench_tiny import tiny_bench_model, tiny_dataset
+from bench_tiny import tiny_bench_model, tiny_dataset, tiny_model
 
 from camwall.bench import STORE_NAME, Store, _runner, run_bench
 from camwall.errors import CamwallError
@@ -173,3 +173,12 @@ def test_torchrun_two_gloo_ranks_equal_single_process(tmp_path, reference):
     assert len(preds) == 2 * (7 + 5)
     assert len(runs) == 1
     assert runs[0]["finished"] is not None
+
+
+def test_resume_with_other_weights_is_refused(tmp_path):
+    data = [tiny_dataset("d", 2)]
+    run_bench([tiny_bench_model()], data, ["uniform"], tmp_path, progress=False, report=False)
+    other = tiny_bench_model()
+    other.model = tiny_model(seed=1)
+    with pytest.raises(CamwallError, match="weights of model 'tiny' differ"):
+        run_bench([other], data, ["uniform"], tmp_path, resume=True, progress=False)

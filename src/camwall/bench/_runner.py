@@ -9,6 +9,7 @@ so the merged results equal a single-process run.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import sys
@@ -326,6 +327,14 @@ def _open_main(
     with Store(path) as store:
         if resume:
             store.check_resume(config)
+            stored = store.info("models")
+            for m in models:
+                stored_fp = stored.get(m.name, {}).get("fingerprint")
+                if stored_fp is not None and stored_fp != fingerprint(m.model):
+                    raise CamwallError(
+                        f"--resume: the weights of model {m.name!r} differ from those the "
+                        f"stored results in {path} were computed with; choose another --out."
+                    )
             _merge_shards(store, out)
         run_id = store.start_run(config, versions())
         for m in models:
@@ -338,6 +347,7 @@ def _open_main(
                 "dead_rows": _dead_rows(m.dead_zone) if m.walled else None,
                 "dead_fraction": float(m.dead_zone.float().mean()) if m.walled else None,
                 "input_size": list(m.dead_zone.shape),
+                "fingerprint": fingerprint(m.model),
             }
             store.put_info("models", m.name, info)
         for d in datasets:
@@ -349,6 +359,15 @@ def _open_main(
             }
             store.put_info("datasets", d.name, info)
     return run_id
+
+
+def fingerprint(model: nn.Module) -> str:
+    """SHA-256 (16 hex digits) of the model's state dict: names, shapes, dtypes and bytes."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _dead_rows(dead: Tensor) -> list[int] | None:

@@ -41,7 +41,16 @@ STORE_NAME = "results.sqlite"
 SCHEMA_VERSION = 1
 
 # Config keys that change results; others (device, batch size, out) may differ on --resume.
-RESULT_KEYS = ("models", "baselines", "datasets", "methods", "target_layer", "images", "seed")
+RESULT_KEYS = (
+    "models",
+    "baselines",
+    "weights",
+    "datasets",
+    "methods",
+    "target_layer",
+    "images",
+    "seed",
+)
 
 
 def config_hash(config: dict[str, Any]) -> str:
