@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import hashlib
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -150,3 +154,20 @@ def test_other_canvas_size():
 def test_too_many_images_refused():
     with pytest.raises(CamwallError, match="use n <= 5000"):
         DATASETS.get("fashion-stackmix")(n=5010)
+
+
+def test_byte_identical_in_a_fresh_process():
+    """Two runs (this process, and a new one with another thread count) give the same bytes."""
+    code = (
+        "import hashlib, torch; torch.set_num_threads(1)\n"
+        "from camwall.data import DATASETS\n"
+        "h = hashlib.sha256()\n"
+        "for n in DATASETS.names():\n"
+        "    h.update(DATASETS.get(n)(n=30, seed=11).images.numpy().tobytes())\n"
+        "print(h.hexdigest())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    h = hashlib.sha256()
+    for name in DATASETS.names():
+        h.update(DATASETS.get(name)(n=30, seed=11).images.numpy().tobytes())
+    assert out.stdout.strip() == h.hexdigest()

@@ -71,7 +71,7 @@ UPPER_LAYOUT = Layout(size=(28, 32), top=(0, 3), dx=4, flip_p=0.0)
 LOWER_LAYOUT = Layout(size=(22, 26), top=(38, None), dx=4, flip_p=0.0)
 """Lower item of ``fashion-stackpair``: top row from 38 down to the canvas bottom."""
 
-RenderFn = Callable[[dict[str, Any], Tensor, int], Tensor]
+RenderFn = Callable[[list[dict[str, Any]], Tensor, int], Tensor]
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class CompositeBuilder:
         name: registry name.
         description: one line for ``--help`` and the docs.
         sample: ``(pool_labels, labels, idx1, idx2, generator, size, kw) -> sources``.
-        render_fn: ``(source, test_items, size) -> 1 x size x size`` image.
+        render_fn: ``(sources, test_items, size) -> N x 1 x size x size`` images.
     """
 
     name: str
@@ -111,7 +111,7 @@ class CompositeBuilder:
         g = torch.Generator().manual_seed(int(seed))
         labels, idx1, idx2 = _sample_pairs(pool, n, g)
         sources = self.sample(labels, idx1, idx2, g, size, kw)
-        images = torch.stack([self.render_fn(s, items, size) for s in sources])
+        images = self.render_fn(sources, items, size)
         meta = {
             "dataset": self.name,
             "n": n,
@@ -130,7 +130,7 @@ class CompositeBuilder:
     def render(self, source: dict[str, Any], root: str | os.PathLike[str] | None = None) -> Tensor:
         """Rebuild one image from its ``sources`` entry: float32 ``1 x size x size``."""
         items, _ = load_fashion_mnist("test", root)
-        return self.render_fn(source, items, int(source["size"]))
+        return self.render_fn([source], items, int(source["size"]))[0]
 
 
 def _sample_pairs(pool: Tensor, n: int, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
@@ -179,13 +179,15 @@ def _sample_stackmix(
     ]
 
 
-def _render_stackmix(src: dict[str, Any], items: Tensor, size: int) -> Tensor:
-    pair = items[[src["x1"], src["x2"]]]
-    full = torch.full((2,), size, dtype=torch.int64)
-    zero = torch.zeros(2, dtype=torch.int64)
-    both = place_items(pair, full, zero, zero, canvas=size)
-    r = int(src["split_row"])
-    return torch.cat([both[0, :, :r], both[1, :, r:]], dim=1)
+def _render_stackmix(sources: list[dict[str, Any]], items: Tensor, size: int) -> Tensor:
+    n = len(sources)
+    idx = [src["x1"] for src in sources] + [src["x2"] for src in sources]
+    full = torch.full((2 * n,), size, dtype=torch.int64)
+    zero = torch.zeros(2 * n, dtype=torch.int64)
+    both = place_items(items[idx], full, zero, zero, canvas=size)
+    rows = torch.arange(size).view(1, 1, size, 1)
+    split = torch.tensor([int(src["split_row"]) for src in sources]).view(n, 1, 1, 1)
+    return torch.where(rows < split, both[:n], both[n:])
 
 
 def _sample_stackpair(
@@ -227,15 +229,15 @@ def _sample_stackpair(
     return out
 
 
-def _render_stackpair(src: dict[str, Any], items: Tensor, size: int) -> Tensor:
-    up, lo = src["upper"], src["lower"]
-    pair = items[[up["index"], lo["index"]]]
+def _render_stackpair(sources: list[dict[str, Any]], items: Tensor, size: int) -> Tensor:
+    n = len(sources)
+    parts = [src["upper"] for src in sources] + [src["lower"] for src in sources]
 
     def col(key: str) -> Tensor:
-        return torch.tensor([up[key], lo[key]], dtype=torch.int64)
+        return torch.tensor([p[key] for p in parts], dtype=torch.int64)
 
-    both = place_items(pair, col("size"), col("top"), col("left"), canvas=size)
-    return torch.maximum(both[0], both[1])
+    both = place_items(items[col("index")], col("size"), col("top"), col("left"), canvas=size)
+    return torch.maximum(both[:n], both[n:])
 
 
 DATASETS: Registry[CompositeBuilder] = Registry("dataset")
