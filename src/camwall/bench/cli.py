@@ -16,6 +16,10 @@ DEFAULT_OUT = "bench-out"
 
 
 def register(subparsers: Any) -> None:
+    from camwall.cams import METHODS
+    from camwall.data import DATASETS
+    from camwall.metrics import CONTROLS
+
     p = subparsers.add_parser(
         "bench",
         help="run the wall benchmark: CAM leakage into the dead zone, table, figures, report",
@@ -46,19 +50,24 @@ def register(subparsers: Any) -> None:
         "--dataset",
         action="append",
         metavar="NAME_OR_DIR",
-        help="registry dataset (fashion-stackmix, fashion-stackpair) or a folder from "
+        help=f"registry dataset ({', '.join(DATASETS.names())}) or a folder from "
         "`camwall stackmix` / `camwall stackgen` / an ImageFolder tree; repeatable",
     )
     p.add_argument(
         "--methods",
         default="all",
-        help="'all' (nine CAMs + uniform, random) or a comma list of CAM methods and controls",
+        help=f"'all' or a comma list of CAM methods ({', '.join(METHODS.names())}) and "
+        f"controls ({', '.join(CONTROLS.names())}); default: all",
     )
     p.add_argument("--target-layer", metavar="NAME", help="CAM target layer (default: the model's)")
-    p.add_argument("--images", type=int, default=100, metavar="N", help="images per dataset")
-    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="output folder")
+    p.add_argument(
+        "--images", type=int, default=100, metavar="N", help="images per dataset (default 100)"
+    )
+    p.add_argument(
+        "--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default {DEFAULT_OUT})"
+    )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--batch-size", type=int, default=16, metavar="B")
+    p.add_argument("--batch-size", type=int, default=16, metavar="B", help="default 16")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="dataset and control seed")
     p.add_argument("--cache-dir", metavar="DIR", help="cache of trained models (default pair)")
