@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import rgb_image, save
+import torch
+from data_helpers import fashion_present, rgb_image, save
 from PIL import Image
 from torchvision import transforms
 
@@ -397,3 +398,34 @@ def test_read_folder_errors(tmp_path):
         read_image_dataset(tmp_path)
     with pytest.raises(CamwallError, match="channels must be 1 or 3"):
         read_image_dataset(tmp_path / "a", channels=2)
+
+
+@pytest.mark.skipif(not fashion_present(), reason="Fashion-MNIST not installed")
+def test_export_then_read_back(tmp_path, capsys):
+    from camwall.data import DATASETS
+
+    out = tmp_path / "exp"
+    argv = ["data", "export", "--dataset", "fashion-stackmix", "--out", out, "--n", 12]
+    assert run([*argv, "--seed", 2]) == 0
+    assert "wrote 12 images" in capsys.readouterr().out
+    ds = read_image_dataset(out)
+    comp = DATASETS.get("fashion-stackmix")(n=12, seed=2)
+    assert ds.images.shape == (12, 1, 64, 64)  # grayscale kept, from the manifest
+    assert torch.equal(ds.labels, comp.labels)
+    assert float((ds.images - comp.images).abs().max()) <= 0.5 / 255 + 1e-6
+    assert ds.meta["seed"] == 2
+    assert ds.meta["split_row"] == 32
+    assert ds.sources[3]["source"] == comp.sources[3]
+    assert run(argv) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_export_refuses_nan(tmp_path):
+    from camwall.data import export_composites
+    from camwall.errors import CamwallError
+
+    bad = torch.zeros(2, 1, 8, 8)
+    bad[1, 0, 3, 3] = float("nan")
+    with pytest.raises(CamwallError, match="NaN"):
+        export_composites(bad, [0, 1], ["a", "b"], tmp_path / "o", kind="test")
+    assert not (tmp_path / "o" / "manifest.json").exists()

@@ -6,7 +6,8 @@ Public API (import from ``camwall.data``):
 * :func:`load_fashion_mnist`, :data:`FASHION_CLASSES`
 * :func:`fashion_canvases` / :class:`FashionCanvases`: 1 x 64 x 64 single-item canvases
 * :data:`DATASETS` (``fashion-stackmix``, ``fashion-stackpair``), :class:`Composites`
-* :func:`build_stackmix`, :func:`build_stackgen`, :func:`write_prompts`: image-folder datasets
+* :func:`build_stackmix`, :func:`build_stackgen`, :func:`write_prompts`: image-folder datasets;
+  :func:`export_composites`: write in-memory images as such a folder
 * :func:`read_image_dataset` / :class:`ImageDataset`, :func:`load_image`, :func:`preprocess`
 * :func:`preview_grid`
 """
@@ -27,6 +28,7 @@ from camwall.data.folders import (
     PROMPT_TEMPLATE,
     build_stackgen,
     build_stackmix,
+    export_composites,
     imagenet_categories,
     write_prompts,
 )
@@ -53,6 +55,7 @@ __all__ = [
     "build_dataset",
     "build_stackgen",
     "build_stackmix",
+    "export_composites",
     "fashion_canvases",
     "imagenet_categories",
     "load_fashion_mnist",

@@ -16,6 +16,7 @@ from camwall.data.folders import (
     ANIMAL_CLASSES,
     build_stackgen,
     build_stackmix,
+    export_composites,
     imagenet_categories,
     read_class_file,
     write_prompts,
@@ -125,6 +126,23 @@ def _preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    comp = DATASETS.get(args.dataset)(n=args.n, seed=args.seed, root=args.data)
+    extra = {k: v for k, v in comp.meta.items() if k not in ("class_names", "n", "size")}
+    path = export_composites(
+        comp.images,
+        comp.labels,
+        comp.class_names,
+        args.out,
+        kind=args.dataset,
+        sources=comp.sources,
+        extra=extra,
+        overwrite=args.force,
+    )
+    print(f"wrote {len(comp.labels)} images and {path}")
+    return 0
+
+
 def register(subparsers: Any) -> None:
     """Add ``stackmix``, ``stackgen`` and ``data`` to the ``camwall`` CLI."""
     p = subparsers.add_parser(
@@ -194,3 +212,14 @@ def register(subparsers: Any) -> None:
     pv.add_argument("--data", type=Path, default=None, help="Fashion-MNIST folder")
     pv.add_argument("--mark-row", type=int, action="append", default=[], help="draw a line")
     pv.set_defaults(func=_preview)
+
+    ex = dsub.add_parser(
+        "export", help="write an embedded dataset as 8-bit PNGs + manifest.json (a folder)"
+    )
+    ex.add_argument("--dataset", required=True, choices=DATASETS.names())
+    ex.add_argument("--out", required=True, type=Path, help="output folder")
+    ex.add_argument("--n", type=int, default=100)
+    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--data", type=Path, default=None, help="Fashion-MNIST folder")
+    ex.add_argument("--force", action="store_true", help="replace an existing manifest")
+    ex.set_defaults(func=_export)

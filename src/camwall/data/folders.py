@@ -44,6 +44,7 @@ __all__ = [
     "PROMPT_TEMPLATE",
     "build_stackgen",
     "build_stackmix",
+    "export_composites",
     "imagenet_categories",
     "write_prompts",
 ]
@@ -445,6 +446,69 @@ def build_stackgen(
         "class_names": class_names,
         "items": items,
         "warnings": notes,
+        "skipped": [],
+        "ignored": [],
+        "versions": versions(),
+    }
+    return _write_manifest(dst, manifest)
+
+
+def export_composites(
+    images: Any,
+    labels: Any,
+    class_names: Sequence[str],
+    out: str | os.PathLike[str],
+    kind: str,
+    sources: Sequence[dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write in-memory images (float ``N x C x H x W`` in [0, 1], C = 1 or 3) as 8-bit PNGs with
+    a manifest, so that :func:`read_image_dataset` reads them back (to within 0.5 / 255).
+
+    Args:
+        images, labels: the tensors (e.g. of a :class:`~camwall.data.Composites`).
+        class_names: label names.
+        out: output folder.
+        kind: what the images are (e.g. the dataset name), stored in the manifest.
+        sources: per-image dicts stored with each item.
+        extra: more manifest fields (e.g. seed).
+
+    Returns:
+        The path of the written ``manifest.json``.
+    """
+    imgs = torch.as_tensor(images).detach().to("cpu", torch.float32)
+    if imgs.dim() != 4 or imgs.shape[1] not in (1, 3):
+        raise CamwallError(
+            f"images must be N x C x H x W with C = 1 or 3, got {tuple(imgs.shape)}."
+        )
+    if not torch.isfinite(imgs).all():
+        raise CamwallError("images contain NaN or infinite values; nothing was written.")
+    labs = [int(v) for v in torch.as_tensor(labels).tolist()]
+    if len(labs) != len(imgs):
+        raise CamwallError(f"{len(imgs)} images but {len(labs)} labels.")
+    dst = _prepare_out(Path(out), overwrite)
+    u8 = (imgs.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    items: list[dict[str, Any]] = []
+    for i, (arr, lab) in enumerate(zip(u8, labs)):
+        name = class_names[lab] if 0 <= lab < len(class_names) else str(lab)
+        file = f"images/{i:04d}_{_slug(name)}.png"
+        pil = Image.fromarray(arr[:, :, 0], mode="L") if arr.shape[2] == 1 else Image.fromarray(arr)
+        pil.save(dst / file)
+        item: dict[str, Any] = {"file": file, "label": lab, "class": name}
+        if sources is not None:
+            item["source"] = sources[i]
+        items.append(item)
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "kind": kind,
+        "n": len(items),
+        "size": [int(imgs.shape[2]), int(imgs.shape[3])],
+        "channels": int(imgs.shape[1]),
+        "class_names": list(class_names),
+        **(extra or {}),
+        "items": items,
+        "warnings": [],
         "skipped": [],
         "ignored": [],
         "versions": versions(),
