@@ -429,3 +429,20 @@ def test_export_refuses_nan(tmp_path):
     with pytest.raises(CamwallError, match="NaN"):
         export_composites(bad, [0, 1], ["a", "b"], tmp_path / "o", kind="test")
     assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_stackgen_tab_labelled_class_file(tmp_path):
+    src, _ = _gen_tree(tmp_path)
+    (src / "stackgen.csv").write_text("file,class\nportrait.png,owl\nsquare.png,cat\n")
+    names = tmp_path / "names.txt"
+    names.write_text("281\tcat\n24\towl\n")
+    out = tmp_path / "o"
+    assert run(["stackgen", "--source", src, "--classes", names, "--out", out]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert [it["label"] for it in m["items"]] == [24, 281]
+    assert m["class_names"][24] == "owl"
+    assert len(m["class_names"]) == 282
+    p = tmp_path / "p"
+    assert run(["stackgen", "--prompts", "--classes", names, "--out", p]) == 0
+    with (p / "stackgen.csv").open() as fh:
+        assert [r["label"] for r in csv.DictReader(fh)] == ["281", "24"]

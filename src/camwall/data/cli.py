@@ -1,5 +1,5 @@
-"""Command line of the data area: ``camwall stackmix``, ``camwall stackgen`` and
-``camwall data preview``."""
+"""Command line of the data area: ``camwall stackmix``, ``camwall stackgen``,
+``camwall data preview`` and ``camwall data export``."""
 
 from __future__ import annotations
 
@@ -69,21 +69,26 @@ def _stackmix(args: argparse.Namespace) -> int:
     return 0
 
 
+def _labelled_classes(path: Path) -> list[tuple[int, str]]:
+    """Lines ``NAME`` (label = line number) or ``LABEL<TAB>NAME`` of a class file."""
+    out: list[tuple[int, str]] = []
+    for k, line in enumerate(read_class_file(path)):
+        if "\t" in line:
+            label, name = line.split("\t", 1)
+            try:
+                out.append((int(label), name.strip()))
+            except ValueError:
+                raise CamwallError(
+                    f"{path}: line {line!r}: expected 'LABEL<TAB>NAME' or 'NAME'."
+                ) from None
+        else:
+            out.append((k, line))
+    return out
+
+
 def _prompt_classes(args: argparse.Namespace) -> list[tuple[int, str]]:
     if args.classes:
-        out: list[tuple[int, str]] = []
-        for k, line in enumerate(read_class_file(args.classes)):
-            if "\t" in line:
-                label, name = line.split("\t", 1)
-                try:
-                    out.append((int(label), name.strip()))
-                except ValueError:
-                    raise CamwallError(
-                        f"{args.classes}: line {line!r}: expected 'LABEL<TAB>NAME' or 'NAME'."
-                    ) from None
-            else:
-                out.append((k, line))
-        return out
+        return _labelled_classes(args.classes)
     names = imagenet_categories()
     pool = min(args.first_classes, len(names))
     n = 100 if args.n is None else args.n
@@ -97,7 +102,12 @@ def _stackgen(args: argparse.Namespace) -> int:
         return 0
     if not args.source:
         raise CamwallError("stackgen needs --source DIR (the generated images), or --prompts.")
-    class_list = read_class_file(args.classes) if args.classes else None
+    class_list: list[str] | None = None
+    if args.classes:
+        pairs = _labelled_classes(args.classes)
+        class_list = [f"class_{i}" for i in range(max(lbl for lbl, _ in pairs) + 1)]
+        for lbl, name in pairs:
+            class_list[lbl] = name
     path = build_stackgen(
         args.source, args.out, csv_path=args.csv, class_list=class_list, overwrite=args.force
     )

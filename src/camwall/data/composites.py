@@ -81,7 +81,7 @@ class CompositeBuilder:
     Attributes:
         name: registry name.
         description: one line for ``--help`` and the docs.
-        sample: ``(pool_labels, labels, idx1, idx2, generator, size, kw) -> sources``.
+        sample: ``(labels, idx1, idx2, generator, size, kw) -> sources`` (one dict per image).
         render_fn: ``(sources, test_items, size) -> N x 1 x size x size`` images.
     """
 
