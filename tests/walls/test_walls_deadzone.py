@@ -112,6 +112,21 @@ def test_resnet18_with_two_walls_matches_brute_force_gradient_support() -> None:
     assert verify_wall(model, zone, trials=2).ok
 
 
+def test_squeezenet_ignores_its_last_row_and_column_at_64_pixels() -> None:
+    # No wall: a 7 x 7 stride-2 conv without padding and ceil-mode max-pools never reach the
+    # last row and column of a 64 x 64 input. Brute force agrees.
+    from torchvision.models import squeezenet1_0
+
+    torch.manual_seed(0)
+    model = squeezenet1_0(weights=None, num_classes=3).double().eval()
+    zone = dead_zone(model, (3, 64, 64))
+    expected = torch.zeros(64, 64, dtype=torch.bool)
+    expected[63] = True
+    expected[:, 63] = True
+    assert torch.equal(zone, expected)
+    assert torch.equal(zone, ~_brute_force_live(model, (3, 64, 64), seeds=1))
+
+
 def test_structural_dead_zone_ignores_dead_relus_and_weight_values() -> None:
     model = create_model("fashion-vgg")
     with torch.no_grad():
@@ -183,6 +198,16 @@ class _FunctionalPool(nn.Module):
         return F.max_pool2d(self.conv(x), 2).flatten(1)
 
 
+class _OwnParameter(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x) * self.scale
+
+
 class _Tuple(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -193,6 +218,8 @@ class _Tuple(nn.Module):
 
 
 def test_clear_errors_for_what_cannot_be_analyzed() -> None:
+    with pytest.raises(CamwallError, match="uses its own parameters"):
+        dead_zone(_OwnParameter(), (1, 8, 8))
     with pytest.raises(CamwallError, match="type Upsample"):
         dead_zone(nn.Sequential(nn.Conv2d(1, 1, 3), nn.Upsample(scale_factor=2)), (1, 8, 8))
     with pytest.raises(CamwallError, match="functional call 'max_pool2d'"):

@@ -10,7 +10,8 @@ linear map with strictly positive weights on exactly the connections the layer h
 * ``Linear``: positive weights where the weight is non-zero (a :class:`WalledLinear` uses its
   wall instead, so only the wall's structural zeros count); for matrices above 2^24 entries, a
   row-by-column pattern (a superset of the connections, so never a false dead pixel);
-* BatchNorm (eval: a per-channel affine map), dropout and elementwise activations: identity;
+* BatchNorm (eval: a per-channel affine map), dropout, stochastic depth and elementwise
+  activations: identity; GroupNorm / LayerNorm: every output reads its whole normalised group;
 * ``Softmax`` / ``LogSoftmax``: every output along ``dim`` reads every input along ``dim``;
 * average pools, padding, Flatten, :class:`Wall` and the model's own adds / reshapes / concats
   run unchanged.
@@ -197,12 +198,30 @@ def _softmax(m: nn.Softmax | nn.LogSoftmax) -> Callable[[Tensor], Tensor]:
     return forward
 
 
+def _norm(m: nn.Module) -> Callable[[Tensor], Tensor]:
+    """Normalisation layers: every output reads every input of its normalised group."""
+
+    def forward(x: Tensor) -> Tensor:
+        if isinstance(m, nn.GroupNorm):
+            g = x.reshape(x.shape[0], m.num_groups, -1)
+            return _positive(g.sum(-1, keepdim=True).expand_as(g).reshape(x.shape))
+        if type(m).__name__ == "LayerNorm2d":  # torchvision: LayerNorm over C of N x C x H x W
+            return _positive(x.sum(1, keepdim=True).expand_as(x))
+        assert isinstance(m, nn.LayerNorm)
+        dims = tuple(range(-len(m.normalized_shape), 0))
+        return _positive(x.sum(dims, keepdim=True).expand_as(x))
+
+    return forward
+
+
 def _surrogate(name: str, m: nn.Module) -> Callable[[Tensor], Tensor] | None:
     """The structural forward for leaf ``m``, or None to run its own forward."""
     if isinstance(m, _UNCHANGED_TYPES):
         return None
-    if isinstance(m, _IDENTITY_TYPES):
-        return lambda x: x
+    if isinstance(m, _IDENTITY_TYPES) or type(m).__name__ == "StochasticDepth":
+        return lambda x: x  # (torchvision's StochasticDepth is the identity in eval mode)
+    if isinstance(m, (nn.GroupNorm, nn.LayerNorm)):
+        return _norm(m)
     if isinstance(m, nn.Conv2d):
         return _conv(m)
     if isinstance(m, nn.Linear):
@@ -216,7 +235,8 @@ def _surrogate(name: str, m: nn.Module) -> Callable[[Tensor], Tensor] | None:
     raise CamwallError(
         f"dead_zone cannot analyze layer {name or '<model>'!r} of type {type(m).__name__}. "
         "Supported: Conv2d, Linear (and WalledLinear), max/avg/adaptive pools, BatchNorm "
-        "(eval), dropout, elementwise activations, Softmax, padding, Flatten, Wall, and "
+        "(eval), GroupNorm, LayerNorm, dropout, stochastic depth, elementwise activations, "
+        "Softmax, padding, Flatten, Wall, and "
         "containers whose forward adds, concatenates or reshapes."
     )
 
