@@ -141,7 +141,7 @@ class FashionCanvases(Dataset[tuple[Tensor, int]]):
             ``(images, labels)``: float32 ``B x 1 x 64 x 64`` in [0, 1] and int64 ``B``, on
             ``device`` (default: CPU).
         """
-        idx = torch.as_tensor(indices, dtype=torch.int64)
+        idx = torch.as_tensor(indices, dtype=torch.int64).cpu()
         p = {k: v[idx] for k, v in self._params.items()}
         items = self.items[idx]
         if device is not None:
