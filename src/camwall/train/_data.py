@@ -24,6 +24,7 @@ __all__ = [
     "EVAL_DATASETS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "check_data",
     "eval_dataset",
     "folder_transforms",
     "training_datasets",
@@ -80,6 +81,23 @@ def _input_shape(config: TrainConfig, model_shape: tuple[int, ...] | None) -> tu
     return channels, size, size
 
 
+def check_data(config: TrainConfig) -> None:
+    """Fail early (before building a large model) when an ImageFolder ``--data`` is unusable."""
+    if config.dataset != "imagefolder":
+        return
+    if config.data is None:
+        raise CamwallError(
+            f"preset {config.name!r} trains on an ImageNet-style folder; give it with --data DIR "
+            "(DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG)."
+        )
+    train_dir = Path(config.data) / "train"
+    if not train_dir.is_dir():
+        raise CamwallError(
+            f"training folder {train_dir} does not exist. --data must be an ImageNet-style tree "
+            "with train/<class>/*.JPEG and val/<class>/*.JPEG (one sub-folder per class)."
+        )
+
+
 def training_datasets(
     config: TrainConfig, model_shape: tuple[int, ...] | None = None
 ) -> tuple[Dataset[Any], Dataset[Any] | None, list[str]]:
@@ -97,12 +115,8 @@ def training_datasets(
         )
         val = fashion_canvases("test", seed=0, augment=False, root=config.data)
         return train, val, list(train.class_names)
-    if config.data is None:
-        raise CamwallError(
-            f"preset {config.name!r} trains on an ImageNet-style folder; give it with --data DIR "
-            "(DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG)."
-        )
-    root = Path(config.data)
+    check_data(config)
+    root = Path(str(config.data))
     shape = _input_shape(config, model_shape)
     train_set = _image_folder(root / "train", shape, train=True)
     val_set = _image_folder(root / "val", shape, train=False) if (root / "val").is_dir() else None

@@ -25,7 +25,7 @@ from torch import nn
 import camwall
 from camwall.errors import CamwallError
 from camwall.train._config import TrainConfig, apply_overrides, get_preset
-from camwall.train._data import training_datasets
+from camwall.train._data import check_data, training_datasets
 from camwall.train._dist import setup
 from camwall.train._loop import BatchHook, EpochHook, fit
 from camwall.train._plot import plot_curves
@@ -131,6 +131,7 @@ def train(
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         raise CamwallError(f"variants must be among {', '.join(VARIANTS)}; got {list(variants)}.")
+    check_data(config)
     out = Path(out_dir) if out_dir is not None else Path("runs") / config.name
     info, dev = setup(device)
     checkpoints: dict[str, Path] = {}
