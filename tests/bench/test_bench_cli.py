@@ -2,6 +2,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -157,3 +158,41 @@ def test_report_renders_headless(tiny_run, tmp_path):
     assert img.std() > 20  # not blank: text, tables and figures
     assert (img < 80).mean() > 0.01  # dark ink present
     assert (img > 240).mean() > 0.3  # and a white page around it
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir(FASHION), reason="Fashion-MNIST not installed")
+def test_cli_under_torchrun_equals_single_process(tmp_path, ckpt):
+    args = ["--model", str(ckpt), "--dataset", "fashion-stackmix", "--images", "5"]
+    args += ["--methods", "gradcam,hirescam,random", "--batch-size", "2", "--no-progress"]
+    assert main(["bench", *args, "--out", str(tmp_path / "one")]) == 0
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(30500 + os.getpid() % 1000),
+            "-m",
+            "camwall",
+            "bench",
+            *args,
+            "--out",
+            str(tmp_path / "two"),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    with Store(tmp_path / "one" / STORE_NAME) as a, Store(tmp_path / "two" / STORE_NAME) as b:
+        ra, rb = a.results(), b.results()
+    assert len(ra) == len(rb) == 15
+    for x, y in zip(ra, rb):
+        assert (x["image"], x["method"]) == (y["image"], y["method"])
+        assert x["wall_leakage"] == pytest.approx(y["wall_leakage"], abs=1e-6, nan_ok=True)
