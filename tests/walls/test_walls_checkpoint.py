@@ -54,6 +54,14 @@ def test_round_trip_gives_identical_outputs(saved: tuple[torch.nn.Module, Path])
     assert meta["format"] == "camwall-checkpoint"
 
 
+def test_dataparallel_wrapper_is_saved_unwrapped(tmp_path: Path) -> None:
+    model = create_model("fashion-resnet", width=4)
+    path = save_model(torch.nn.DataParallel(model), tmp_path / "dp")
+    loaded, meta = load_model(path)
+    assert meta["arch"] == "fashion-resnet"
+    assert set(loaded.state_dict()) == set(model.state_dict())
+
+
 def test_tampered_wall_weights_are_refused(saved: tuple[torch.nn.Module, Path]) -> None:
     _, path = saved
     tensors = load_file(str(path))

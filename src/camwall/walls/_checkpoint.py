@@ -20,7 +20,7 @@ from torch import nn
 import camwall
 from camwall.errors import CamwallError
 from camwall.walls._deadzone import dead_zone, dead_zone_summary
-from camwall.walls._models import MODELS, create_model, model_config
+from camwall.walls._models import MODELS, create_model, model_config, unwrap
 from camwall.walls._modules import WalledLinear, walls_of
 
 __all__ = ["checkpoint_paths", "load_model", "save_model"]
@@ -64,13 +64,15 @@ def save_model(
     other key of ``metadata`` unchanged. The computed keys win over ``metadata``.
 
     Args:
-        model: built by :func:`camwall.walls.create_model` (or a registered builder).
+        model: built by :func:`camwall.walls.create_model` (or a registered builder), or a
+            ``DistributedDataParallel`` / ``DataParallel`` wrapper of one (saved unwrapped).
         path: ``NAME``, ``NAME.safetensors`` or ``NAME.json``; parent folders are created.
         metadata: extra JSON-ready keys (e.g. ``class_names``, ``training``).
 
     Returns:
         The ``.safetensors`` path.
     """
+    model = unwrap(model)
     config = model_config(model)
     broken = [
         n for n, m in model.named_modules() if isinstance(m, WalledLinear) and not m.wall_intact()

@@ -297,13 +297,23 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     return builder(**kwargs)
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a ``DistributedDataParallel`` / ``DataParallel``-style ``.module``
+    wrapper (the model itself when it is not wrapped)."""
+    inner = getattr(model, "module", None)
+    if getattr(model, "camwall_arch", None) is None and isinstance(inner, nn.Module):
+        return inner
+    return model
+
+
 def model_config(model: nn.Module) -> dict[str, Any]:
     """What is needed to rebuild ``model``: ``arch``, ``arch_kwargs``, ``wall``,
-    ``input_shape``, ``target_layer``.
+    ``input_shape``, ``target_layer`` (a ``.module`` wrapper such as DDP is looked through).
 
     Raises:
         CamwallError: when the model was not built by a registered builder.
     """
+    model = unwrap(model)
     arch = getattr(model, "camwall_arch", None)
     if arch is None:
         raise CamwallError(

@@ -131,15 +131,16 @@ def _draw(zone: Tensor, shape: tuple[int, int, int], title: str, out: Path) -> s
 
 
 def _verdict(check: WallCheck) -> str:
+    trials = f"{check.trials} trial{'s' if check.trials != 1 else ''}"
     if check.dead_pixels == 0:
         return "nothing to verify (no dead pixel)"
     if check.ok:
         return (
-            f"PASS ({check.trials} trials): logits bit-identical, gradient exactly 0 on the dead "
+            f"PASS ({trials}): logits bit-identical, gradient exactly 0 on the dead "
             f"zone (max gradient elsewhere {check.live_grad_max:.3g})"
         )
     return (
-        f"FAIL ({check.trials} trials): max logit change {check.max_logit_change:.3g}, max "
+        f"FAIL ({trials}): max logit change {check.max_logit_change:.3g}, max "
         f"dead-zone gradient {check.max_dead_grad:.3g}"
     )
 
