@@ -246,3 +246,11 @@ def test_gradient_methods_share_one_forward_pass(make_tiny):
     finally:
         handle.remove()
     assert len(calls) == 1
+
+
+def test_thread_count_restored(make_tiny):
+    """eigencam runs its SVD on one CPU thread and restores the caller's setting."""
+    model, layer, x = make_tiny("flat")
+    torch.set_num_threads(2)
+    compute_cams(model, x, layer, ["eigencam", "gradcam"])
+    assert torch.get_num_threads() == 2
