@@ -134,28 +134,56 @@ def test_metrics_csv_and_jsonl(tmp_path, reference) -> None:
         assert line["images_per_second"] > 0
 
 
+class _Blowup(TensorDataset):
+    """Finite inputs; from epoch ``at`` on they are scaled by 1e30, so the loss overflows."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__(*tiny_data().tensors)
+        self.at, self.scale = at, 1.0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.scale = 1e30 if epoch >= self.at else 1.0
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = super().__getitem__(i)
+        return x * self.scale, y
+
+
+def test_huge_lr_gives_nan_loss_error(tmp_path) -> None:
+    cfg = tiny_config(lr=1e6, scheduler="constant")
+    with pytest.raises(CamwallError, match=r"loss is NaN/inf at epoch 1.*No checkpoint yet.*--lr"):
+        fit(tiny_model(), tiny_data(), None, cfg, tmp_path)
+
+
 def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path) -> None:
-    cfg = tiny_config(epochs=1, scheduler="constant")
-    fit(tiny_model(), tiny_data(), None, cfg, tmp_path)
-    good = load_file(str(tmp_path / "checkpoints" / "step-00000004" / "model.safetensors"))
+    cfg = tiny_config(epochs=3, scheduler="constant")
     with pytest.raises(
-        CamwallError, match=r"loss is NaN/inf.*last good checkpoint is kept.*step-00000004.*--lr"
+        CamwallError,
+        match=r"loss is NaN/inf at epoch 2, step [56].*last good checkpoint is kept.*step-00000004",
     ):
+        fit(tiny_model(), _Blowup(at=1), None, cfg, tmp_path)
+    good = load_file(str(tmp_path / "checkpoints" / "step-00000004" / "model.safetensors"))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "latest.json",
+        "step-00000004",
+    ]
+    clean = tiny_model()
+    fit(clean, tiny_data(), None, dataclasses.replace(cfg, epochs=1), tmp_path / "clean")
+    _assert_equal(good, _weights(clean))  # the kept checkpoint is the real end of epoch 1
+    assert all(torch.isfinite(v).all() for v in good.values())
+    with pytest.raises(CamwallError, match=r"cannot resume.*lr=0.1 \(now 1e-05\)"):
         fit(
             tiny_model(),
             tiny_data(),
             None,
-            dataclasses.replace(cfg, lr=1e6, epochs=3),
+            dataclasses.replace(cfg, lr=1e-5),
             tmp_path,
             resume=True,
         )
-    after = load_file(str(tmp_path / "checkpoints" / "step-00000004" / "model.safetensors"))
-    _assert_equal(after, good)
     assert (
         json.loads((tmp_path / "checkpoints" / "latest.json").read_text())["checkpoint"]
         == "step-00000004"
     )
-    assert all(torch.isfinite(v).all() for v in after.values())
 
 
 def test_nan_input_is_reported(tmp_path) -> None:
@@ -186,3 +214,19 @@ def test_evaluate_model_matches_hand_count() -> None:
     expected = torch.nn.functional.cross_entropy(logits, labels).item()
     assert res.loss == pytest.approx(expected, rel=1e-6)
     assert model.training  # mode restored
+
+
+class _EpochData(TensorDataset):
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        super().__init__(*tensors)
+        self.epochs: list[int] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs.append(epoch)
+
+
+def test_set_epoch_reaches_a_limited_dataset(tmp_path) -> None:
+    data = _EpochData(*tiny_data().tensors)
+    res = fit(tiny_model(), data, None, tiny_config(train_limit=32), tmp_path)
+    assert data.epochs == [0, 1, 2]  # augmentation re-drawn each epoch, also through a Subset
+    assert res.steps == 3 * 2  # 32 examples / batch 16

@@ -219,6 +219,47 @@ def _write_metrics(run_dir: Path, history: Sequence[dict[str, Any]]) -> None:
     atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
 
 
+# Options that may change when resuming; every other field must match the checkpoint's.
+_RESUME_FREE = frozenset(
+    {
+        "epochs",
+        "max_steps",
+        "checkpoint_every",
+        "num_workers",
+        "val_limit",
+        "val_batch_size",
+        "data",
+    }
+)
+
+
+def _check_resume_config(saved: dict[str, Any], config: TrainConfig, where: Path) -> None:
+    now = json.loads(json.dumps(config.to_dict()))
+    diff = [
+        f"{k}={saved.get(k)!r} (now {now[k]!r})"
+        for k in now
+        if k not in _RESUME_FREE and k in saved and saved[k] != now[k]
+    ]
+    if config.scheduler == "onecycle" and saved.get("epochs", config.epochs) != config.epochs:
+        diff.append(f"epochs={saved.get('epochs')!r} (now {config.epochs}; fixed by onecycle)")
+    if diff:
+        raise CamwallError(
+            f"cannot resume from {where}: it was trained with {', '.join(diff)}. Resume with the "
+            "same options (only --epochs, --max-steps and loader options may change), or train "
+            "into a new --out folder."
+        )
+
+
+def _set_epoch(dataset: Dataset[Any], epoch: int) -> None:
+    """Call ``set_epoch(epoch)`` on the dataset (or on the one a ``Subset`` wraps), if it has
+    one: per-epoch augmentation draws such as :class:`camwall.data.FashionCanvases`'."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    set_epoch = getattr(dataset, "set_epoch", None)
+    if callable(set_epoch):
+        set_epoch(epoch)
+
+
 def _all_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
@@ -299,6 +340,7 @@ def fit(
         state = read_checkpoint(
             checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler
         )
+        _check_resume_config(state.get("config", {}), config, checkpoint)
         epoch, step_in_epoch, step = state["epoch"], state["step_in_epoch"], state["step"]
         sums = [float(v) for v in state["sums"]]
         history = list(state["history"])
@@ -340,8 +382,8 @@ def fit(
         last = latest_checkpoint(run_dir) if info.is_main else None
         kept = f"The last good checkpoint is kept: {last}." if last else "No checkpoint yet."
         return CamwallError(
-            f"training {label or config.name} stopped: {what} at epoch {epoch + 1}, step {step} "
-            f"(lr {optimizer.param_groups[0]['lr']:.3g}). {kept} Lower --lr (now {config.lr:g}) "
+            f"training {label or config.name} stopped: {what} at epoch {epoch + 1}, "
+            f"step {step + 1} (lr {optimizer.param_groups[0]['lr']:.3g}). {kept} Lower --lr (now {config.lr:g}) "
             "or check the training data for NaN/inf values, then train again."
         )
 
@@ -356,8 +398,7 @@ def fit(
     while epoch < config.epochs:
         sampler.set_epoch(epoch)
         order = list(batches)[step_in_epoch:]
-        if hasattr(train_set, "set_epoch"):
-            train_set.set_epoch(epoch)
+        _set_epoch(train_set, epoch)
         loader = DataLoader(
             train_set,
             batch_sampler=order,
