@@ -383,8 +383,8 @@ def fit(
         kept = f"The last good checkpoint is kept: {last}." if last else "No checkpoint yet."
         return CamwallError(
             f"training {label or config.name} stopped: {what} at epoch {epoch + 1}, "
-            f"step {step + 1} (lr {optimizer.param_groups[0]['lr']:.3g}). {kept} Lower --lr (now {config.lr:g}) "
-            "or check the training data for NaN/inf values, then train again."
+            f"step {step + 1} (lr {optimizer.param_groups[0]['lr']:.3g}). {kept} "
+            f"Lower --lr (now {config.lr:g}) or check the training data for NaN/inf values, then train again."
         )
 
     # tqdm's disable=None shows the bar only on a terminal
