@@ -384,7 +384,8 @@ def fit(
         return CamwallError(
             f"training {label or config.name} stopped: {what} at epoch {epoch + 1}, "
             f"step {step + 1} (lr {optimizer.param_groups[0]['lr']:.3g}). {kept} "
-            f"Lower --lr (now {config.lr:g}) or check the training data for NaN/inf values, then train again."
+            f"Lower --lr (now {config.lr:g}) or check the training data for NaN/inf values, "
+            "then train again."
         )
 
     # tqdm's disable=None shows the bar only on a terminal
