@@ -495,7 +495,7 @@ def _dead_zone_picture(
         for ax in axes[0]:
             ax.set_xticks([])
             ax.set_yticks([])
-        fig.suptitle(_dead_text(summary["dead_zone"][model]), fontsize=9)
+        fig.suptitle(f"dead zone: {_dead_text(summary['dead_zone'][model])}", fontsize=9)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
