@@ -177,9 +177,14 @@ def flipped_eigencam(model: nn.Module, layer_name: str, x: torch.Tensor) -> torc
 
 
 # --------------------------------------------------------------------------- driver side
-def measure(lib: str, methods: list[str], args: argparse.Namespace, tmp: str) -> dict[str, Any]:
-    out = os.path.join(tmp, f"{lib}-{'-'.join(methods)}")
-    heavy = any(m in ("scorecam", "ablationcam") for m in methods)
+HEAVY = ("scorecam", "ablationcam")
+
+
+def measure(
+    lib: str, methods: list[str], args: argparse.Namespace, tmp: str, round_: int = 0
+) -> dict[str, Any]:
+    out = os.path.join(tmp, f"{lib}-{'-'.join(methods)}-{round_}")
+    heavy = any(m in HEAVY for m in methods)
     spec = {
         "lib": lib,
         "methods": methods,
@@ -201,6 +206,26 @@ def measure(lib: str, methods: list[str], args: argparse.Namespace, tmp: str) ->
         flush=True,
     )
     return result
+
+
+def measure_pair(
+    method: str, args: argparse.Namespace, tmp: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both libraries on one method; heavy methods run ``--heavy-rounds`` rounds of fresh
+    processes in alternating order (ABBA...), so that a change of machine load between the two
+    measurements does not bias the ratio. Time: best round; peak memory: worst round."""
+    rounds = args.heavy_rounds if method in HEAVY else 1
+    results: dict[str, list[dict[str, Any]]] = {"camwall": [], "gradcam": []}
+    for r in range(rounds):
+        order = ("camwall", "gradcam") if r % 2 == 0 else ("gradcam", "camwall")
+        for lib in order:
+            results[lib].append(measure(lib, [method], args, tmp, r))
+
+    def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+        best = min(runs, key=lambda run: run["seconds"])
+        return {**best, "peak_mib": max(run["peak_mib"] for run in runs)}
+
+    return merge(results["camwall"]), merge(results["gradcam"])
 
 
 def max_diff(ours: torch.Tensor, ref: dict[str, torch.Tensor], name: str) -> float:
@@ -232,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--heavy-repeats", type=int, default=1, help="timed runs for scorecam and ablationcam"
     )
+    parser.add_argument(
+        "--heavy-rounds",
+        type=int,
+        default=2,
+        help="fresh-process rounds for scorecam and ablationcam, alternating library order",
+    )
     parser.add_argument("--no-group", action="store_true", help="skip the gradient+eigencam row")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -253,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         singles: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         for m in methods:
             print(f"{m}:", flush=True)
-            singles[m] = (measure("camwall", [m], args, tmp), measure("gradcam", [m], args, tmp))
+            singles[m] = measure_pair(m, args, tmp)
         group = [m for m in [*GRADIENT, "eigencam"] if m in methods]
         if len(group) > 1 and not args.no_group:
             print(f"{GROUP}:", flush=True)
@@ -298,8 +329,9 @@ def report(
             f"input {args.batch} x 3 x 224 x 224; target layer: its last ReLU (256 x 14 x 14)"
         ),
         (
-            f"- timing: best of {args.repeats} runs ({args.heavy_repeats} for scorecam and "
-            f"ablationcam) after one untimed warm-up forward, each measurement in a fresh process"
+            f"- timing: best of {args.repeats} runs after one untimed warm-up forward, each "
+            f"measurement in a fresh process; scorecam and ablationcam: best of "
+            f"{args.heavy_repeats} run(s) x {args.heavy_rounds} rounds in alternating order"
         ),
         (
             "- peak memory: ru_maxrss of that process (includes the ~1 GB of model weights), or "
