@@ -225,7 +225,9 @@ def reading(summary: dict[str, Any]) -> list[str]:
                 f"{_join(leaky)} see{'s' if len(leaky) == 1 else ''} through it. "
                 f"{worst} leaks most: μ = {_pct(s['wall_leakage']['mean'])}% on average, "
                 f"{s['wall_leakage']['mean'] / uni:.2f}× the uniform map, and "
-                f"{_pct(s['any_leak']['mean'], 0)}% of its maps put saliency behind the wall."
+                f"{_pct(s['any_leak']['mean'], 0)}% of its "
+                + (f"{s['any_leak']['n']} non-empty " if s["any_leak"]["empty"] else "")
+                + "maps put saliency behind the wall."
             )
             if len(leaky) > 1:
                 best = leaky[-1]
@@ -254,6 +256,18 @@ def reading(summary: dict[str, Any]) -> list[str]:
         vals = ", ".join(f"{_pct(a['accuracy'])}% on {d}" for d, a in per.items())
         kind = "walled" if per and next(iter(per.values()))["walled"] else "baseline"
         acc_parts.append(f"{m} ({kind}): {vals}")
+    for m, per in acc.items():
+        classes = len(summary["model_info"].get(m, {}).get("class_names") or [])
+        low = [
+            d
+            for d, a in per.items()
+            if classes and a["accuracy"] is not None and a["accuracy"] < 1.5 / classes
+        ]
+        if low:
+            out.append(
+                f"Warning: {m} is near chance accuracy on {_join(low)} ({classes} classes); "
+                "is it trained? Maps of an untrained model say little about a method."
+            )
     if acc_parts:
         out.append(
             "Accuracy against the composite's label: "
