@@ -11,7 +11,12 @@ output. Public API (import from ``camwall.walls``):
   :func:`model_config`, :func:`default_target_layer`;
 * :func:`dead_zone` (structural, exact, eval mode), :func:`dead_zone_summary`,
   :func:`verify_wall` -> :class:`WallCheck`;
-* :func:`save_model`, :func:`load_model`, :func:`checkpoint_paths` (safetensors + JSON).
+* :func:`save_model`, :func:`load_model`, :func:`checkpoint_paths` (safetensors + JSON);
+* any torchvision classifier: :func:`walled_torchvision` (name + walls, saved and rebuilt by
+  the checkpoint functions), :func:`load_weights` (a plain state dict, names of the unwalled
+  network accepted), :func:`torchvision_names`; :func:`resolve_model` (checkpoint, registry
+  name or torchvision name, as the CLIs take it);
+* :func:`parse_wall` / :func:`format_wall`: the command-line form ``LAYER:rows=4:`` of a wall.
 """
 
 from camwall.walls._checkpoint import checkpoint_paths, load_model, save_model
@@ -34,7 +39,10 @@ from camwall.walls._modules import (
     wall_head,
     walls_of,
 )
+from camwall.walls._parse import format_wall, parse_wall
+from camwall.walls._resolve import resolve_model
 from camwall.walls._spec import WallSpec
+from camwall.walls._torchvision import load_weights, torchvision_names, walled_torchvision
 
 __all__ = [
     "MODELS",
@@ -50,13 +58,19 @@ __all__ = [
     "enforce_walls",
     "fashion_resnet",
     "fashion_vgg",
+    "format_wall",
     "insert_wall",
     "load_model",
+    "load_weights",
     "model_config",
+    "parse_wall",
+    "resolve_model",
     "save_model",
     "simple_cnn",
+    "torchvision_names",
     "verify_wall",
     "wall_head",
+    "walled_torchvision",
     "walled_vgg16",
     "walls_of",
 ]

@@ -1,8 +1,10 @@
 """Checkpoints: ``NAME.safetensors`` (weights) + ``NAME.json`` (architecture and metadata).
 
 No pickle: weights are read with ``safetensors`` and the architecture is rebuilt from the
-:data:`~camwall.walls.MODELS` registry. The wall is part of the architecture (its masks are
-not stored), and loading refuses a file whose walled weights are not exactly 0.
+:data:`~camwall.walls.MODELS` registry, or (``arch="torchvision"``) by
+:func:`~camwall.walls.walled_torchvision` from the recorded name and walls. The wall is part
+of the architecture (its masks are not stored), and loading refuses a file whose walled
+weights are not exactly 0.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from camwall.errors import CamwallError
 from camwall.walls._deadzone import dead_zone, dead_zone_summary
 from camwall.walls._models import MODELS, create_model, model_config, unwrap
 from camwall.walls._modules import WalledLinear, walls_of
+from camwall.walls._torchvision import TORCHVISION_ARCH, check_inserted_walls, rebuild_torchvision
 
 __all__ = ["checkpoint_paths", "load_model", "save_model"]
 
@@ -56,7 +59,8 @@ def _jsonable(value: Any, where: str) -> Any:
 def save_model(
     model: nn.Module, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None
 ) -> Path:
-    """Write ``NAME.safetensors`` and ``NAME.json`` for a model built by a registered builder.
+    """Write ``NAME.safetensors`` and ``NAME.json`` for a model built by a registered builder
+    or by :func:`~camwall.walls.walled_torchvision`.
 
     The JSON holds ``format``, ``version``, ``arch``, ``arch_kwargs``, ``wall`` (the recorded
     walls), ``input_shape``, ``target_layer``, ``dead_zone`` (:func:`dead_zone_summary` at
@@ -122,9 +126,10 @@ def _read_json(json_path: Path) -> dict[str, Any]:
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CamwallError(f'{json_path} is not a camwall checkpoint (no "format": "{FORMAT}").')
     arch = record.get("arch")
-    if not isinstance(arch, str) or arch not in MODELS:
+    if not isinstance(arch, str) or (arch not in MODELS and arch != TORCHVISION_ARCH):
         raise CamwallError(
-            f"{json_path}: unknown architecture {arch!r}; known: {', '.join(MODELS.names())}."
+            f"{json_path}: unknown architecture {arch!r}; known: "
+            f"{', '.join([*MODELS.names(), TORCHVISION_ARCH])}."
         )
     if not isinstance(record.get("arch_kwargs", {}), dict):
         raise CamwallError(f"{json_path}: arch_kwargs must be a JSON object.")
@@ -158,9 +163,11 @@ def load_model(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load a checkpoint written by :func:`save_model`.
 
-    Rebuilds the architecture from the registry (``arch``, ``arch_kwargs``), checks that the
-    walls recorded in the JSON are the architecture's, checks that every walled weight in the
-    file is exactly 0, then loads the weights strictly with ``safetensors``.
+    Rebuilds the architecture from the registry (``arch``, ``arch_kwargs``; ``arch ==
+    "torchvision"``: :func:`~camwall.walls.walled_torchvision`), checks that the walls
+    recorded in the JSON are the architecture's and present as modules, checks that every
+    walled weight in the file is exactly 0, then loads the weights strictly with
+    ``safetensors``.
 
     Args:
         path: ``NAME``, ``NAME.safetensors`` or ``NAME.json``.
@@ -180,7 +187,10 @@ def load_model(
             f"checkpoint weights {weights_path} not found (next to {json_path.name})."
         )
     try:
-        model = create_model(record["arch"], **record.get("arch_kwargs", {}))
+        if record["arch"] == TORCHVISION_ARCH:
+            model = rebuild_torchvision(record.get("arch_kwargs", {}))
+        else:
+            model = create_model(record["arch"], **record.get("arch_kwargs", {}))
     except (CamwallError, TypeError, ValueError) as err:
         raise CamwallError(f"{json_path}: cannot rebuild {record['arch']}: {err}") from None
     if record.get("wall", []) != walls_of(model):
@@ -189,6 +199,7 @@ def load_model(
             f"{record['arch']} {record.get('arch_kwargs')} ({walls_of(model)}); the metadata was "
             "modified; refusing to load it."
         )
+    check_inserted_walls(model, str(json_path))
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:

@@ -311,14 +311,16 @@ def model_config(model: nn.Module) -> dict[str, Any]:
     ``input_shape``, ``target_layer`` (a ``.module`` wrapper such as DDP is looked through).
 
     Raises:
-        CamwallError: when the model was not built by a registered builder.
+        CamwallError: when the model was not built by a registered builder or by
+        :func:`~camwall.walls.walled_torchvision`.
     """
     model = unwrap(model)
     arch = getattr(model, "camwall_arch", None)
     if arch is None:
         raise CamwallError(
             f"{type(model).__name__} has no camwall architecture record; build it with "
-            f"camwall.walls.create_model(name) (names: {', '.join(MODELS.names())})."
+            f"camwall.walls.create_model(name) (names: {', '.join(MODELS.names())}) or, for a "
+            "torchvision classifier, camwall.walls.walled_torchvision(name, walls)."
         )
     shape = getattr(model, "camwall_input_shape", None)
     return {

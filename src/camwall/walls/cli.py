@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from camwall.errors import CamwallError, did_you_mean
-from camwall.walls._checkpoint import checkpoint_paths, load_model
+from camwall.errors import CamwallError
 from camwall.walls._deadzone import WallCheck, dead_zone, dead_zone_summary, verify_wall
-from camwall.walls._models import MODELS, create_model
+from camwall.walls._models import MODELS
+from camwall.walls._resolve import resolve_model
 
 __all__ = ["register"]
 
@@ -32,9 +31,22 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--model", required=True, metavar="NAME_OR_CHECKPOINT",
-        help=f"registered model ({', '.join(MODELS.names())}) or checkpoint path "
-        "(NAME, NAME.safetensors or NAME.json)",
+        help="checkpoint path (NAME, NAME.safetensors or NAME.json), registered model "
+        f"({', '.join(MODELS.names())}) or torchvision classifier name (resnet18, vgg16, ...)",
     )  # fmt: skip
+    p.add_argument(
+        "--wall", action="append", default=[], metavar="LAYER:SPEC",
+        help="insert a wall into a torchvision model after LAYER, e.g. layer3:rows=4: or "
+        "layer3:rows=4:8,cols=0:2 (feature-map rows/cols, Python slices); repeatable",
+    )  # fmt: skip
+    p.add_argument(
+        "--weights", metavar="FILE",
+        help="state dict for a model name (.safetensors; .pt/.pth read with weights_only); "
+        "names of the network without its walls are accepted",
+    )  # fmt: skip
+    p.add_argument(
+        "--num-classes", type=int, metavar="N", help="outputs of a model name (default: its own)"
+    )
     p.add_argument(
         "--input-size", type=int, nargs=2, metavar=("H", "W"),
         help="input height and width (default: the model's own, e.g. 224 224 for walled-vgg16)",
@@ -46,31 +58,6 @@ def register(subparsers: Any) -> None:
         "--baseline", action="store_true", help="build the registered model with walled=False"
     )
     p.set_defaults(func=run)
-
-
-def _is_checkpoint(spec: str) -> bool:
-    if spec.endswith((".safetensors", ".json")) or os.sep in spec or "/" in spec:
-        return True
-    weights, meta = checkpoint_paths(spec)
-    return weights.is_file() or meta.is_file()
-
-
-def _load(spec: str, baseline: bool) -> tuple[nn.Module, str]:
-    if spec in MODELS:
-        model = create_model(spec, walled=not baseline)
-        return model, f"{spec} ({'baseline' if baseline else 'walled'})"
-    if _is_checkpoint(spec):
-        if baseline:
-            raise CamwallError("--baseline applies to registered model names, not checkpoints.")
-        model, meta = load_model(spec)
-        walled = meta.get("arch_kwargs", {}).get("walled")
-        kind = "walled" if walled else "baseline" if walled is False else "custom"
-        return model, f"{checkpoint_paths(spec)[0]} ({meta['arch']}, {kind})"
-    raise CamwallError(
-        f"--model {spec!r} is neither a registered model nor a checkpoint."
-        f"{did_you_mean(spec, MODELS.names())} Models: {', '.join(MODELS.names())}; a "
-        "checkpoint is NAME.safetensors + NAME.json."
-    )
 
 
 def _spans(ranges: list[list[int]], unit: str) -> str:
@@ -146,7 +133,14 @@ def _verdict(check: WallCheck) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    model, label = _load(args.model, args.baseline)
+    model, meta = resolve_model(
+        args.model,
+        args.wall,
+        args.weights,
+        baseline=args.baseline,
+        num_classes=args.num_classes,
+    )
+    label = meta["label"]
     shape = getattr(model, "camwall_input_shape", None)
     if shape is None:
         raise CamwallError(f"{label} does not record its input shape.")

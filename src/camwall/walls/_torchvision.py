@@ -1,0 +1,358 @@
+"""Walled torchvision classifiers that can be saved, rebuilt and given external weights.
+
+:func:`walled_torchvision` builds ``torchvision.models.get_model(name, weights=None, ...)``
+(never a download) and inserts a :class:`~camwall.walls.Wall` after each named layer. The
+model records ``arch="torchvision"`` and ``arch_kwargs={"name", "walls", "num_classes",
+"input_shape", ...}``, so :func:`~camwall.walls.save_model` / :func:`~camwall.walls.load_model`
+round-trip it. :func:`load_weights` loads a plain state dict (``.safetensors``, or
+``.pt``/``.pth`` through ``torch.load(weights_only=True)``) written from the *unwalled*
+network: the names shift that :func:`~camwall.walls.insert_wall` causes (``layer2.x`` ->
+``layer2.0.x``) are applied automatically.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from camwall.errors import CamwallError, did_you_mean
+from camwall.walls._models import _tag, default_target_layer
+from camwall.walls._modules import Wall, WalledLinear, insert_wall, walls_of
+from camwall.walls._parse import parse_wall
+from camwall.walls._spec import WallSpec
+
+__all__ = [
+    "TORCHVISION_ARCH",
+    "check_inserted_walls",
+    "load_weights",
+    "plain_to_walled_names",
+    "rebuild_torchvision",
+    "torchvision_names",
+    "walled_torchvision",
+]
+
+#: The ``arch`` recorded by :func:`walled_torchvision` (and read by ``load_model``).
+TORCHVISION_ARCH = "torchvision"
+
+WallsArg = (
+    Mapping[str, "WallSpec | Mapping[str, Any] | str"]
+    | Iterable["tuple[str, WallSpec | Mapping[str, Any] | str] | Mapping[str, Any] | str"]
+    | None
+)
+
+
+def torchvision_names() -> list[str]:
+    """Names of torchvision's image classifiers (``torchvision.models.list_models``)."""
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _spec(value: Any, layer: str) -> WallSpec:
+    if isinstance(value, WallSpec):
+        return value
+    if isinstance(value, Mapping):
+        return WallSpec.from_dict(value)
+    if isinstance(value, str):
+        return parse_wall(f"{layer}:{value}")[1]
+    raise CamwallError(
+        f"wall for layer {layer!r}: {value!r} is not a WallSpec, a {{'rows', 'cols'}} dict or "
+        "a region string such as 'rows=4:'."
+    )
+
+
+def _walls(walls: WallsArg) -> list[tuple[str, WallSpec]]:
+    """Normalise every accepted form of ``walls`` to ``[(layer, WallSpec)]``."""
+    if walls is None:
+        return []
+    if isinstance(walls, str):
+        walls = [walls]
+    items: Iterable[Any] = walls.items() if isinstance(walls, Mapping) else walls
+    out: list[tuple[str, WallSpec]] = []
+    for item in items:
+        if isinstance(item, str):
+            out.append(parse_wall(item))
+        elif isinstance(item, Mapping):
+            extra = set(item) - {"layer", "region", "kind"}
+            if "layer" not in item or "region" not in item or extra:
+                raise CamwallError(
+                    f"wall {dict(item)!r}: a wall dict has keys 'layer' and 'region' (as written "
+                    "in a checkpoint's arch_kwargs), e.g. {'layer': 'layer3', 'region': "
+                    "{'rows': [4, None], 'cols': None}}."
+                )
+            if item.get("kind", "wall") != "wall":
+                raise CamwallError(
+                    f"wall {dict(item)!r}: walled_torchvision inserts Wall modules only "
+                    "(kind 'wall')."
+                )
+            out.append((str(item["layer"]), _spec(item["region"], str(item["layer"]))))
+        elif isinstance(item, Sequence) and len(item) == 2 and isinstance(item[0], str):
+            out.append((item[0], _spec(item[1], item[0])))
+        else:
+            raise CamwallError(
+                f"wall {item!r}: give (layer, WallSpec) pairs, a {{layer: WallSpec}} dict or "
+                "strings such as 'layer3:rows=4:'."
+            )
+    return out
+
+
+def _shift(name: str, layers: Sequence[str]) -> str:
+    """Where ``name`` of the unwalled model lives after walls were inserted after ``layers``
+    (in that order): each insertion after ``L`` turns ``L`` into ``L.0`` and ``L.x`` into
+    ``L.0.x``."""
+    for layer in layers:
+        if name == layer:
+            name = f"{layer}.0"
+        elif name.startswith(layer + "."):
+            name = f"{layer}.0.{name[len(layer) + 1 :]}"
+    return name
+
+
+def plain_to_walled_names(model: nn.Module, names: Iterable[str]) -> dict[str, str]:
+    """Map state-dict (or module) names of the unwalled network to ``model``'s names.
+
+    Uses the walls recorded on ``model`` (:func:`~camwall.walls.walls_of`): a wall inserted
+    after ``layer2`` turns ``layer2.x`` into ``layer2.0.x``. Names of walls of kind
+    ``linear`` (:func:`~camwall.walls.wall_head`) do not move.
+    """
+    layers = [e["layer"] for e in walls_of(model) if e.get("kind") == "wall"]
+    return {n: _shift(n, layers) for n in names}
+
+
+def check_inserted_walls(model: nn.Module, where: str = "model") -> None:
+    """Check that every wall of kind ``wall`` recorded on ``model`` is a :class:`Wall` module
+    with the recorded region at ``f"{layer}.1"`` (names as they were at insertion time).
+
+    Raises:
+        CamwallError: naming ``where`` when a recorded wall is missing or different.
+    """
+    entries = [e for e in walls_of(model) if e.get("kind") == "wall"]
+    for i, entry in enumerate(entries):
+        layer = str(entry["layer"])
+        # Later insertions after an ancestor of ``layer`` moved it.
+        later = [str(e["layer"]) for e in entries[i + 1 :]]
+        name = _shift(f"{layer}.1", later)
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            module = None
+        region = WallSpec.from_dict(entry["region"])
+        if not isinstance(module, Wall) or module.spec != region:
+            raise CamwallError(
+                f"{where}: the wall recorded after layer {layer!r} ({region.describe()}) is not "
+                f"in the model (module {name!r} is {type(module).__name__}); refusing it."
+            )
+
+
+def walled_torchvision(
+    arch: str,
+    walls: WallsArg = None,
+    num_classes: int = 1000,
+    *,
+    input_shape: Sequence[int] = (3, 224, 224),
+    seed: int | None = None,
+    **arch_kwargs: Any,
+) -> nn.Module:
+    """A torchvision classifier with a :class:`Wall` inserted after each named layer.
+
+    ``torchvision.models.get_model(arch, weights=None, num_classes=num_classes,
+    **arch_kwargs)`` (randomly initialised; weights are never downloaded: load them with
+    :func:`load_weights`), then :func:`~camwall.walls.insert_wall` for each ``(layer, spec)``
+    in order. The CAM target layer is the network's last feature layer
+    (:func:`~camwall.walls.default_target_layer` of the unwalled network, e.g. ``layer4`` of a
+    ResNet), read *before* a wall placed right after it (``layer4.0``).
+
+    Args:
+        arch: a torchvision classifier name (see :func:`torchvision_names`), e.g. ``resnet18``.
+        walls: ``[(layer, WallSpec)]``, ``{layer: WallSpec}``, or strings ``"layer3:rows=4:"``
+            (:func:`~camwall.walls.parse_wall`); a spec may also be a ``{"rows", "cols"}`` dict
+            or a region string ``"rows=4:"``. Layer names are those of the model as it is when
+            that wall is inserted.
+        num_classes: classifier outputs.
+        input_shape: ``(C, H, W)`` recorded for the dead zone in checkpoints (the network
+            itself usually takes other sizes too).
+        seed: seeds the initialisation (without touching the global RNG); None uses the
+            global RNG.
+        **arch_kwargs: other JSON-ready keyword arguments of the torchvision builder (e.g.
+            ``dropout=0.2``, ``aux_logits=False``).
+
+    Returns:
+        The walled model, recording ``arch="torchvision"`` and ``arch_kwargs`` for
+        :func:`~camwall.walls.model_config` / :func:`~camwall.walls.save_model`.
+
+    Raises:
+        CamwallError: for an unknown name (with a suggestion), a ``weights`` argument, bad
+        builder arguments, or a layer that does not exist.
+    """
+    import torchvision
+
+    names = torchvision_names()
+    if arch not in names:
+        raise CamwallError(
+            f"unknown torchvision classifier {arch!r}.{did_you_mean(arch, names)} Known: "
+            f"{', '.join(names)}."
+        )
+    for key in ("weights", "pretrained", "progress"):
+        if key in arch_kwargs:
+            raise CamwallError(
+                f"walled_torchvision({arch!r}, {key}=...): weights are never downloaded; build "
+                "the model, then camwall.walls.load_weights(model, FILE.safetensors)."
+            )
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise CamwallError(f"input_shape {tuple(input_shape)} must be (C, H, W), all positive.")
+    parsed = _walls(walls)
+    try:
+        if seed is None:
+            model = torchvision.models.get_model(
+                arch, weights=None, num_classes=num_classes, **arch_kwargs
+            )
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = torchvision.models.get_model(
+                    arch, weights=None, num_classes=num_classes, **arch_kwargs
+                )
+    except (TypeError, ValueError) as err:
+        raise CamwallError(f"cannot build torchvision {arch!r} with {arch_kwargs}: {err}") from None
+    try:
+        target: str | None = default_target_layer(model)
+    except CamwallError:
+        target = None
+    for layer, spec in parsed:
+        insert_wall(model, layer, spec)
+    layers = [layer for layer, _ in parsed]
+    if target is not None:
+        target = _shift(target, layers)
+    record = {
+        "name": arch,
+        "walls": [{"layer": layer, "region": spec.to_dict()} for layer, spec in parsed],
+        "num_classes": num_classes,
+        "input_shape": list(shape),
+        **arch_kwargs,
+    }
+    _tag(model, TORCHVISION_ARCH, record, (shape[0], shape[1], shape[2]), target or "")
+    if target is None:
+        setattr(model, "camwall_target_layer", None)  # noqa: B010
+    return model
+
+
+def rebuild_torchvision(kwargs: Mapping[str, Any]) -> nn.Module:
+    """:func:`walled_torchvision` from a recorded ``arch_kwargs`` (``name`` is the arch)."""
+    kw = dict(kwargs)
+    if "name" not in kw:
+        raise CamwallError("arch_kwargs of a torchvision model need 'name' (e.g. 'resnet18').")
+    name = kw.pop("name")
+    if not isinstance(name, str):
+        raise CamwallError(f"arch_kwargs name {name!r} is not a string.")
+    return walled_torchvision(name, **kw)
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+            raise CamwallError(
+                f"weights {path} cannot be read ({err}); the file is corrupt or not a "
+                "safetensors file."
+            ) from None
+    if suffix in (".pt", ".pth"):
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CamwallError(
+                f"weights {path} is not a plain state dict that torch.load(weights_only=True) "
+                f"accepts ({first}); save model.state_dict() (not the model object), or "
+                "convert it with safetensors.torch.save_file."
+            ) from None
+        if not isinstance(state, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+        ):
+            hint = (
+                f" (keys: {', '.join(map(str, list(state)[:6]))})"
+                if isinstance(state, Mapping)
+                else ""
+            )
+            raise CamwallError(
+                f"weights {path} holds a {type(state).__name__}{hint}, not a state dict of "
+                "named tensors; save model.state_dict() itself."
+            )
+        return dict(state)
+    raise CamwallError(
+        f"weights {path}: unknown format {suffix or '(no suffix)'!r}; give a .safetensors state "
+        "dict (or .pt/.pth holding only a state dict)."
+    )
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
+    """Load a state dict file into ``model`` strictly, in place.
+
+    The file may use ``model``'s own names, or the names of the same network *without* the
+    walls inserted by :func:`~camwall.walls.insert_wall` (an ordinary torchvision export: a
+    wall after ``layer2`` turns ``layer2.x`` into ``layer2.0.x``; see
+    :func:`plain_to_walled_names`). A ``module.`` prefix on every key (DistributedDataParallel)
+    is removed. Walled weights of :class:`~camwall.walls.WalledLinear` layers must be exactly 0.
+
+    Args:
+        model: the (walled) model.
+        path: ``.safetensors`` (read with safetensors), or ``.pt``/``.pth`` read with
+            ``torch.load(weights_only=True)``, which must hold a plain state dict.
+
+    Returns:
+        ``model``.
+
+    Raises:
+        CamwallError: naming the file, when it is missing, unreadable, not a state dict, does
+        not fit the model (missing/unexpected keys, shapes), or breaks a wall.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CamwallError(f"weights {p} not found.")
+    state = _read_state(p)
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    own = set(model.state_dict())
+    if set(state) != own:
+        mapping = plain_to_walled_names(model, state)
+        if len(set(mapping.values())) == len(mapping) and set(mapping.values()) == own:
+            state = {mapping[k]: v for k, v in state.items()}
+        else:
+            missing = sorted(own - set(state) - set(mapping.values()))
+            unexpected = sorted(k for k in state if k not in own and mapping[k] not in own)
+            raise CamwallError(
+                f"weights {p} do not fit {type(model).__name__}: missing {len(missing)} keys "
+                f"{missing[:4]}, unexpected {len(unexpected)} keys {unexpected[:4]} (also tried "
+                "the names of the network without its walls). Pass weights of the same "
+                "architecture and number of classes."
+            )
+    for name, m in model.named_modules():
+        w = state.get(f"{name}.weight" if name else "weight")
+        if isinstance(m, WalledLinear) and w is not None and w.shape == m.weight.shape:
+            c, h, wd = m.feature_shape
+            rows = slice(*m.wall.rows) if m.wall.rows is not None else slice(None)
+            cols = slice(*m.wall.cols) if m.wall.cols is not None else slice(None)
+            bad = int(torch.count_nonzero(w.reshape(-1, c, h, wd)[:, :, rows, cols]))
+            if bad:
+                raise CamwallError(
+                    f"weights {p}: {bad} weights of walled layer {name!r} that must be exactly 0 "
+                    "are not; the file does not hold this walled model."
+                )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        msg = " ".join(line.strip() for line in str(err).splitlines()[:4])
+        raise CamwallError(f"weights {p} do not fit {type(model).__name__}: {msg}") from None
+    return model
