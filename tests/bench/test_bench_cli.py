@@ -196,3 +196,14 @@ def test_cli_under_torchrun_equals_single_process(tmp_path, ckpt):
     for x, y in zip(ra, rb):
         assert (x["image"], x["method"]) == (y["image"], y["method"])
         assert x["wall_leakage"] == pytest.approx(y["wall_leakage"], abs=1e-6, nan_ok=True)
+
+
+def test_default_pair_is_not_trained_under_torchrun(tmp_path):
+    from types import SimpleNamespace
+
+    from camwall.bench.cli import _default_pair
+    from camwall.errors import CamwallError
+
+    args = SimpleNamespace(cache_dir=str(tmp_path), device="cpu")
+    with pytest.raises(CamwallError, match="not trained under torchrun"):
+        _default_pair(args, SimpleNamespace(world=2, rank=1))

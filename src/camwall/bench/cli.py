@@ -181,25 +181,44 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _default_pair(args: argparse.Namespace, dist: Any) -> dict[str, str]:
-    """Train (rank 0 first) or load the default walled + baseline pair from the cache."""
+    """Train (in one process) or load the default walled + baseline pair from the cache."""
     from camwall.bench._inputs import DEFAULT_PRESET
     from camwall.train import cached_pair
 
-    if dist.rank != 0:
-        dist.barrier()
+    if dist.world > 1 and not _pair_cached(args.cache_dir):
+        # Training inside a torchrun job would start a DDP run that the waiting ranks do not
+        # join; train the pair once in one process instead.
+        raise CamwallError(
+            f"the default {DEFAULT_PRESET} pair is not in the cache yet, and it is not trained "
+            "under torchrun. Run `camwall bench` once in one process (it trains and caches the "
+            "pair), or pass --model/--baseline checkpoints."
+        )
     if dist.rank == 0:
         print(
             f"camwall bench: loading the {DEFAULT_PRESET} walled + baseline pair from the cache "
-            "(training it first if needed) ...",
+            "(training it first if needed: several minutes on CPU) ...",
             file=sys.stderr,
         )
     walled, baseline = cached_pair(DEFAULT_PRESET, args.cache_dir, device=str(args.device))
-    if dist.rank == 0:
-        dist.barrier()
     return {
         f"preset:{DEFAULT_PRESET}:walled": str(walled),
         f"preset:{DEFAULT_PRESET}:baseline": str(baseline),
     }
+
+
+def _pair_cached(cache_dir: str | None) -> bool:
+    import camwall
+    from camwall.bench._inputs import DEFAULT_PRESET
+    from camwall.train import cache_root, config_hash, resolve_config
+
+    config = resolve_config(DEFAULT_PRESET, None)
+    key = f"{config.name}-{config_hash(config, camwall.__version__)[:16]}"
+    folder = cache_root(cache_dir) / "train" / key
+    return all(
+        (folder / f"{v}.{ext}").is_file()
+        for v in ("walled", "baseline")
+        for ext in ("safetensors", "json")
+    )
 
 
 def _dedupe_names(models: list[Any]) -> None:
