@@ -15,6 +15,7 @@ passed with ``--baseline`` are the exception; they only get predictions and accu
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,75 +38,38 @@ DEFAULT_DATASETS = ("fashion-stackmix", "fashion-stackpair")
 
 
 def _is_checkpoint(spec: str) -> bool:
-    p = Path(spec)
-    return (
-        spec.endswith((".safetensors", ".json"))
-        or p.exists()
-        or p.with_suffix(".safetensors").exists()
-        or "/" in spec
-    )
+    from camwall.walls._resolve import is_checkpoint
+
+    return is_checkpoint(spec)
 
 
-def _load(spec: str, weights: str | None) -> tuple[nn.Module, dict[str, Any]]:
-    from camwall.walls import MODELS, create_model, load_model, model_config
+def _load(
+    spec: str, weights: str | None, walls: Sequence[str], baseline: bool
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A checkpoint, a camwall registry name or a torchvision name (``walls.resolve_model``)."""
+    from camwall.walls import model_config
+    from camwall.walls import resolve_model as build
 
-    if _is_checkpoint(spec):
-        if weights:
-            raise CamwallError(
-                f"--weights is for registry models; {spec!r} is a checkpoint that has its own "
-                "weights. Drop --weights."
-            )
-        return load_model(spec)
-    if spec not in MODELS:
-        MODELS.get(spec)  # unknown name: CamwallError with a suggestion
-    model = create_model(spec)
-    meta: dict[str, Any] = {"arch": spec, "source": "registry"}
-    if weights:
-        meta["weights"] = weights
-        _load_weights(model, weights)
-    else:
-        print(
-            f"camwall bench: model {spec!r} has random (untrained) weights; pass --weights "
-            "FILE.safetensors or a checkpoint to test a trained model.",
-            file=sys.stderr,
-        )
-    meta.update({k: v for k, v in model_config(model).items() if k not in meta})
-    return model, meta
-
-
-def _load_weights(model: nn.Module, weights: str) -> None:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(weights)
-    if path.suffix != ".safetensors":
+    if weights is not None and not str(weights).endswith(".safetensors"):
         raise CamwallError(
             f"--weights {weights}: only .safetensors files are read (never pickles); convert "
             "the state dict with safetensors.torch.save_file."
         )
-    if not path.is_file():
-        raise CamwallError(f"--weights {weights}: file not found.")
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as err:
-        raise CamwallError(
-            f"--weights {weights}: not a readable safetensors file ({err})."
-        ) from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise CamwallError(
-            f"--weights {weights} does not fit the architecture ({first}); pass the weights "
-            "saved from the same model."
-        ) from None
-    from camwall.walls import enforce_walls
-
-    if enforce_walls(model):
-        raise CamwallError(
-            f"--weights {weights}: weights behind the wall are not zero, so the file does "
-            "not hold a walled model; refusing to test it."
-        )
+    baseline = baseline and not _is_checkpoint(spec)  # a checkpoint carries its own wall
+    model, meta = build(spec, walls=list(walls), weights=weights, baseline=baseline)
+    if meta.get("source") != "checkpoint":
+        if weights is None:
+            print(
+                f"camwall bench: model {spec!r} has random (untrained) weights; pass --weights "
+                "FILE.safetensors or a checkpoint to test a trained model.",
+                file=sys.stderr,
+            )
+        try:
+            config = model_config(model)
+        except CamwallError:
+            config = {}
+        meta = {**config, **meta, "arch": config.get("arch", spec)}
+    return model, meta
 
 
 def _input_shape(model: nn.Module, meta: dict[str, Any], spec: str) -> tuple[int, int, int]:
@@ -125,6 +89,7 @@ def resolve_model(
     weights: str | None = None,
     target_layer: str | None = None,
     walled: bool = True,
+    walls: Sequence[str] = (),
 ) -> BenchModel:
     """Load a model by checkpoint path or registry name and find its dead zone and target layer.
 
@@ -135,10 +100,10 @@ def resolve_model(
     from camwall.cams import resolve_layer
     from camwall.walls import dead_zone, default_target_layer, verify_wall
 
-    model, meta = _load(spec, weights)
+    model, meta = _load(spec, weights, walls, baseline=not walled)
     model.eval()
     c, h, w = _input_shape(model, meta, spec)
-    label = name or _default_name(spec, meta)
+    label = name or _default_name(spec, meta, walled)
     if not walled:
         return BenchModel(
             name=label,
@@ -194,9 +159,9 @@ def resolve_model(
     )
 
 
-def _default_name(spec: str, meta: dict[str, Any]) -> str:
+def _default_name(spec: str, meta: dict[str, Any], walled: bool = True) -> str:
     if not _is_checkpoint(spec):
-        return spec
+        return spec if walled else f"{spec}-baseline"
     p = Path(spec)
     stem = p.name.removesuffix(".safetensors").removesuffix(".json")
     return f"{meta.get('arch', 'model')}-{stem}" if stem in ("walled", "baseline") else stem

@@ -45,6 +45,7 @@ RESULT_KEYS = (
     "models",
     "baselines",
     "weights",
+    "walls",
     "datasets",
     "methods",
     "target_layer",

@@ -45,7 +45,16 @@ def register(subparsers: Any) -> None:
         metavar="NAME_OR_CHECKPOINT",
         help="unwalled model whose predictions and accuracy are recorded too; repeatable",
     )
-    p.add_argument("--weights", metavar="FILE.safetensors", help="weights for a registry --model")
+    p.add_argument(
+        "--weights", metavar="FILE.safetensors", help="weights for a registry/torchvision --model"
+    )
+    p.add_argument(
+        "--wall",
+        action="append",
+        default=[],
+        metavar="LAYER:REGION",
+        help="wall to insert into a torchvision --model, e.g. 'layer3:rows=4:' (repeatable)",
+    )
     p.add_argument(
         "--dataset",
         action="append",
@@ -130,6 +139,7 @@ def _bench(args: argparse.Namespace) -> int:
         "models": model_specs,
         "baselines": baseline_specs,
         "weights": args.weights,
+        "walls": args.wall,
         "datasets": args.dataset or list(inputs.DEFAULT_DATASETS),
         "methods": methods,
         "target_layer": args.target_layer,
@@ -147,7 +157,10 @@ def _bench(args: argparse.Namespace) -> int:
         paths = _default_pair(args, dist) if not args.model else {}
         models = [
             inputs.resolve_model(
-                paths.get(s, s), weights=args.weights, target_layer=args.target_layer
+                paths.get(s, s),
+                weights=args.weights,
+                target_layer=args.target_layer,
+                walls=args.wall,
             )
             for s in model_specs
         ]
