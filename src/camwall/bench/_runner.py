@@ -143,6 +143,8 @@ def _dist_setup(device: torch.device) -> tuple[_Dist, bool]:
 
     if dist.is_initialized():
         return _Dist(dist.get_rank(), dist.get_world_size()), False
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return _Dist(rank, world), True
 
