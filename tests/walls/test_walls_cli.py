@@ -59,3 +59,49 @@ def test_deadzone_errors_without_traceback(
     assert "Traceback" not in err
     assert main(["deadzone", "--model", str(tmp_path / "missing.safetensors")]) == 2
     assert "missing.json not found" in capsys.readouterr().err
+
+
+def test_deadzone_walls_any_torchvision_classifier(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from safetensors.torch import save_file
+    from torchvision.models import resnet18
+
+    # An ordinary torchvision export (no wall in its names) as --weights.
+    torch.manual_seed(0)
+    weights = tmp_path / "r18.safetensors"
+    save_file(resnet18(weights=None, num_classes=5).state_dict(), str(weights))
+    args = ["deadzone", "--model", "resnet18", "--wall", "layer2:rows=4:", "--num-classes", "5"]
+    args += ["--input-size", "96", "96", "--trials", "1", "--weights", str(weights)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "model: resnet18 (torchvision, wall layer2:rows=4:, weights r18.safetensors)" in text
+    assert "input: 3 x 96 x 96" in text
+    assert "dead rows: 74..95 (22 rows)" in text
+    assert "dead area: 2112 of 9216 pixels = 22.9%" in text
+    assert "verification: PASS (1 trial)" in text
+
+
+def test_deadzone_torchvision_checkpoint_and_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from camwall.walls import walled_torchvision
+
+    model = walled_torchvision(
+        "resnet18", ["layer2:rows=4:"], num_classes=3, input_shape=(3, 96, 96)
+    )
+    path = save_model(model, tmp_path / "tv")
+    assert main(["deadzone", "--model", str(path), "--trials", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "tv.safetensors (torchvision, wall layer2:rows=4:)" in text
+    assert "dead rows: 74..95 (22 rows)" in text
+    assert main(["deadzone", "--model", "resnt18", "--wall", "layer2:rows=4:"]) == 2
+    err = capsys.readouterr().err
+    assert "Did you mean 'resnet18'" in err
+    assert "Traceback" not in err
+    assert main(["deadzone", "--model", "resnet18", "--wall", "layer2:rows=4"]) == 2
+    assert "not a range START:STOP" in capsys.readouterr().err
+    assert main(["deadzone", "--model", "fashion-vgg", "--wall", "9:rows=2:"]) == 2
+    assert "--wall applies to torchvision names" in capsys.readouterr().err
+    assert main(["deadzone", "--model", str(path), "--wall", "layer3:rows=1:"]) == 2
+    assert "drop --wall" in capsys.readouterr().err

@@ -92,13 +92,13 @@ def resolve_model(
                 "built in (use --baseline for the same network without it)."
             )
         model = create_model(spec, walled=not baseline, **extra)
-        label = f"{spec} ({'baseline' if baseline else 'walled'})"
+        label = "baseline" if baseline else "walled"
         source = "registry"
     elif spec in (tv_names := torchvision_names()):
         if baseline and parsed:
             raise CamwallError("--baseline with --wall: leave out --wall for the unwalled network.")
         model = walled_torchvision(spec, parsed, **extra)
-        label = f"{spec} (torchvision, {_wall_label(walls_of(model))})"
+        label = f"torchvision, {_wall_label(walls_of(model))}"
         source = "torchvision"
     else:
         names = [*MODELS.names(), *tv_names]
@@ -111,6 +111,7 @@ def resolve_model(
     if weights is not None:
         load_weights(model, weights)
         label += f", weights {Path(weights).name}"
+    label = f"{spec} ({label})"
     model.eval()
     return model, {
         "label": label,

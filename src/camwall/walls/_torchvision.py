@@ -128,7 +128,8 @@ def plain_to_walled_names(model: nn.Module, names: Iterable[str]) -> dict[str, s
 
 def check_inserted_walls(model: nn.Module, where: str = "model") -> None:
     """Check that every wall of kind ``wall`` recorded on ``model`` is a :class:`Wall` module
-    with the recorded region at ``f"{layer}.1"`` (names as they were at insertion time).
+    with the recorded region at ``f"{layer}.1"`` (inserted by :func:`insert_wall`; names as
+    they were at insertion time) or at ``layer`` (a builder's own wall module).
 
     Raises:
         CamwallError: naming ``where`` when a recorded wall is missing or different.
@@ -138,16 +139,21 @@ def check_inserted_walls(model: nn.Module, where: str = "model") -> None:
         layer = str(entry["layer"])
         # Later insertions after an ancestor of ``layer`` moved it.
         later = [str(e["layer"]) for e in entries[i + 1 :]]
-        name = _shift(f"{layer}.1", later)
-        try:
-            module = model.get_submodule(name)
-        except AttributeError:
-            module = None
         region = WallSpec.from_dict(entry["region"])
-        if not isinstance(module, Wall) or module.spec != region:
+        found: list[str] = []
+        # Inserted by insert_wall (``layer.1``), or a builder's own Wall module (``layer``).
+        for name in (_shift(f"{layer}.1", later), _shift(layer, later)):
+            try:
+                module = model.get_submodule(name)
+            except AttributeError:
+                continue
+            if isinstance(module, Wall) and module.spec == region:
+                break
+            found.append(f"{name!r} is {type(module).__name__}")
+        else:
             raise CamwallError(
                 f"{where}: the wall recorded after layer {layer!r} ({region.describe()}) is not "
-                f"in the model (module {name!r} is {type(module).__name__}); refusing it."
+                f"in the model ({', '.join(found) or 'no such module'}); refusing it."
             )
 
 
