@@ -131,19 +131,26 @@ class TrainConfig:
 
 
 PRESETS: Registry[TrainConfig] = Registry("training preset")
-"""Named training recipes: ``fashion-vgg``, ``fashion-resnet``, ``imagenet-vgg16``."""
+"""Named training recipes: ``fashion-vgg``, ``fashion-resnet``, ``imagenet-vgg16``.
+
+The Fashion presets are sized for a 2-core CPU (about 4 minutes per model on an idle machine,
+see ``benchmarks/train_speed.md``): width 8, AdamW (the no-BatchNorm nets start slowly with SGD
+at their default initialization), one-cycle schedule (peak lr 1e-2) over 8 epochs of 60,000 canvases.
+"""
 
 PRESETS.add(
     "fashion-vgg",
     TrainConfig(
         name="fashion-vgg",
         arch="fashion-vgg",
-        epochs=3,
-        batch_size=128,
-        lr=0.05,
-        optimizer="sgd",
+        arch_kwargs={"width": 8},
+        epochs=8,
+        batch_size=64,
+        lr=1e-2,
+        momentum=0.9,
+        optimizer="adamw",
         scheduler="onecycle",
-        weight_decay=5e-4,
+        weight_decay=1e-4,
     ),
 )
 PRESETS.add(
@@ -151,12 +158,14 @@ PRESETS.add(
     TrainConfig(
         name="fashion-resnet",
         arch="fashion-resnet",
-        epochs=3,
-        batch_size=128,
-        lr=0.05,
-        optimizer="sgd",
+        arch_kwargs={"width": 8},
+        epochs=8,
+        batch_size=64,
+        lr=1e-2,
+        momentum=0.9,
+        optimizer="adamw",
         scheduler="onecycle",
-        weight_decay=5e-4,
+        weight_decay=1e-4,
     ),
 )
 PRESETS.add(

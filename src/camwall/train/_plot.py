@@ -51,6 +51,7 @@ def plot_curves(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
     try:
@@ -63,6 +64,7 @@ def plot_curves(
         ax_loss.set(xlabel="epoch", ylabel="train loss", title="training loss")
         ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title="validation accuracy")
         for ax in (ax_loss, ax_acc):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.legend()
         if title:
