@@ -135,7 +135,8 @@ PRESETS: Registry[TrainConfig] = Registry("training preset")
 
 The Fashion presets are sized for a 2-core CPU (about 4 minutes per model on an idle machine,
 see ``benchmarks/train_speed.md``): width 8, AdamW (the no-BatchNorm nets start slowly with SGD
-at their default initialization), one-cycle schedule (peak lr 1e-2) over 8 epochs of 60,000 canvases.
+at their default initialization), one-cycle schedule (peak lr 1e-2) over 8 epochs of 60,000
+canvases.
 """
 
 PRESETS.add(
