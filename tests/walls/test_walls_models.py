@@ -112,3 +112,25 @@ def test_fashion_models_train_step_and_are_batchnorm_free(name: str) -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "layer"),
+    [
+        ("vgg16", "features.29"),  # the last ReLU, before the last max-pool
+        ("efficientnet_b0", "features"),  # squeeze-excitation pools do not end the search
+        ("densenet121", "features"),
+        ("squeezenet1_1", "features"),  # the last Fire block's concatenated output
+        ("googlenet", "inception5b"),  # auxiliary classifiers are skipped
+        ("shufflenet_v2_x0_5", "conv5"),
+        ("alexnet", "features.11"),
+    ],
+)
+def test_default_target_layer_of_torchvision_classifiers(name: str, layer: str) -> None:
+    import torchvision
+
+    kwargs = {"init_weights": True} if name == "googlenet" else {}
+    with torch.device("meta"):  # structure only, no weights
+        model = torchvision.models.get_model(name, weights=None, num_classes=3, **kwargs)
+    assert default_target_layer(model) == layer
+    model.get_submodule(layer)

@@ -332,13 +332,35 @@ def model_config(model: nn.Module) -> dict[str, Any]:
     }
 
 
+#: Top-level children that make up a classifier head (torchvision's names).
+_HEAD_NAMES = frozenset({"avgpool", "flatten", "fc", "classifier", "head", "heads", "dropout"})
+#: Auxiliary classifiers (GoogLeNet, Inception v3): skipped, they do not feed the output.
+_SIDE_BRANCHES = frozenset({"aux1", "aux2", "AuxLogits"})
+_TARGET_TYPES = (
+    nn.Conv2d,
+    nn.BatchNorm2d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.SiLU,
+    nn.GELU,
+    nn.LeakyReLU,
+    nn.Hardswish,
+)
+
+
 def default_target_layer(model: nn.Module) -> str:
     """Dotted name of the CAM target layer of ``model``.
 
     The layer recorded by the builder (``"29"`` for :func:`walled_vgg16`: the last ReLU, whose
     ``256 x 14 x 14`` output the walled Linear reads). Otherwise, for torchvision-style ResNets
-    the last ``layerN``; else the last ``Conv2d`` or activation module before the first
-    Flatten / Linear / adaptive pool.
+    the last ``layerN``; else the last ``Conv2d``, ``BatchNorm2d`` or activation module before
+    the head: the first Flatten or Linear, a top-level adaptive pool, or a top-level child
+    called ``avgpool``, ``classifier``, ``fc``, ``head``, ... (adaptive pools inside blocks,
+    such as squeeze-and-excitation, do not end the search; auxiliary classifiers are skipped),
+    lifted to its enclosing block while it is that block's last child (so a Fire or Inception
+    block gives its concatenated output). E.g. ``features.29`` for torchvision's VGG16 (the
+    last ReLU, before the last max-pool), ``features`` for EfficientNet, MobileNet and
+    DenseNet, ``inception5b`` for GoogLeNet.
     """
     recorded = getattr(model, "camwall_target_layer", None)
     if recorded:
@@ -348,12 +370,26 @@ def default_target_layer(model: nn.Module) -> str:
     if layers:
         return max(layers, key=lambda n: int(n[5:]))
     last: str | None = None
-    heads = (nn.Flatten, nn.Linear, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
     for name, m in model.named_modules():
-        if isinstance(m, heads):
+        top, depth = name.split(".")[0], name.count(".")
+        if top in _SIDE_BRANCHES:
+            continue
+        if name and (
+            top in _HEAD_NAMES
+            or isinstance(m, (nn.Flatten, nn.Linear))
+            or (depth == 0 and isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)))
+        ):
             break
-        if isinstance(m, (nn.Conv2d, nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.LeakyReLU)):
+        if isinstance(m, _TARGET_TYPES):
             last = name
+    # Lift to the enclosing block while this layer is its last child: the block's output is
+    # then the same tensor, or the concatenation of its branches (Fire, Inception).
+    while last is not None and "." in last:
+        parent, _, child = last.rpartition(".")
+        children = [n for n, _ in model.get_submodule(parent).named_children()]
+        if not children or children[-1] != child:
+            break
+        last = parent
     if last is None:
         raise CamwallError(
             f"cannot find a CAM target layer in {type(model).__name__}: no Conv2d or activation "
