@@ -182,6 +182,8 @@ def test_bad_weight_files_are_clear_errors(tmp_path: Path) -> None:
         walled_torchvision("resnet19", [WALL])
     with pytest.raises(CamwallError, match=r"never downloaded"):
         walled_torchvision("resnet18", [WALL], weights="DEFAULT")
+    with pytest.raises(CamwallError, match=r"must be JSON-ready"):
+        walled_torchvision("resnet18", [WALL], norm_layer=torch.nn.Identity)
     with pytest.raises(CamwallError, match=r"layer 'layer9' not found.*Did you mean"):
         walled_torchvision("resnet18", ["layer9:rows=4:"])
 

@@ -12,6 +12,7 @@ network: the names shift that :func:`~camwall.walls.insert_wall` causes (``layer
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import zipfile
@@ -211,6 +212,13 @@ def walled_torchvision(
                 f"walled_torchvision({arch!r}, {key}=...): weights are never downloaded; build "
                 "the model, then camwall.walls.load_weights(model, FILE.safetensors)."
             )
+    try:
+        json.dumps(arch_kwargs, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise CamwallError(
+            f"walled_torchvision({arch!r}): builder arguments {sorted(arch_kwargs)} must be "
+            f"JSON-ready (numbers, strings, lists, dicts) to be saved and rebuilt ({err})."
+        ) from None
     shape = tuple(int(v) for v in input_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise CamwallError(f"input_shape {tuple(input_shape)} must be (C, H, W), all positive.")

@@ -24,7 +24,8 @@ def register(subparsers: Any) -> None:
         help="compute, verify and draw the exact dead zone of a model or checkpoint",
         description=(
             "Compute the dead zone (the input pixels that influence no output) of a registered "
-            "model or a checkpoint, from its structure; verify it with random changes of the "
+            "model, a torchvision classifier walled with --wall, or a checkpoint, from its "
+            "structure; verify it with random changes of the "
             "dead zone (bit-identical logits, zero gradient); optionally draw it over an "
             "example input. Eval mode."
         ),
