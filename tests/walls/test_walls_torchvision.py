@@ -227,3 +227,29 @@ def test_parse_wall_rejects_bad_syntax_with_an_example(text: str, why: str) -> N
 def test_format_wall_writes_the_parser_form() -> None:
     assert format_wall("layer3", WallSpec(rows=(4, None))) == "layer3:rows=4:"
     assert format_wall("f.2", WallSpec(rows=(4, 8), cols=(-2, None))) == "f.2:rows=4:8,cols=-2:"
+
+
+def test_resolve_model_order_and_plain_exports_do_not_hide_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from camwall.walls import resolve_model
+    from camwall.walls._resolve import is_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    save_file({"x": torch.zeros(1)}, "resnet18.safetensors")  # a plain export, no JSON
+    assert not is_checkpoint("resnet18")
+    model, meta = resolve_model("resnet18", ["layer2:rows=4:"], num_classes=3)
+    assert meta["source"] == "torchvision"
+    assert meta["label"] == "resnet18 (torchvision, wall layer2:rows=4:)"
+    assert not model.training
+    assert isinstance(model.layer2[1], Wall)
+    plain = walled_torchvision("resnet18", num_classes=3, input_shape=(3, 64, 64))
+    save_model(plain, "resnet18")  # now a checkpoint
+    assert is_checkpoint("resnet18")
+    _, meta = resolve_model("resnet18")
+    assert meta["source"] == "checkpoint"
+    assert meta["label"] == "resnet18.safetensors (torchvision, no wall)"
+    _, meta = resolve_model("fashion-resnet", baseline=True, num_classes=4)
+    assert (meta["source"], meta["label"]) == ("registry", "fashion-resnet (baseline)")
+    with pytest.raises(CamwallError, match=r"Did you mean 'fashion-vgg'.*torchvision: resnet18"):
+        resolve_model("fashion_vgg")
