@@ -7,8 +7,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from camwall.data import load_fashion_mnist
 from camwall.errors import CamwallError
-from camwall.theory import gradcam_closed_form
-from camwall.theory._at_init import at_init_experiment, pad_to_29
+from camwall.theory import at_init_experiment, gradcam_closed_form, pad_to_29
 
 
 @pytest.fixture(scope="module")

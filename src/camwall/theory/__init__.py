@@ -8,9 +8,13 @@ Public API:
 - :func:`expected_gradcam` (exact expectation at initialization), :func:`expected_sqrt_relu_chi2`,
   :func:`theorem3_bound` (the paper's lower bound), :func:`patch_norms`.
 - :func:`monte_carlo_gradcam`: the same expectation by Monte Carlo over initializations.
-- :func:`at_init_experiment`: the companion notebook's at-initialization experiment.
+- :func:`at_init_experiment`, :func:`pad_to_29`: the companion notebook's at-initialization
+  experiment on Fashion-MNIST.
+
+The ``camwall theory`` command (:mod:`camwall.theory.cli`) writes the table and the figures.
 """
 
+from camwall.theory._at_init import AtInitResult, at_init_experiment, pad_to_29
 from camwall.theory._expectation import (
     expected_gradcam,
     expected_sqrt_relu_chi2,
@@ -19,13 +23,17 @@ from camwall.theory._expectation import (
     unmasked_positions,
 )
 from camwall.theory._gradcam import GradCAMResult, gradcam_autograd, gradcam_closed_form
-from camwall.theory._model import SimpleCNN, conv_output_size, default_wall_rows
-from camwall.theory._monte_carlo import MonteCarloResult, monte_carlo_gradcam
+from camwall.theory._model import MaskedLinear, SimpleCNN, conv_output_size, default_wall_rows
+from camwall.theory._monte_carlo import HeadSampling, MonteCarloResult, monte_carlo_gradcam
 
 __all__ = [
+    "AtInitResult",
     "GradCAMResult",
+    "HeadSampling",
+    "MaskedLinear",
     "MonteCarloResult",
     "SimpleCNN",
+    "at_init_experiment",
     "conv_output_size",
     "default_wall_rows",
     "expected_gradcam",
@@ -33,6 +41,7 @@ __all__ = [
     "gradcam_autograd",
     "gradcam_closed_form",
     "monte_carlo_gradcam",
+    "pad_to_29",
     "patch_norms",
     "theorem3_bound",
     "unmasked_positions",
