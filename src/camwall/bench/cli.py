@@ -76,7 +76,13 @@ def register(subparsers: Any) -> None:
         "--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default {DEFAULT_OUT})"
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--batch-size", type=int, default=16, metavar="B", help="default 16")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="B",
+        help="images per batch (default: 64 for inputs up to 128x128, else 16)",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="dataset and control seed")
     p.add_argument("--cache-dir", metavar="DIR", help="cache of trained models (default pair)")
@@ -125,7 +131,7 @@ def _bench(args: argparse.Namespace) -> int:
     methods = parse_methods(args.methods)
     if args.images < 1:
         raise CamwallError(f"--images must be at least 1, got {args.images}.")
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise CamwallError(f"--batch-size must be at least 1, got {args.batch_size}.")
     if args.weights and not args.model:
         raise CamwallError("--weights needs a registry --model NAME to load them into.")
@@ -170,6 +176,9 @@ def _bench(args: argparse.Namespace) -> int:
         datasets = [
             inputs.resolve_dataset(d, args.images, args.seed, channels) for d in config["datasets"]
         ]
+        walled = next(m for m in models if m.walled)
+        small = walled.dead_zone.numel() <= 128 * 128
+        batch_size = args.batch_size or (64 if small else 16)
         run_bench(
             models,
             datasets,
@@ -177,7 +186,7 @@ def _bench(args: argparse.Namespace) -> int:
             out,
             config=config,
             device=device,
-            batch_size=args.batch_size,
+            batch_size=batch_size,
             resume=args.resume,
             seed=args.seed,
             progress=not args.no_progress,
