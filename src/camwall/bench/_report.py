@@ -469,7 +469,7 @@ def _boxplots(
             px = [p for p, m in zip(pos, methods) if m in PAPER and m != "uniform"]
             py = [100 * PAPER[m][col][0] for m in methods if m in PAPER and m != "uniform"]
             ax.scatter(px, py, marker="D", s=28, color="black", zorder=5, label=f"paper {col}")
-            ax.legend(loc="upper left", fontsize=8, frameon=False)
+            ax.legend(loc="upper right", fontsize=8, frameon=True)
         ax.set_xticks(pos)
         ax.set_xticklabels(methods, rotation=35, ha="right", fontsize=8)
         ax.set_ylabel("wall leakage μ (%)")
