@@ -12,6 +12,10 @@ import torch
 from torch import nn
 
 from camwall.bench import BenchDataset, BenchModel
+from camwall.cams import METHODS
+
+# Every CAM method plus the two controls.
+ALL = [*METHODS.names(), "uniform", "random"]
 
 SIZE = 16
 DEAD_FIRST = 11

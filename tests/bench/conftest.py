@@ -5,12 +5,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_tiny import tiny_bench_model, tiny_dataset
+from bench_tiny import ALL, tiny_bench_model, tiny_dataset
 
 from camwall.bench import run_bench
-from camwall.cams import METHODS
-
-ALL = [*METHODS.names(), "uniform", "random"]
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,15 @@ import math
 
 import pytest
 import torch
-from bench_tiny import DEAD_FIRST, SIZE, tiny_bench_model, tiny_dataset, tiny_dead_zone, tiny_model
-from conftest import ALL
+from bench_tiny import (
+    ALL,
+    DEAD_FIRST,
+    SIZE,
+    tiny_bench_model,
+    tiny_dataset,
+    tiny_dead_zone,
+    tiny_model,
+)
 
 from camwall.bench import STORE_NAME, Store, run_bench, write_report
 from camwall.cams import compute_cams

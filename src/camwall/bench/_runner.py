@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from camwall._versions import versions
 from camwall.bench._store import STORE_NAME, ResultRow, Store, to_png
 from camwall.errors import CamwallError
 from camwall.metrics import CONTROLS, METRICS, empty_maps
@@ -105,22 +105,6 @@ def check_out_dir(out: str | Path) -> Path:
 
 def shard_store_path(out: Path, rank: int) -> Path:
     return out / f"results.rank{rank}.sqlite"
-
-
-def versions() -> dict[str, str]:
-    import matplotlib
-    import numpy
-
-    from camwall import __version__
-
-    return {
-        "camwall": __version__,
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "matplotlib": matplotlib.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
 
 
 @dataclass(frozen=True)

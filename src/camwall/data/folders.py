@@ -16,19 +16,17 @@ from __future__ import annotations
 import csv
 import json
 import os
-import platform
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import PIL
 import torch
 import torchvision
 from PIL import Image
 
-from camwall import __version__
+from camwall._versions import versions
 from camwall.data.images import (
     list_image_folder,
     load_image,
@@ -55,18 +53,6 @@ PROMPT_TEMPLATE = "A photo of {animal} stacked on top of {animal}."
 """The paper's STACK-GEN prompt."""
 ANIMAL_CLASSES = 398
 """The first 398 ImageNet-1k classes are the animals."""
-
-
-def versions() -> dict[str, str]:
-    """Versions recorded in every manifest."""
-    return {
-        "camwall": __version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "pillow": PIL.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def imagenet_categories() -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from camwall import __version__
+from camwall._versions import versions
 from camwall.errors import CamwallError
 from camwall.theory._at_init import at_init_experiment, pad_to_29
 from camwall.theory._expectation import expected_gradcam, patch_norms, theorem3_bound
@@ -130,9 +130,7 @@ class _Report:
 def _environment() -> dict[str, Any]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {
-        "camwall": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+        **versions(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
