@@ -68,6 +68,7 @@ def test_config_hash_tracks_weight_relevant_fields_only() -> None:
     h = config_hash(base, "0.1.0")
     assert h == config_hash(apply_overrides(base, {}), "0.1.0")
     assert h == config_hash(apply_overrides(base, {"num_workers": 4}), "0.1.0")
+    assert h == config_hash(apply_overrides(base, {"threads": 2}), "0.1.0")
     assert h != config_hash(apply_overrides(base, {"seed": 1}), "0.1.0")
     assert h != config_hash(apply_overrides(base, {"arch_kwargs": {"width": 4}}), "0.1.0")
     assert h != config_hash(base, "0.2.0")
@@ -111,3 +112,20 @@ def test_rng_capture_restore_replays_all_generators() -> None:
     again = (torch.rand(3), random.random(), np.random.rand())  # noqa: NPY002
     assert torch.equal(first[0], again[0])
     assert first[1:] == again[1:]
+
+
+@pytest.mark.parametrize("name", ["fashion-vgg", "fashion-resnet"])
+def test_fashion_presets_are_the_measured_cpu_recipe(name: str) -> None:
+    # benchmarks/train_speed.md measures these values; change both together.
+    config = PRESETS.get(name)
+    assert config.arch_kwargs == {"width": 8}
+    assert (config.optimizer, config.scheduler, config.lr) == ("adamw", "onecycle", 1e-2)
+    assert (config.epochs, config.batch_size, config.weight_decay) == (7, 64, 1e-4)
+    assert config.label_smoothing == 0.1
+    assert config.threads == 1
+    assert PRESETS.get("imagenet-vgg16").threads is None
+
+
+def test_threads_must_be_positive() -> None:
+    with pytest.raises(CamwallError, match="threads must be >= 1"):
+        TrainConfig(threads=0)

@@ -137,3 +137,25 @@ def test_cached_pair_reuses_detects_corruption_and_tampering(tmp_path: Path, mon
     assert len(calls) == 3
     _, meta = load_model(w)
     assert meta["training"]["completed"] is True
+
+
+def test_preset_threads_apply_during_training_and_are_restored(tmp_path: Path) -> None:
+    seen: list[int] = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        small = {**TINY, "train_limit": 64, "val_limit": 64, "threads": 1}
+        res = train(
+            "fashion-vgg",
+            small,
+            tmp_path,
+            variants=("walled",),
+            device="cpu",
+            on_batch=lambda *_: seen.append(torch.get_num_threads()),
+        )
+        assert seen == [1]
+        assert torch.get_num_threads() == 2  # restored
+        assert json.loads((tmp_path / "manifest.json").read_text())["threads"] == 1
+        assert res.config.threads == 1
+    finally:
+        torch.set_num_threads(before)

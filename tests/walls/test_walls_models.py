@@ -134,3 +134,28 @@ def test_default_target_layer_of_torchvision_classifiers(name: str, layer: str) 
         model = torchvision.models.get_model(name, weights=None, num_classes=3, **kwargs)
     assert default_target_layer(model) == layer
     model.get_submodule(layer)
+
+
+def test_fashion_vgg_has_he_initialisation_and_shares_it_with_its_baseline() -> None:
+    torch.manual_seed(0)
+    walled = create_model("fashion-vgg", width=8)
+    torch.manual_seed(0)
+    base = create_model("fashion-vgg", width=8, walled=False)
+    for i in (0, 3, 6, 8, 11, 14):
+        layer = walled[i]
+        fan_in = layer.weight[0].numel()
+        w = layer.weight.detach()
+        if i == 11:  # the walled head: He scale on the live columns, exact zeros on the wall
+            w = w.view(64, 8, 16, 16)
+            assert torch.count_nonzero(w[:, :, 7:]) == 0
+            w = w[:, :, :7]
+            assert torch.equal(base[11].weight.detach().view(64, 8, 16, 16)[:, :, :7], w)
+        assert w.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.1)
+        assert torch.count_nonzero(layer.bias) == 0
+    # the signal keeps its scale through the BatchNorm-free stack (PyTorch's default init
+    # shrinks it by about 1/sqrt(6) per ReLU layer)
+    x = torch.rand(64, 1, 64, 64)
+    with torch.no_grad():
+        feat = walled[:10](x)
+    ratio = (feat.pow(2).mean() / x.pow(2).mean()).sqrt().item()
+    assert 0.3 < ratio < 3.0

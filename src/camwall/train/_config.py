@@ -25,7 +25,7 @@ SCHEDULERS = ("step", "onecycle", "constant")
 DATASET_KINDS = ("fashion-canvases", "imagefolder")
 
 # Fields that change how fast a run goes but not the weights it produces.
-_NOT_HASHED = frozenset({"num_workers", "checkpoint_every"})
+_NOT_HASHED = frozenset({"num_workers", "checkpoint_every", "threads"})
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,10 @@ class TrainConfig:
         checkpoint_every: also checkpoint every this many steps (0 = only at epoch ends).
         channels_last: train in the channels-last memory format (faster convolutions on CPU
             and on CUDA tensor cores; measured in ``benchmarks/train_speed.md``).
+        threads: ``torch.set_num_threads`` while a single CPU process trains (``None``: leave
+            torch's setting alone; ignored on CUDA and under ``torchrun``). The Fashion presets
+            use 1: on a 2-core machine shared with other jobs, two threads that wait for each
+            other at every operation are slower and far less steady than one.
     """
 
     name: str = "custom"
@@ -92,6 +96,7 @@ class TrainConfig:
     max_steps: int | None = None
     checkpoint_every: int = 0
     channels_last: bool = True
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -107,6 +112,7 @@ class TrainConfig:
             (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1"),
             (self.train_limit is None or self.train_limit >= 1, "train_limit must be >= 1"),
             (self.val_limit is None or self.val_limit >= 1, "val_limit must be >= 1"),
+            (self.threads is None or self.threads >= 1, "threads must be >= 1"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -133,10 +139,9 @@ class TrainConfig:
 PRESETS: Registry[TrainConfig] = Registry("training preset")
 """Named training recipes: ``fashion-vgg``, ``fashion-resnet``, ``imagenet-vgg16``.
 
-The Fashion presets are sized for a 2-core CPU (about 4 minutes per model on an idle machine,
-see ``benchmarks/train_speed.md``): width 8, AdamW (the no-BatchNorm nets start slowly with SGD
-at their default initialization), one-cycle schedule (peak lr 1e-2) over 8 epochs of 60,000
-canvases.
+The Fashion presets are sized for a 2-core CPU (about 4 minutes per model with one thread,
+measured in ``benchmarks/train_speed.md``): width 8, AdamW, one-cycle schedule (peak lr 1e-2)
+over 7 epochs of 60,000 canvases, label smoothing 0.1, one CPU thread (``threads=1``).
 """
 
 PRESETS.add(
@@ -145,13 +150,15 @@ PRESETS.add(
         name="fashion-vgg",
         arch="fashion-vgg",
         arch_kwargs={"width": 8},
-        epochs=8,
+        epochs=7,
         batch_size=64,
         lr=1e-2,
         momentum=0.9,
         optimizer="adamw",
         scheduler="onecycle",
         weight_decay=1e-4,
+        label_smoothing=0.1,
+        threads=1,
     ),
 )
 PRESETS.add(
@@ -160,13 +167,15 @@ PRESETS.add(
         name="fashion-resnet",
         arch="fashion-resnet",
         arch_kwargs={"width": 8},
-        epochs=8,
+        epochs=7,
         batch_size=64,
         lr=1e-2,
         momentum=0.9,
         optimizer="adamw",
         scheduler="onecycle",
         weight_decay=1e-4,
+        label_smoothing=0.1,
+        threads=1,
     ),
 )
 PRESETS.add(

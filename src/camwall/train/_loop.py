@@ -226,6 +226,7 @@ _RESUME_FREE = frozenset(
         "max_steps",
         "checkpoint_every",
         "num_workers",
+        "threads",
         "val_limit",
         "val_batch_size",
         "data",

@@ -125,8 +125,6 @@ def train(
     Returns:
         :class:`TrainResult` with the final checkpoint paths and metric histories.
     """
-    from camwall.walls import enforce_walls, save_model
-
     config = resolve_config(preset, overrides)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
@@ -134,6 +132,30 @@ def train(
     check_data(config)
     out = Path(out_dir) if out_dir is not None else Path("runs") / config.name
     info, dev = setup(device)
+    threads_before = torch.get_num_threads()
+    if config.threads and dev.type == "cpu" and info.world == 1:
+        torch.set_num_threads(config.threads)
+    try:
+        return _train_variants(
+            config, variants, out, info, dev, resume, progress, on_batch, on_epoch_end
+        )
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train_variants(
+    config: TrainConfig,
+    variants: Sequence[str],
+    out: Path,
+    info: Any,
+    dev: torch.device,
+    resume: bool,
+    progress: bool | None,
+    on_batch: BatchHook | None,
+    on_epoch_end: EpochHook | None,
+) -> TrainResult:
+    from camwall.walls import enforce_walls, save_model
+
     checkpoints: dict[str, Path] = {}
     histories: dict[str, list[dict[str, Any]]] = {}
     completed = True

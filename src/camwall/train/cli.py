@@ -61,6 +61,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.augment is not None:
         overrides["augment"] = args.augment
     if args.threads:
+        overrides["threads"] = args.threads
         torch.set_num_threads(args.threads)
     variants = {"walled": ("walled",), "baseline": ("baseline",)}.get(
         args.which, ("walled", "baseline")
@@ -161,7 +162,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads (default: the preset's; the Fashion presets use 1 on CPU)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 

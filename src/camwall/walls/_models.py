@@ -79,6 +79,22 @@ def _init_vgg(model: nn.Module) -> None:
             m.enforce()
 
 
+def _init_kaiming(model: nn.Module) -> None:
+    """He initialisation for the small BatchNorm-free nets: Kaiming-normal (fan_in, ReLU) convs
+    and linears, zero biases; a :class:`WalledLinear` gets its wall re-applied.
+
+    PyTorch's default (Kaiming-uniform with ``a = sqrt(5)``, i.e. variance 1 / (3 fan_in)) shrinks
+    the signal by about 1/sqrt(6) per ReLU layer, so the BatchNorm-free nets start slowly.
+    """
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        if isinstance(m, WalledLinear):
+            m.enforce()
+
+
 def _head(
     in_shape: tuple[int, int, int], wall: WallSpec | None, out: int, bias: bool = True
 ) -> nn.Linear:
@@ -178,7 +194,8 @@ def fashion_vgg(num_classes: int = 10, walled: bool = True, width: int = 16) -> 
     ``8`` conv(4w -> w) ``9`` ReLU (CAM target, ``w x 16 x 16``) ``10`` Flatten
     ``11`` Linear(w*16*16 -> 64), walled on feature rows 7..15 (bottom 9 of 16, as in the paper)
     ``12`` ReLU ``13`` Dropout(0.25) ``14`` Linear(64 -> classes). No max-pool after the last
-    block, no BatchNorm (so the wall holds in train and eval mode).
+    block, no BatchNorm (so the wall holds in train and eval mode). He initialization
+    (Kaiming-normal, fan-in, zero biases; the wall's weights are 0).
 
     Feature row ``r`` reads input rows up to ``4r + 10`` (two 3 x 3 convs at 16 x 16, one at
     32 x 32, one at 64 x 64, two 2 x 2 pools), so the live rows 0..6 read input rows 0..38 and
@@ -205,6 +222,7 @@ def fashion_vgg(num_classes: int = 10, walled: bool = True, width: int = 16) -> 
         nn.Dropout(p=0.25),
         nn.Linear(64, num_classes),
     )
+    _init_kaiming(model)
     kwargs = {"num_classes": num_classes, "walled": walled, "width": width}
     _tag(model, "fashion-vgg", kwargs, (1, 64, 64), "9")
     if isinstance(head, WalledLinear):
