@@ -144,40 +144,25 @@ measured in ``benchmarks/train_speed.md``): width 8, AdamW, one-cycle schedule (
 over 7 epochs of 60,000 canvases, label smoothing 0.1, one CPU thread (``threads=1``).
 """
 
-PRESETS.add(
-    "fashion-vgg",
-    TrainConfig(
-        name="fashion-vgg",
-        arch="fashion-vgg",
-        arch_kwargs={"width": 8},
-        epochs=7,
-        batch_size=64,
-        lr=1e-2,
-        momentum=0.9,
-        optimizer="adamw",
-        scheduler="onecycle",
-        weight_decay=1e-4,
-        label_smoothing=0.1,
-        threads=1,
-    ),
-)
-PRESETS.add(
-    "fashion-resnet",
-    TrainConfig(
-        name="fashion-resnet",
-        arch="fashion-resnet",
-        arch_kwargs={"width": 8},
-        epochs=7,
-        batch_size=64,
-        lr=1e-2,
-        momentum=0.9,
-        optimizer="adamw",
-        scheduler="onecycle",
-        weight_decay=1e-4,
-        label_smoothing=0.1,
-        threads=1,
-    ),
-)
+# The two Fashion presets differ only in the architecture.
+for _arch in ("fashion-vgg", "fashion-resnet"):
+    PRESETS.add(
+        _arch,
+        TrainConfig(
+            name=_arch,
+            arch=_arch,
+            arch_kwargs={"width": 8},
+            epochs=7,
+            batch_size=64,
+            lr=1e-2,
+            momentum=0.9,
+            optimizer="adamw",
+            scheduler="onecycle",
+            weight_decay=1e-4,
+            label_smoothing=0.1,
+            threads=1,
+        ),
+    )
 PRESETS.add(
     "imagenet-vgg16",
     TrainConfig(

@@ -13,7 +13,6 @@ Output folder (``out_dir``)::
 from __future__ import annotations
 
 import json
-import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-import camwall
+from camwall._versions import versions
 from camwall.errors import CamwallError
 from camwall.train._config import TrainConfig, apply_overrides, get_preset
 from camwall.train._data import check_data, training_datasets
@@ -78,17 +77,6 @@ def build_model(config: TrainConfig, walled: bool) -> nn.Module:
     return create_model(
         config.arch, walled=walled, num_classes=config.num_classes, **dict(config.arch_kwargs)
     )
-
-
-def _versions() -> dict[str, str]:
-    import torchvision
-
-    return {
-        "camwall": camwall.__version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def train(
@@ -193,7 +181,7 @@ def _train_variants(
                     "steps": result.steps,
                     "completed": result.completed,
                     "final": result.history[-1] if result.history else None,
-                    "versions": _versions(),
+                    "versions": versions(),
                 },
             }
             path = Path(save_model(model.eval(), path, meta))
@@ -204,7 +192,7 @@ def _train_variants(
             plot = plot_curves(histories, out / "curves.png", title=config.name)
         manifest = {
             "config": config.to_dict(),
-            "versions": _versions(),
+            "versions": versions(),
             "device": str(dev),
             "world_size": info.world,
             "threads": torch.get_num_threads(),
