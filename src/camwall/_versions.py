@@ -7,21 +7,27 @@ from importlib import metadata
 
 __all__ = ["versions"]
 
-_PACKAGES = ("torch", "torchvision", "numpy", "pillow", "matplotlib", "safetensors")
+_PACKAGES = ("numpy", "pillow", "matplotlib", "safetensors")
 
 
 def versions() -> dict[str, str]:
     """Return ``{"python", "platform", "camwall", "torch", "torchvision", ...}`` version strings.
 
-    Package versions come from the installed distributions' metadata (no import needed);
-    a package that is not installed is reported as ``"not installed"``.
+    torch and torchvision report their own ``__version__`` (it carries the build, such as
+    ``+cu130``); the other packages' versions come from the installed distributions' metadata
+    (no import needed), ``"not installed"`` when absent.
     """
+    import torch
+    import torchvision
+
     from camwall import __version__
 
     out = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "camwall": __version__,
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
     }
     for name in _PACKAGES:
         try:
