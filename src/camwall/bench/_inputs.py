@@ -24,6 +24,7 @@ from torch import nn
 
 from camwall.bench._runner import BenchDataset, BenchModel
 from camwall.errors import CamwallError
+from camwall.walls import is_checkpoint
 
 __all__ = [
     "DEFAULT_DATASETS",
@@ -35,12 +36,6 @@ __all__ = [
 
 DEFAULT_PRESET = "fashion-vgg"
 DEFAULT_DATASETS = ("fashion-stackmix", "fashion-stackpair")
-
-
-def _is_checkpoint(spec: str) -> bool:
-    from camwall.walls._resolve import is_checkpoint
-
-    return is_checkpoint(spec)
 
 
 def _load(
@@ -55,7 +50,7 @@ def _load(
             f"--weights {weights}: only .safetensors files are read (never pickles); convert "
             "the state dict with safetensors.torch.save_file."
         )
-    baseline = baseline and not _is_checkpoint(spec)  # a checkpoint carries its own wall
+    baseline = baseline and not is_checkpoint(spec)  # a checkpoint carries its own wall
     model, meta = build(spec, walls=list(walls), weights=weights, baseline=baseline)
     if meta.get("source") != "checkpoint":
         if weights is None:
@@ -160,7 +155,7 @@ def resolve_model(
 
 
 def _default_name(spec: str, meta: dict[str, Any], walled: bool = True) -> str:
-    if not _is_checkpoint(spec):
+    if not is_checkpoint(spec):
         return spec if walled else f"{spec}-baseline"
     p = Path(spec)
     stem = p.name.removesuffix(".safetensors").removesuffix(".json")

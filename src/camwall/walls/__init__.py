@@ -40,7 +40,7 @@ from camwall.walls._modules import (
     walls_of,
 )
 from camwall.walls._parse import format_wall, parse_wall
-from camwall.walls._resolve import resolve_model
+from camwall.walls._resolve import is_checkpoint, resolve_model
 from camwall.walls._spec import WallSpec
 from camwall.walls._torchvision import load_weights, torchvision_names, walled_torchvision
 
@@ -60,6 +60,7 @@ __all__ = [
     "fashion_vgg",
     "format_wall",
     "insert_wall",
+    "is_checkpoint",
     "load_model",
     "load_weights",
     "model_config",
