@@ -56,20 +56,22 @@ def _paper_cell(method: str, column: str | None) -> str:
 # -- tables -------------------------------------------------------------------------------------
 
 
+def _columns(summary: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """The table's dataset columns: ``(dataset, paper column beside it or None)``."""
+    return [(d, summary["paper_columns"].get(d)) for d in summary["datasets"]]
+
+
 def _table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    datasets = list(summary["datasets"])
     header = ["method"]
-    for d in datasets:
+    for d, col in _columns(summary):
         header.append(f"{d} μ (%)")
-        col = summary["paper_columns"].get(d)
         if col:
             header.append(f"paper {col} (%)")
     rows = []
     for meth in summary["methods"]:
         row = [meth + (" (control)" if meth in CONTROLS else "")]
-        for d in datasets:
+        for d, col in _columns(summary):
             row.append(_cell(summary["datasets"][d].get(meth)))
-            col = summary["paper_columns"].get(d)
             if col:
                 row.append(_paper_cell(meth, col))
         rows.append(row)
@@ -542,11 +544,9 @@ def _img_tag(path: Path, alt: str) -> str:
 def _html_table(summary: dict[str, Any]) -> str:
     model = summary["model"]
     uni = summary["dead_zone"].get(model, {}).get("uniform_mu") or 1.0
-    datasets = list(summary["datasets"])
     head = ["<tr><th>method</th>"]
-    for d in datasets:
+    for d, col in _columns(summary):
         head.append(f"<th>{html.escape(d)}<br>μ (%)</th>")
-        col = summary["paper_columns"].get(d)
         if col:
             head.append(f"<th>paper<br>{col} (%)</th>")
     head.append("</tr>")
@@ -554,7 +554,7 @@ def _html_table(summary: dict[str, Any]) -> str:
     for meth in summary["methods"]:
         cls = ' class="control"' if meth in CONTROLS else ""
         cells = [f"<tr{cls}><td>{html.escape(meth)}{' (control)' if cls else ''}</td>"]
-        for d in datasets:
+        for d, col in _columns(summary):
             s = summary["metrics"].get(model, {}).get(d, {}).get(meth)
             kind = ""
             if s and meth not in CONTROLS and s["wall_leakage"]["mean"] is not None:
@@ -566,7 +566,6 @@ def _html_table(summary: dict[str, Any]) -> str:
                     kind = "leak"
             cell = _cell(summary["datasets"][d].get(meth))
             cells.append(f'<td class="{kind}">{html.escape(cell)}</td>')
-            col = summary["paper_columns"].get(d)
             if col:
                 cells.append(f'<td class="paper">{_paper_cell(meth, col)}</td>')
         body.append("".join(cells) + "</tr>")
