@@ -8,6 +8,10 @@ dead zone is input rows 11..15 of a 16 x 16 image (checked by gradient support i
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import torch
 from torch import nn
 
@@ -60,3 +64,25 @@ def tiny_dataset(name: str = "tiny-mix", n: int = 6, seed: int = 0) -> BenchData
     images = torch.rand(n, 1, SIZE, SIZE, generator=g)
     labels = torch.randint(0, 3, (n,), generator=g)
     return BenchDataset(name=name, images=images, labels=labels, class_names=["a", "b", "c"])
+
+
+def torchrun_two_ranks(
+    args: list[str], port_base: int, timeout: int
+) -> subprocess.CompletedProcess[str]:
+    """Run ``torchrun --nproc_per_node 2 ARGS`` (one thread per rank) and capture its output."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(port_base + os.getpid() % 1000),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )

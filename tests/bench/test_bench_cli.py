@@ -2,11 +2,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from bench_tiny import torchrun_two_ranks
 from PIL import Image
 
 from camwall.bench import STORE_NAME, Store
@@ -167,29 +167,8 @@ def test_cli_under_torchrun_equals_single_process(tmp_path, ckpt):
     args = ["--model", str(ckpt), "--dataset", "fashion-stackmix", "--images", "5"]
     args += ["--methods", "gradcam,hirescam,random", "--batch-size", "2", "--no-progress"]
     assert main(["bench", *args, "--out", str(tmp_path / "one")]) == 0
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(30500 + os.getpid() % 1000),
-            "-m",
-            "camwall",
-            "bench",
-            *args,
-            "--out",
-            str(tmp_path / "two"),
-            "--device",
-            "cpu",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    two = ["-m", "camwall", "bench", *args, "--out", str(tmp_path / "two"), "--device", "cpu"]
+    res = torchrun_two_ranks(two, port_base=30500, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     with Store(tmp_path / "one" / STORE_NAME) as a, Store(tmp_path / "two" / STORE_NAME) as b:
         ra, rb = a.results(), b.results()

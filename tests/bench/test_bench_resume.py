@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bench_tiny import tiny_bench_model, tiny_dataset, tiny_model
+from bench_tiny import tiny_bench_model, tiny_dataset, tiny_model, torchrun_two_ranks
 
 from camwall.bench import STORE_NAME, Store, _runner, run_bench
 from camwall.errors import CamwallError
@@ -145,24 +145,7 @@ def test_resume_with_other_config_is_refused(tmp_path):
 
 def test_torchrun_two_gloo_ranks_equal_single_process(tmp_path, reference):
     out = tmp_path / "dist"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(29500 + os.getpid() % 1000),
-            str(SCRIPT),
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
-    )
+    res = torchrun_two_ranks([str(SCRIPT), str(out)], port_base=29500, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = _rows(out / STORE_NAME)
     _same(rows, reference)
