@@ -141,7 +141,8 @@ def test_verdict_thresholds_in_the_registry():
     # the uniform control; the bench report's verdict reads them from here.
     respects = [n for n, m in METRICS.items() if m.respects_at is not None]
     uniform = [n for n, m in METRICS.items() if m.uniform_at is not None]
-    assert respects == ["any_leak"] and uniform == ["relative_leakage"]
+    assert respects == ["any_leak"]
+    assert uniform == ["relative_leakage"]
     # A map above the wall meets the respect threshold; the uniform control sits exactly on
     # the uniform threshold (mu / mu(uniform) = 1), and a map entirely behind the wall beyond it.
     above = torch.zeros(1, 4, 4)

@@ -25,7 +25,7 @@ from camwall.bench._tables import dead_text, pct, progress
 from camwall.bench._verdict import Verdict, classify
 from camwall.metrics import CONTROLS
 
-__all__ = ["boxplots", "dead_zone_picture", "figure_grid"]
+__all__ = ["boxplots", "dead_zone_picture", "figure_grid", "row_labels"]
 
 COLORS = {
     Verdict.CONTROL: "#9e9e9e",
@@ -169,6 +169,15 @@ def _canvas(
     return canvas, ch, cw, pad
 
 
+def row_labels(ds: DatasetResult, methods: list[str]) -> list[str]:
+    """The grid's row labels: ``image``, then each method with its mu (and progress)."""
+    labels = ["image"]
+    for meth in methods:
+        res = ds.methods[meth]
+        labels.append(f"{meth}\nμ = {pct(res.headline.mean)}%{progress(res)}")
+    return labels
+
+
 def figure_grid(
     model: ModelResult, ds: DatasetResult, methods: list[str], classes: list[str], path: Path
 ) -> bool:
@@ -196,11 +205,7 @@ def figure_grid(
     ax = fig.add_axes(box)
     ax.imshow(canvas, interpolation="nearest")
     ax.set_axis_off()
-    for r, meth in enumerate(["image", *methods]):
-        label = meth
-        if meth != "image":
-            res = ds.methods[meth]
-            label = f"{meth}\nμ = {pct(res.headline.mean)}%{progress(res)}"
+    for r, label in enumerate(row_labels(ds, methods)):
         ax.text(-8, r * (ch + pad) + ch / 2, label, ha="right", va="center", fontsize=9)
     for c, i in enumerate(images):
         if i not in ds.predictions:
