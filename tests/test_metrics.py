@@ -134,3 +134,23 @@ def test_bad_inputs():
         wall_leakage(-torch.ones(1, 4, 4), DEAD)
     with pytest.raises(CamwallError, match="dead zone is empty"):
         relative_leakage(torch.ones(1, 4, 4), torch.zeros(4, 4, dtype=torch.bool))
+
+
+def test_verdict_thresholds_in_the_registry():
+    # Exactly one metric says when a method respects the wall, one when it is no better than
+    # the uniform control; the bench report's verdict reads them from here.
+    respects = [n for n, m in METRICS.items() if m.respects_at is not None]
+    uniform = [n for n, m in METRICS.items() if m.uniform_at is not None]
+    assert respects == ["any_leak"]
+    assert uniform == ["relative_leakage"]
+    # A map above the wall meets the respect threshold; the uniform control sits exactly on
+    # the uniform threshold (mu / mu(uniform) = 1), and a map entirely behind the wall beyond it.
+    above = torch.zeros(1, 4, 4)
+    above[:, :3] = 1.0
+    assert METRICS.get("any_leak")(above, DEAD).item() <= METRICS.get("any_leak").respects_at
+    ones = uniform_control(torch.zeros(1, 1, 4, 4))
+    uniform_at = METRICS.get("relative_leakage").uniform_at
+    assert relative_leakage(ones, DEAD).item() == pytest.approx(uniform_at)
+    behind = torch.zeros(1, 4, 4)
+    behind[:, 3:] = 1.0
+    assert relative_leakage(behind, DEAD).item() == pytest.approx(2.0)  # 1 / sqrt(1/4)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -67,6 +68,12 @@ class Metric:
         category: what it measures (``"leakage"``, ``"detection"``, ``"reference"``).
         description: one line for tables and reports.
         percent: whether reports show it in percent.
+        respects_at: if set, a method *respects the wall* on a set of images when this
+            metric's mean over them is at or better than this value (at or below it when
+            ``lower_is_better``). The bench report's verdict reads it.
+        uniform_at: if set, a method does *no better than the uniform control* when this
+            metric's mean is at or worse than this value (at or above it when
+            ``lower_is_better``). The bench report's verdict reads it.
     """
 
     name: str
@@ -75,6 +82,8 @@ class Metric:
     category: str
     description: str
     percent: bool = True
+    respects_at: float | None = None
+    uniform_at: float | None = None
 
     def __call__(self, maps: Tensor, dead_zone: Tensor) -> Tensor:
         return self.fn(maps, dead_zone)
@@ -170,15 +179,21 @@ def relative_leakage(maps: Tensor, dead_zone: Tensor) -> Tensor:
     return wall_leakage(maps, dead_zone) / math.sqrt(frac)
 
 
-def _add(
-    name: str, fn: MetricFn, lower: bool, category: str, text: str, percent: bool = True
-) -> None:
-    METRICS.add(name, Metric(name, fn, lower, category, text, percent))
+def _add(name: str, fn: MetricFn, lower: bool, category: str, text: str, **meta: Any) -> None:
+    METRICS.add(name, Metric(name, fn, lower, category, text, **meta))
 
 
 _add("wall_leakage", wall_leakage, True, "leakage", "mu = ||L on dead zone||_2 / ||L||_2")
 _add("l1_leakage", l1_leakage, True, "leakage", "share of the map's mass in the dead zone")
-_add("any_leak", any_leak, True, "detection", "maps with any positive dead-zone pixel")
+# No map with a positive dead-zone pixel (up to float noise): the method respects the wall.
+_add(
+    "any_leak",
+    any_leak,
+    True,
+    "detection",
+    "maps with any positive dead-zone pixel",
+    respects_at=1e-6,
+)
 _add("peak_ratio", peak_ratio, True, "leakage", "max on the dead zone / max overall")
 _add(
     "relative_leakage",
@@ -187,6 +202,7 @@ _add(
     "reference",
     "mu / mu(uniform map); 1 = as bad as no information",
     percent=False,
+    uniform_at=1.0,
 )
 
 

@@ -4,16 +4,22 @@
 
     {
       "schema": "camwall-bench-summary/1",
-      "model": MODEL,                           # the walled model the top-level tables refer to
+      "model": MODEL,                           # the first walled model (--model)
+      "methods": [METHOD, ...], "controls": [METHOD, ...],
       "datasets": {DATASET: {METHOD: {"mean", "std", "n", "empty"}}},   # wall_leakage (mu)
       "metrics":  {MODEL: {DATASET: {METHOD: {METRIC: {"mean", "std", "n", "empty"}}}}},
       "seconds":  {MODEL: {DATASET: {METHOD: mean seconds per image}}},
       "accuracy": {MODEL: {DATASET: {"accuracy", "correct", "n", "walled"}}},
       "dead_zone": {MODEL: {"rows": [first, last] | null, "fraction", "pixels",
                             "input_size": [H, W], "uniform_mu"}},
-      "paper": {METHOD: {"STACK-MIX": mu, "STACK-GEN": mu}},            # the paper's Table 1
-      "config": {...}, "versions": {...}, "runs": [{"started", "finished"}]
+      "paper": {METHOD: {"STACK-MIX": {"mean", "std"}, "STACK-GEN": {...}}},  # Table 1
+      "paper_columns": {DATASET: "STACK-MIX" | "STACK-GEN" | null},
+      "dataset_info": {DATASET: {...}}, "model_info": {MODEL: {...}},
+      "config": {...}, "versions": {...}, "runs": [{"started", "finished"}], "rows": int
     }
+
+``datasets`` holds the first walled model's mu; ``metrics``, ``seconds`` and ``dead_zone`` hold
+every walled model. A method appears only where the store has rows for it.
 
 ``n`` counts images whose map is not empty; ``empty`` counts all-zero maps (their leakage is
 undefined and is left out of the mean).
@@ -22,13 +28,14 @@ undefined and is left out of the mean).
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from dataclasses import asdict
 from typing import Any
 
+from camwall.bench._results import BenchResults, ModelResult, load_results
 from camwall.bench._store import Store
-from camwall.metrics import CONTROLS, METRICS, summarize
+from camwall.metrics import CONTROLS
 
-__all__ = ["PAPER", "PAPER_DATASETS", "build_summary", "paper_column"]
+__all__ = ["PAPER", "PAPER_DATASETS", "build_summary", "paper_column", "summary_json"]
 
 SCHEMA = "camwall-bench-summary/1"
 
@@ -60,103 +67,56 @@ def paper_column(dataset: str) -> str | None:
     return None
 
 
-def _clean(v: float) -> float | None:
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
-
-
-def _stats(values: list[float]) -> dict[str, Any]:
-    s = summarize(values)
-    return {"mean": _clean(s.mean), "std": _clean(s.std), "n": s.n, "empty": s.empty}
-
-
 def build_summary(store: Store) -> dict[str, Any]:
     """Read every row of ``store`` and aggregate it (see the module docstring for the schema)."""
-    config = store.config() or {}
-    models = store.info("models")
-    datasets = store.info("datasets")
-    rows = store.results()
-    methods: list[str] = list(config.get("methods") or [])
-    for r in rows:
-        if r["method"] not in methods:
-            methods.append(r["method"])
+    return summary_json(load_results(store))
 
-    values: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
-    seconds: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-    for r in rows:
-        for name in METRICS.names():
-            values[(r["model"], r["dataset"], r["method"], name)].append(r[name])
-        seconds[(r["model"], r["dataset"], r["method"])].append(r["seconds"])
 
-    walled = [m for m, info in models.items() if info.get("walled")]
-    metrics: dict[str, Any] = {}
-    secs: dict[str, Any] = {}
-    for m in walled:
-        metrics[m] = {}
-        secs[m] = {}
-        for d in datasets:
-            per: dict[str, Any] = {}
-            for meth in methods:
-                if (m, d, meth, "wall_leakage") not in values:
-                    continue
-                per[meth] = {n: _stats(values[(m, d, meth, n)]) for n in METRICS.names()}
-                t = seconds[(m, d, meth)]
-                secs[m].setdefault(d, {})[meth] = sum(t) / len(t)
-            metrics[m][d] = per
+def summary_json(results: BenchResults) -> dict[str, Any]:
+    """The ``summary.json`` dict of ``results`` (schema in the module docstring).
 
-    primary = walled[0] if walled else None
-    top = {
-        d: {meth: v["wall_leakage"] for meth, v in per.items()}
-        for d, per in (metrics.get(primary, {}) if primary else {}).items()
-    }
-
-    accuracy: dict[str, Any] = defaultdict(dict)
-    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for p in store.predictions():
-        c = counts[(p["model"], p["dataset"])]
-        c[0] += int(p["label"] == p["predicted"])
-        c[1] += 1
-    for (m, d), (correct, n) in counts.items():
-        accuracy[m][d] = {
-            "accuracy": correct / n if n else None,
-            "correct": correct,
-            "n": n,
-            "walled": bool(models.get(m, {}).get("walled")),
-        }
-
-    dead: dict[str, Any] = {}
-    for m in walled:
-        info = models[m]
-        h, w = info["input_size"]
-        frac = float(info["dead_fraction"])
-        dead[m] = {
-            "rows": info.get("dead_rows"),
-            "fraction": frac,
-            "pixels": round(frac * h * w),
-            "input_size": [h, w],
-            "uniform_mu": math.sqrt(frac),
-        }
-
+    Only methods with at least one row appear under ``datasets``, ``metrics`` and ``seconds``.
+    """
+    primary = results.primary
     return {
         "schema": SCHEMA,
-        "model": primary,
-        "methods": methods,
-        "controls": [m for m in methods if m in CONTROLS],
-        "datasets": top,
-        "metrics": metrics,
-        "seconds": secs,
-        "accuracy": dict(accuracy),
-        "dead_zone": dead,
+        "model": primary.name if primary else None,
+        "methods": list(results.methods),
+        "controls": [m for m in results.methods if m in CONTROLS],
+        "datasets": {
+            d: {meth: r.headline.to_json() for meth, r in ds.stored.items()}
+            for d, ds in (primary.datasets.items() if primary else ())
+        },
+        "metrics": {m.name: _metrics(m) for m in results.models},
+        "seconds": {m.name: _seconds(m) for m in results.models},
+        "accuracy": {
+            m: {d: asdict(a) for d, a in per.items()} for m, per in results.accuracy.items()
+        },
+        "dead_zone": {m.name: m.dead_zone.to_json() for m in results.models},
         "paper": {
             meth: {d: {"mean": v[0], "std": v[1]} for d, v in per.items()}
             for meth, per in PAPER.items()
         },
-        "paper_columns": {d: paper_column(d) for d in datasets},
-        "dataset_info": datasets,
-        "model_info": {
-            m: {k: v for k, v in info.items() if k != "dead_zone_png"} for m, info in models.items()
-        },
-        "config": config,
-        "versions": (store.runs() or [{}])[-1].get("versions", {}),
-        "runs": [{"started": r["started"], "finished": r["finished"]} for r in store.runs()],
-        "rows": len(rows),
+        "paper_columns": {d: paper_column(d) for d in results.datasets},
+        "dataset_info": dict(results.dataset_info),
+        "model_info": dict(results.model_info),
+        "config": dict(results.config),
+        "versions": dict(results.versions),
+        "runs": [dict(r) for r in results.runs],
+        "rows": results.rows,
     }
+
+
+def _metrics(model: ModelResult) -> dict[str, Any]:
+    return {
+        d: {meth: {n: s.to_json() for n, s in r.stats.items()} for meth, r in ds.stored.items()}
+        for d, ds in model.datasets.items()
+    }
+
+
+def _seconds(model: ModelResult) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for d, ds in model.datasets.items():
+        for meth, r in ds.stored.items():
+            out.setdefault(d, {})[meth] = r.seconds
+    return out
