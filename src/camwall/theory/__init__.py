@@ -23,14 +23,13 @@ from camwall.theory._expectation import (
     unmasked_positions,
 )
 from camwall.theory._gradcam import GradCAMResult, gradcam_autograd, gradcam_closed_form
-from camwall.theory._model import MaskedLinear, SimpleCNN, conv_output_size, default_wall_rows
+from camwall.theory._model import SimpleCNN, conv_output_size, default_wall_rows
 from camwall.theory._monte_carlo import HeadSampling, MonteCarloResult, monte_carlo_gradcam
 
 __all__ = [
     "AtInitResult",
     "GradCAMResult",
     "HeadSampling",
-    "MaskedLinear",
     "MonteCarloResult",
     "SimpleCNN",
     "at_init_experiment",
