@@ -163,6 +163,12 @@ class SimpleCNN(nn.Sequential):
         self.activation_size, self.pooled_size = (h, w), (hp, wp)
         self.walled = walled
 
+    def __getitem__(self, idx: slice | int) -> nn.Module:  # type: ignore[override]
+        """Layer ``idx``; a slice is a plain ``nn.Sequential`` of those layers (not a model)."""
+        if isinstance(idx, slice):
+            return nn.Sequential(OrderedDict(list(self._modules.items())[idx]))
+        return super().__getitem__(idx)
+
     @property
     def wall(self) -> WallSpec | None:
         """The wall of the head's first layer, in pooled-map coordinates (``None`` if unwalled)."""
