@@ -66,8 +66,7 @@ def wall_spec(wall_rows: Sequence[int], pooled_height: int) -> WallSpec:
     bad = [p for p in rows if not 0 <= p < pooled_height]
     if bad:
         raise CamwallError(
-            f"wall_rows {bad} are outside the {pooled_height} pooled rows "
-            f"(0..{pooled_height - 1})."
+            f"wall_rows {bad} are outside the {pooled_height} pooled rows (0..{pooled_height - 1})."
         )
     if not rows:
         raise CamwallError("wall_rows is empty; give at least one row, or walled=False.")
@@ -98,7 +97,9 @@ def _head(
     if wall is None:
         first = nn.Linear(widths[0], widths[1], bias=False)
     else:
-        first = WalledLinear(widths[0], widths[1], bias=False, feature_shape=feature_shape, wall=wall)
+        first = WalledLinear(
+            widths[0], widths[1], bias=False, feature_shape=feature_shape, wall=wall
+        )
     layers: list[nn.Module] = [first]
     for d_in, d_out in itertools.pairwise(widths[1:]):
         layers += [nn.ReLU(), nn.Linear(d_in, d_out, bias=False)]
