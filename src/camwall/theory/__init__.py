@@ -3,7 +3,9 @@
 Public API:
 
 - :class:`SimpleCNN`: valid conv (no bias), ReLU, max-pool 2x2, head of ``L`` Linear layers,
-  optionally walled.
+  optionally walled (a :class:`camwall.walls.WalledLinear` first layer; dead rows from
+  :func:`camwall.walls.dead_zone`). The checks compare its GradCAM with
+  :func:`camwall.cams.compute_cams` as well as with autograd.
 - :func:`gradcam_closed_form` (Proposition 2, no autograd) and :func:`gradcam_autograd`.
 - :func:`expected_gradcam` (exact expectation at initialization), :func:`expected_sqrt_relu_chi2`,
   :func:`theorem3_bound` (the paper's lower bound), :func:`patch_norms`.
