@@ -5,6 +5,7 @@ import torch
 from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+from camwall.cams import compute_cams, finalize_maps
 from camwall.data import load_fashion_mnist
 from camwall.errors import CamwallError
 from camwall.theory import at_init_experiment, gradcam_closed_form, pad_to_29
@@ -79,6 +80,18 @@ def test_gradcam_matches_closed_form_and_grad_cam_capture(result):
     weights = grads.mean(dim=(2, 3))
     peer = torch.relu((weights[:, :, None, None] * acts).sum(dim=1))
     torch.testing.assert_close(peer, result.cams, rtol=1e-5, atol=1e-7)
+
+
+def test_gradcam_matches_the_librarys_gradcam(result):
+    # camwall.cams at the same layer (argmax targets, as in the experiment): its map is the
+    # experiment's raw map after the library's post-processing (ReLU, min-max normalization,
+    # bilinear resize to 29x29, normalization again).
+    model, x = result.model, result.images
+    maps = compute_cams(model, x, "relu", ["gradcam"])["gradcam"]
+    assert maps.shape == (3, 29, 29)
+    torch.testing.assert_close(maps, finalize_maps(result.cams, (29, 29)), rtol=0, atol=2e-5)
+    # and it is positive on the dead input rows 15..28 too
+    assert bool((maps[[0, 2], 15:].amax(dim=(1, 2)) > 0.01).all())
 
 
 def test_bad_indices():

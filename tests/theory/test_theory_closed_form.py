@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from camwall.cams import compute_cams, finalize_maps
 from camwall.errors import CamwallError
 from camwall.theory import SimpleCNN, gradcam_autograd, gradcam_closed_form
 
@@ -34,6 +35,26 @@ def test_closed_form_equals_autograd(depth, walled, seed):
     assert _rel(cf.alpha, ag.alpha) < 1e-12
     assert ag.cam.max() > 0
     assert _rel(cf.cam, ag.cam) < 1e-12
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("walled", [True, False])
+def test_closed_form_equals_the_librarys_gradcam(depth, walled):
+    # camwall.cams returns GradCAM after its post-processing (ReLU, min-max normalization,
+    # bilinear resize to the input, normalization again), computed in float32; the closed
+    # form's raw map, put through the same post-processing, must give the same map.
+    model = _model(depth, walled, seed=depth)
+    x = torch.rand(5, 1, 14, 15, generator=torch.Generator().manual_seed(200 + depth)).double()
+    x[0, 0, 8:] = 0
+    cf = gradcam_closed_form(model, x)
+    for targets in (None, [3, 0, 1, 2, 3]):
+        expected = cf if targets is None else gradcam_closed_form(model, x, torch.tensor(targets))
+        maps = compute_cams(model, x, "relu", ["gradcam"], targets=targets)["gradcam"]
+        assert maps.shape == (5, 14, 15)
+        assert float(maps.amax()) > 0.99  # not only all-zero maps (L = 1 gives some)
+        reference = finalize_maps(expected.cam, (14, 15))
+        torch.testing.assert_close(maps, reference, rtol=0, atol=2e-5)
+    assert model.training  # the engine restored the mode
 
 
 @pytest.mark.parametrize("target", [0, 3])

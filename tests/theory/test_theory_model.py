@@ -5,6 +5,7 @@ import torch
 
 from camwall.errors import CamwallError
 from camwall.theory import SimpleCNN, conv_output_size, default_wall_rows
+from camwall.walls import WalledLinear, WallSpec, dead_zone, simple_cnn
 
 
 def _live_input_rows(model: SimpleCNN, trials: int = 3) -> set[int]:
@@ -78,3 +79,41 @@ def test_bad_arguments():
         SimpleCNN(3, 2, (13, 13), walled=False, wall_rows=(1,))
     with pytest.raises(CamwallError, match=">= 1"):
         SimpleCNN(0, 2, (13, 13))
+    with pytest.raises(CamwallError, match="have a gap"):
+        SimpleCNN(3, 2, (13, 13), wall_rows=(3, 5))
+    with pytest.raises(CamwallError, match="empty"):
+        SimpleCNN(3, 2, (13, 13), wall_rows=())
+
+
+def test_the_wall_is_the_librarys():
+    model = SimpleCNN(3, 3, (16, 12), wall_rows=(5, 6))  # h' = 7: rows 5..6 reach the end
+    first = model.head[0]
+    assert isinstance(first, WalledLinear)
+    assert first.feature_shape == (3, 7, 5)
+    assert model.wall == WallSpec(rows=(5, None))
+    assert SimpleCNN(3, 3, (16, 12), wall_rows=(2, 3)).wall == WallSpec(rows=(2, 4))
+    assert SimpleCNN(3, 2, (13, 13), walled=False).wall is None
+    # the dead rows are the fully dead rows of the library's dead zone
+    zone = dead_zone(model, (1, 16, 12))
+    assert model.dead_input_rows() == tuple(range(12, 16))
+    assert torch.equal(zone.all(dim=1), torch.arange(16) >= 12)
+
+
+@pytest.mark.parametrize("walled", [True, False])
+def test_same_network_as_the_registered_simple_cnn(walled):
+    # The paper's CNN at 29x29, k=2, L=1 is camwall.walls.simple_cnn, with named layers.
+    ours = SimpleCNN(8, 2, (29, 29), outputs=10, walled=walled).double()
+    ours.reset_gaussian_(1.0, torch.Generator().manual_seed(0))
+    ref = simple_cnn(num_classes=10, walled=walled, channels=8).double()
+    assert [type(m) for m in ours[:4]] == [type(m) for m in ref[:4]]
+    assert type(ours.head[0]) is type(ref[4])
+    assert len(ours.head) == 1
+    if walled:
+        assert ours.wall == ref[4].wall
+        assert ours.head[0].feature_shape == ref[4].feature_shape
+    assert torch.equal(dead_zone(ours, (1, 29, 29)), dead_zone(ref, (1, 29, 29)))
+    with torch.no_grad():
+        ref[0].weight.copy_(ours.conv.weight)
+        ref[4].weight.copy_(ours.head[0].weight)
+        x = torch.rand(4, 1, 29, 29, generator=torch.Generator().manual_seed(1)).double()
+        assert torch.equal(ours(x), ref(x))

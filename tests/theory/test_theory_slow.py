@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from camwall.cams import compute_cams, finalize_maps
 from camwall.data import load_fashion_mnist
 from camwall.theory import (
     SimpleCNN,
@@ -34,6 +35,8 @@ def test_closed_form_more_seeds(seed, depth):
     scale = ag.alpha.abs().max()
     assert float((cf.alpha - ag.alpha).abs().max()) <= 1e-12 * float(scale)
     assert float((cf.cam - ag.cam).abs().max()) <= 1e-12 * max(float(ag.cam.abs().max()), 1e-300)
+    maps = compute_cams(model, x, "relu", ["gradcam"])["gradcam"]  # the library's, post-processed
+    torch.testing.assert_close(maps, finalize_maps(cf.cam, size), rtol=0, atol=2e-5)
 
 
 @pytest.mark.parametrize("v", [512, 1024])

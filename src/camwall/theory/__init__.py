@@ -3,7 +3,9 @@
 Public API:
 
 - :class:`SimpleCNN`: valid conv (no bias), ReLU, max-pool 2x2, head of ``L`` Linear layers,
-  optionally walled.
+  optionally walled (a :class:`camwall.walls.WalledLinear` first layer; dead rows from
+  :func:`camwall.walls.dead_zone`). The checks compare its GradCAM with
+  :func:`camwall.cams.compute_cams` as well as with autograd.
 - :func:`gradcam_closed_form` (Proposition 2, no autograd) and :func:`gradcam_autograd`.
 - :func:`expected_gradcam` (exact expectation at initialization), :func:`expected_sqrt_relu_chi2`,
   :func:`theorem3_bound` (the paper's lower bound), :func:`patch_norms`.
@@ -23,14 +25,13 @@ from camwall.theory._expectation import (
     unmasked_positions,
 )
 from camwall.theory._gradcam import GradCAMResult, gradcam_autograd, gradcam_closed_form
-from camwall.theory._model import MaskedLinear, SimpleCNN, conv_output_size, default_wall_rows
+from camwall.theory._model import SimpleCNN, conv_output_size, default_wall_rows
 from camwall.theory._monte_carlo import HeadSampling, MonteCarloResult, monte_carlo_gradcam
 
 __all__ = [
     "AtInitResult",
     "GradCAMResult",
     "HeadSampling",
-    "MaskedLinear",
     "MonteCarloResult",
     "SimpleCNN",
     "at_init_experiment",

@@ -4,9 +4,10 @@ A walled simple CNN with random ``N(0, 1)`` weights (``K = 256`` filters 2x2, ma
 ``Linear(K * 14 * 14 -> 10)`` masked on the bottom 7 of the 14 pooled rows) reads 28x28 items
 zero-padded to 29x29 (one zero row on top, one zero column on the right). Then:
 
-- the dead input rows follow from the structure: pooled row ``p`` reads activation rows
-  ``2p, 2p+1``, which read input rows ``2p .. 2p+k``. The last live pooled row 6 reaches padded
-  row 14, so padded rows 15..28 (the item's bottom 14 rows, 14..27) are dead;
+- the dead input rows follow from the structure (:func:`camwall.walls.dead_zone`): pooled row
+  ``p`` reads activation rows ``2p, 2p+1``, which read input rows ``2p .. 2p+k``. The last live
+  pooled row 6 reaches padded row 14, so padded rows 15..28 (the item's bottom 14 rows, 14..27)
+  are dead;
 - zeroing them leaves the output bit-identical, while changing the last live row does not;
 - GradCAM at the ReLU (autograd, ``alpha_v = GAP(dy/dB_v)``) is still positive below the wall.
 """
@@ -78,6 +79,49 @@ class AtInitResult:
     model: SimpleCNN
 
 
+def _select(
+    items: tuple[Tensor, Tensor] | None, indices: Sequence[int], root: str | None
+) -> tuple[Tensor, Tensor, list[int]]:
+    """The images, labels and checked indices of the items (the test split unless given)."""
+    if items is None:
+        from camwall.data import load_fashion_mnist
+
+        items = load_fashion_mnist("test", root=root)
+    all_images, all_labels = items
+    idx = [int(i) for i in indices]
+    if not idx or any(not 0 <= i < len(all_images) for i in idx):
+        raise CamwallError(
+            f"indices {idx} must be non-empty and within 0..{len(all_images) - 1} "
+            "(Fashion-MNIST test items)"
+        )
+    return all_images, all_labels, idx
+
+
+def _random_walled_cnn(filters: int, seed: int, device: torch.device) -> SimpleCNN:
+    """The notebook's walled CNN with ``N(0, 1)`` weights drawn from ``seed``, in eval mode."""
+    model = SimpleCNN(filters, KERNEL, (29, 29), outputs=10, wall_rows=WALL_ROWS).to(device)
+    model.reset_gaussian_(1.0, torch.Generator().manual_seed(seed))
+    return model.eval()
+
+
+@torch.no_grad()
+def _wall_checks(
+    model: SimpleCNN, x: Tensor, dead: tuple[int, ...], seed: int
+) -> tuple[bool, bool]:
+    """Whether zeroing the ``dead`` rows keeps every output bit-identical, and whether
+    redrawing the last live row (``U[0, 1)`` from ``seed + 1``) changes some output."""
+    out = model(x)
+    zeroed = x.clone()
+    zeroed[:, :, list(dead), :] = 0
+    identical = torch.equal(model(zeroed), out)
+    live = [r for r in range(x.shape[-2]) if r not in dead]
+    changed = x.clone()
+    changed[:, :, max(live), :] = torch.rand(
+        changed.shape[-1], generator=torch.Generator().manual_seed(seed + 1)
+    ).to(x.device)
+    return identical, not torch.equal(model(changed), out)
+
+
 def at_init_experiment(
     indices: Sequence[int] = (0, 1, 2, 3, 4, 5),
     seed: int = 0,
@@ -100,34 +144,12 @@ def at_init_experiment(
     Returns:
         :class:`AtInitResult`.
     """
-    if items is None:
-        from camwall.data import load_fashion_mnist
-
-        items = load_fashion_mnist("test", root=root)
-    all_images, all_labels = items
-    idx = [int(i) for i in indices]
-    if not idx or any(not 0 <= i < len(all_images) for i in idx):
-        raise CamwallError(
-            f"indices {idx} must be non-empty and within 0..{len(all_images) - 1} "
-            "(Fashion-MNIST test items)"
-        )
+    all_images, all_labels, idx = _select(items, indices, root)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     x = pad_to_29(all_images[idx]).to(dev)
-    model = SimpleCNN(filters, KERNEL, (29, 29), outputs=10, wall_rows=WALL_ROWS).to(dev)
-    model.reset_gaussian_(1.0, torch.Generator().manual_seed(seed))
-    model.eval()
+    model = _random_walled_cnn(filters, seed, dev)
     dead = model.dead_input_rows()
-    with torch.no_grad():
-        out = model(x)
-        zeroed = x.clone()
-        zeroed[:, :, list(dead), :] = 0
-        identical = torch.equal(model(zeroed), out)
-        live = [r for r in range(x.shape[-2]) if r not in dead]
-        changed = x.clone()
-        changed[:, :, max(live), :] = torch.rand(
-            changed.shape[-1], generator=torch.Generator().manual_seed(seed + 1)
-        ).to(dev)
-        matters = not torch.equal(model(changed), out)
+    identical, matters = _wall_checks(model, x, dead, seed)
     res = gradcam_autograd(model, x)
     wall_row = 2 * min(WALL_ROWS)
     below = res.cam[:, wall_row:, :]

@@ -89,6 +89,70 @@ def _gradcam_samples(
     return gc.relu_()
 
 
+class _Plan(NamedTuple):
+    """What one Monte Carlo run draws: sizes, live pooled rows and the block size."""
+
+    image: Tensor
+    activation_size: tuple[int, int]
+    pooled_width: int
+    live_rows: int
+    batch_size: int
+
+
+def _plan(
+    image: Tensor,
+    filters: int,
+    kernel_size: int,
+    tau: float,
+    samples: int,
+    batch_size: int | None,
+    wall_rows: Sequence[int] | None,
+    head_sampling: str,
+) -> _Plan:
+    """Check the arguments of :func:`monte_carlo_gradcam` and size the run."""
+    _check_v(filters)
+    _check_tau(tau)
+    if samples < 2:
+        raise CamwallError(f"samples={samples}: need at least 2 for a standard error")
+    x = _image2d(image)
+    h, w, hp, wp = conv_output_size((int(x.shape[0]), int(x.shape[1])), kernel_size)
+    rows = default_wall_rows(hp) if wall_rows is None else tuple(wall_rows)
+    if any(not 0 <= p < hp for p in rows):
+        raise CamwallError(f"wall_rows {tuple(rows)} are outside the {hp} pooled rows")
+    if head_sampling not in ("weights", "alpha"):
+        raise CamwallError(f"head_sampling={head_sampling!r}; choose 'weights' or 'alpha'")
+    if batch_size is None:
+        batch_size = max(1, (2 << 20) // (filters * h * w))
+    if batch_size < 1:
+        raise CamwallError(f"batch_size={batch_size} must be >= 1")
+    return _Plan(x, (h, w), wp, hp - len(set(rows)), batch_size)
+
+
+class _RunningMoments:
+    """Mean and sum of squared deviations of ``S x n`` blocks, merged block by block (Chan et
+    al.): ``mean += delta * m / (n + m)``, ``M2 += M2_block + delta^2 * n m / (n + m)``."""
+
+    def __init__(self, size: int, device: torch.device) -> None:
+        self.mean = torch.zeros(size, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros_like(self.mean)
+        self.count = 0
+
+    def add(self, block: Tensor) -> None:
+        """Merge the rows of ``block`` (``m x size``)."""
+        count = block.shape[0]
+        block_mean = block.mean(dim=0)
+        block_m2 = ((block - block_mean) ** 2).sum(dim=0)
+        delta = block_mean - self.mean
+        total = self.count + count
+        self.mean = self.mean + delta * (count / total)
+        self.m2 = self.m2 + block_m2 + delta**2 * (self.count * count / total)
+        self.count = total
+
+    def stderr(self) -> Tensor:
+        """Standard error of the mean, ``sqrt(M2 / (n - 1) / n)``."""
+        return (self.m2 / (self.count - 1) / self.count).sqrt()
+
+
 def monte_carlo_gradcam(
     image: Tensor,
     filters: int,
@@ -125,41 +189,19 @@ def monte_carlo_gradcam(
         :class:`MonteCarloResult`: ``mean`` and ``stderr`` (standard error of the mean), each
         ``h x w`` float64 on ``image.device``.
     """
-    _check_v(filters)
-    _check_tau(tau)
-    if samples < 2:
-        raise CamwallError(f"samples={samples}: need at least 2 for a standard error")
-    x = _image2d(image)
-    h, w, hp, wp = conv_output_size((int(x.shape[0]), int(x.shape[1])), kernel_size)
-    rows = default_wall_rows(hp) if wall_rows is None else tuple(wall_rows)
-    if any(not 0 <= p < hp for p in rows):
-        raise CamwallError(f"wall_rows {tuple(rows)} are outside the {hp} pooled rows")
-    live = hp - len(set(rows))
-    if head_sampling not in ("weights", "alpha"):
-        raise CamwallError(f"head_sampling={head_sampling!r}; choose 'weights' or 'alpha'")
-    if batch_size is None:
-        batch_size = max(1, (2 << 20) // (filters * h * w))
-    if batch_size < 1:
-        raise CamwallError(f"batch_size={batch_size} must be >= 1")
+    plan = _plan(
+        image, filters, kernel_size, tau, samples, batch_size, wall_rows, head_sampling
+    )  # fmt: skip
+    x, (h, w) = plan.image, plan.activation_size
     patches = _image_patches(x, kernel_size)
-    # Running mean and sum of squared deviations, merged block by block (Chan et al.).
-    mean = torch.zeros(h * w, dtype=torch.float64, device=x.device)
-    m2 = torch.zeros_like(mean)
-    done = 0
+    moments = _RunningMoments(h * w, x.device)
     with tqdm(total=samples, disable=not progress, desc="Monte Carlo", unit="init") as bar:
-        while done < samples:
-            count = min(batch_size, samples - done)
+        while moments.count < samples:
+            count = min(plan.batch_size, samples - moments.count)
             conv, head = _sample_weights(
-                count, filters, kernel_size, live, wp, tau, generator, x.device, head_sampling
-            )
-            gc = _gradcam_samples(patches, conv, head, (h, w))
-            block_mean = gc.mean(dim=0)
-            block_m2 = ((gc - block_mean) ** 2).sum(dim=0)
-            delta = block_mean - mean
-            total = done + count
-            mean = mean + delta * (count / total)
-            m2 = m2 + block_m2 + delta**2 * (done * count / total)
-            done = total
+                count, filters, kernel_size, plan.live_rows, plan.pooled_width, tau, generator,
+                x.device, head_sampling,
+            )  # fmt: skip
+            moments.add(_gradcam_samples(patches, conv, head, (h, w)))
             bar.update(count)
-    stderr = (m2 / (samples - 1) / samples).sqrt()
-    return MonteCarloResult(mean.reshape(h, w), stderr.reshape(h, w))
+    return MonteCarloResult(moments.mean.reshape(h, w), moments.stderr().reshape(h, w))

@@ -20,7 +20,7 @@ import torch
 
 from camwall._versions import versions
 from camwall.errors import CamwallError
-from camwall.theory._at_init import at_init_experiment, pad_to_29
+from camwall.theory._at_init import AtInitResult, at_init_experiment, pad_to_29
 from camwall.theory._expectation import expected_gradcam, patch_norms, theorem3_bound
 from camwall.theory._figures import plot_at_init, plot_expectation
 from camwall.theory._model import SimpleCNN, conv_output_size, default_wall_rows
@@ -138,6 +138,146 @@ def _environment() -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class _Sampling:
+    """The Monte Carlo settings shared by every row of the table."""
+
+    samples: int
+    kernel_size: int
+    tau: float
+    head_sampling: HeadSampling
+    progress: bool
+
+
+def _check_arguments(filters: Sequence[int], at_init_items: int, at_init_shown: int) -> None:
+    if not filters or any(v < 1 for v in filters):
+        raise CamwallError(f"--filters {list(filters)}: give one or more positive integers")
+    if at_init_items < 1 or not 1 <= at_init_shown <= at_init_items:
+        raise CamwallError("need at_init_items >= 1 and 1 <= at_init_shown <= at_init_items")
+
+
+def _item(images: torch.Tensor, index: int) -> torch.Tensor:
+    """Test item ``index`` padded to 29x29, ``29 x 29`` float64."""
+    if not 0 <= index < len(images):
+        raise CamwallError(f"--index {index} is outside 0..{len(images) - 1} (Fashion-MNIST test)")
+    return pad_to_29(images[index : index + 1])[0, 0].to(torch.float64)
+
+
+def _table_row(
+    image: torch.Tensor, filters: int, run: _Sampling, generator: torch.Generator
+) -> tuple[TheoryRow, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Monte Carlo against the exact map and the bound for ``V = filters``.
+
+    Returns:
+        The row, the Monte Carlo mean, the exact expectation and the bound (``None`` for
+        ``V <= 400``), maps ``h x w`` float64.
+    """
+    k, tau = run.kernel_size, run.tau
+    nonzero = patch_norms(image, k) > 0
+    start = time.perf_counter()
+    mc = monte_carlo_gradcam(
+        image, filters, k, tau, run.samples, generator,
+        head_sampling=run.head_sampling, progress=run.progress,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    exact = expected_gradcam(image, filters, k, tau)
+    gap = (mc.mean - exact)[nonzero]
+    bound = theorem3_bound(image, filters, k, tau) if filters > 400 else None
+    ratios: list[float | None] = [None] * 4
+    if bound is not None:
+        eb = exact[nonzero] / bound[nonzero]
+        mb = mc.mean[nonzero] / bound[nonzero]
+        ratios = [float(eb.min()), float(eb.median()), float(mb.min()), float(mb.median())]
+    row = TheoryRow(
+        filters=filters,
+        samples=run.samples,
+        positions=int(nonzero.sum()),
+        max_rel_gap=float((gap.abs() / exact[nonzero]).max()),
+        max_abs_z=float((gap.abs() / mc.stderr[nonzero]).max()),
+        exact_over_bound_min=ratios[0],
+        exact_over_bound_median=ratios[1],
+        mc_over_bound_min=ratios[2],
+        mc_over_bound_median=ratios[3],
+        bound_below_exact=None if bound is None else bool((bound <= exact).all()),
+        seconds=round(seconds, 3),
+        samples_per_s=run.samples / seconds,
+    )
+    return row, mc.mean, exact, bound
+
+
+def _at_init_summary(result: AtInitResult, seed: int, items: int, shown: int) -> dict[str, Any]:
+    """The ``at_init`` section of ``theory.json``."""
+    summary: dict[str, Any] = {
+        "seed": seed,
+        "items": items,
+        "dead_rows": list(result.dead_rows),
+        "wall_activation_row": result.wall_row,
+        "outputs_identical": result.outputs_identical,
+        "last_live_row_matters": result.last_live_row_matters,
+        "positive_below_wall": int((result.max_below_wall > 0).sum()),
+        "positive_below_dead_zone": int((result.max_below_dead > 0).sum()),
+        "mean_mass_below_wall": float(result.mass_below_wall.nan_to_num(0.0).mean()),
+        "shown": list(range(shown)),
+    }
+    if not math.isfinite(summary["mean_mass_below_wall"]):
+        summary["mean_mass_below_wall"] = 0.0
+    return summary
+
+
+def _plot_at_init_figure(result: AtInitResult, seed: int, shown: int, path: Path) -> None:
+    """``at_init.png``: the first ``shown`` items and their maps, with the wall."""
+    from camwall.data import FASHION_CLASSES
+
+    captions = [
+        f"#{i} {FASHION_CLASSES[int(result.labels[i])]}\n(explains output {int(result.targets[i])})"
+        for i in range(shown)
+    ]
+    positive = int((result.max_below_wall > 0).sum())
+    plot_at_init(
+        result.images[:shown], result.cams[:shown], captions,
+        wall_row=result.wall_row, dead_row=min(result.dead_rows),
+        title=(
+            f"GradCAM of a walled CNN at initialization (K=256, seed {seed}); outputs unchanged "
+            f"when the dead rows are zeroed: {result.outputs_identical}; positive below the "
+            f"wall for {positive}/{len(result.indices)} items"
+        ),
+        path=path,
+    )  # fmt: skip
+
+
+def _wall_rows(kernel_size: int) -> tuple[int, int]:
+    """First and last walled pooled row of the paper's wall at 29x29."""
+    _, _, hp, _ = conv_output_size((29, 29), kernel_size)
+    wall = default_wall_rows(hp)
+    return wall[0], wall[-1]
+
+
+def _write_table(
+    report: _Report,
+    image: torch.Tensor,
+    filters: Sequence[int],
+    run: _Sampling,
+    generator: torch.Generator,
+    out: Path,
+) -> None:
+    """One row and one ``figure3_V{V}.png`` per ``V``; the report is rewritten after each."""
+    wall_row = 2 * _wall_rows(run.kernel_size)[0]  # first activation row the head never reads
+    dead_row = min(SimpleCNN(1, run.kernel_size, (29, 29)).dead_input_rows())
+    for v in filters:
+        row, mc_mean, exact, bound = _table_row(image, v, run, generator)
+        report.rows.append(row)
+        report.write(out)
+        plot_expectation(
+            image, mc_mean, exact, bound,
+            wall_row=wall_row, dead_row=dead_row,
+            title=(
+                f"Expected GradCAM at initialization, V={v}, {run.samples} samples "
+                f"(max rel. gap {row.max_rel_gap:.1%})"
+            ),
+            path=out / f"figure3_V{v}.png",
+        )  # fmt: skip
+
+
 def theory_report(
     out_dir: str | os.PathLike[str],
     *,
@@ -174,108 +314,27 @@ def theory_report(
     """
     from camwall.data import load_fashion_mnist
 
-    if not filters or any(v < 1 for v in filters):
-        raise CamwallError(f"--filters {list(filters)}: give one or more positive integers")
-    if at_init_items < 1 or not 1 <= at_init_shown <= at_init_items:
-        raise CamwallError("need at_init_items >= 1 and 1 <= at_init_shown <= at_init_items")
+    _check_arguments(filters, at_init_items, at_init_shown)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     images, labels = load_fashion_mnist("test", root=root)
-    if not 0 <= index < len(images):
-        raise CamwallError(f"--index {index} is outside 0..{len(images) - 1} (Fashion-MNIST test)")
-    image = pad_to_29(images[index : index + 1])[0, 0].to(torch.float64)
-    _, _, hp, _ = conv_output_size((29, 29), kernel_size)
-    wall = default_wall_rows(hp)
-    report = _Report(
-        config={
-            "filters": list(filters),
-            "samples": samples,
-            "seed": seed,
-            "index": index,
-            "kernel_size": kernel_size,
-            "tau": tau,
-            "head_sampling": head_sampling,
-            "wall_rows": [wall[0], wall[-1]],
-            "at_init_items": at_init_items,
-        },
-        environment=_environment(),
-    )
-    nonzero = patch_norms(image, kernel_size) > 0
-    wall_row = 2 * wall[0]  # first activation row the head never reads
-    dead_row = min(SimpleCNN(1, kernel_size, (29, 29)).dead_input_rows())
-    generator = torch.Generator().manual_seed(seed)
-    for v in filters:
-        start = time.perf_counter()
-        mc = monte_carlo_gradcam(
-            image, v, kernel_size, tau, samples, generator,
-            head_sampling=head_sampling, progress=progress,
-        )  # fmt: skip
-        seconds = time.perf_counter() - start
-        exact = expected_gradcam(image, v, kernel_size, tau)
-        gap = (mc.mean - exact)[nonzero]
-        z = gap.abs() / mc.stderr[nonzero]
-        bound = theorem3_bound(image, v, kernel_size, tau) if v > 400 else None
-        ratios: list[float | None] = [None] * 4
-        if bound is not None:
-            eb = exact[nonzero] / bound[nonzero]
-            mb = mc.mean[nonzero] / bound[nonzero]
-            ratios = [float(eb.min()), float(eb.median()), float(mb.min()), float(mb.median())]
-        row = TheoryRow(
-            filters=v,
-            samples=samples,
-            positions=int(nonzero.sum()),
-            max_rel_gap=float((gap.abs() / exact[nonzero]).max()),
-            max_abs_z=float(z.max()),
-            exact_over_bound_min=ratios[0],
-            exact_over_bound_median=ratios[1],
-            mc_over_bound_min=ratios[2],
-            mc_over_bound_median=ratios[3],
-            bound_below_exact=None if bound is None else bool((bound <= exact).all()),
-            seconds=round(seconds, 3),
-            samples_per_s=samples / seconds,
-        )
-        report.rows.append(row)
-        report.write(out)
-        plot_expectation(
-            image, mc.mean, exact, bound,
-            wall_row=wall_row, dead_row=dead_row,
-            title=(
-                f"Expected GradCAM at initialization, V={v}, {samples} samples "
-                f"(max rel. gap {row.max_rel_gap:.1%})"
-            ),
-            path=out / f"figure3_V{v}.png",
-        )  # fmt: skip
-    result = at_init_experiment(range(at_init_items), seed, items=(images, labels))
-    positive = result.max_below_wall > 0
-    report.at_init = {
+    image = _item(images, index)
+    config = {
+        "filters": list(filters),
+        "samples": samples,
         "seed": seed,
-        "items": at_init_items,
-        "dead_rows": list(result.dead_rows),
-        "wall_activation_row": result.wall_row,
-        "outputs_identical": result.outputs_identical,
-        "last_live_row_matters": result.last_live_row_matters,
-        "positive_below_wall": int(positive.sum()),
-        "positive_below_dead_zone": int((result.max_below_dead > 0).sum()),
-        "mean_mass_below_wall": float(result.mass_below_wall.nan_to_num(0.0).mean()),
-        "shown": list(range(at_init_shown)),
+        "index": index,
+        "kernel_size": kernel_size,
+        "tau": tau,
+        "head_sampling": head_sampling,
+        "wall_rows": list(_wall_rows(kernel_size)),
+        "at_init_items": at_init_items,
     }
-    if not math.isfinite(report.at_init["mean_mass_below_wall"]):
-        report.at_init["mean_mass_below_wall"] = 0.0
+    report = _Report(config=config, environment=_environment())
+    run = _Sampling(samples, kernel_size, tau, head_sampling, progress)
+    _write_table(report, image, filters, run, torch.Generator().manual_seed(seed), out)
+    result = at_init_experiment(range(at_init_items), seed, items=(images, labels))
+    report.at_init = _at_init_summary(result, seed, at_init_items, at_init_shown)
     report.write(out)
-    from camwall.data import FASHION_CLASSES
-
-    captions = [
-        f"#{i} {FASHION_CLASSES[int(result.labels[i])]}\n(explains output {int(result.targets[i])})"
-        for i in range(at_init_shown)
-    ]
-    plot_at_init(
-        result.images[:at_init_shown], result.cams[:at_init_shown], captions,
-        wall_row=result.wall_row, dead_row=min(result.dead_rows),
-        title=(
-            f"GradCAM of a walled CNN at initialization (K=256, seed {seed}); outputs unchanged "
-            f"when the dead rows are zeroed: {result.outputs_identical}; positive below the "
-            f"wall for {int(positive.sum())}/{at_init_items} items"
-        ),
-        path=out / "at_init.png",
-    )  # fmt: skip
+    _plot_at_init_figure(result, seed, at_init_shown, out / "at_init.png")
     return json.loads((out / "theory.json").read_text())
