@@ -149,3 +149,26 @@ def test_value_checks():
     for bad in (0, -1, True, 2.0, "2", None):
         with pytest.raises(CamwallError, match="n must be a positive integer"):
             positive_int(bad, "n")
+
+
+def test_resolve_model_meta_has_the_model_facts_for_every_source(tmp_path):
+    from camwall.walls import resolve_model
+
+    model, meta = resolve_model("fashion-vgg", num_classes=4)
+    assert (meta["arch"], meta["input_shape"], meta["target_layer"]) == (
+        "fashion-vgg",
+        [1, 64, 64],
+        "9",
+    )
+    assert meta["arch_kwargs"] == {"num_classes": 4, "walled": True, "width": 16}
+    assert meta["wall"][0]["layer"] == "11"
+    _, meta = resolve_model("resnet18", ["layer3:rows=2:"], num_classes=3)
+    assert (meta["arch"], meta["input_shape"], meta["target_layer"]) == (
+        "torchvision",
+        [3, 224, 224],
+        "layer4",
+    )
+    path = save_model(model, tmp_path / "m")
+    _edit_json(path, target_layer=None)
+    _, meta = resolve_model(str(path))
+    assert (meta["source"], meta["target_layer"]) == ("checkpoint", "9")  # the default
