@@ -76,23 +76,25 @@ def test_load_weights_refuses_a_broken_wall(tmp_path):
         load_weights(create_model("fashion-vgg", width=4), file)
 
 
+SHAPE_32 = r"input_shape \[1, 32, 32\] is not the input shape of fashion-vgg \(1 x 64 x 64\)"
+ENTRY = r"each entry must be a positive integer"
+
+
 @pytest.mark.parametrize(
     ("key", "value", "why"),
     [
-        ("input_shape", [1, 32, 32], r"input_shape \[1, 32, 32\] is not the input shape of "
-         r"fashion-vgg \(1 x 64 x 64\)"),
+        ("input_shape", [1, 32, 32], SHAPE_32),
         ("input_shape", "abc", r"input_shape must be \[C, H, W\].*'abc'"),
         ("input_shape", [1, 64], r"input_shape must be \[C, H, W\]"),
-        ("input_shape", [1, "64", 64], r"input_shape \[1, '64', 64\]: each entry must be a "
-         r"positive integer"),
-        ("input_shape", [1, 0, 64], r"input_shape \[1, 0, 64\]: each entry must be a positive integer, got 0"),
+        ("input_shape", [1, "64", 64], rf"input_shape \[1, '64', 64\]: {ENTRY}, got '64'"),
+        ("input_shape", [1, 0, 64], rf"input_shape \[1, 0, 64\]: {ENTRY}, got 0"),
         ("target_layer", "99", r"target_layer '99' is not a layer of fashion-vgg"),
         ("target_layer", 9, r"target_layer 9 is not a layer of fashion-vgg"),
         ("class_names", ["a", "b"], r"class_names must be a list of 10 strings"),
         ("class_names", "abc", r"class_names must be a list of 10 strings"),
         ("class_names", [1] * 10, r"class_names must be a list of 10 strings"),
     ],
-)  # fmt: skip
+)
 def test_malformed_metadata_names_the_json_file_and_key(saved, key, value, why):
     _edit_json(saved, **{key: value})
     with pytest.raises(CamwallError, match=rf"fv\.json: {why}"):
@@ -118,7 +120,7 @@ def test_malformed_arch_kwargs_name_the_json_file_and_key(saved, kwargs, why):
 
 def test_metadata_that_fits_still_loads(saved):
     _edit_json(saved, input_shape=[1, 64, 64], target_layer="9", class_names=None)
-    model, meta = load_model(saved)
+    _, meta = load_model(saved)
     assert meta["target_layer"] == "9"
     _edit_json(saved, input_shape=None, target_layer=None)
     load_model(saved)
