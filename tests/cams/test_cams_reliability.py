@@ -161,3 +161,21 @@ def test_non_finite_weight_after_the_layer_names_the_output(make_tiny):
         model[6].bias[2] = float("nan")
     with pytest.raises(CamwallError, match=r"output \(logits\) contain NaN.*6\.bias has 1 NaN"):
         compute_cams(model, x, layer, ["gradcam", "eigencam"])
+
+
+def test_model_lock_is_per_model_and_dropped_with_the_model(make_tiny):
+    import gc
+
+    from camwall.cams._engine import _LOCKS, model_lock
+
+    model, layer, x = make_tiny("flat")
+    other, _, _ = make_tiny("flat")
+    assert model_lock(model) is model_lock(model)
+    assert model_lock(model) is not model_lock(other)
+
+    compute_cams(other, x, layer, "gradcam")
+    key = id(other)
+    assert key in _LOCKS
+    del other
+    gc.collect()
+    assert key not in _LOCKS

@@ -34,20 +34,21 @@ Head = Callable[[Tensor], Any]
 
 _ENGINE_OPTIONS = ("output_fn", "head", "channels_last")
 
-_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS: dict[int, threading.RLock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
 def model_lock(model: nn.Module) -> threading.RLock:
     """The re-entrant lock of ``model`` that every engine on it holds while it runs.
 
-    One lock per model object (kept while the model lives): two threads explaining the same
-    model are serialized, while the same thread may nest engines on it.
+    One lock per model object, dropped when the model is garbage-collected: two threads
+    explaining the same model are serialized, while the same thread may nest engines on it.
     """
     with _LOCKS_GUARD:
-        lock = _LOCKS.get(model)
+        lock = _LOCKS.get(id(model))
         if lock is None:
-            lock = _LOCKS[model] = threading.RLock()
+            lock = _LOCKS[id(model)] = threading.RLock()
+            weakref.finalize(model, _LOCKS.pop, id(model), None)
         return lock
 
 
