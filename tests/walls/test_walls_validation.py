@@ -174,3 +174,15 @@ def test_resolve_model_meta_has_the_model_facts_for_every_source(tmp_path):
     _edit_json(path, target_layer=None)
     _, meta = resolve_model(str(path))
     assert (meta["source"], meta["target_layer"]) == ("checkpoint", "9")  # the default
+
+
+def test_verify_wall_refuses_a_model_with_nan_weights_instead_of_failing_the_wall():
+    from camwall.walls import dead_zone, verify_wall
+
+    model = create_model("fashion-vgg", width=4)
+    zone = dead_zone(model, (1, 64, 64))
+    assert verify_wall(model, zone, trials=1).ok
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(CamwallError, match=r"outputs NaN or Inf .* weights are corrupt"):
+        verify_wall(model, zone, trials=1)
