@@ -24,7 +24,7 @@ from torch import nn
 
 from camwall.bench._runner import BenchDataset, BenchModel
 from camwall.errors import CamwallError
-from camwall.walls import is_checkpoint
+from camwall.walls import WallCheck, is_checkpoint
 
 __all__ = [
     "DEFAULT_DATASETS",
@@ -86,36 +86,64 @@ def resolve_model(
     walled: bool = True,
     walls: Sequence[str] = (),
 ) -> BenchModel:
-    """Load a model by checkpoint path or registry name and find its dead zone and target layer.
+    """Load a model by checkpoint path or name and find its dead zone and target layer.
+
+    Loading is :func:`camwall.walls.resolve_model` (checkpoint, registry or torchvision name);
+    a model under test (``walled``) must have a non-empty dead zone that passes
+    :func:`camwall.walls.verify_wall` (2 trials).
 
     Raises:
         CamwallError: unknown name, unreadable checkpoint, no such target layer, or (for a
-        model under test) no dead zone at all.
+        model under test) no dead zone at all or a wall that fails the check.
     """
-    from camwall.cams import resolve_layer
-    from camwall.walls import dead_zone, default_target_layer, verify_wall
-
     model, meta = _load(spec, weights, walls, baseline=not walled)
     model.eval()
     c, h, w = _input_shape(model, meta, spec)
-    label = name or _default_name(spec, meta, walled)
-    if not walled:
-        return BenchModel(
-            name=label,
-            model=model,
-            target_layer="",
-            dead_zone=torch.zeros(h, w, dtype=torch.bool),
-            class_names=list(meta.get("class_names") or []),
-            info={"spec": spec, "arch": meta.get("arch"), "input_shape": [c, h, w]},
-            walled=False,
-            channels=c,
+    info: dict[str, Any] = {"spec": spec, "arch": meta.get("arch"), "input_shape": [c, h, w]}
+    layer, zone = "", torch.zeros(h, w, dtype=torch.bool)
+    if walled:
+        layer, zone, check = _checked_wall(
+            model, spec, (c, h, w), target_layer or meta.get("target_layer")
         )
-    layer = target_layer or meta.get("target_layer") or default_target_layer(model)
+        info = {
+            "spec": spec,
+            "arch": meta.get("arch"),
+            "arch_kwargs": meta.get("arch_kwargs"),
+            "input_shape": [c, h, w],
+            "training": meta.get("training"),
+            "wall": meta.get("wall"),
+            "wall_check": {
+                "ok": check.ok,
+                "trials": check.trials,
+                "max_logit_change": check.max_logit_change,
+                "dead_pixels": check.dead_pixels,
+            },
+        }
+    return BenchModel(
+        name=name or _default_name(spec, meta, walled),
+        model=model,
+        target_layer=layer,
+        dead_zone=zone,
+        class_names=list(meta.get("class_names") or []),
+        info=info,
+        walled=walled,
+        channels=c,
+    )
+
+
+def _checked_wall(
+    model: nn.Module, spec: str, shape: tuple[int, int, int], layer: str | None
+) -> tuple[str, torch.Tensor, WallCheck]:
+    """``(target layer name, dead zone [H, W] on the CPU, wall check)`` of a model under test;
+    ``layer``: ``--target-layer`` or the recorded one (None: the model's default)."""
+    from camwall.cams import resolve_layer
+    from camwall.walls import dead_zone, default_target_layer, verify_wall
+
     try:
-        layer, _ = resolve_layer(model, layer)
+        name, _ = resolve_layer(model, layer or default_target_layer(model))
     except CamwallError as err:
         raise CamwallError(f"--target-layer: {err}") from None
-    zone = dead_zone(model, (c, h, w)).cpu()
+    zone = dead_zone(model, shape).cpu()
     if not bool(zone.any()):
         raise CamwallError(
             f"model {spec!r} has no wall (its dead zone is empty), so every saliency map would "
@@ -128,30 +156,7 @@ def resolve_model(
             f"model {spec!r}: the dead zone changed the output in a check "
             f"(max logit change {check.max_logit_change:g}); refusing to test a broken wall."
         )
-    info = {
-        "spec": spec,
-        "arch": meta.get("arch"),
-        "arch_kwargs": meta.get("arch_kwargs"),
-        "input_shape": [c, h, w],
-        "training": meta.get("training"),
-        "wall": meta.get("wall"),
-        "wall_check": {
-            "ok": check.ok,
-            "trials": check.trials,
-            "max_logit_change": check.max_logit_change,
-            "dead_pixels": check.dead_pixels,
-        },
-    }
-    return BenchModel(
-        name=label,
-        model=model,
-        target_layer=layer,
-        dead_zone=zone,
-        class_names=list(meta.get("class_names") or []),
-        info=info,
-        walled=True,
-        channels=c,
-    )
+    return name, zone, check
 
 
 def _default_name(spec: str, meta: dict[str, Any], walled: bool = True) -> str:

@@ -3,11 +3,18 @@
 Hygiene: hooks exist only inside a call or a ``with`` block and are removed in ``finally``;
 the model's train/eval mode and the parameters' ``requires_grad`` flags are restored; no
 parameter ``.grad`` is ever written (gradients come from ``torch.autograd.grad`` on the
-captured activation).
+captured activation). Gradients are enabled inside the engine, so a call under
+``torch.no_grad()`` gives the same maps (as in captum).
+
+Threads: each model has one re-entrant lock (:func:`model_lock`), held for a whole call or
+``with`` block, so concurrent calls on one model run one after the other and each sees (and
+restores) the model's own modes and flags.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -20,12 +27,29 @@ from camwall.cams._base import METHODS, CamContext, CamMethod
 from camwall.cams._targets import Target, TargetsArg, resolve_targets, score_rows
 from camwall.errors import CamwallError, did_you_mean
 
-__all__ = ["CamEngine", "compute_cams", "resolve_layer"]
+__all__ = ["CamEngine", "compute_cams", "model_lock", "resolve_layer"]
 
 OutputFn = Callable[[Any], Tensor]
 Head = Callable[[Tensor], Any]
 
 _ENGINE_OPTIONS = ("output_fn", "head", "channels_last")
+
+_LOCKS: dict[int, threading.RLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The re-entrant lock of ``model`` that every engine on it holds while it runs.
+
+    One lock per model object, dropped when the model is garbage-collected: two threads
+    explaining the same model are serialized, while the same thread may nest engines on it.
+    """
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(id(model))
+        if lock is None:
+            lock = _LOCKS[id(model)] = threading.RLock()
+            weakref.finalize(model, _LOCKS.pop, id(model), None)
+        return lock
 
 
 def resolve_layer(model: nn.Module, target_layer: nn.Module | str) -> tuple[str, nn.Module]:
@@ -100,6 +124,7 @@ class _Capture:
     replacement: Tensor | None = None
     activation: Tensor | None = None
     calls: int = 0
+    thread: int = field(default_factory=threading.get_ident)
 
 
 @dataclass
@@ -118,7 +143,9 @@ class CamEngine:
             maps = cams(x, ["gradcam", "hirescam"])      # dict name -> B x H x W
 
     Inside a ``with`` block the hook stays registered and the model stays in eval mode with its
-    parameters frozen; outside, each call sets these up and restores them itself.
+    parameters frozen; outside, each call sets these up and restores them itself. A call or a
+    ``with`` block holds the model's lock (:func:`model_lock`): another thread using the same
+    model waits until it ends (so do not wait for such a thread inside a ``with`` block).
 
     Args:
         model: a classifier; its output (after ``output_fn``) is B x num_classes logits.
@@ -154,6 +181,7 @@ class CamEngine:
         self._session: _Session | None = None
         self._depth = 0
         self._capture: _Capture | None = None
+        self._lock = model_lock(model)
 
     # ----------------------------------------------------------------- hygiene
     def __enter__(self) -> CamEngine:
@@ -169,6 +197,7 @@ class CamEngine:
         self._close()
 
     def _open(self) -> None:
+        self._lock.acquire()
         self._depth += 1
         if self._depth > 1:
             return
@@ -183,30 +212,33 @@ class CamEngine:
                 p.requires_grad_(False)
             session.handle = self.layer.register_forward_hook(self._hook)
         except BaseException:
-            self._depth = 1
             self._close()
             raise
 
     def _close(self) -> None:
-        self._depth -= 1
-        if self._depth > 0:
-            return
-        self._depth = 0
-        session, self._session = self._session, None
-        self._capture = None
-        if session is None:
-            return
-        if session.handle is not None:
-            session.handle.remove()
-        for m, mode in session.modes:
-            m.training = mode
-        for p, flag in session.flags:
-            p.requires_grad_(flag)
+        if self._depth <= 0:
+            return  # not open (a second __exit__ is harmless)
+        try:
+            self._depth -= 1
+            if self._depth > 0:
+                return
+            session, self._session = self._session, None
+            self._capture = None
+            if session is None:
+                return
+            if session.handle is not None:
+                session.handle.remove()
+            for m, mode in session.modes:
+                m.training = mode
+            for p, flag in session.flags:
+                p.requires_grad_(flag)
+        finally:
+            self._lock.release()
 
     def _hook(self, module: nn.Module, inputs: Any, output: Any) -> Any:
         cap = self._capture
-        if cap is None:
-            return None
+        if cap is None or cap.thread != threading.get_ident():
+            return None  # disarmed, or a plain forward of the model in another thread
         cap.calls += 1
         if cap.calls > 1:
             raise CamwallError(
@@ -331,11 +363,28 @@ class CamEngine:
         classes = _resolve_methods(methods)
         _check_options(options)
         self._check_input(x)
-        x = x.detach()
         self._open()
         try:
-            need_grad = any(cls.needs_gradient for cls in classes)
+            with torch.inference_mode(False):  # gradients work under torch.inference_mode() too
+                x = x.clone() if x.is_inference() else x.detach()
+                ctx = self._capture_pass(x, targets, any(c.needs_gradient for c in classes))
+                result: dict[str, Tensor] = {}
+                for cls in classes:
+                    method: CamMethod = cls(**options)
+                    with torch.no_grad():
+                        result[_name_of(cls)] = method.final_map(ctx).float()
+            return result
+        finally:
+            self._close()
+
+    def _capture_pass(self, x: Tensor, targets: TargetsArg, need_grad: bool) -> CamContext:
+        """One forward pass (and one backward pass if ``need_grad``) shared by all methods.
+
+        Gradients are enabled here whatever the caller's grad mode (``torch.no_grad()``).
+        """
+        with torch.enable_grad():
             a, logits = self._forward(x, need_grad)
+            self._check_finite(a, logits)
             fns: list[Target] = resolve_targets(targets, logits.detach())
             scores = score_rows(logits, range(x.shape[0]), fns)
             grads = None
@@ -346,28 +395,36 @@ class CamEngine:
                         f"choose a layer before the output (or check targets)."
                     )
                 (g,) = torch.autograd.grad(scores.sum(), a, allow_unused=True)
-                grads = torch.zeros_like(a) if g is None else g
-                grads = grads.float()
-            raw = a.detach()
-            ctx = CamContext(
-                x=x,
-                activations=raw.float(),
-                raw_activations=raw,
-                gradients=grads,
-                logits=logits.detach(),
-                scores=scores.detach(),
-                targets=fns,
-                engine=self,
-            )
-            del a, logits, scores
-            result: dict[str, Tensor] = {}
-            for cls in classes:
-                method: CamMethod = cls(**options)
-                with torch.no_grad():
-                    result[_name_of(cls)] = method.final_map(ctx).float()
-            return result
-        finally:
-            self._close()
+                grads = (torch.zeros_like(a) if g is None else g).float()
+        raw = a.detach()
+        return CamContext(
+            x=x,
+            activations=raw.float(),
+            raw_activations=raw,
+            gradients=grads,
+            logits=logits.detach(),
+            scores=scores.detach(),
+            targets=fns,
+            engine=self,
+        )
+
+    def _check_finite(self, a: Tensor, logits: Tensor) -> None:
+        """Refuse NaN/Inf target-layer activations or logits (for a finite input).
+
+        One device synchronisation when all is finite; the error names where it starts.
+        """
+        if bool(torch.isfinite(a).all() & torch.isfinite(logits).all()):
+            return
+        where = (
+            f"the activations of target layer {self.layer_name!r}"
+            if not bool(torch.isfinite(a).all())
+            else "the model's output (logits)"
+        )
+        raise CamwallError(
+            f"{where} contain NaN or Inf for a finite input, so every map would be NaN"
+            f"{_nonfinite_parameters(self.model)}; check the model's weights (or its "
+            "numerical range, e.g. float16 overflow)."
+        )
 
     def _check_input(self, x: Any) -> None:
         if not isinstance(x, Tensor):
@@ -398,6 +455,15 @@ class CamEngine:
                     f"x has dtype {x.dtype} but the model's parameters are {param.dtype}; cast "
                     f"them to the same dtype (e.g. model.to(x.dtype) or x.to({param.dtype}))."
                 )
+
+
+def _nonfinite_parameters(model: nn.Module) -> str:
+    """``": parameter NAME has N NaN / M Inf values"`` for the first such parameter, or ``""``."""
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            nan, inf = int(torch.isnan(p).sum()), int(torch.isinf(p).sum())
+            return f": parameter {name} has {nan} NaN / {inf} Inf values"
+    return ""
 
 
 def _name_of(cls: type[CamMethod]) -> str:

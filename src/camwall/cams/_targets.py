@@ -74,9 +74,11 @@ def resolve_targets(targets: TargetsArg, logits: Tensor) -> list[Target]:
                 f"targets[{i}] = {t!r} is neither a class index nor a callable on a logits row."
             )
         if isinstance(t, int):
-            if num_classes is not None and not -num_classes <= t < num_classes:
+            if t < 0 or (num_classes is not None and t >= num_classes):
+                top = "" if num_classes is None else f" to {num_classes - 1}"
                 raise CamwallError(
-                    f"targets[{i}] = {t} is out of range for a model with {num_classes} outputs."
+                    f"targets[{i}] = {t} is out of range: a class index is 0{top} (the model has "
+                    f"{num_classes or 'these'} outputs; negative indices are not accepted)."
                 )
             resolved.append(ClassTarget(t))
         else:

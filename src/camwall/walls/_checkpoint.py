@@ -20,7 +20,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import camwall
-from camwall.errors import CamwallError
+from camwall.errors import CamwallError, did_you_mean
+from camwall.walls._checks import check_finite_state, check_wall_zeros, input_shape_of
 from camwall.walls._deadzone import dead_zone, dead_zone_summary
 from camwall.walls._models import MODELS, create_model, model_config, unwrap
 from camwall.walls._modules import WalledLinear, walls_of
@@ -136,26 +137,79 @@ def _read_json(json_path: Path) -> dict[str, Any]:
     return record
 
 
-def _check_walls(model: nn.Module, tensors: dict[str, torch.Tensor], weights_path: Path) -> None:
-    for name, m in model.named_modules():
-        if not isinstance(m, WalledLinear):
-            continue
-        key = f"{name}.weight" if name else "weight"
-        w = tensors.get(key)
-        if w is None or tuple(w.shape) != tuple(m.weight.shape):
-            continue  # reported by the strict load
-        c, h, wd = m.feature_shape
-        rows = slice(*m.wall.rows) if m.wall.rows is not None else slice(None)
-        cols = slice(*m.wall.cols) if m.wall.cols is not None else slice(None)
-        walled = w.view(m.out_features, c, h, wd)[:, :, rows, cols]
-        bad = int(torch.count_nonzero(walled))
-        if bad:
-            worst = float(walled.abs().max())
+def _rebuild(record: dict[str, Any], json_path: Path) -> nn.Module:
+    """The architecture that ``record`` names, with its walls checked against the record."""
+    arch, kwargs = record["arch"], record.get("arch_kwargs", {})
+    try:
+        if arch == TORCHVISION_ARCH:
+            model = rebuild_torchvision(kwargs)
+        else:
+            model = create_model(arch, **kwargs)
+    except (CamwallError, TypeError, ValueError, RuntimeError) as err:
+        raise CamwallError(f"{json_path}: cannot rebuild {arch}: {err}") from None
+    if record.get("wall", []) != walls_of(model):
+        raise CamwallError(
+            f"{json_path}: the recorded wall {record.get('wall')} is not the wall of "
+            f"{arch} {kwargs} ({walls_of(model)}); the metadata was modified; refusing to load it."
+        )
+    check_inserted_walls(model, str(json_path))
+    return model
+
+
+def _check_record(record: dict[str, Any], model: nn.Module, json_path: Path) -> None:
+    """The keys that readers of the metadata use must agree with the rebuilt model:
+    ``input_shape`` (its ``[C, H, W]``), ``target_layer`` (one of its layers) and
+    ``class_names`` (strings, one per output); each may be null."""
+    arch = record["arch"]
+    shape = record.get("input_shape")
+    if shape is not None:
+        own = tuple(model_config(model)["input_shape"] or ())
+        if input_shape_of(shape, f"{json_path}: input_shape") != own:
             raise CamwallError(
-                f"{weights_path}: the wall of layer {name!r} is broken: {bad} weights that must "
-                f"be exactly 0 are not (max |w| = {worst:.3g}). The file was modified or trained "
-                "without enforce_walls; refusing to load it."
+                f"{json_path}: input_shape {shape} is not the input shape of {arch} "
+                f"({' x '.join(map(str, own))}); the metadata was modified. Fix the key or "
+                "remove it."
             )
+    layer = record.get("target_layer")
+    if layer is not None and layer != "":
+        names = {n for n, _ in model.named_modules()}
+        if not isinstance(layer, str) or layer not in names:
+            raise CamwallError(
+                f"{json_path}: target_layer {layer!r} is not a layer of {arch}"
+                f"{did_you_mean(str(layer), sorted(n for n in names if n))}"
+            )
+    names_ = record.get("class_names")
+    classes = model_config(model)["arch_kwargs"].get("num_classes")
+    if names_ is not None and (
+        not isinstance(names_, list)
+        or not all(isinstance(n, str) for n in names_)
+        or (isinstance(classes, int) and len(names_) != classes)
+    ):
+        raise CamwallError(
+            f"{json_path}: class_names must be a list of {classes or 'the model outputs'} "
+            f"strings (or null), got {str(names_)[:80]}."
+        )
+
+
+def _load_tensors(model: nn.Module, weights_path: Path, record: dict[str, Any]) -> None:
+    """Read the safetensors file, check it (finite values, intact walls), load it strictly."""
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CamwallError(
+            f"checkpoint weights {weights_path} cannot be read ({err}); the file is corrupt or "
+            "not a safetensors file."
+        ) from None
+    check_finite_state(tensors, str(weights_path))
+    check_wall_zeros(model, tensors, str(weights_path))
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as err:
+        msg = str(err).splitlines()
+        raise CamwallError(
+            f"checkpoint weights {weights_path} do not fit {record['arch']} "
+            f"{record.get('arch_kwargs')}: {' '.join(m.strip() for m in msg[:4])}"
+        ) from None
 
 
 def load_model(
@@ -165,9 +219,9 @@ def load_model(
 
     Rebuilds the architecture from the registry (``arch``, ``arch_kwargs``; ``arch ==
     "torchvision"``: :func:`~camwall.walls.walled_torchvision`), checks that the walls
-    recorded in the JSON are the architecture's and present as modules, checks that every
-    walled weight in the file is exactly 0, then loads the weights strictly with
-    ``safetensors``.
+    recorded in the JSON are the architecture's and present as modules, that ``input_shape``,
+    ``target_layer`` and ``class_names`` fit the model, that every weight is finite and every
+    walled weight exactly 0, then loads the weights strictly with ``safetensors``.
 
     Args:
         path: ``NAME``, ``NAME.safetensors`` or ``NAME.json``.
@@ -177,8 +231,9 @@ def load_model(
         ``(model in eval mode, metadata dict)``.
 
     Raises:
-        CamwallError: naming the file, when a file is missing or corrupt, the architecture is
-        unknown, the weights do not fit it, or a wall was tampered with.
+        CamwallError: naming the file (and the key or parameter), when a file is missing or
+        corrupt, the architecture is unknown, the metadata is malformed or does not fit the
+        model, the weights do not fit it or hold NaN/Inf, or a wall was tampered with.
     """
     weights_path, json_path = checkpoint_paths(path)
     record = _read_json(json_path)
@@ -186,36 +241,9 @@ def load_model(
         raise CamwallError(
             f"checkpoint weights {weights_path} not found (next to {json_path.name})."
         )
-    try:
-        if record["arch"] == TORCHVISION_ARCH:
-            model = rebuild_torchvision(record.get("arch_kwargs", {}))
-        else:
-            model = create_model(record["arch"], **record.get("arch_kwargs", {}))
-    except (CamwallError, TypeError, ValueError) as err:
-        raise CamwallError(f"{json_path}: cannot rebuild {record['arch']}: {err}") from None
-    if record.get("wall", []) != walls_of(model):
-        raise CamwallError(
-            f"{json_path}: the recorded wall {record.get('wall')} is not the wall of "
-            f"{record['arch']} {record.get('arch_kwargs')} ({walls_of(model)}); the metadata was "
-            "modified; refusing to load it."
-        )
-    check_inserted_walls(model, str(json_path))
-    try:
-        tensors = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CamwallError(
-            f"checkpoint weights {weights_path} cannot be read ({err}); the file is corrupt or "
-            "not a safetensors file."
-        ) from None
-    _check_walls(model, tensors, weights_path)
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as err:
-        msg = str(err).splitlines()
-        raise CamwallError(
-            f"checkpoint weights {weights_path} do not fit {record['arch']} "
-            f"{record.get('arch_kwargs')}: {' '.join(m.strip() for m in msg[:4])}"
-        ) from None
+    model = _rebuild(record, json_path)
+    _load_tensors(model, weights_path, record)
+    _check_record(record, model, json_path)
     if device is not None:
         model.to(device)
     model.eval()

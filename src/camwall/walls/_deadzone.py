@@ -337,6 +337,17 @@ def _logits(out: object) -> Tensor:
     return out
 
 
+def _finite(logits: Tensor) -> Tensor:
+    """``logits`` if all finite: NaN/Inf for an input in [0, 1] means broken weights, not a
+    broken wall (NaN != NaN would otherwise read as a changed output)."""
+    if not bool(torch.isfinite(logits).all()):
+        raise CamwallError(
+            "the model outputs NaN or Inf for an input in [0, 1]; its weights are corrupt "
+            "(check them for NaN/Inf), so the wall cannot be verified."
+        )
+    return logits
+
+
 def dead_zone(model: nn.Module, input_shape: tuple[int, ...]) -> Tensor:
     """The pixels of a ``C x H x W`` input that influence no output of ``model`` (eval mode).
 
@@ -448,7 +459,7 @@ def verify_wall(
             x2 = torch.where(dead, noise if t % 2 == 0 else torch.zeros_like(x), x)
             x2.requires_grad_(True)
             with torch.no_grad():  # both forwards in the same mode, so the same kernels
-                y = _logits(model(x))
+                y = _finite(_logits(model(x)))
                 y2 = _logits(model(x2))
             (grad,) = torch.autograd.grad(_logits(model(x2)).sum(), x2)
             if not torch.equal(y, y2):

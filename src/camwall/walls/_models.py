@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from camwall.errors import CamwallError
 from camwall.registry import Registry
+from camwall.walls._checks import positive_int
 from camwall.walls._modules import Wall, WalledLinear, set_walls, walls_of
 from camwall.walls._spec import WallSpec
 
@@ -53,6 +54,15 @@ def _tag(
     if not hasattr(model, "camwall_walls"):
         set_walls(model, [])
     return model
+
+
+def _check_args(walled: Any, **sizes: Any) -> None:
+    """Refuse builder arguments that would build a broken network: ``walled`` must be a bool
+    and each of ``sizes`` (``num_classes``, ``width``, ``channels``) a positive integer."""
+    if not isinstance(walled, bool):
+        raise CamwallError(f"model argument walled must be true or false, got {walled!r}.")
+    for name, value in sizes.items():
+        positive_int(value, f"model argument {name}")
 
 
 def _linear_wall_entry(layer: str, lin: WalledLinear) -> dict[str, Any]:
@@ -120,6 +130,7 @@ def walled_vgg16(num_classes: int = 1000, walled: bool = True) -> nn.Sequential:
     The dead zone at 224 x 224 is input rows 170..223 (54 rows, 24.1% of the image).
     Initialisation is torchvision's. ImageNet normalisation is not part of the model.
     """
+    _check_args(walled, num_classes=num_classes)
     with torch.device("meta"):  # allocate and initialise the 138 M weights only once
         model = _vgg16_layers(num_classes, walled)
     model = model.to_empty(device="cpu")
@@ -165,6 +176,7 @@ def simple_cnn(num_classes: int = 10, walled: bool = True, channels: int = 256) 
     0..6 read input rows 0..14 and the dead zone is input rows 15..28 (the bottom 14 rows).
     Weights use PyTorch's default initialisation; the theory uses N(0, 1) (re-draw them).
     """
+    _check_args(walled, num_classes=num_classes, channels=channels)
     wall = WallSpec(rows=(7, None)) if walled else None
     head = _head((channels, 14, 14), wall, num_classes, bias=False)
     model = nn.Sequential(
@@ -202,6 +214,7 @@ def fashion_vgg(num_classes: int = 10, walled: bool = True, width: int = 16) -> 
     the dead zone is input rows **39..63** (25 rows, 39.1% of the canvas), all columns.
     About 0.30 M parameters at ``width=16``.
     """
+    _check_args(walled, num_classes=num_classes, width=width)
     w = width
     wall = WallSpec(rows=(7, None)) if walled else None
     head = _head((w, 16, 16), wall, 64)
@@ -293,6 +306,7 @@ def fashion_resnet(num_classes: int = 10, walled: bool = True, width: int = 16) 
     The dead zone is input rows **37..63** (27 rows, 42.2% of the canvas), all columns.
     About 0.03 M parameters at ``width=16``.
     """
+    _check_args(walled, num_classes=num_classes, width=width)
     model = FashionResNet(num_classes, walled, width)
     kwargs = {"num_classes": num_classes, "walled": walled, "width": width}
     _tag(model, "fashion-resnet", kwargs, (1, 64, 64), "layer3")

@@ -114,12 +114,14 @@ class WalledLinear(nn.Linear):
         self.keep = self._keep(self.weight.device)
         return self
 
-    def _walled_weights(self) -> Tensor:
-        """View ``[out, C, rows, cols]`` of the walled weights (no copy: the wall is a box)."""
+    def _walled_weights(self, weight: Tensor | None = None) -> Tensor:
+        """View ``[out, C, rows, cols]`` of the walled entries of ``weight`` (default: this
+        layer's own ``out x C*H*W`` weight; no copy: the wall is a box)."""
         c, h, w = self.feature_shape
         rows = slice(*self.wall.rows) if self.wall.rows is not None else slice(None)
         cols = slice(*self.wall.cols) if self.wall.cols is not None else slice(None)
-        return self.weight.view(self.out_features, c, h, w)[:, :, rows, cols]
+        weight = self.weight if weight is None else weight
+        return weight.reshape(self.out_features, c, h, w)[:, :, rows, cols]
 
     @torch.no_grad()
     def enforce(self) -> int:

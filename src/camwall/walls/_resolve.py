@@ -11,7 +11,7 @@ from torch import nn
 
 from camwall.errors import CamwallError, did_you_mean
 from camwall.walls._checkpoint import checkpoint_paths, load_model
-from camwall.walls._models import MODELS, create_model
+from camwall.walls._models import MODELS, create_model, default_target_layer, model_config
 from camwall.walls._modules import walls_of
 from camwall.walls._parse import format_wall, parse_wall
 from camwall.walls._spec import WallSpec
@@ -57,8 +57,11 @@ def resolve_model(
 
     Returns:
         ``(model in eval mode, meta)``; ``meta`` has ``label`` (for printing), ``source``
-        (``checkpoint``, ``registry`` or ``torchvision``), ``weights`` (the file or None) and,
-        for checkpoints, the checkpoint's metadata.
+        (``checkpoint``, ``registry`` or ``torchvision``), ``weights`` (the file or None),
+        the :func:`~camwall.walls.model_config` keys (``arch``, ``arch_kwargs``, ``wall``,
+        ``input_shape``, ``target_layer``; for checkpoints, the checkpoint's metadata), and
+        ``target_layer`` falls back to :func:`~camwall.walls.default_target_layer` (None when
+        the model has none).
 
     Raises:
         CamwallError: for an unknown name (suggesting registry and torchvision names) or an
@@ -66,58 +69,83 @@ def resolve_model(
     """
     parsed = [parse_wall(w) if isinstance(w, str) else (w[0], w[1]) for w in walls]
     if is_checkpoint(spec):
-        for flag, given in (
-            ("--wall", bool(parsed)),
-            ("--weights", weights is not None),
-            ("--baseline", baseline),
-            ("--num-classes", num_classes is not None),
-        ):
-            if given:
-                raise CamwallError(
-                    f"{flag} applies to model names, not to the checkpoint {spec!r} (it has "
-                    f"its own walls and weights); drop {flag}."
-                )
-        model, meta = load_model(spec)
-        walled = meta.get("arch_kwargs", {}).get("walled")
-        kind = "walled" if walled else "baseline" if walled is False else "custom"
-        if meta.get("arch") == "torchvision":
-            kind = _wall_label(meta.get("wall", []))
-        label = f"{checkpoint_paths(spec)[0]} ({meta['arch']}, {kind})"
-        return model, {**meta, "label": label, "source": "checkpoint", "weights": None}
-    extra: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
+        _refuse_options(spec, parsed, weights, baseline, num_classes)
+        model, meta = _from_checkpoint(spec)
+    else:
+        extra: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
+        model, label = _from_name(spec, parsed, baseline, extra)
+        if weights is not None:
+            load_weights(model, weights)
+            label += f", weights {Path(weights).name}"
+        source = "registry" if spec in MODELS else "torchvision"
+        meta = {**model_config(model), "label": f"{spec} ({label})", "source": source}
+        meta["weights"] = None if weights is None else str(weights)
+    if not meta.get("target_layer"):
+        try:
+            meta["target_layer"] = default_target_layer(model)
+        except CamwallError:
+            meta["target_layer"] = None
+    model.eval()
+    return model, meta
+
+
+def _refuse_options(
+    spec: str,
+    parsed: Sequence[tuple[str, WallSpec]],
+    weights: object,
+    baseline: bool,
+    num_classes: int | None,
+) -> None:
+    """A checkpoint has its own walls and weights: the options for names do not apply."""
+    for flag, given in (
+        ("--wall", bool(parsed)),
+        ("--weights", weights is not None),
+        ("--baseline", baseline),
+        ("--num-classes", num_classes is not None),
+    ):
+        if given:
+            raise CamwallError(
+                f"{flag} applies to model names, not to the checkpoint {spec!r} (it has "
+                f"its own walls and weights); drop {flag}."
+            )
+
+
+def _from_checkpoint(spec: str) -> tuple[nn.Module, dict[str, Any]]:
+    model, meta = load_model(spec)
+    walled = meta.get("arch_kwargs", {}).get("walled")
+    kind = "walled" if walled else "baseline" if walled is False else "custom"
+    if meta.get("arch") == "torchvision":
+        kind = _wall_label(meta.get("wall", []))
+    label = f"{checkpoint_paths(spec)[0]} ({meta['arch']}, {kind})"
+    return model, {**meta, "label": label, "source": "checkpoint", "weights": None}
+
+
+def _from_name(
+    spec: str, parsed: Sequence[tuple[str, WallSpec]], baseline: bool, extra: dict[str, Any]
+) -> tuple[nn.Module, str]:
+    """A registry or torchvision model by name, with the label part saying which."""
     if spec in MODELS:
         if parsed:
             raise CamwallError(
                 f"--wall applies to torchvision names; the registry model {spec!r} has its wall "
                 "built in (use --baseline for the same network without it)."
             )
-        model = create_model(spec, walled=not baseline, **extra)
-        label = "baseline" if baseline else "walled"
-        source = "registry"
-    elif spec in (tv_names := torchvision_names()):
+        return create_model(spec, walled=not baseline, **extra), (
+            "baseline" if baseline else "walled"
+        )
+    tv_names = torchvision_names()
+    if spec in tv_names:
         if baseline and parsed:
             raise CamwallError("--baseline with --wall: leave out --wall for the unwalled network.")
         model = walled_torchvision(spec, parsed, **extra)
-        label = f"torchvision, {_wall_label(walls_of(model))}"
-        source = "torchvision"
-    else:
-        names = [*MODELS.names(), *tv_names]
-        raise CamwallError(
-            f"--model {spec!r} is neither a checkpoint, a camwall model nor a torchvision "
-            f"classifier.{did_you_mean(spec, names)} camwall models: "
-            f"{', '.join(MODELS.names())}; torchvision: resnet18, vgg16, ... (see "
-            "torchvision.models.list_models()); a checkpoint is NAME.safetensors + NAME.json."
-        )
-    if weights is not None:
-        load_weights(model, weights)
-        label += f", weights {Path(weights).name}"
-    label = f"{spec} ({label})"
-    model.eval()
-    return model, {
-        "label": label,
-        "source": source,
-        "weights": None if weights is None else str(weights),
-    }
+        return model, f"torchvision, {_wall_label(walls_of(model))}"
+    names = [*MODELS.names(), *tv_names]
+    raise CamwallError(
+        f"--model {spec!r} is neither a checkpoint, a camwall model nor a torchvision "
+        f"classifier.{did_you_mean(spec, names)} camwall models: "
+        f"{', '.join(MODELS.names())}; torchvision: resnet18, vgg16, ... (see "
+        "torchvision.models.list_models()); a checkpoint is NAME.safetensors + NAME.json."
+    )
 
 
 def _wall_label(walls: Sequence[dict[str, Any]]) -> str:

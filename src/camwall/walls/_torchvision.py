@@ -24,8 +24,14 @@ import torch
 from torch import nn
 
 from camwall.errors import CamwallError, did_you_mean
+from camwall.walls._checks import (
+    check_finite_state,
+    check_wall_zeros,
+    input_shape_of,
+    positive_int,
+)
 from camwall.walls._models import _tag, default_target_layer
-from camwall.walls._modules import Wall, WalledLinear, insert_wall, walls_of
+from camwall.walls._modules import Wall, insert_wall, walls_of
 from camwall.walls._parse import parse_wall
 from camwall.walls._spec import WallSpec
 
@@ -198,8 +204,39 @@ def walled_torchvision(
         CamwallError: for an unknown name (with a suggestion), a ``weights`` argument, bad
         builder arguments, or a layer that does not exist.
     """
-    import torchvision
+    _check_builder_args(arch, arch_kwargs)
+    positive_int(num_classes, f"walled_torchvision({arch!r}): num_classes")
+    shape = input_shape_of(input_shape, f"walled_torchvision({arch!r}): input_shape")
+    parsed = _walls(walls)
+    model = _build_plain(arch, num_classes, seed, arch_kwargs)
+    target = _insert_walls(model, parsed)
+    record = {
+        "name": arch,
+        "walls": [{"layer": layer, "region": spec.to_dict()} for layer, spec in parsed],
+        "num_classes": num_classes,
+        "input_shape": list(shape),
+        **arch_kwargs,
+    }
+    _tag(model, TORCHVISION_ARCH, record, shape, target or "")
+    if target is None:
+        setattr(model, "camwall_target_layer", None)  # noqa: B010
+    return model
 
+
+def _insert_walls(model: nn.Module, walls: Sequence[tuple[str, WallSpec]]) -> str | None:
+    """Insert ``walls`` in order; returns the unwalled model's default target layer under its
+    new name (None when it has none)."""
+    try:
+        target: str | None = default_target_layer(model)
+    except CamwallError:
+        target = None
+    for layer, spec in walls:
+        insert_wall(model, layer, spec)
+    return None if target is None else _shift(target, [layer for layer, _ in walls])
+
+
+def _check_builder_args(arch: str, arch_kwargs: Mapping[str, Any]) -> None:
+    """A known classifier name, no weight download, JSON-ready builder arguments."""
     names = torchvision_names()
     if arch not in names:
         raise CamwallError(
@@ -219,43 +256,29 @@ def walled_torchvision(
             f"walled_torchvision({arch!r}): builder arguments {sorted(arch_kwargs)} must be "
             f"JSON-ready (numbers, strings, lists, dicts) to be saved and rebuilt ({err})."
         ) from None
-    shape = tuple(int(v) for v in input_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise CamwallError(f"input_shape {tuple(input_shape)} must be (C, H, W), all positive.")
-    parsed = _walls(walls)
+
+
+def _build_plain(
+    arch: str, num_classes: int, seed: int | None, arch_kwargs: Mapping[str, Any]
+) -> nn.Module:
+    """``torchvision.models.get_model(arch, weights=None, ...)``, seeded without touching the
+    global RNG when ``seed`` is given."""
+    import torchvision
+
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise CamwallError(f"walled_torchvision({arch!r}): seed must be an integer, got {seed!r}.")
     try:
         if seed is None:
-            model = torchvision.models.get_model(
+            return torchvision.models.get_model(
                 arch, weights=None, num_classes=num_classes, **arch_kwargs
             )
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                model = torchvision.models.get_model(
-                    arch, weights=None, num_classes=num_classes, **arch_kwargs
-                )
-    except (TypeError, ValueError) as err:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return torchvision.models.get_model(
+                arch, weights=None, num_classes=num_classes, **arch_kwargs
+            )
+    except (TypeError, ValueError, RuntimeError) as err:
         raise CamwallError(f"cannot build torchvision {arch!r} with {arch_kwargs}: {err}") from None
-    try:
-        target: str | None = default_target_layer(model)
-    except CamwallError:
-        target = None
-    for layer, spec in parsed:
-        insert_wall(model, layer, spec)
-    layers = [layer for layer, _ in parsed]
-    if target is not None:
-        target = _shift(target, layers)
-    record = {
-        "name": arch,
-        "walls": [{"layer": layer, "region": spec.to_dict()} for layer, spec in parsed],
-        "num_classes": num_classes,
-        "input_shape": list(shape),
-        **arch_kwargs,
-    }
-    _tag(model, TORCHVISION_ARCH, record, (shape[0], shape[1], shape[2]), target or "")
-    if target is None:
-        setattr(model, "camwall_target_layer", None)  # noqa: B010
-    return model
 
 
 def rebuild_torchvision(kwargs: Mapping[str, Any]) -> nn.Module:
@@ -352,18 +375,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
                 "the names of the network without its walls). Pass weights of the same "
                 "architecture and number of classes."
             )
-    for name, m in model.named_modules():
-        w = state.get(f"{name}.weight" if name else "weight")
-        if isinstance(m, WalledLinear) and w is not None and w.shape == m.weight.shape:
-            c, h, wd = m.feature_shape
-            rows = slice(*m.wall.rows) if m.wall.rows is not None else slice(None)
-            cols = slice(*m.wall.cols) if m.wall.cols is not None else slice(None)
-            bad = int(torch.count_nonzero(w.reshape(-1, c, h, wd)[:, :, rows, cols]))
-            if bad:
-                raise CamwallError(
-                    f"weights {p}: {bad} weights of walled layer {name!r} that must be exactly 0 "
-                    "are not; the file does not hold this walled model."
-                )
+    check_finite_state(state, f"weights {p}")
+    check_wall_zeros(model, state, f"weights {p}")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
