@@ -88,9 +88,11 @@ def test_outputs_of_a_pair_run(pair) -> None:
 
 
 def test_fashion_resnet_wall_holds_after_training(tmp_path: Path) -> None:
-    res = train(
-        "fashion-resnet", {**TINY, "train_limit": 128}, tmp_path, variants=("walled",), device="cpu"
-    )
+    # width 8, not TINY's 2: torch 2.14.1's CPU (oneDNN) backward of this ResNet aborts with
+    # "double free or corruption" at widths 2-4 on some machines; width 8 is the smallest that
+    # trains on every machine we tried.
+    config = {**TINY, "train_limit": 128, "arch_kwargs": {"width": 8}}
+    res = train("fashion-resnet", config, tmp_path, variants=("walled",), device="cpu")
     model, _meta = load_model(res.checkpoints["walled"])
     zone = dead_zone(model, (1, 64, 64))
     assert zone[37:].all()
