@@ -45,6 +45,7 @@ __all__ = [
     "input_path",
     "int_in",
     "non_negative_float",
+    "name_or_path",
     "non_negative_int",
     "out_dir",
     "out_file",
@@ -105,11 +106,11 @@ def int_in(low: int, high: int, what: str = "") -> Callable[[str], int]:
 
     def parse(text: str) -> int:
         value = _int(text)
-        if not low <= value <= high:
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if value > high:
             why = f" ({what})" if what else ""
-            raise argparse.ArgumentTypeError(
-                f"{value} is out of range: give an integer from {low} to {high}{why}"
-            )
+            raise argparse.ArgumentTypeError(f"must be at most {high}{why}, got {value}")
         return value
 
     parse.__name__ = f"int in [{low}, {high}]"  # argparse names the type in some errors
@@ -196,6 +197,12 @@ def _utf8_path(text: str) -> Path:
     return Path(text)
 
 
+def name_or_path(text: str) -> str:
+    """A registry name or a file/folder name, as text: non-empty and valid UTF-8."""
+    _utf8_path(text)
+    return text
+
+
 def input_path(text: str) -> Path:
     """An input file or folder name: non-empty and valid UTF-8 (existence is checked later)."""
     return _utf8_path(text)
@@ -216,9 +223,13 @@ def _check_parent(path: Path) -> None:
             break
         parent = parent.parent
     if not parent.is_dir():
-        raise argparse.ArgumentTypeError(f"{path}: {parent} is a file, not a folder")
+        raise argparse.ArgumentTypeError(
+            f"{path}: cannot write there ({parent} is a file, not a folder)"
+        )
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"{path}: the folder {parent} is not writable")
+        raise argparse.ArgumentTypeError(
+            f"{path}: cannot write there (the folder {parent} is not writable)"
+        )
 
 
 def out_dir(text: str) -> Path:
