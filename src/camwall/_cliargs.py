@@ -44,8 +44,8 @@ __all__ = [
     "fraction",
     "input_path",
     "int_in",
-    "non_negative_float",
     "name_or_path",
+    "non_negative_float",
     "non_negative_int",
     "out_dir",
     "out_file",
@@ -310,7 +310,7 @@ def add_alias(p: argparse.ArgumentParser, old: str, new: str) -> None:
     )
 
 
-def add_seed(p: argparse.ArgumentParser, help: str = "random seed") -> None:  # noqa: A002
+def add_seed(p: argparse.ArgumentParser, help: str = "random seed") -> None:
     """``--seed S`` in ``[0, 2**63 - 1]``, default 0."""
     p.add_argument("--seed", type=seed, default=0, metavar="S", help=f"{help} (default 0)")
 
@@ -321,7 +321,7 @@ def add_out(
     *,
     kind: str = "dir",
     required: bool = False,
-    help: str | None = None,  # noqa: A002
+    help: str | None = None,
 ) -> None:
     """``--out``: a folder (``kind="dir"``), a file (``"file"``) or a figure (``"png"``)."""
     types = {"dir": out_dir, "file": out_file, "png": out_png}
@@ -359,7 +359,7 @@ def add_target_layer(p: argparse.ArgumentParser) -> None:
     add_alias(p, "--layer", "--target-layer")
 
 
-def add_batch_size(p: argparse.ArgumentParser, default: int | None, help: str) -> None:  # noqa: A002
+def add_batch_size(p: argparse.ArgumentParser, default: int | None, help: str) -> None:
     """``--batch-size B``, a positive integer."""
     p.add_argument("--batch-size", type=positive_int, default=default, metavar="B", help=help)
 
@@ -369,7 +369,7 @@ def add_no_progress(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
-def add_overwrite(p: argparse.ArgumentParser, help: str) -> None:  # noqa: A002
+def add_overwrite(p: argparse.ArgumentParser, help: str) -> None:
     """``--overwrite`` (hidden deprecated alias ``--force``)."""
     p.add_argument("--overwrite", action="store_true", help=help)
     add_alias(p, "--force", "--overwrite")

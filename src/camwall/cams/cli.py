@@ -18,8 +18,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from camwall.cams._base import METHODS
-from camwall.cams._engine import CamEngine
 from camwall._cliargs import (
     MAX_SIDE,
     add_device,
@@ -29,6 +27,8 @@ from camwall._cliargs import (
     non_negative_int,
     torch_device,
 )
+from camwall.cams._base import METHODS
+from camwall.cams._engine import CamEngine
 from camwall.errors import CamwallError
 
 __all__ = ["register"]
