@@ -71,14 +71,14 @@ _VIRTUAL_OK = (Path("/dev/shm"),)
 
 
 class CliParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line: ``camwall CMD: error: ...`` (exit 2).
+    """An ``ArgumentParser`` whose errors are one line: ``camwall: error: ...`` (exit 2).
 
     argparse prints the usage block before the message; the CLI promises one line per error,
     so the usage is replaced by a pointer to ``--help``.
     """
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"camwall: error: {message} (see {self.prog} --help)\n")
 
 
 # --- argparse types ---------------------------------------------------------------------------
