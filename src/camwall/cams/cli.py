@@ -31,7 +31,9 @@ from camwall.cams._base import METHODS
 from camwall.cams._engine import CamEngine
 from camwall.errors import CamwallError
 
-__all__ = ["register"]
+__all__ = ["register", "run_cam"]
+
+ORDER = 20  # place in `camwall --help`
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
