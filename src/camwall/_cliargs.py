@@ -78,7 +78,8 @@ class CliParser(argparse.ArgumentParser):
     """
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"camwall: error: {message} (see {self.prog} --help)\n")
+        line = message.replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever the input
+        self.exit(2, f"camwall: error: {line} (see {self.prog} --help)\n")
 
 
 # --- argparse types ---------------------------------------------------------------------------
