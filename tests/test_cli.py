@@ -86,7 +86,9 @@ def test_every_registry_keeps_its_names_and_order():
 
 def test_areas_are_discovered_in_declared_order():
     names = [m.__name__ for m in cli_modules()]
-    assert names == [f"camwall.{a}.cli" for a in ("bench", "cams", "walls", "data", "train", "theory")]
+    assert names == [
+        f"camwall.{a}.cli" for a in ("bench", "cams", "walls", "data", "train", "theory")
+    ]
 
 
 def test_a_new_subpackage_with_a_cli_module_is_found(tmp_path, monkeypatch, capsys):

@@ -298,16 +298,18 @@ class _DeprecatedAlias(argparse.Action):
 def add_alias(p: argparse.ArgumentParser, old: str, new: str) -> None:
     """Accept ``old`` as a hidden, deprecated spelling of the already declared flag ``new``."""
     action = next(a for a in p._actions if new in a.option_strings)
+    extra: dict[str, Any] = {"choices": action.choices} if action.choices else {}
+    if action.type is not None:
+        extra["type"] = action.type
     p.add_argument(
         old,
         dest=action.dest,
         nargs=action.nargs,
-        type=action.type,
         action=_DeprecatedAlias,
         new_flag=new,
         default=argparse.SUPPRESS,
         help=argparse.SUPPRESS,
-        **({"choices": action.choices} if action.choices else {}),
+        **extra,
     )
 
 

@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 
 def _name_attribute(obj: Any) -> str:
-    return getattr(obj, "name", None)  # type: ignore[no-any-return]
+    return str(getattr(obj, "name", "") or "")
 
 
 def function_name(fn: Callable[..., Any]) -> str:

@@ -163,10 +163,10 @@ def _load_checkpoint(path: Path, device: torch.device) -> tuple[torch.nn.Module,
 
 def _input_shape(path: Path, meta: dict[str, Any]) -> tuple[int, int, int]:
     """The checkpoint's ``input_shape``: three positive ints ``(C, H, W)``, C in {1, 3}."""
-    shape = meta.get("input_shape")
-    ok = isinstance(shape, list | tuple) and len(shape) == 3
-    ok = ok and all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
-    if not ok or not (shape[0] in (1, 3) and 1 <= min(shape[1:]) <= max(shape[1:]) <= MAX_SIDE):
+    shape: Any = meta.get("input_shape")
+    ints = isinstance(shape, list | tuple) and len(shape) == 3
+    ints = ints and all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
+    if not ints or not (shape[0] in (1, 3) and 1 <= min(shape[1:]) <= max(shape[1:]) <= MAX_SIDE):
         raise CamwallError(
             f"{path}: input_shape in the JSON must be [C, H, W] with C 1 or 3 and sides 1 to "
             f"{MAX_SIDE}, got {shape!r}; re-save the model with camwall.walls.save_model."
