@@ -216,23 +216,28 @@ def _write_outputs(
     stems: list[str],
     manifest: dict[str, Any],
 ) -> None:
-    """Render everything in memory, then write the overlays, the maps and the manifest last."""
+    """Encode every file in memory first (PNG overlays, maps, manifest), then write them: a
+    failure while encoding leaves no half-written folder."""
+    import io
+
     from PIL import Image
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors: dict[str, Tensor] = {}
-    overlays = []
+    blobs: dict[str, bytes] = {}
     for i, stem in enumerate(stems):
         tensors[f"{stem}/input"] = raw[i].contiguous()
         for name in methods:
             cam = maps[name][i].cpu()
             tensors[f"{stem}/{name}"] = cam.contiguous()
-            overlays.append((f"{stem}_{name}.png", Image.fromarray(_overlay(raw[i], cam))))
+            png = io.BytesIO()
+            Image.fromarray(_overlay(raw[i], cam)).save(png, format="PNG")
+            blobs[f"{stem}_{name}.png"] = png.getvalue()
+    blobs["maps.safetensors"] = save(tensors)
+    blobs["manifest.json"] = json.dumps(manifest, indent=2).encode("utf-8")
     out.mkdir(parents=True, exist_ok=True)
-    for file_name, image in overlays:
-        image.save(out / file_name)
-    save_file(tensors, str(out / "maps.safetensors"))
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    for file_name, data in blobs.items():
+        (out / file_name).write_bytes(data)
 
 
 def _unique_stems(paths: list[str]) -> list[str]:
