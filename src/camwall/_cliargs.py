@@ -313,9 +313,12 @@ def add_alias(p: argparse.ArgumentParser, old: str, new: str) -> None:
     )
 
 
-def add_seed(p: argparse.ArgumentParser, help: str = "random seed") -> None:
-    """``--seed S`` in ``[0, 2**63 - 1]``, default 0."""
-    p.add_argument("--seed", type=seed, default=0, metavar="S", help=f"{help} (default 0)")
+def add_seed(
+    p: argparse.ArgumentParser, help: str = "random seed", default: int | None = 0
+) -> None:
+    """``--seed S`` in ``[0, 2**63 - 1]``, default 0 (``None``: the caller's own default)."""
+    text = f"{help} (default {default})" if default is not None else help
+    p.add_argument("--seed", type=seed, default=default, metavar="S", help=text)
 
 
 def add_out(

@@ -23,7 +23,6 @@ from camwall._cliargs import (
     non_negative_int,
     positive_float,
     positive_int,
-    seed,
 )
 from camwall.errors import CamwallError
 from camwall.train._config import PRESETS
@@ -39,7 +38,6 @@ MAX_ARCH_SIZE = 65536
 _OVERRIDES: tuple[tuple[str, str, Any, str], ...] = (
     ("--epochs", "epochs", positive_int, "number of epochs"),
     ("--lr", "lr", positive_float, "(peak) learning rate"),
-    ("--batch-size", "batch_size", positive_int, "global batch size (split across torchrun ranks)"),
     ("--momentum", "momentum", fraction, "SGD momentum / AdamW beta1, in [0, 1]"),
     ("--weight-decay", "weight_decay", non_negative_float, "weight decay"),
     ("--optimizer", "optimizer", ("sgd", "adamw"), "sgd or adamw"),
@@ -47,7 +45,6 @@ _OVERRIDES: tuple[tuple[str, str, Any, str], ...] = (
     ("--step-size", "step_size", positive_int, "StepLR period (epochs)"),
     ("--gamma", "gamma", positive_float, "StepLR factor"),
     ("--label-smoothing", "label_smoothing", fraction, "cross-entropy label smoothing, in [0, 1]"),
-    ("--seed", "seed", seed, "seed of init, data order, augmentation, dropout"),
     ("--data", "data", name_or_path, "data folder (Fashion-MNIST IDX files or ImageFolder root)"),
     ("--arch", "arch", name_or_path, "model name in camwall.walls.MODELS"),
     ("--num-classes", "num_classes", positive_int, "number of classes"),
@@ -83,7 +80,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     from camwall.train._run import train
 
-    overrides: dict[str, Any] = {f: getattr(args, f) for _, f, _, _ in _OVERRIDES}
+    fields = ["batch_size", "seed", *(f for _, f, _, _ in _OVERRIDES)]
+    overrides: dict[str, Any] = {f: getattr(args, f) for f in fields}
     if args.arch_kwarg:
         overrides["arch_kwargs"] = dict(args.arch_kwarg)
     if args.amp is not None:
@@ -181,6 +179,10 @@ def register(subparsers: Any) -> None:
     which.add_argument("--both", dest="which", action="store_const", const="both", help="(default)")
     p.set_defaults(which="both")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    add_batch_size(
+        p, None, "global batch size, split across torchrun ranks (default: the preset's)"
+    )
+    add_seed(p, "seed of init, data order, augmentation, dropout", default=None)
     for flag, field, typ, text in _OVERRIDES:
         kind = {"choices": typ} if isinstance(typ, tuple) else {"type": typ}
         p.add_argument(flag, dest=field, default=None, help=text, **kind)
