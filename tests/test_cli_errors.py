@@ -43,6 +43,7 @@ def files(tmp_path_factory):
         shutil.copy(root / "ck" / "net.safetensors", root / "ck" / f"{name}.safetensors")
         (root / "ck" / f"{name}.json").write_text(json.dumps({**meta, **patch}))
     (root / f"{NON_UTF8}.png").write_bytes((root / "img.png").read_bytes())
+    os.mkfifo(root / "fifo.png")
     return root
 
 
@@ -79,6 +80,7 @@ BAD = [
     ("deadzone --model fashion-vgg --out /proc/camwall.png", "kernel file system"),
     ("deadzone --model fashion-vgg --out /dev/full", "kernel file system"),
     ("deadzone --model fashion-vgg --out {T}", "exists and is not a regular file"),
+    ("deadzone --model fashion-vgg --out {R}/fifo.png", "exists and is not a regular file"),
     ("deadzone --model fashion-vgg --trials 0", "--trials: expected a positive integer"),
     ("deadzone --model fashion-vgx", "Did you mean 'fashion-vgg'"),
     # data
