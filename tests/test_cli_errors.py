@@ -81,6 +81,7 @@ BAD = [
     ("deadzone --model fashion-vgg --out /dev/full", "kernel file system"),
     ("deadzone --model fashion-vgg --out {T}", "exists and is not a regular file"),
     ("deadzone --model fashion-vgg --out {R}/fifo.png", "exists and is not a regular file"),
+    ("deadzone --model fashion-vgg --out {T}/z.v2", "unknown figure format '.v2'"),
     ("deadzone --model fashion-vgg --trials 0", "--trials: expected a positive integer"),
     ("deadzone --model fashion-vgx", "Did you mean 'fashion-vgg'"),
     # data

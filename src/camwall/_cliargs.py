@@ -266,9 +266,19 @@ def out_file(text: str, suffix: str = "") -> Path:
     return path
 
 
+_FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
 def out_png(text: str) -> Path:
-    """:func:`out_file` for a figure: ``NAME`` without an extension becomes ``NAME.png``."""
-    return out_file(text, ".png")
+    """:func:`out_file` for a figure: ``NAME`` without an extension becomes ``NAME.png``; the
+    extension must be one matplotlib writes (png, pdf, svg, jpg)."""
+    path = out_file(text, ".png")
+    if path.suffix.lower() not in _FIGURE_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            f"{path}: unknown figure format {path.suffix!r}; end the name with "
+            f"{', '.join(_FIGURE_SUFFIXES)}"
+        )
+    return path
 
 
 # --- option helpers ---------------------------------------------------------------------------

@@ -250,7 +250,7 @@ def _register_preview(dsub: Any) -> None:
         help="embedded dataset (default fashion-stackpair)",
     )
     src.add_argument("--folder", type=input_path, help="a dataset folder (manifest or ImageFolder)")
-    add_out(pv, kind="file", required=True, help="output PNG")
+    add_out(pv, kind="png", required=True, help="output figure (NAME -> NAME.png)")
     _add_n(pv, "examples (default 16)", 16)
     add_seed(pv)
     pv.add_argument("--split", choices=("train", "test"), default="train", help="for canvases")

@@ -208,7 +208,7 @@ def register(subparsers: Any) -> None:
         "train-plot", help="plot loss and accuracy of walled vs baseline from a training run"
     )
     q.add_argument("run", type=input_path, help="the --out folder of `camwall train`")
-    add_out(q, kind="file", help="image file (default RUN/curves.png)")
+    add_out(q, kind="png", help="figure file (default RUN/curves.png)")
     q.set_defaults(func=run_train_plot)
 
     e = subparsers.add_parser("evaluate", help="top-1 / top-5 accuracy of a saved model")
