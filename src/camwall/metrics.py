@@ -180,7 +180,7 @@ def relative_leakage(maps: Tensor, dead_zone: Tensor) -> Tensor:
 
 
 def _add(name: str, fn: MetricFn, lower: bool, category: str, text: str, **meta: Any) -> None:
-    METRICS.add(name, Metric(name, fn, lower, category, text, **meta))
+    METRICS.add(Metric(name, fn, lower, category, text, **meta))
 
 
 _add("wall_leakage", wall_leakage, True, "leakage", "mu = ||L on dead zone||_2 / ||L||_2")
@@ -251,8 +251,8 @@ def random_control(x: Tensor, image_ids: Sequence[int], seed: int = 0) -> Tensor
     return out.to(x.device)
 
 
-CONTROLS.add("uniform", Control("uniform", uniform_control, "constant map (no information)"))
-CONTROLS.add("random", Control("random", random_control, "i.i.d. uniform noise, seeded"))
+CONTROLS.add(Control("uniform", uniform_control, "constant map (no information)"))
+CONTROLS.add(Control("random", random_control, "i.i.d. uniform noise, seeded"))
 
 
 # --- aggregation ------------------------------------------------------------------------------

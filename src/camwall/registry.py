@@ -1,14 +1,19 @@
-"""A name -> object registry filled by decorators (like timm's ``register_model``).
+"""A name -> object registry; every entry carries its own name (like timm's ``register_model``).
 
-One registry feeds both the CLI choices and the parametrized tests::
+One registration style for every registry: ``REG.add(obj)``, also usable as a bare decorator.
+The name is read from the object by the registry's ``key`` (default: its ``name`` attribute), so
+it is written once, where the object is defined. One registry feeds both the CLI choices and the
+parametrized tests::
 
     METHODS = Registry("CAM method")
 
-    @METHODS.register("gradcam")
-    class GradCAM: ...
+    @METHODS.add
+    class GradCAM(CamMethod, name="gradcam"): ...
+
+    METRICS.add(Metric("wall_leakage", ...))
 
     METHODS.get("gradcam")          # the class
-    METHODS.names()                 # sorted names
+    METHODS.names()                 # names in registration order
     METHODS.names("grad*")          # fnmatch filter
 """
 
@@ -16,13 +21,22 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from camwall.errors import CamwallError, did_you_mean
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "function_name"]
 
 T = TypeVar("T")
+
+
+def _name_attribute(obj: Any) -> str:
+    return str(getattr(obj, "name", "") or "")
+
+
+def function_name(fn: Callable[..., Any]) -> str:
+    """A registry key for builder functions: ``fashion_vgg`` -> ``"fashion-vgg"`` (as timm)."""
+    return fn.__name__.replace("_", "-")
 
 
 class Registry(Generic[T]):
@@ -30,26 +44,28 @@ class Registry(Generic[T]):
 
     Args:
         kind: what the entries are, used in error messages (e.g. ``"CAM method"``).
+        key: how an entry's name is read from it; default: its ``name`` attribute.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, key: Callable[[T], str] = _name_attribute) -> None:
         self.kind = kind
+        self._key = key
         self._entries: dict[str, T] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator that registers its argument under ``name`` and returns it unchanged."""
+    def add(self, obj: T) -> T:
+        """Register ``obj`` under its own name and return it unchanged (so it can decorate).
 
-        def deco(obj: T) -> T:
-            self.add(name, obj)
-            return obj
-
-        return deco
-
-    def add(self, name: str, obj: T) -> None:
-        """Register ``obj`` under ``name``; a name can be registered only once."""
+        Raises:
+            TypeError: the object has no name (a programming error).
+            KeyError: the name is already registered.
+        """
+        name = self._key(obj)
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a {self.kind} needs a non-empty name to be registered: {obj!r}")
         if name in self._entries:
             raise KeyError(f"{self.kind} {name!r} is already registered")
         self._entries[name] = obj
+        return obj
 
     def get(self, name: str) -> T:
         """Return the entry called ``name``, or raise :class:`CamwallError` with a suggestion."""

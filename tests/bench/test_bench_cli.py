@@ -40,7 +40,7 @@ def _err(capsys, argv):
     [
         (["--methods", "gradcan"], "unknown method 'gradcan'. Did you mean 'gradcam'?"),
         (["--methods", "gradcam,gradcam"], "lists a method twice"),
-        (["--images", "0"], "--images must be at least 1"),
+        (["--images", "0"], "--images: must be at least 1, got 0"),
         (["--model", "fashion-vgx"], "Did you mean 'fashion-vgg'?"),
         (["--model", "fashion-vgg", "--wall", "9:rows=1:"], "--wall applies to torchvision"),
         (["--model", "missing/thing.safetensors"], "not found"),
@@ -65,7 +65,7 @@ def test_unwritable_out_fails_before_any_work(capsys, tmp_path, ckpt, monkeypatc
     blocker = tmp_path / "file"
     blocker.write_text("x")
     err = _err(capsys, ["bench", "--model", str(ckpt), "--out", str(blocker / "out")])
-    assert f"--out {blocker / 'out'}: cannot write there" in err
+    assert f"--out: {blocker / 'out'}: cannot write there" in err
 
 
 def test_checkpoint_without_wall_is_refused(capsys, tmp_path):

@@ -54,3 +54,25 @@ def test_cam_command_missing_image_exits_2(tmp_path, checkpoint, capsys):
     path, _ = checkpoint
     assert main(["cam", str(path), str(tmp_path / "missing.png"), "--out", str(tmp_path)]) == 2
     assert "missing.png" in capsys.readouterr().err
+
+
+def test_cam_encodes_everything_before_writing(tmp_path, checkpoint):
+    """A name that cannot be stored (not UTF-8; the parser refuses it, the handler is called
+    directly here) fails while encoding, before any file exists: no half-written folder."""
+    import argparse
+    import os
+
+    from camwall.cams.cli import run_cam
+
+    path, _ = checkpoint
+    rng = np.random.default_rng(0)
+    img = tmp_path / os.fsdecode(b"\xff.png")
+    Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8), mode="L").save(img)
+    out = tmp_path / "out"
+    args = argparse.Namespace(
+        checkpoint=path, images=[img], methods="gradcam", target_layer=None, target=None,
+        normalize="auto", out=out, device="cpu",
+    )  # fmt: skip
+    with pytest.raises(UnicodeEncodeError):
+        run_cam(args)
+    assert not out.exists()

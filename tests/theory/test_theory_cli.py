@@ -50,8 +50,8 @@ def test_theory_command_writes_table_and_figures(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--filters", "0"], "positive integers"),
-        (["--samples", "1"], "at least 2"),
+        (["--filters", "0"], "--filters: must be at least 1, got 0"),
+        (["--samples", "1"], "--samples: must be at least 2, got 1"),
         (["--index", "10000"], "outside 0..9999"),
         (["--data", "/nonexistent/fashion"], "/nonexistent/fashion"),
     ],

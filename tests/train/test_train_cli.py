@@ -101,7 +101,7 @@ def test_bad_options_exit_2_with_a_message(tmp_path: Path, capsys) -> None:
     assert "--data DIR" in capsys.readouterr().err
     args = ["train", "--preset", "fashion-vgg", "--out", str(tmp_path), "--lr", "-1"]
     assert main(args) == 2
-    assert "lr must be > 0" in capsys.readouterr().err
+    assert "--lr: expected a number > 0, got -1" in capsys.readouterr().err
     args = ["train", "--preset", "imagenet-vgg16", "--data", str(tmp_path / "nope")]
     assert main([*args, "--out", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err

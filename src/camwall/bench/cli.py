@@ -8,9 +8,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from camwall._cliargs import (
+    MAX_IMAGES,
+    add_batch_size,
+    add_device,
+    add_no_progress,
+    add_out,
+    add_seed,
+    add_target_layer,
+    input_path,
+    int_in,
+    name_or_path,
+)
 from camwall.errors import CamwallError
 
-__all__ = ["register"]
+__all__ = ["register", "run_bench", "run_report"]
+
+ORDER = 10  # place in `camwall --help`
 
 DEFAULT_OUT = "bench-out"
 
@@ -35,6 +49,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--model",
         action="append",
+        type=name_or_path,
         metavar="NAME_OR_CHECKPOINT",
         help="walled model to test: a camwall checkpoint (NAME.safetensors + NAME.json) or a "
         "registry name (with --weights); repeatable. Default: the fashion-vgg cached pair.",
@@ -42,22 +57,28 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--baseline",
         action="append",
+        type=name_or_path,
         metavar="NAME_OR_CHECKPOINT",
         help="unwalled model whose predictions and accuracy are recorded too; repeatable",
     )
     p.add_argument(
-        "--weights", metavar="FILE.safetensors", help="weights for a registry/torchvision --model"
+        "--weights",
+        type=name_or_path,
+        metavar="FILE.safetensors",
+        help="weights for a registry/torchvision --model",
     )
     p.add_argument(
         "--wall",
         action="append",
         default=[],
+        type=name_or_path,
         metavar="LAYER:REGION",
         help="wall to insert into a torchvision --model, e.g. 'layer3:rows=4:' (repeatable)",
     )
     p.add_argument(
         "--dataset",
         action="append",
+        type=name_or_path,
         metavar="NAME_OR_DIR",
         help=f"registry dataset ({', '.join(DATASETS.names())}) or a folder from "
         "`camwall stackmix` / `camwall stackgen` / an ImageFolder tree; repeatable",
@@ -68,26 +89,24 @@ def register(subparsers: Any) -> None:
         help=f"'all' or a comma list of CAM methods ({', '.join(METHODS.names())}) and "
         f"controls ({', '.join(CONTROLS.names())}); default: all",
     )
-    p.add_argument("--target-layer", metavar="NAME", help="CAM target layer (default: the model's)")
+    add_target_layer(p)
     p.add_argument(
-        "--images", type=int, default=100, metavar="N", help="images per dataset (default 100)"
+        "--images",
+        type=int_in(1, MAX_IMAGES),
+        default=100,
+        metavar="N",
+        help="images per dataset (default 100)",
     )
-    p.add_argument(
-        "--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default {DEFAULT_OUT})"
-    )
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        metavar="B",
-        help="images per batch (default: 64 for inputs up to 128x128, else 16)",
-    )
+    add_out(p, DEFAULT_OUT)
+    add_device(p)
+    add_batch_size(p, None, "images per batch (default: 64 for inputs up to 128x128, else 16)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="dataset and control seed")
-    p.add_argument("--cache-dir", metavar="DIR", help="cache of trained models (default pair)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    p.set_defaults(func=_bench)
+    add_seed(p, "dataset and control seed")
+    p.add_argument(
+        "--cache-dir", type=input_path, metavar="DIR", help="cache of trained models (default pair)"
+    )
+    add_no_progress(p)
+    p.set_defaults(func=run_bench)
 
     r = subparsers.add_parser(
         "report",
@@ -95,8 +114,8 @@ def register(subparsers: Any) -> None:
         description="Regenerate table.md, table.csv, summary.json, the figures and report.html "
         "from DIR/results.sqlite, without recomputing anything.",
     )
-    r.add_argument("dir", metavar="DIR", help="a `camwall bench --out` folder")
-    r.set_defaults(func=_report)
+    r.add_argument("dir", type=input_path, metavar="DIR", help="a `camwall bench --out` folder")
+    r.set_defaults(func=run_report)
 
 
 def parse_methods(text: str) -> list[str]:
@@ -123,27 +142,38 @@ def parse_methods(text: str) -> list[str]:
     return names
 
 
-def _bench(args: argparse.Namespace) -> int:
+def run_bench(args: argparse.Namespace) -> int:
+    """Check the arguments and the output folder, then run (sharded under torchrun) and report."""
+    from camwall.bench._runner import _dist_setup, resolve_device
+
+    config = _bench_config(args)
+    out = _check_out(args, config)
+    device = resolve_device(args.device)
+    dist, owned = _dist_setup(device)
+    try:
+        _run(args, config, out, device, dist)
+    finally:
+        if owned:
+            import torch.distributed
+
+            torch.distributed.destroy_process_group()
+    if dist.rank == 0:
+        print(f"camwall bench: wrote {out / 'report.html'} and {out / 'table.md'}")
+        print((out / "table.md").read_text().split("\n## ")[0])
+    return 0
+
+
+def _bench_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's configuration (what ``--resume`` must match), with every name checked."""
     from camwall.bench import _inputs as inputs
-    from camwall.bench._runner import _dist_setup, check_out_dir, resolve_device, run_bench
-    from camwall.bench._store import STORE_NAME, Store
 
     methods = parse_methods(args.methods)
-    if args.images < 1:
-        raise CamwallError(f"--images must be at least 1, got {args.images}.")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise CamwallError(f"--batch-size must be at least 1, got {args.batch_size}.")
     if args.weights and not args.model:
         raise CamwallError("--weights needs a registry --model NAME to load them into.")
-    out = check_out_dir(args.out)  # an unwritable folder fails before any work
-    device = resolve_device(args.device)
-    model_specs = args.model or [f"preset:{inputs.DEFAULT_PRESET}:walled"]
-    baseline_specs = args.baseline or (
-        [] if args.model else [f"preset:{inputs.DEFAULT_PRESET}:baseline"]
-    )
     config: dict[str, Any] = {
-        "models": model_specs,
-        "baselines": baseline_specs,
+        "models": args.model or [f"preset:{inputs.DEFAULT_PRESET}:walled"],
+        "baselines": args.baseline
+        or ([] if args.model else [f"preset:{inputs.DEFAULT_PRESET}:baseline"]),
         "weights": args.weights,
         "walls": args.wall,
         "datasets": args.dataset or list(inputs.DEFAULT_DATASETS),
@@ -154,52 +184,55 @@ def _bench(args: argparse.Namespace) -> int:
     }
     for spec in config["datasets"]:
         inputs.check_dataset_spec(spec)
+    return config
+
+
+def _check_out(args: argparse.Namespace, config: dict[str, Any]) -> Path:
+    """Create ``--out`` (proving it writable) and check a resumed run's config, before any work."""
+    from camwall.bench._runner import check_out_dir
+    from camwall.bench._store import STORE_NAME, Store
+
+    out = check_out_dir(args.out)
     if args.resume and (out / STORE_NAME).exists():
         with Store(out / STORE_NAME) as store:
             store.check_resume(config)  # before any training or loading
+    return out
 
-    dist, owned = _dist_setup(device)
-    try:
-        paths = _default_pair(args, dist) if not args.model else {}
-        models = [
-            inputs.resolve_model(
-                paths.get(s, s),
-                weights=args.weights,
-                target_layer=args.target_layer,
-                walls=args.wall,
-            )
-            for s in model_specs
-        ]
-        models += [inputs.resolve_model(paths.get(s, s), walled=False) for s in baseline_specs]
-        _dedupe_names(models)
-        channels = next((m.channels for m in models if m.walled), None)
-        datasets = [
-            inputs.resolve_dataset(d, args.images, args.seed, channels) for d in config["datasets"]
-        ]
-        walled = next(m for m in models if m.walled)
-        small = walled.dead_zone.numel() <= 128 * 128
-        batch_size = args.batch_size or (64 if small else 16)
-        run_bench(
-            models,
-            datasets,
-            methods,
-            out,
-            config=config,
-            device=device,
-            batch_size=batch_size,
-            resume=args.resume,
-            seed=args.seed,
-            progress=not args.no_progress,
+
+def _run(
+    args: argparse.Namespace, config: dict[str, Any], out: Path, device: Any, dist: Any
+) -> None:
+    """Resolve the models and datasets (training the default pair if needed) and run."""
+    from camwall.bench import _inputs as inputs
+    from camwall.bench._runner import run_bench as run
+
+    paths = _default_pair(args, dist) if not args.model else {}
+    models = [
+        inputs.resolve_model(
+            paths.get(s, s), weights=args.weights, target_layer=args.target_layer, walls=args.wall
         )
-    finally:
-        if owned:
-            import torch.distributed
-
-            torch.distributed.destroy_process_group()
-    if dist.rank == 0:
-        print(f"camwall bench: wrote {out / 'report.html'} and {out / 'table.md'}")
-        print((out / "table.md").read_text().split("\n## ")[0])
-    return 0
+        for s in config["models"]
+    ]
+    models += [inputs.resolve_model(paths.get(s, s), walled=False) for s in config["baselines"]]
+    _dedupe_names(models)
+    channels = next((m.channels for m in models if m.walled), None)
+    datasets = [
+        inputs.resolve_dataset(d, args.images, args.seed, channels) for d in config["datasets"]
+    ]
+    walled = next(m for m in models if m.walled)
+    small = walled.dead_zone.numel() <= 128 * 128
+    run(
+        models,
+        datasets,
+        config["methods"],
+        out,
+        config=config,
+        device=device,
+        batch_size=args.batch_size or (64 if small else 16),
+        resume=args.resume,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
 
 
 def _default_pair(args: argparse.Namespace, dist: Any) -> dict[str, str]:
@@ -253,7 +286,7 @@ def _dedupe_names(models: list[Any]) -> None:
             seen[m.name] = 1
 
 
-def _report(args: argparse.Namespace) -> int:
+def run_report(args: argparse.Namespace) -> int:
     from camwall.bench._report import write_report
 
     path = Path(args.dir)

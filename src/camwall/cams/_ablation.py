@@ -15,8 +15,8 @@ from camwall.errors import CamwallError
 __all__ = ["AblationCAM"]
 
 
-@METHODS.register("ablationcam")
-class AblationCAM(CamMethod):
+@METHODS.add
+class AblationCAM(CamMethod, name="ablationcam"):
     """Ablation-CAM (Desai & Ramaswamy, 2020, WACV).
 
     ``s0_b = y_b`` of the image; ``s_bk`` = the target score when channel k of A_b is set to

@@ -65,8 +65,14 @@ class CamMethod:
     option names carry the method name as prefix (``scorecam_chunk``), except shared ones.
     """
 
+    name: ClassVar[str] = ""  # the registry name, given as ``class X(CamMethod, name="x")``
     needs_gradient: ClassVar[bool] = False
     options: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, name: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if name:
+            cls.name = name
 
     def __init__(self, **options: Any) -> None:
         self.opts = {**self.options, **{k: v for k, v in options.items() if k in self.options}}

@@ -31,8 +31,8 @@ def _one_thread(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-@METHODS.register("eigencam")
-class EigenCAM(CamMethod):
+@METHODS.add
+class EigenCAM(CamMethod, name="eigencam"):
     """EigenCAM (Muhammad & Yeasin, 2020, https://arxiv.org/abs/2008.00299).
 
     ``M = A_b`` as (h*w) x K, centered per channel; ``v1`` its first right singular vector;

@@ -18,8 +18,8 @@ def _grads(ctx: CamContext) -> Tensor:
     return ctx.gradients
 
 
-@METHODS.register("gradcam")
-class GradCAM(CamMethod):
+@METHODS.add
+class GradCAM(CamMethod, name="gradcam"):
     """Grad-CAM (Selvaraju et al., 2017, https://arxiv.org/abs/1610.02391).
 
     ``w_bk = mean_ij G_bkij``; map ``= sum_k w_bk A_bk``.
@@ -31,8 +31,8 @@ class GradCAM(CamMethod):
         return _grads(ctx).mean(dim=(2, 3))
 
 
-@METHODS.register("hirescam")
-class HiResCAM(CamMethod):
+@METHODS.add
+class HiResCAM(CamMethod, name="hirescam"):
     """HiResCAM (Draelos & Carin, 2020, https://arxiv.org/abs/2011.08891).
 
     Elementwise: map ``= sum_k G_bk * A_bk``. Respects the wall: zero where G is zero.
@@ -44,8 +44,8 @@ class HiResCAM(CamMethod):
         return _grads(ctx)
 
 
-@METHODS.register("gradcampp")
-class GradCAMPlusPlus(CamMethod):
+@METHODS.add
+class GradCAMPlusPlus(CamMethod, name="gradcampp"):
     """Grad-CAM++ (Chattopadhay et al., 2018, https://arxiv.org/abs/1710.11063), closed form.
 
     ``alpha = G^2 / (2 G^2 + S_bk G^3 + 1e-6)`` (0 where G == 0),
@@ -64,8 +64,8 @@ class GradCAMPlusPlus(CamMethod):
         return (g.clamp_min(0) * alpha).sum(dim=(2, 3))
 
 
-@METHODS.register("xgradcam")
-class XGradCAM(CamMethod):
+@METHODS.add
+class XGradCAM(CamMethod, name="xgradcam"):
     """XGrad-CAM (Fu et al., 2020, https://arxiv.org/abs/2008.02312).
 
     ``w_bk = sum_ij(G A) / (S_bk + 1e-7)``; map ``= sum_k w_bk A_bk``.
@@ -79,8 +79,8 @@ class XGradCAM(CamMethod):
         return (_grads(ctx) * a / (s + 1e-7)).sum(dim=(2, 3))
 
 
-@METHODS.register("layercam")
-class LayerCAM(CamMethod):
+@METHODS.add
+class LayerCAM(CamMethod, name="layercam"):
     """LayerCAM (Jiang et al., 2021, https://ieeexplore.ieee.org/document/9462463).
 
     Elementwise: map ``= sum_k max(G_bk, 0) * A_bk``. Respects the wall.

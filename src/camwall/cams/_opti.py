@@ -41,8 +41,8 @@ def opticam_masks(features: Tensor, u: Tensor, size: tuple[int, int]) -> Tensor:
     return (s - lo) / (hi - lo + _EPS)
 
 
-@METHODS.register("opticam")
-class OptiCAM(CamMethod):
+@METHODS.add
+class OptiCAM(CamMethod, name="opticam"):
     """Opti-CAM (Zhang et al., 2024, https://arxiv.org/abs/2301.07002).
 
     ``F = ReLU(A)``; parameters ``u`` (B x K, start 0.5, or uniform [0, 1) with ``opticam_init=

@@ -22,8 +22,8 @@ def chunk_option(value: object, name: str) -> int:
     return value
 
 
-@METHODS.register("scorecam")
-class ScoreCAM(CamMethod):
+@METHODS.add
+class ScoreCAM(CamMethod, name="scorecam"):
     """Score-CAM (Wang et al., 2020, https://arxiv.org/abs/1910.01279).
 
     ``U = upsample(A)`` (bilinear, ``align_corners=True``) to H x W;

@@ -18,11 +18,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from camwall._cliargs import (
+    MAX_SIDE,
+    add_device,
+    add_out,
+    add_target_layer,
+    input_path,
+    non_negative_int,
+    torch_device,
+)
 from camwall.cams._base import METHODS
 from camwall.cams._engine import CamEngine
 from camwall.errors import CamwallError
 
-__all__ = ["register"]
+__all__ = ["register", "run_cam"]
+
+ORDER = 20  # place in `camwall --help`
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -35,24 +46,30 @@ def register(subparsers: Any) -> None:
         help="compute CAM saliency maps for image files with a checkpoint",
         description="Compute CAM saliency maps for image files with a saved camwall checkpoint.",
     )
-    p.add_argument("checkpoint", help="checkpoint NAME (NAME.safetensors + NAME.json)")
-    p.add_argument("images", nargs="+", help="image files (resized to the model's input size)")
+    p.add_argument(
+        "checkpoint", type=input_path, help="checkpoint NAME (NAME.safetensors + NAME.json)"
+    )
+    p.add_argument(
+        "images", nargs="+", type=input_path, help="image files (resized to the model's input size)"
+    )
     p.add_argument(
         "--methods",
         default="gradcam,hirescam",
         help=f"comma-separated, or 'all'; choose from: {', '.join(METHODS.names())}",
     )
-    p.add_argument("--layer", help="target layer (dotted name); default: the model's own")
-    p.add_argument("--target", type=int, help="class index (default: the predicted class)")
+    add_target_layer(p)
+    p.add_argument(
+        "--target", type=non_negative_int, help="class index (default: the predicted class)"
+    )
     p.add_argument(
         "--normalize",
         choices=("auto", "imagenet", "none"),
         default="auto",
         help="input normalization; auto = ImageNet mean/std for 3-channel inputs",
     )
-    p.add_argument("--out", default="cams", help="output folder (default: ./cams)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.set_defaults(func=run)
+    add_out(p, "cams")
+    add_device(p, default="cpu")
+    p.set_defaults(func=run_cam)
 
 
 def _load_inputs(paths: list[str], shape: tuple[int, int, int]) -> Tensor:
@@ -83,47 +100,26 @@ def _overlay(image: Tensor, cam: Tensor) -> Any:
     return (255 * (0.5 * heat + 0.5 * img)).round().astype(np.uint8)
 
 
-def run(args: argparse.Namespace) -> int:
-    from PIL import Image
-    from safetensors.torch import save_file
-
-    from camwall.walls import default_target_layer, load_model
-
-    methods = METHODS.names() if args.methods == "all" else args.methods.split(",")
-    for name in methods:
-        METHODS.get(name.strip())  # unknown names fail before the model is loaded
-    methods = [m.strip() for m in methods]
-    model, meta = load_model(args.checkpoint, device=args.device)
-    shape = meta.get("input_shape")
-    if not shape or len(shape) != 3:
+def run_cam(args: argparse.Namespace) -> int:
+    """Check everything, compute every map, and only then write the output folder."""
+    methods = _parse_methods(args.methods)
+    device = torch_device(args.device)
+    model, meta = _load_checkpoint(args.checkpoint, device)
+    shape = _input_shape(args.checkpoint, meta)
+    raw = _load_inputs([str(p) for p in args.images], shape)
+    normalize = args.normalize == "imagenet" or (args.normalize == "auto" and shape[0] == 3)
+    if normalize and shape[0] != 3:
         raise CamwallError(
-            f"{args.checkpoint}: the metadata has no input_shape (C, H, W); re-save the model "
-            f"with camwall.walls.save_model."
+            f"--normalize imagenet needs 3-channel input; {args.checkpoint} takes {shape[0]} "
+            "channel(s). Use --normalize none or auto."
         )
-    raw = _load_inputs(args.images, (int(shape[0]), int(shape[1]), int(shape[2])))
-    x = raw
-    normalize = args.normalize == "imagenet" or (args.normalize == "auto" and raw.shape[1] == 3)
-    if normalize:
-        mean = torch.tensor(_IMAGENET_MEAN)[:, None, None]
-        std = torch.tensor(_IMAGENET_STD)[:, None, None]
-        x = (raw - mean) / std
-    layer = args.layer or meta.get("target_layer") or default_target_layer(model)
-    targets = None if args.target is None else [args.target] * len(args.images)
+    x = _imagenet(raw) if normalize else raw
+    layer = args.target_layer or meta.get("target_layer") or _default_layer(model)
     with CamEngine(model, layer) as engine:
-        maps = engine(x.to(args.device), methods, targets)
-        with torch.no_grad():
-            predicted = engine.run_model(x.to(args.device)).argmax(1).tolist()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tensors: dict[str, Tensor] = {}
-    stems = _unique_stems(args.images)
-    for i, stem in enumerate(stems):
-        tensors[f"{stem}/input"] = raw[i].contiguous()
-        for name in methods:
-            cam = maps[name][i].cpu()
-            tensors[f"{stem}/{name}"] = cam.contiguous()
-            Image.fromarray(_overlay(raw[i], cam)).save(out / f"{stem}_{name}.png")
-    save_file(tensors, str(out / "maps.safetensors"))
+        predicted = _predict(engine, x.to(device), args.checkpoint, shape, args.target)
+        targets = None if args.target is None else [args.target] * len(args.images)
+        maps = engine(x.to(device), methods, targets)
+    stems = _unique_stems([str(p) for p in args.images])
     manifest = {
         "checkpoint": str(args.checkpoint),
         "layer": layer,
@@ -134,11 +130,114 @@ def run(args: argparse.Namespace) -> int:
         "predicted": predicted,
         "normalized": "imagenet" if normalize else "none",
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    _write_outputs(Path(args.out), raw, maps, methods, stems, manifest)
     for stem, pred in zip(stems, predicted):
         print(f"{stem}: predicted class {pred}")
-    print(f"wrote {len(stems) * len(methods)} maps to {out}/ (maps.safetensors, PNG overlays)")
+    print(f"wrote {len(stems) * len(methods)} maps to {args.out}/ (maps.safetensors, PNG overlays)")
     return 0
+
+
+def _parse_methods(text: str) -> list[str]:
+    """``all`` or a comma list of method names, each checked (unknown names fail first)."""
+    methods = METHODS.names() if text == "all" else [m.strip() for m in text.split(",")]
+    for name in methods:
+        METHODS.get(name)
+    return methods
+
+
+def _load_checkpoint(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """``load_model``; a checkpoint whose JSON cannot rebuild its model is a user error."""
+    from camwall.walls import load_model
+
+    try:
+        return load_model(path, device=device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        if isinstance(err, CamwallError):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CamwallError(
+            f"{path}: the checkpoint's JSON does not rebuild a working model ({first}); "
+            "re-save it with camwall.walls.save_model."
+        ) from None
+
+
+def _input_shape(path: Path, meta: dict[str, Any]) -> tuple[int, int, int]:
+    """The checkpoint's ``input_shape``: three positive ints ``(C, H, W)``, C in {1, 3}."""
+    shape: Any = meta.get("input_shape")
+    ints = isinstance(shape, list | tuple) and len(shape) == 3
+    ints = ints and all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
+    if not ints or not (shape[0] in (1, 3) and 1 <= min(shape[1:]) <= max(shape[1:]) <= MAX_SIDE):
+        raise CamwallError(
+            f"{path}: input_shape in the JSON must be [C, H, W] with C 1 or 3 and sides 1 to "
+            f"{MAX_SIDE}, got {shape!r}; re-save the model with camwall.walls.save_model."
+        )
+    return int(shape[0]), int(shape[1]), int(shape[2])
+
+
+def _default_layer(model: torch.nn.Module) -> str:
+    from camwall.walls import default_target_layer
+
+    return default_target_layer(model)
+
+
+def _imagenet(raw: Tensor) -> Tensor:
+    mean = torch.tensor(_IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(_IMAGENET_STD)[:, None, None]
+    return (raw - mean) / std
+
+
+def _predict(
+    engine: CamEngine, x: Tensor, path: Path, shape: tuple[int, ...], target: int | None
+) -> list[int]:
+    """Predicted classes; a model that fails on ``input_shape`` or a ``--target`` out of range
+    is a user error (the checkpoint's JSON or the argument is wrong)."""
+    try:
+        with torch.no_grad():
+            logits = engine.run_model(x)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise CamwallError(
+            f"{path}: the model fails on its recorded input_shape {list(shape)} ({first}); "
+            "fix input_shape in the JSON or re-save the model."
+        ) from None
+    classes = logits.shape[1]
+    if target is not None and target >= classes:
+        raise CamwallError(
+            f"--target {target}: the model has {classes} classes (0..{classes - 1})."
+        )
+    return [int(c) for c in logits.argmax(1).tolist()]
+
+
+def _write_outputs(
+    out: Path,
+    raw: Tensor,
+    maps: dict[str, Tensor],
+    methods: list[str],
+    stems: list[str],
+    manifest: dict[str, Any],
+) -> None:
+    """Encode every file in memory first (PNG overlays, maps, manifest), then write them: a
+    failure while encoding leaves no half-written folder."""
+    import io
+
+    from PIL import Image
+    from safetensors.torch import save
+
+    tensors: dict[str, Tensor] = {}
+    blobs: dict[str, bytes] = {}
+    for i, stem in enumerate(stems):
+        tensors[f"{stem}/input"] = raw[i].contiguous()
+        for name in methods:
+            cam = maps[name][i].cpu()
+            tensors[f"{stem}/{name}"] = cam.contiguous()
+            png = io.BytesIO()
+            Image.fromarray(_overlay(raw[i], cam)).save(png, format="PNG")
+            blobs[f"{stem}_{name}.png"] = png.getvalue()
+    blobs["maps.safetensors"] = save(tensors)
+    blobs["manifest.json"] = json.dumps(manifest, indent=2).encode("utf-8")
+    out.mkdir(parents=True, exist_ok=True)
+    for file_name, data in blobs.items():
+        (out / file_name).write_bytes(data)
 
 
 def _unique_stems(paths: list[str]) -> list[str]:

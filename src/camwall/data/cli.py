@@ -9,6 +9,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from camwall._cliargs import (
+    MAX_IMAGES,
+    MAX_SIDE,
+    add_alias,
+    add_out,
+    add_overwrite,
+    add_seed,
+    input_path,
+    int_in,
+    non_negative_int,
+    positive_int,
+)
 from camwall.data.canvases import fashion_canvases
 from camwall.data.composites import DATASETS
 from camwall.data.fashion import FASHION_CLASSES
@@ -26,7 +38,15 @@ from camwall.data.preview import preview_grid
 from camwall.data.reader import read_image_dataset
 from camwall.errors import CamwallError
 
-__all__ = ["register"]
+__all__ = [
+    "register",
+    "run_data_export",
+    "run_data_preview",
+    "run_stackgen",
+    "run_stackmix",
+]
+
+ORDER = 40  # place in `camwall --help`
 
 CANVAS_CHOICES = ("fashion-canvases",)
 
@@ -52,7 +72,7 @@ def _report(manifest_path: Path) -> None:
         )
 
 
-def _stackmix(args: argparse.Namespace) -> int:
+def run_stackmix(args: argparse.Namespace) -> int:
     classes = read_class_file(args.classes) if args.classes else None
     path = build_stackmix(
         args.source,
@@ -63,7 +83,7 @@ def _stackmix(args: argparse.Namespace) -> int:
         split_row=args.split_row,
         seed=args.seed,
         skip_bad=args.skip_bad,
-        overwrite=args.force,
+        overwrite=args.overwrite,
     )
     _report(path)
     return 0
@@ -95,9 +115,9 @@ def _prompt_classes(args: argparse.Namespace) -> list[tuple[int, str]]:
     return [(i, names[i]) for i in sample_indices(pool, n, args.seed)]
 
 
-def _stackgen(args: argparse.Namespace) -> int:
+def run_stackgen(args: argparse.Namespace) -> int:
     if args.prompts:
-        prompts, table = write_prompts(args.out, _prompt_classes(args), overwrite=args.force)
+        prompts, table = write_prompts(args.out, _prompt_classes(args), overwrite=args.overwrite)
         print(f"wrote {prompts} and the CSV template {table}")
         return 0
     if not args.source:
@@ -109,16 +129,16 @@ def _stackgen(args: argparse.Namespace) -> int:
         for lbl, name in pairs:
             class_list[lbl] = name
     path = build_stackgen(
-        args.source, args.out, csv_path=args.csv, class_list=class_list, overwrite=args.force
+        args.source, args.out, csv_path=args.csv, class_list=class_list, overwrite=args.overwrite
     )
     _report(path)
     return 0
 
 
-def _preview(args: argparse.Namespace) -> int:
+def run_data_preview(args: argparse.Namespace) -> int:
     title: str
     if args.folder:
-        ds = read_image_dataset(args.folder, size=args.size)
+        ds = read_image_dataset(args.folder, size=args.image_size)
         k = min(args.n, len(ds))
         images, labels, names = ds.images[:k], ds.labels[:k], ds.class_names
         title = str(args.folder)
@@ -136,7 +156,7 @@ def _preview(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
+def run_data_export(args: argparse.Namespace) -> int:
     comp = DATASETS.get(args.dataset)(n=args.n, seed=args.seed, root=args.data)
     extra = {k: v for k, v in comp.meta.items() if k not in ("class_names", "n", "size")}
     path = export_composites(
@@ -147,7 +167,7 @@ def _export(args: argparse.Namespace) -> int:
         kind=args.dataset,
         sources=comp.sources,
         extra=extra,
-        overwrite=args.force,
+        overwrite=args.overwrite,
     )
     print(f"wrote {len(comp.labels)} images and {path}")
     return 0
@@ -161,22 +181,19 @@ def register(subparsers: Any) -> None:
         description="STACK-MIX: for each sampled class, the top rows of one image over the "
         "bottom rows of another image of the same class (resize 256, centre-crop 224).",
     )
-    p.add_argument("--source", required=True, type=Path, help="ImageFolder root")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--n", type=int, default=None, help="classes (images); default 100")
+    p.add_argument("--source", required=True, type=input_path, help="ImageFolder root")
+    add_out(p, required=True)
+    _add_n(p, "classes (images); default 100")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--classes", type=Path, help="text file of class folder names")
-    group.add_argument(
-        "--first-classes",
-        type=int,
-        default=ANIMAL_CLASSES,
-        help="sample from the first K class indices (default 398: the ImageNet animals)",
+    group.add_argument("--classes", type=input_path, help="text file of class folder names")
+    _add_first_classes(group)
+    p.add_argument(
+        "--split-row", type=non_negative_int, default=112, help="first row from x2 (default 112)"
     )
-    p.add_argument("--split-row", type=int, default=112, help="first row from x2 (default 112)")
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     p.add_argument("--skip-bad", action="store_true", help="skip undecodable files, loudly")
-    p.add_argument("--force", action="store_true", help="replace an existing manifest in --out")
-    p.set_defaults(func=_stackmix)
+    add_overwrite(p, "replace an existing manifest in --out")
+    p.set_defaults(func=run_stackmix)
 
     g = subparsers.add_parser(
         "stackgen",
@@ -185,26 +202,45 @@ def register(subparsers: Any) -> None:
         "crop the generated images listed in the CSV to 1:1 at their offset, resize to 256, "
         "centre-crop 224, and write PNGs with a manifest.",
     )
-    g.add_argument("--source", type=Path, help="folder of generated images")
-    g.add_argument("--out", required=True, type=Path, help="output folder")
+    g.add_argument("--source", type=input_path, help="folder of generated images")
+    add_out(g, required=True)
     g.add_argument(
-        "--csv", type=Path, help="file,class[,label][,offset] (default SOURCE/stackgen.csv)"
+        "--csv", type=input_path, help="file,class[,label][,offset] (default SOURCE/stackgen.csv)"
     )
     g.add_argument(
         "--classes",
-        type=Path,
+        type=input_path,
         help="text file of class names, one per line (line number = label, or LABEL<TAB>NAME)",
     )
     g.add_argument("--prompts", action="store_true", help="write prompts.txt + stackgen.csv")
-    g.add_argument("--n", type=int, default=None, help="with --prompts: classes; default 100")
-    g.add_argument("--first-classes", type=int, default=ANIMAL_CLASSES)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--force", action="store_true")
-    g.set_defaults(func=_stackgen)
+    _add_n(g, "with --prompts: classes; default 100")
+    _add_first_classes(g)
+    add_seed(g)
+    add_overwrite(g, "replace an existing manifest in --out")
+    g.set_defaults(func=run_stackgen)
 
     d = subparsers.add_parser("data", help="inspect the datasets")
     dsub = d.add_subparsers(dest="data_command", metavar="COMMAND")
     d.set_defaults(func=lambda _args: (d.print_help(), 0)[1])
+    _register_preview(dsub)
+    _register_export(dsub)
+
+
+def _add_n(p: Any, text: str, default: int | None = None) -> None:
+    p.add_argument("--n", type=int_in(1, MAX_IMAGES), default=default, metavar="N", help=text)
+
+
+def _add_first_classes(p: Any) -> None:
+    p.add_argument(
+        "--first-classes",
+        type=positive_int,
+        default=ANIMAL_CLASSES,
+        metavar="K",
+        help="sample from the first K class indices (default 398: the ImageNet animals)",
+    )
+
+
+def _register_preview(dsub: Any) -> None:
     pv = dsub.add_parser("preview", help="save a grid of examples with labels as a PNG")
     src = pv.add_mutually_exclusive_group()
     src.add_argument(
@@ -213,23 +249,34 @@ def register(subparsers: Any) -> None:
         choices=[*DATASETS.names(), *CANVAS_CHOICES],
         help="embedded dataset (default fashion-stackpair)",
     )
-    src.add_argument("--folder", type=Path, help="a dataset folder (manifest or ImageFolder)")
-    pv.add_argument("--out", required=True, type=Path, help="output PNG")
-    pv.add_argument("--n", type=int, default=16)
-    pv.add_argument("--seed", type=int, default=0)
+    src.add_argument("--folder", type=input_path, help="a dataset folder (manifest or ImageFolder)")
+    add_out(pv, kind="png", required=True, help="output figure (NAME -> NAME.png)")
+    _add_n(pv, "examples (default 16)", 16)
+    add_seed(pv)
     pv.add_argument("--split", choices=("train", "test"), default="train", help="for canvases")
-    pv.add_argument("--size", type=int, default=None, help="for --folder: resize + crop")
-    pv.add_argument("--data", type=Path, default=None, help="Fashion-MNIST folder")
-    pv.add_argument("--mark-row", type=int, action="append", default=[], help="draw a line")
-    pv.set_defaults(func=_preview)
+    pv.add_argument(
+        "--image-size",
+        type=int_in(1, MAX_SIDE),
+        default=None,
+        metavar="S",
+        help="for --folder: resize + crop to S x S",
+    )
+    add_alias(pv, "--size", "--image-size")
+    pv.add_argument("--data", type=input_path, default=None, help="Fashion-MNIST folder")
+    pv.add_argument(
+        "--mark-row", type=non_negative_int, action="append", default=[], help="draw a line"
+    )
+    pv.set_defaults(func=run_data_preview)
 
+
+def _register_export(dsub: Any) -> None:
     ex = dsub.add_parser(
         "export", help="write an embedded dataset as 8-bit PNGs + manifest.json (a folder)"
     )
     ex.add_argument("--dataset", required=True, choices=DATASETS.names())
-    ex.add_argument("--out", required=True, type=Path, help="output folder")
-    ex.add_argument("--n", type=int, default=100)
-    ex.add_argument("--seed", type=int, default=0)
-    ex.add_argument("--data", type=Path, default=None, help="Fashion-MNIST folder")
-    ex.add_argument("--force", action="store_true", help="replace an existing manifest")
-    ex.set_defaults(func=_export)
+    add_out(ex, required=True)
+    _add_n(ex, "images (default 100)", 100)
+    add_seed(ex)
+    ex.add_argument("--data", type=input_path, default=None, help="Fashion-MNIST folder")
+    add_overwrite(ex, "replace an existing manifest")
+    ex.set_defaults(func=run_data_export)

@@ -244,7 +244,6 @@ DATASETS: Registry[CompositeBuilder] = Registry("dataset")
 """Composite dataset builders by name; ``DATASETS.get(name)(n=100, seed=0)``."""
 
 DATASETS.add(
-    "fashion-stackmix",
     CompositeBuilder(
         "fashion-stackmix",
         "STACK-MIX: top rows of one test item over the bottom rows of another of the same class",
@@ -253,7 +252,6 @@ DATASETS.add(
     ),
 )
 DATASETS.add(
-    "fashion-stackpair",
     CompositeBuilder(
         "fashion-stackpair",
         "STACK-GEN analogue: one whole item above, another of the same class in the dead zone",

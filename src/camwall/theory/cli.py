@@ -5,7 +5,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["register"]
+from camwall._cliargs import (
+    add_no_progress,
+    add_out,
+    add_seed,
+    int_in,
+    name_or_path,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+
+__all__ = ["register", "run_theory"]
+
+ORDER = 60  # place in `camwall --help`
 
 
 def register(subparsers: Any) -> None:
@@ -21,34 +34,40 @@ def register(subparsers: Any) -> None:
         ),
     )
     p.add_argument(
-        "--filters", type=int, nargs="+", default=[512, 1024], metavar="V",
+        "--filters", type=int_in(1, 1_000_000), nargs="+", default=[512, 1024], metavar="V",
         help="numbers of filters V (the bound needs V > 400; default: 512 1024)",
     )  # fmt: skip
-    p.add_argument("--samples", type=int, default=2000, help="Monte Carlo initializations per V")
-    p.add_argument("--out", default="results/theory", help="output folder")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--index", type=int, default=0, help="Fashion-MNIST test item for the maps")
-    p.add_argument("--kernel-size", type=int, default=2, help="filter size k")
-    p.add_argument("--tau", type=float, default=1.0, help="weight standard deviation")
+    p.add_argument(
+        "--samples",
+        type=int_in(2, 10_000_000),
+        default=2000,
+        help="Monte Carlo initializations per V (at least 2)",
+    )
+    add_out(p, "results/theory")
+    add_seed(p)
+    p.add_argument(
+        "--index", type=non_negative_int, default=0, help="Fashion-MNIST test item for the maps"
+    )
+    p.add_argument("--kernel-size", type=int_in(1, 28), default=2, help="filter size k")
+    p.add_argument("--tau", type=positive_float, default=1.0, help="weight standard deviation")
     p.add_argument(
         "--head-sampling", choices=["weights", "alpha"], default="weights",
         help="draw every head weight, or each filter's alpha from its exact law (faster)",
     )  # fmt: skip
     p.add_argument(
-        "--at-init-items", type=int, default=200,
+        "--at-init-items", type=positive_int, default=200,
         help="first test items scored in the at-initialization experiment",
     )  # fmt: skip
-    p.add_argument("--data", default=None, help="Fashion-MNIST folder (IDX .gz files)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=_run)
+    p.add_argument(
+        "--data", type=name_or_path, default=None, help="Fashion-MNIST folder (IDX .gz files)"
+    )
+    add_no_progress(p)
+    p.set_defaults(func=run_theory)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from camwall.errors import CamwallError
+def run_theory(args: argparse.Namespace) -> int:
     from camwall.theory._report import theory_report
 
-    if args.samples < 2:
-        raise CamwallError(f"--samples {args.samples}: need at least 2")
     result = theory_report(
         args.out,
         filters=args.filters,

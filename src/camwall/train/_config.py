@@ -147,7 +147,6 @@ over 7 epochs of 60,000 canvases, label smoothing 0.1, one CPU thread (``threads
 # The two Fashion presets differ only in the architecture.
 for _arch in ("fashion-vgg", "fashion-resnet"):
     PRESETS.add(
-        _arch,
         TrainConfig(
             name=_arch,
             arch=_arch,
@@ -164,7 +163,6 @@ for _arch in ("fashion-vgg", "fashion-resnet"):
         ),
     )
 PRESETS.add(
-    "imagenet-vgg16",
     TrainConfig(
         name="imagenet-vgg16",
         arch="walled-vgg16",

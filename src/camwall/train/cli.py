@@ -7,53 +7,81 @@ import json
 from pathlib import Path
 from typing import Any
 
+from camwall._cliargs import (
+    MAX_IMAGES,
+    MAX_SIDE,
+    add_batch_size,
+    add_device,
+    add_no_progress,
+    add_out,
+    add_seed,
+    fraction,
+    input_path,
+    int_in,
+    name_or_path,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from camwall.errors import CamwallError
 from camwall.train._config import PRESETS
 
-__all__ = ["register"]
+__all__ = ["register", "run_evaluate", "run_train", "run_train_plot"]
 
-# flag -> (TrainConfig field, type, help)
+ORDER = 50  # place in `camwall --help`
+
+MAX_ARCH_SIZE = 65536
+"""Largest numeric ``--arch-kwarg`` (a width or channel count)."""
+
+# flag -> (TrainConfig field, argparse type, help)
 _OVERRIDES: tuple[tuple[str, str, Any, str], ...] = (
-    ("--epochs", "epochs", int, "number of epochs"),
-    ("--lr", "lr", float, "(peak) learning rate"),
-    ("--batch-size", "batch_size", int, "global batch size (split across torchrun ranks)"),
-    ("--momentum", "momentum", float, "SGD momentum / AdamW beta1"),
-    ("--weight-decay", "weight_decay", float, "weight decay"),
-    ("--optimizer", "optimizer", str, "sgd or adamw"),
-    ("--scheduler", "scheduler", str, "step, onecycle or constant"),
-    ("--step-size", "step_size", int, "StepLR period (epochs)"),
-    ("--gamma", "gamma", float, "StepLR factor"),
-    ("--label-smoothing", "label_smoothing", float, "cross-entropy label smoothing"),
-    ("--seed", "seed", int, "seed of init, data order, augmentation, dropout"),
-    ("--data", "data", str, "data folder (Fashion-MNIST IDX files or ImageFolder root)"),
-    ("--arch", "arch", str, "model name in camwall.walls.MODELS"),
-    ("--num-classes", "num_classes", int, "number of classes"),
-    ("--image-size", "image_size", int, "input side for ImageFolder data"),
-    ("--train-limit", "train_limit", int, "use only the first N training examples"),
-    ("--val-limit", "val_limit", int, "use only the first N validation examples"),
-    ("--val-batch-size", "val_batch_size", int, "validation batch size"),
-    ("--num-workers", "num_workers", int, "DataLoader worker processes"),
-    ("--max-steps", "max_steps", int, "stop after N optimizer steps (resumable)"),
-    ("--checkpoint-every", "checkpoint_every", int, "also checkpoint every N steps"),
+    ("--epochs", "epochs", positive_int, "number of epochs"),
+    ("--lr", "lr", positive_float, "(peak) learning rate"),
+    ("--momentum", "momentum", fraction, "SGD momentum / AdamW beta1, in [0, 1]"),
+    ("--weight-decay", "weight_decay", non_negative_float, "weight decay"),
+    ("--optimizer", "optimizer", ("sgd", "adamw"), "sgd or adamw"),
+    ("--scheduler", "scheduler", ("step", "onecycle", "constant"), "step, onecycle or constant"),
+    ("--step-size", "step_size", positive_int, "StepLR period (epochs)"),
+    ("--gamma", "gamma", positive_float, "StepLR factor"),
+    ("--label-smoothing", "label_smoothing", fraction, "cross-entropy label smoothing, in [0, 1]"),
+    ("--data", "data", name_or_path, "data folder (Fashion-MNIST IDX files or ImageFolder root)"),
+    ("--arch", "arch", name_or_path, "model name in camwall.walls.MODELS"),
+    ("--num-classes", "num_classes", positive_int, "number of classes"),
+    ("--image-size", "image_size", int_in(1, MAX_SIDE), "input side for ImageFolder data"),
+    ("--train-limit", "train_limit", positive_int, "use only the first N training examples"),
+    ("--val-limit", "val_limit", positive_int, "use only the first N validation examples"),
+    ("--val-batch-size", "val_batch_size", positive_int, "validation batch size"),
+    ("--num-workers", "num_workers", int_in(0, 256), "DataLoader worker processes"),
+    ("--max-steps", "max_steps", positive_int, "stop after N optimizer steps (resumable)"),
+    ("--checkpoint-every", "checkpoint_every", non_negative_int, "also checkpoint every N steps"),
 )
 
 
 def _parse_kv(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
+    key, sep, value = name_or_path(text).partition("=")
+    if not sep or not key.isidentifier():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
-        return key, json.loads(value)
+        parsed = json.loads(value)
     except json.JSONDecodeError:
         return key, value
+    # the builders' numeric options are sizes (width, channels): 1 .. MAX_ARCH_SIZE
+    number = isinstance(parsed, int | float) and not isinstance(parsed, bool)
+    if number and not 0 < parsed <= MAX_ARCH_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"{key}={value}: a model size must be from 1 to {MAX_ARCH_SIZE}"
+        )
+    return key, parsed
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from camwall.train._run import train
 
-    overrides: dict[str, Any] = {f: getattr(args, f) for _, f, _, _ in _OVERRIDES}
+    fields = ["batch_size", "seed", *(f for _, f, _, _ in _OVERRIDES)]
+    overrides: dict[str, Any] = {f: getattr(args, f) for f in fields}
     if args.arch_kwarg:
         overrides["arch_kwargs"] = dict(args.arch_kwarg)
     if args.amp is not None:
@@ -97,7 +125,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_plot(args: argparse.Namespace) -> int:
+def run_train_plot(args: argparse.Namespace) -> int:
     from camwall.train._plot import plot_curves, read_history
 
     run = Path(args.run)
@@ -112,7 +140,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
+def run_evaluate(args: argparse.Namespace) -> int:
     from camwall.train._evaluate import evaluate
 
     res = evaluate(
@@ -143,16 +171,21 @@ def register(subparsers: Any) -> None:
         "Works under `torchrun --nproc_per_node N -m camwall train ...`.",
     )
     p.add_argument("--preset", required=True, choices=PRESETS.names(), help="training recipe")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default runs/PRESET)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_out(p, help="output folder (default runs/PRESET)")
+    add_device(p)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--walled", dest="which", action="store_const", const="walled")
     which.add_argument("--baseline", dest="which", action="store_const", const="baseline")
     which.add_argument("--both", dest="which", action="store_const", const="both", help="(default)")
     p.set_defaults(which="both")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    add_batch_size(
+        p, None, "global batch size, split across torchrun ranks (default: the preset's)"
+    )
+    add_seed(p, "seed of init, data order, augmentation, dropout", default=None)
     for flag, field, typ, text in _OVERRIDES:
-        p.add_argument(flag, dest=field, type=typ, default=None, help=text)
+        kind = {"choices": typ} if isinstance(typ, tuple) else {"type": typ}
+        p.add_argument(flag, dest=field, default=None, help=text, **kind)
     p.add_argument(
         "--arch-kwarg",
         action="append",
@@ -164,31 +197,38 @@ def register(subparsers: Any) -> None:
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument(
         "--threads",
-        type=int,
+        type=int_in(1, 1024),
         default=None,
         help="torch.set_num_threads (default: the preset's; the Fashion presets use 1 on CPU)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_train)
+    add_no_progress(p)
+    p.set_defaults(func=run_train)
 
     q = subparsers.add_parser(
         "train-plot", help="plot loss and accuracy of walled vs baseline from a training run"
     )
-    q.add_argument("run", help="the --out folder of `camwall train`")
-    q.add_argument("--out", type=Path, default=None, help="image file (default RUN/curves.png)")
-    q.set_defaults(func=_cmd_plot)
+    q.add_argument("run", type=input_path, help="the --out folder of `camwall train`")
+    add_out(q, kind="png", help="figure file (default RUN/curves.png)")
+    q.set_defaults(func=run_train_plot)
 
     e = subparsers.add_parser("evaluate", help="top-1 / top-5 accuracy of a saved model")
-    e.add_argument("--model", required=True, help="checkpoint NAME.safetensors")
+    e.add_argument("--model", required=True, type=name_or_path, help="checkpoint NAME.safetensors")
     e.add_argument(
         "--dataset",
         required=True,
+        type=name_or_path,
         help="fashion-canvases, fashion-stackmix, fashion-stackpair, or a folder",
     )
-    e.add_argument("--n", type=int, default=None, help="number of composites (default 1000)")
-    e.add_argument("--seed", type=int, default=0, help="seed of the composites")
-    e.add_argument("--batch-size", type=int, default=256)
-    e.add_argument("--device", default="auto")
-    e.add_argument("--data", default=None, help="Fashion-MNIST folder")
+    e.add_argument(
+        "--n",
+        type=int_in(1, MAX_IMAGES),
+        default=None,
+        metavar="N",
+        help="number of composites (default 1000)",
+    )
+    add_seed(e, "seed of the composites")
+    add_batch_size(e, 256, "images per batch (default 256)")
+    add_device(e)
+    e.add_argument("--data", type=name_or_path, default=None, help="Fashion-MNIST folder")
     e.add_argument("--json", action="store_true", help="print JSON")
-    e.set_defaults(func=_cmd_evaluate)
+    e.set_defaults(func=run_evaluate)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from camwall.errors import CamwallError
-from camwall.registry import Registry
+from camwall.registry import Registry, function_name
 from camwall.walls._checks import positive_int
 from camwall.walls._modules import Wall, WalledLinear, set_walls, walls_of
 from camwall.walls._spec import WallSpec
@@ -32,7 +32,7 @@ __all__ = [
     "walled_vgg16",
 ]
 
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", key=function_name)
 
 #: torchvision's VGG16 ("D") feature configuration; "M" is a 2 x 2 max-pool.
 _VGG16_CFG: tuple[int | str, ...] = (
@@ -114,7 +114,7 @@ def _head(
     return WalledLinear(c * h * w, out, bias=bias, feature_shape=in_shape, wall=wall)
 
 
-@MODELS.register("walled-vgg16")
+@MODELS.add
 def walled_vgg16(num_classes: int = 1000, walled: bool = True) -> nn.Sequential:
     """The paper's walled VGG16 (or its baseline with ``walled=False``), for 3 x 224 x 224 input.
 
@@ -166,7 +166,7 @@ def _vgg16_layers(num_classes: int, walled: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-@MODELS.register("simple-cnn")
+@MODELS.add
 def simple_cnn(num_classes: int = 10, walled: bool = True, channels: int = 256) -> nn.Sequential:
     """The paper's one-layer CNN (Section 2), for 1 x 29 x 29 input.
 
@@ -197,7 +197,7 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1)
 
 
-@MODELS.register("fashion-vgg")
+@MODELS.add
 def fashion_vgg(num_classes: int = 10, walled: bool = True, width: int = 16) -> nn.Sequential:
     """A small VGG-style walled model (or baseline) for 1 x 64 x 64 inputs in [0, 1].
 
@@ -293,7 +293,7 @@ class FashionResNet(nn.Module):
         return self.fc(self.flatten(self.pool(self.wall(x))))
 
 
-@MODELS.register("fashion-resnet")
+@MODELS.add
 def fashion_resnet(num_classes: int = 10, walled: bool = True, width: int = 16) -> FashionResNet:
     """A small walled ResNet-style model (or baseline) for 1 x 64 x 64 inputs in [0, 1].
 

@@ -9,12 +9,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from camwall._cliargs import (
+    MAX_SIDE,
+    add_out,
+    add_seed,
+    int_in,
+    name_or_path,
+    positive_int,
+)
 from camwall.errors import CamwallError
 from camwall.walls._deadzone import WallCheck, dead_zone, dead_zone_summary, verify_wall
 from camwall.walls._models import MODELS
 from camwall.walls._resolve import resolve_model
 
-__all__ = ["register"]
+__all__ = ["register", "run_deadzone"]
+
+ORDER = 30  # place in `camwall --help`
 
 
 def register(subparsers: Any) -> None:
@@ -31,34 +41,39 @@ def register(subparsers: Any) -> None:
         ),
     )
     p.add_argument(
-        "--model", required=True, metavar="NAME_OR_CHECKPOINT",
+        "--model", required=True, type=name_or_path, metavar="NAME_OR_CHECKPOINT",
         help="checkpoint path (NAME, NAME.safetensors or NAME.json), registered model "
         f"({', '.join(MODELS.names())}) or torchvision classifier name (resnet18, vgg16, ...)",
     )  # fmt: skip
     p.add_argument(
-        "--wall", action="append", default=[], metavar="LAYER:SPEC",
+        "--wall", action="append", default=[], type=name_or_path, metavar="LAYER:SPEC",
         help="insert a wall into a torchvision model after LAYER, e.g. layer3:rows=4: or "
         "layer3:rows=4:8,cols=0:2 (feature-map rows/cols, Python slices); repeatable",
     )  # fmt: skip
     p.add_argument(
-        "--weights", metavar="FILE",
+        "--weights", type=name_or_path, metavar="FILE",
         help="state dict for a model name (.safetensors; .pt/.pth read with weights_only); "
         "names of the network without its walls are accepted",
     )  # fmt: skip
     p.add_argument(
-        "--num-classes", type=int, metavar="N", help="outputs of a model name (default: its own)"
+        "--num-classes",
+        type=positive_int,
+        metavar="N",
+        help="outputs of a model name (default: its own)",
     )
     p.add_argument(
-        "--input-size", type=int, nargs=2, metavar=("H", "W"),
+        "--input-size", type=int_in(1, MAX_SIDE, "pixels per side"), nargs=2, metavar=("H", "W"),
         help="input height and width (default: the model's own, e.g. 224 224 for walled-vgg16)",
     )  # fmt: skip
-    p.add_argument("--out", metavar="FILE.png", help="draw the dead zone over an example input")
-    p.add_argument("--trials", type=int, default=4, help="random inputs for the verification")
-    p.add_argument("--seed", type=int, default=0, help="seed of the verification draws")
+    add_out(p, kind="png", help="draw the dead zone over an example input (NAME -> NAME.png)")
+    p.add_argument(
+        "--trials", type=positive_int, default=4, help="random inputs for the verification"
+    )
+    add_seed(p, "seed of the verification draws")
     p.add_argument(
         "--baseline", action="store_true", help="build the registered model with walled=False"
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run_deadzone)
 
 
 def _spans(ranges: list[list[int]], unit: str) -> str:
@@ -133,7 +148,7 @@ def _verdict(check: WallCheck) -> str:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def run_deadzone(args: argparse.Namespace) -> int:
     model, meta = resolve_model(
         args.model,
         args.wall,
@@ -148,10 +163,6 @@ def run(args: argparse.Namespace) -> int:
     c, h, w = (int(v) for v in shape)
     if args.input_size is not None:
         h, w = args.input_size
-        if h < 1 or w < 1:
-            raise CamwallError(f"--input-size {h} {w}: sizes must be positive.")
-    if args.trials < 1:
-        raise CamwallError(f"--trials {args.trials}: give at least 1.")
     zone = dead_zone(model, (c, h, w))
     info = dead_zone_summary(zone)
     check = verify_wall(
@@ -164,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"dead area: {info['pixels']} of {h * w} pixels = {100 * info['fraction']:.1f}%")
     print(f"verification: {_verdict(check)}")
     if args.out:
-        out = Path(args.out)
+        out = Path(args.out)  # the real file name: out_png added ".png" if there was none
         title = f"{label}\ndead: {100 * info['fraction']:.1f}% of {h} x {w}, rows " + (
             _spans(info["rows"], "row")
         )
