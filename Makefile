@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-slow lint bench install clean format
+.PHONY: test test-slow lint bench install clean format data
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,22 +14,26 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The embedded data (Fashion-MNIST): a no-op when present, else installed or explained.
+data:
+	scripts/ensure-data
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-test: lint
+test: data lint
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: data $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
-bench: $(STAMP)
+bench: data $(STAMP)
 	$(BIN)/camwall bench
 
 clean:

@@ -165,3 +165,14 @@ def test_resume_with_other_weights_is_refused(tmp_path):
     other.model = tiny_model(seed=1)
     with pytest.raises(CamwallError, match="weights of model 'tiny' differ"):
         run_bench([other], data, ["uniform"], tmp_path, resume=True, progress=False)
+
+
+def test_resume_on_other_dataset_version_is_refused(tmp_path):
+    models, old = [tiny_bench_model()], tiny_dataset("d", 2)
+    run_bench(models, [old], ["uniform"], tmp_path, progress=False, report=False)  # version 1
+    new = tiny_dataset("d", 2)
+    new.info = {"version": 2}
+    with pytest.raises(CamwallError, match=r"dataset 'd' is version 2 but .* on version 1"):
+        run_bench(models, [new], ["uniform"], tmp_path, resume=True, progress=False)
+    old.info = {"version": 1}  # an explicit 1 equals an absent version
+    run_bench(models, [old], ["uniform"], tmp_path, resume=True, progress=False, report=False)

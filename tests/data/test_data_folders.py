@@ -414,7 +414,8 @@ def test_export_then_read_back(tmp_path, capsys):
     assert torch.equal(ds.labels, comp.labels)
     assert float((ds.images - comp.images).abs().max()) <= 0.5 / 255 + 1e-6
     assert ds.meta["seed"] == 2
-    assert ds.meta["split_row"] == 32
+    assert ds.meta["split_row"] == 36
+    assert ds.meta["version"] == 2
     assert ds.sources[3]["source"] == comp.sources[3]
     assert run(argv) == 2
     assert "already exists" in capsys.readouterr().err

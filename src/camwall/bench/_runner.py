@@ -321,6 +321,7 @@ def _open_main(
                         f"--resume: the weights of model {m.name!r} differ from those the "
                         f"stored results in {path} were computed with; choose another --out."
                     )
+            _check_dataset_versions(store, datasets, path)
             _merge_shards(store, out)
         run_id = store.start_run(config, versions())
         for m in models:
@@ -345,6 +346,19 @@ def _open_main(
             }
             store.put_info("datasets", d.name, info)
     return run_id
+
+
+def _check_dataset_versions(store: Store, datasets: Sequence[BenchDataset], path: Path) -> None:
+    """Refuse to resume on a dataset whose design version (``info["version"]``, 1 if absent)
+    differs from the stored one: the same name and seed would give other images."""
+    stored = store.info("datasets")
+    for d in datasets:
+        old, new = stored.get(d.name, {}).get("version", 1), d.info.get("version", 1)
+        if d.name in stored and old != new:
+            raise CamwallError(
+                f"--resume: dataset {d.name!r} is version {new} but the stored results in {path} "
+                f"were computed on version {old}; choose another --out."
+            )
 
 
 def fingerprint(model: nn.Module) -> str:

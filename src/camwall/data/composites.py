@@ -1,9 +1,12 @@
 """Embedded composite datasets from the Fashion-MNIST test split: the analogues of the paper's
 STACK-MIX and STACK-GEN, at 64 x 64 grayscale.
 
-* ``fashion-stackmix``: two *different* test items ``x1, x2`` of the same class, each scaled to
-  the whole canvas; rows ``< split_row`` come from ``x1``, rows ``>= split_row`` from ``x2``
-  (the paper's cutmix-style STACK-MIX).
+* ``fashion-stackmix`` (version 2): two *different* test items ``x1, x2`` of the same class;
+  rows ``< split_row`` (default 36) come from a canvas with ``x1`` placed like a training item
+  (side 28..36, top row 0..4, shift -6..6), rows ``>= split_row`` from a canvas with ``x2`` at
+  the same scale but lower (top row 28..64 - side), so the lower part of ``x2`` fills the dead
+  zone (the paper's cutmix-style STACK-MIX: a top slice of ``x1`` over a bottom slice of ``x2``).
+  Version 1 (camwall 0.1.0) scaled both items to the whole canvas and split at row 32.
 * ``fashion-stackpair``: two whole items of the same class stacked: the upper one placed like a
   training item (side 28..32, top row 0..3, so it ends by row 34), the lower one (side 22..26)
   with its top row in ``lower_top..64 - side`` (``lower_top`` = 38 by default), i.e. inside
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -27,7 +30,7 @@ from torch import Tensor
 
 from camwall import __version__
 from camwall.data.canvas import place_items
-from camwall.data.canvases import CANVAS, Layout
+from camwall.data.canvases import CANVAS, TRAIN_LAYOUT, Layout
 from camwall.data.fashion import FASHION_CLASSES, load_fashion_mnist
 from camwall.errors import CamwallError
 from camwall.registry import Registry
@@ -70,6 +73,12 @@ UPPER_LAYOUT = Layout(size=(28, 32), top=(0, 3), dx=4, flip_p=0.0)
 """Upper item of ``fashion-stackpair``: like a training item, ending by row 34."""
 LOWER_LAYOUT = Layout(size=(22, 26), top=(38, None), dx=4, flip_p=0.0)
 """Lower item of ``fashion-stackpair``: top row from 38 down to the canvas bottom."""
+MIX_TOP_LAYOUT = replace(TRAIN_LAYOUT, flip_p=0.0)
+"""``x1`` of ``fashion-stackmix``: placed exactly like an evaluation canvas's item."""
+MIX_BOTTOM_LAYOUT = replace(TRAIN_LAYOUT, top=(28, None), flip_p=0.0)
+"""``x2`` of ``fashion-stackmix``: training scale, top row from 28 down to the canvas bottom."""
+MIX_SPLIT_ROW = 36
+"""Default ``split_row`` of ``fashion-stackmix`` on the 64-pixel canvas."""
 
 RenderFn = Callable[[list[dict[str, Any]], Tensor, int], Tensor]
 
@@ -83,12 +92,15 @@ class CompositeBuilder:
         description: one line for ``--help`` and the docs.
         sample: ``(labels, idx1, idx2, generator, size, kw) -> sources`` (one dict per image).
         render_fn: ``(sources, test_items, size) -> N x 1 x size x size`` images.
+        version: the design's version, recorded as ``meta["version"]``; bumped whenever the
+            images of a ``(n, seed)`` change, so stores of different versions are not mixed.
     """
 
     name: str
     description: str
     sample: Callable[..., list[dict[str, Any]]]
     render_fn: RenderFn
+    version: int = 1
 
     def build(
         self,
@@ -114,6 +126,7 @@ class CompositeBuilder:
         images = self.render_fn(sources, items, size)
         meta = {
             "dataset": self.name,
+            "version": self.version,
             "n": n,
             "seed": int(seed),
             "size": size,
@@ -157,34 +170,52 @@ def _scale(v: int, size: int) -> int:
     return round(v * size / CANVAS)
 
 
+def _check_options(name: str, kw: dict[str, Any], known: str) -> Any:
+    value = kw.pop(known, None)
+    if kw:
+        raise CamwallError(f"{name}: unknown option(s) {sorted(kw)}; known: {known}.")
+    return value
+
+
+def _placement(index: int, p: dict[str, Tensor], i: int, size: int) -> dict[str, int]:
+    return {"index": index, **{k: _scale(int(p[k][i]), size) for k in ("size", "top", "left")}}
+
+
 def _sample_stackmix(
     labels: Tensor, idx1: Tensor, idx2: Tensor, g: torch.Generator, size: int, kw: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    split_row = kw.pop("split_row", None)
-    if kw:
-        raise CamwallError(f"fashion-stackmix: unknown option(s) {sorted(kw)}; known: split_row.")
-    split_row = size // 2 if split_row is None else int(split_row)
+    split_row = _check_options("fashion-stackmix", kw, "split_row")
+    split_row = _scale(MIX_SPLIT_ROW, size) if split_row is None else int(split_row)
     if not 0 < split_row < size:
         raise CamwallError(f"split_row must be in 1..{size - 1}, got {split_row}.")
+    n = len(labels)
+    top = MIX_TOP_LAYOUT.draw(n, g, flip=False)
+    bottom = MIX_BOTTOM_LAYOUT.draw(n, g, flip=False)
     return [
         {
-            "label": int(c),
-            "class": FASHION_CLASSES[int(c)],
-            "x1": int(a),
-            "x2": int(b),
+            "label": int(labels[i]),
+            "class": FASHION_CLASSES[int(labels[i])],
+            "x1": _placement(int(idx1[i]), top, i, size),
+            "x2": _placement(int(idx2[i]), bottom, i, size),
             "split_row": split_row,
             "size": size,
         }
-        for c, a, b in zip(labels, idx1, idx2)
+        for i in range(n)
     ]
+
+
+def _render_placed(parts: list[dict[str, Any]], items: Tensor, size: int) -> Tensor:
+    """Render placed items (dicts with ``index, size, top, left``): ``len x 1 x size x size``."""
+
+    def col(key: str) -> Tensor:
+        return torch.tensor([p[key] for p in parts], dtype=torch.int64)
+
+    return place_items(items[col("index")], col("size"), col("top"), col("left"), canvas=size)
 
 
 def _render_stackmix(sources: list[dict[str, Any]], items: Tensor, size: int) -> Tensor:
     n = len(sources)
-    idx = [src["x1"] for src in sources] + [src["x2"] for src in sources]
-    full = torch.full((2 * n,), size, dtype=torch.int64)
-    zero = torch.zeros(2 * n, dtype=torch.int64)
-    both = place_items(items[idx], full, zero, zero, canvas=size)
+    both = _render_placed([s["x1"] for s in sources] + [s["x2"] for s in sources], items, size)
     rows = torch.arange(size).view(1, 1, size, 1)
     split = torch.tensor([int(src["split_row"]) for src in sources]).view(n, 1, 1, 1)
     return torch.where(rows < split, both[:n], both[n:])
@@ -193,9 +224,7 @@ def _render_stackmix(sources: list[dict[str, Any]], items: Tensor, size: int) ->
 def _sample_stackpair(
     labels: Tensor, idx1: Tensor, idx2: Tensor, g: torch.Generator, size: int, kw: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    lower_top = kw.pop("lower_top", None)
-    if kw:
-        raise CamwallError(f"fashion-stackpair: unknown option(s) {sorted(kw)}; known: lower_top.")
+    lower_top = _check_options("fashion-stackpair", kw, "lower_top")
     lower = LOWER_LAYOUT
     if lower_top is not None:
         lower_top = int(lower_top)
@@ -208,35 +237,23 @@ def _sample_stackpair(
     n = len(labels)
     up = UPPER_LAYOUT.draw(n, g, flip=False)
     lo = lower.draw(n, g, flip=False)
-    out = []
-    for i in range(n):
-        out.append(
-            {
-                "label": int(labels[i]),
-                "class": FASHION_CLASSES[int(labels[i])],
-                "upper": {
-                    "index": int(idx1[i]),
-                    **{k: _scale(int(up[k][i]), size) for k in ("size", "top", "left")},
-                },
-                "lower": {
-                    "index": int(idx2[i]),
-                    **{k: _scale(int(lo[k][i]), size) for k in ("size", "top", "left")},
-                },
-                "lower_top": _scale(lower.top[0], size),
-                "size": size,
-            }
-        )
-    return out
+    return [
+        {
+            "label": int(labels[i]),
+            "class": FASHION_CLASSES[int(labels[i])],
+            "upper": _placement(int(idx1[i]), up, i, size),
+            "lower": _placement(int(idx2[i]), lo, i, size),
+            "lower_top": _scale(lower.top[0], size),
+            "size": size,
+        }
+        for i in range(n)
+    ]
 
 
 def _render_stackpair(sources: list[dict[str, Any]], items: Tensor, size: int) -> Tensor:
     n = len(sources)
     parts = [src["upper"] for src in sources] + [src["lower"] for src in sources]
-
-    def col(key: str) -> Tensor:
-        return torch.tensor([p[key] for p in parts], dtype=torch.int64)
-
-    both = place_items(items[col("index")], col("size"), col("top"), col("left"), canvas=size)
+    both = _render_placed(parts, items, size)
     return torch.maximum(both[:n], both[n:])
 
 
@@ -246,9 +263,11 @@ DATASETS: Registry[CompositeBuilder] = Registry("dataset")
 DATASETS.add(
     CompositeBuilder(
         "fashion-stackmix",
-        "STACK-MIX: top rows of one test item over the bottom rows of another of the same class",
+        "STACK-MIX: top rows of a training-like item over the bottom rows of a lower one of the "
+        "same class",
         _sample_stackmix,
         _render_stackmix,
+        version=2,
     ),
 )
 DATASETS.add(

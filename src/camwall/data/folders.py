@@ -76,7 +76,38 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
     return out
 
 
-def _write_manifest(out: Path, manifest: dict[str, Any]) -> Path:
+def _write_manifest(
+    out: Path,
+    kind: str,
+    fields: dict[str, Any],
+    class_names: Sequence[str],
+    items: list[dict[str, Any]],
+    notes: Sequence[str] = (),
+    skipped: Sequence[dict[str, str]] = (),
+    ignored: Sequence[str] = (),
+    extra: dict[str, Any] | None = None,
+    trailer: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``out/manifest.json`` (atomically) with the keys in this order: ``format``,
+    ``kind``, ``fields``, ``class_names``, ``extra``, ``items``, ``warnings``, ``skipped``,
+    ``ignored``, ``versions``, ``trailer``.
+
+    Returns:
+        The path of the written manifest.
+    """
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "kind": kind,
+        **fields,
+        "class_names": list(class_names),
+        **(extra or {}),
+        "items": items,
+        "warnings": list(notes),
+        "skipped": list(skipped),
+        "ignored": list(ignored),
+        "versions": versions(),
+        **(trailer or {}),
+    }
     path = out / MANIFEST
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
@@ -139,6 +170,64 @@ def _pick_two(
     )
 
 
+def _class_pool(
+    src: Path,
+    all_classes: list[str],
+    classes: Sequence[str] | None,
+    first_classes: int,
+    n: int | None,
+) -> tuple[list[int], int]:
+    """The class indices to sample from and the number ``n`` to sample (checked)."""
+    if classes is not None:
+        unknown = [c for c in classes if c not in all_classes]
+        if unknown:
+            raise CamwallError(
+                f"class {unknown[0]!r} (from --classes) is not a subfolder of {src}."
+                f"{did_you_mean(unknown[0], all_classes)}"
+            )
+        pool = [all_classes.index(c) for c in classes]
+        n = len(pool) if n is None else n
+    else:
+        if first_classes < 1:
+            raise CamwallError(f"--first-classes must be at least 1, got {first_classes}.")
+        pool = list(range(min(first_classes, len(all_classes))))
+        n = 100 if n is None else n
+    if n < 1:
+        raise CamwallError(f"--n must be at least 1, got {n}.")
+    if n > len(pool):
+        raise CamwallError(
+            f"--n {n} classes requested but only {len(pool)} are available in {src} "
+            f"({len(all_classes)} class folders); lower --n."
+        )
+    return pool, n
+
+
+def _stackmix_item(
+    picks: list[tuple[Path, Image.Image, tuple[int, int]]],
+    name: str,
+    split_row: int,
+    crop: int,
+    src: Path,
+    dst: Path,
+    notes: list[str],
+) -> dict[str, Any]:
+    """Save the composite ``x1[:split_row]`` over ``x2[split_row:]`` as ``dst/name``; note
+    upscaled sources in ``notes``; return the item's source fields (paths relative to ``src``)."""
+    (p1, a1, s1), (p2, a2, s2) = picks
+    comp = np.asarray(a1).copy()
+    comp[split_row:] = np.asarray(a2)[split_row:]
+    Image.fromarray(comp, mode="RGB").save(dst / name)
+    for p, s in ((p1, s1), (p2, s2)):
+        if min(s) < crop:
+            notes.append(f"{p}: {s[0]}x{s[1]} is smaller than the {crop} crop; upscaled.")
+    return {
+        "x1": relative(p1, src),
+        "x2": relative(p2, src),
+        "x1_size": list(s1),
+        "x2_size": list(s2),
+    }
+
+
 def build_stackmix(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -177,27 +266,7 @@ def build_stackmix(
     all_classes, files, ignored = list_image_folder(src)
     if not 0 < split_row < crop:
         raise CamwallError(f"--split-row must be in 1..{crop - 1}, got {split_row}.")
-    if classes is not None:
-        unknown = [c for c in classes if c not in all_classes]
-        if unknown:
-            raise CamwallError(
-                f"class {unknown[0]!r} (from --classes) is not a subfolder of {src}."
-                f"{did_you_mean(unknown[0], all_classes)}"
-            )
-        pool = [all_classes.index(c) for c in classes]
-        n = len(pool) if n is None else n
-    else:
-        if first_classes < 1:
-            raise CamwallError(f"--first-classes must be at least 1, got {first_classes}.")
-        pool = list(range(min(first_classes, len(all_classes))))
-        n = 100 if n is None else n
-    if n < 1:
-        raise CamwallError(f"--n must be at least 1, got {n}.")
-    if n > len(pool):
-        raise CamwallError(
-            f"--n {n} classes requested but only {len(pool)} are available in {src} "
-            f"({len(all_classes)} class folders); lower --n."
-        )
+    pool, n = _class_pool(src, all_classes, classes, first_classes, n)
     chosen = sorted(pool[i] for i in sample_indices(len(pool), n, seed))
     dst = _prepare_out(Path(out), overwrite)
     items: list[dict[str, Any]] = []
@@ -205,31 +274,11 @@ def build_stackmix(
     notes: list[str] = []
     for i, label in enumerate(chosen):
         cls = all_classes[label]
-        (p1, a1, s1), (p2, a2, s2) = _pick_two(
-            cls, files[label], seed, label, skip_bad, resize, crop, skipped
-        )
-        x1, x2 = np.asarray(a1), np.asarray(a2)
-        comp = x1.copy()
-        comp[split_row:] = x2[split_row:]
+        picks = _pick_two(cls, files[label], seed, label, skip_bad, resize, crop, skipped)
         name = f"images/{i:03d}_{_slug(cls)}.png"
-        Image.fromarray(comp, mode="RGB").save(dst / name)
-        for p, s in ((p1, s1), (p2, s2)):
-            if min(s) < crop:
-                notes.append(f"{p}: {s[0]}x{s[1]} is smaller than the {crop} crop; upscaled.")
-        items.append(
-            {
-                "file": name,
-                "label": label,
-                "class": cls,
-                "x1": relative(p1, src),
-                "x2": relative(p2, src),
-                "x1_size": list(s1),
-                "x2_size": list(s2),
-            }
-        )
-    manifest: dict[str, Any] = {
-        "format": FORMAT,
-        "kind": "stackmix",
+        parts = _stackmix_item(picks, name, split_row, crop, src, dst, notes)
+        items.append({"file": name, "label": label, "class": cls, **parts})
+    fields = {
         "source": str(src.resolve()),
         "n": n,
         "seed": seed,
@@ -239,16 +288,12 @@ def build_stackmix(
         "size": [crop, crop],
         "channels": 3,
         "class_pool": "classes file" if classes is not None else f"first {len(pool)} classes",
-        "class_names": all_classes,
-        "items": items,
-        "warnings": notes,
-        "skipped": skipped,
-        "ignored": [relative(p, src) for p in ignored],
-        "versions": versions(),
     }
-    if len(all_classes) == 1000:
-        manifest["display_names"] = imagenet_categories()
-    return _write_manifest(dst, manifest)
+    trailer = {"display_names": imagenet_categories()} if len(all_classes) == 1000 else None
+    rel_ignored = [relative(p, src) for p in ignored]
+    return _write_manifest(
+        dst, "stackmix", fields, all_classes, items, notes, skipped, rel_ignored, trailer=trailer
+    )
 
 
 # ----------------------------------------------------------------------------- STACK-GEN
@@ -297,6 +342,111 @@ def _parse_offset(raw: str, where: str) -> int | None:
         ) from None
 
 
+def _read_stackgen_csv(table: Path) -> list[dict[str, str]]:
+    """The CSV's rows as dicts keyed by the lower-cased header (blank lines dropped)."""
+    if not table.is_file():
+        raise CamwallError(
+            f"{table}: CSV not found. It lists the generated images: header "
+            "'file,class,label,offset' (label and offset optional); see docs/data.md."
+        )
+    with table.open(newline="", encoding="utf-8") as fh:
+        raw_rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
+    header = [h.strip().lower() for h in raw_rows[0]] if raw_rows else []
+    rows = [dict(zip(header, (c.strip() for c in r))) for r in raw_rows[1:]]
+    missing = [c for c in ("file", "class") if c not in header]
+    if not rows or missing:
+        problem = f"the header lacks {missing}" if missing else "no rows below the header"
+        raise CamwallError(
+            f"{table}: needs a header with at least the columns file,class (optional label, "
+            f"offset) and one row per image; {problem}."
+        )
+    return rows
+
+
+def _row_label(
+    r: dict[str, str], where: str, class_list: Sequence[str] | None, names: list[str]
+) -> int:
+    """A row's label: its ``label`` column, else the class's line in ``class_list``, else its
+    index among the sorted class names ``names`` of the CSV."""
+    raw_label = (r.get("label") or "").strip()
+    cls = r["class"].strip()
+    if not r["file"] or not cls:
+        raise CamwallError(f"{where}: empty file or class.")
+    if raw_label:
+        try:
+            label = int(raw_label)
+        except ValueError:
+            raise CamwallError(f"{where}: label {raw_label!r} is not an integer.") from None
+        if label < 0:
+            raise CamwallError(f"{where}: label {label} is negative.")
+        return label
+    if class_list is not None:
+        if cls not in class_list:
+            raise CamwallError(
+                f"{where}: class {cls!r} is not in the class list.{did_you_mean(cls, class_list)}"
+            )
+        return list(class_list).index(cls)
+    return names.index(cls)
+
+
+def _stackgen_class_names(
+    table: Path, entries: list[tuple[int, dict[str, str]]], class_list: Sequence[str] | None
+) -> list[str]:
+    """Names for labels ``0..max``: ``class_list`` first, then the CSV's classes, else
+    ``class_<label>``; refuses a label used for two CSV classes."""
+    n_names = max(lbl for lbl, _ in entries) + 1
+    if class_list is not None:
+        n_names = max(n_names, len(class_list))
+    class_names = [
+        class_list[i] if class_list is not None and i < len(class_list) else f"class_{i}"
+        for i in range(n_names)
+    ]
+    for label, r in entries:
+        cls = r["class"].strip()
+        if class_list is None or label >= len(class_list):
+            if class_names[label] not in (f"class_{label}", cls):
+                raise CamwallError(
+                    f"{table}: label {label} is used for two classes, "
+                    f"{class_names[label]!r} and {cls!r}."
+                )
+            class_names[label] = cls
+    return class_names
+
+
+def _stackgen_item(
+    r: dict[str, str],
+    name: str,
+    where: str,
+    src: Path,
+    dst: Path,
+    resize: int,
+    crop: int,
+    notes: list[str],
+) -> dict[str, Any]:
+    """Crop the row's image to a square at its offset, resize and centre-crop it, save it as
+    ``dst/name``; note an upscaled square in ``notes``; return the item's source fields."""
+    path = src / r["file"].strip()
+    img = load_image(path)
+    w, h = img.size
+    side, long = min(w, h), max(w, h)
+    off = _parse_offset(r.get("offset") or "", where)
+    off = (long - side) // 2 if off is None else off
+    if not 0 <= off <= long - side:
+        raise CamwallError(
+            f"{where}: offset {off} is outside 0..{long - side} for {path} ({w}x{h})."
+        )
+    box = (0, off, w, off + side) if h > w else (off, 0, off + side, h)
+    if side < crop:
+        notes.append(f"{path}: {side}x{side} square is smaller than the {crop} crop; upscaled.")
+    preprocess(img.crop(box), resize, crop).save(dst / name)
+    return {
+        "source": r["file"].strip(),
+        "source_size": [w, h],
+        "offset": off,
+        "crop_box": list(box),
+    }
+
+
 def build_stackgen(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -327,100 +477,22 @@ def build_stackgen(
     if not src.is_dir():
         raise CamwallError(f"{src}: no such folder (the generated images).")
     table = Path(csv_path) if csv_path is not None else src / "stackgen.csv"
-    if not table.is_file():
-        raise CamwallError(
-            f"{table}: CSV not found. It lists the generated images: header "
-            "'file,class,label,offset' (label and offset optional); see docs/data.md."
-        )
-    with table.open(newline="", encoding="utf-8") as fh:
-        raw_rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
-    header = [h.strip().lower() for h in raw_rows[0]] if raw_rows else []
-    rows = [dict(zip(header, (c.strip() for c in r))) for r in raw_rows[1:]]
-    missing = [c for c in ("file", "class") if c not in header]
-    if not rows or missing:
-        problem = f"the header lacks {missing}" if missing else "no rows below the header"
-        raise CamwallError(
-            f"{table}: needs a header with at least the columns file,class (optional label, "
-            f"offset) and one row per image; {problem}."
-        )
+    rows = _read_stackgen_csv(table)
     names = sorted({r["class"].strip() for r in rows})
-    entries: list[tuple[int, dict[str, str]]] = []
-    for k, r in enumerate(rows, start=2):
-        where = f"{table}, line {k}"
-        raw_label = (r.get("label") or "").strip()
-        cls = r["class"].strip()
-        if not r["file"] or not cls:
-            raise CamwallError(f"{where}: empty file or class.")
-        if raw_label:
-            try:
-                label = int(raw_label)
-            except ValueError:
-                raise CamwallError(f"{where}: label {raw_label!r} is not an integer.") from None
-            if label < 0:
-                raise CamwallError(f"{where}: label {label} is negative.")
-        elif class_list is not None:
-            if cls not in class_list:
-                raise CamwallError(
-                    f"{where}: class {cls!r} is not in the class list."
-                    f"{did_you_mean(cls, class_list)}"
-                )
-            label = list(class_list).index(cls)
-        else:
-            label = names.index(cls)
-        entries.append((label, r))
-    n_names = max(lbl for lbl, _ in entries) + 1
-    if class_list is not None:
-        n_names = max(n_names, len(class_list))
-    class_names = [
-        class_list[i] if class_list is not None and i < len(class_list) else f"class_{i}"
-        for i in range(n_names)
+    entries = [
+        (_row_label(r, f"{table}, line {k}", class_list, names), r)
+        for k, r in enumerate(rows, start=2)
     ]
-    for label, r in entries:
-        cls = r["class"].strip()
-        if class_list is None or label >= len(class_list):
-            if class_names[label] not in (f"class_{label}", cls):
-                raise CamwallError(
-                    f"{table}: label {label} is used for two classes, "
-                    f"{class_names[label]!r} and {cls!r}."
-                )
-            class_names[label] = cls
+    class_names = _stackgen_class_names(table, entries, class_list)
     dst = _prepare_out(Path(out), overwrite)
     items: list[dict[str, Any]] = []
     notes: list[str] = []
     for i, (label, r) in enumerate(entries):
-        path = src / r["file"].strip()
-        where = f"{table}, line {i + 2}"
-        img = load_image(path)
-        w, h = img.size
-        side = min(w, h)
-        long = max(w, h)
-        off = _parse_offset(r.get("offset") or "", where)
-        off = (long - side) // 2 if off is None else off
-        if not 0 <= off <= long - side:
-            raise CamwallError(
-                f"{where}: offset {off} is outside 0..{long - side} for {path} ({w}x{h})."
-            )
-        box = (0, off, w, off + side) if h > w else (off, 0, off + side, h)
-        square = img.crop(box)
-        if side < crop:
-            notes.append(f"{path}: {side}x{side} square is smaller than the {crop} crop; upscaled.")
-        final = preprocess(square, resize, crop)
-        name = f"images/{i:03d}_{_slug(r['class'].strip())}.png"
-        final.save(dst / name)
-        items.append(
-            {
-                "file": name,
-                "label": label,
-                "class": r["class"].strip(),
-                "source": r["file"].strip(),
-                "source_size": [w, h],
-                "offset": off,
-                "crop_box": list(box),
-            }
-        )
-    manifest: dict[str, Any] = {
-        "format": FORMAT,
-        "kind": "stackgen",
+        cls = r["class"].strip()
+        name = f"images/{i:03d}_{_slug(cls)}.png"
+        parts = _stackgen_item(r, name, f"{table}, line {i + 2}", src, dst, resize, crop, notes)
+        items.append({"file": name, "label": label, "class": cls, **parts})
+    fields = {
         "source": str(src.resolve()),
         "csv": str(table.resolve()),
         "n": len(items),
@@ -429,14 +501,24 @@ def build_stackgen(
         "crop": crop,
         "size": [crop, crop],
         "channels": 3,
-        "class_names": class_names,
-        "items": items,
-        "warnings": notes,
-        "skipped": [],
-        "ignored": [],
-        "versions": versions(),
     }
-    return _write_manifest(dst, manifest)
+    return _write_manifest(dst, "stackgen", fields, class_names, items, notes)
+
+
+def _export_arrays(images: Any, labels: Any) -> tuple[np.ndarray, list[int]]:
+    """Check the images (N x C x H x W, C = 1 or 3, finite) and labels; return uint8
+    ``N x H x W x C`` (``round(clamp(x, 0, 1) * 255)``) and the labels as ints."""
+    imgs = torch.as_tensor(images).detach().to("cpu", torch.float32)
+    if imgs.dim() != 4 or imgs.shape[1] not in (1, 3):
+        raise CamwallError(
+            f"images must be N x C x H x W with C = 1 or 3, got {tuple(imgs.shape)}."
+        )
+    if not torch.isfinite(imgs).all():
+        raise CamwallError("images contain NaN or infinite values; nothing was written.")
+    labs = [int(v) for v in torch.as_tensor(labels).tolist()]
+    if len(labs) != len(imgs):
+        raise CamwallError(f"{len(imgs)} images but {len(labs)} labels.")
+    return (imgs.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy(), labs
 
 
 def export_composites(
@@ -463,18 +545,8 @@ def export_composites(
     Returns:
         The path of the written ``manifest.json``.
     """
-    imgs = torch.as_tensor(images).detach().to("cpu", torch.float32)
-    if imgs.dim() != 4 or imgs.shape[1] not in (1, 3):
-        raise CamwallError(
-            f"images must be N x C x H x W with C = 1 or 3, got {tuple(imgs.shape)}."
-        )
-    if not torch.isfinite(imgs).all():
-        raise CamwallError("images contain NaN or infinite values; nothing was written.")
-    labs = [int(v) for v in torch.as_tensor(labels).tolist()]
-    if len(labs) != len(imgs):
-        raise CamwallError(f"{len(imgs)} images but {len(labs)} labels.")
+    u8, labs = _export_arrays(images, labels)
     dst = _prepare_out(Path(out), overwrite)
-    u8 = (imgs.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     items: list[dict[str, Any]] = []
     for i, (arr, lab) in enumerate(zip(u8, labs)):
         name = class_names[lab] if 0 <= lab < len(class_names) else str(lab)
@@ -485,18 +557,5 @@ def export_composites(
         if sources is not None:
             item["source"] = sources[i]
         items.append(item)
-    manifest: dict[str, Any] = {
-        "format": FORMAT,
-        "kind": kind,
-        "n": len(items),
-        "size": [int(imgs.shape[2]), int(imgs.shape[3])],
-        "channels": int(imgs.shape[1]),
-        "class_names": list(class_names),
-        **(extra or {}),
-        "items": items,
-        "warnings": [],
-        "skipped": [],
-        "ignored": [],
-        "versions": versions(),
-    }
-    return _write_manifest(dst, manifest)
+    fields = {"n": len(items), "size": list(u8.shape[1:3]), "channels": int(u8.shape[3])}
+    return _write_manifest(dst, kind, fields, class_names, items, extra=extra)

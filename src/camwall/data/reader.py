@@ -48,28 +48,130 @@ class ImageDataset:
         return len(self.labels)
 
 
-def _read_manifest(
-    root: Path,
-) -> tuple[list[Path], list[int], list[str], list[dict[str, Any]], dict[str, Any]]:
-    path = root / MANIFEST
+def _load_manifest_json(path: Path) -> dict[str, Any]:
+    """The parsed manifest, checked to be a camwall dataset manifest."""
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
         raise CamwallError(
-            f"{path}: cannot read the manifest ({err}); rebuild the dataset."
+            f"{path}: cannot read the manifest ({type(err).__name__}: {err}); rebuild the dataset."
         ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CamwallError(
             f"{path}: not a camwall dataset manifest (expected format {FORMAT!r}); remove it to "
             "read the folder as a plain ImageFolder tree."
         )
-    items = manifest.get("items") or []
-    if not items:
+    return manifest
+
+
+def _manifest_file(root: Path, path: Path, k: int, entry: Any) -> Path:
+    """Item ``k``'s image: a relative path that stays inside ``root`` after resolving ``..``
+    and symbolic links; anything else (absolute, escaping, not a string) is refused."""
+    where = f"{path}: item {k}: file {entry!r}"
+    if not isinstance(entry, str) or not entry or "\x00" in entry:
+        raise CamwallError(f"{where} is not a relative path to an image; rebuild the dataset.")
+    rel = Path(entry)
+    try:
+        inside = not rel.is_absolute() and (root / rel).resolve().is_relative_to(root.resolve())
+    except (OSError, ValueError, RuntimeError):
+        inside = False
+    if not inside:
+        raise CamwallError(
+            f"{where} lies outside the dataset folder {root}; a manifest may only name files "
+            "inside its own folder (no absolute paths, '..' or symbolic links leading out)."
+        )
+    return root / rel
+
+
+def _manifest_label(path: Path, k: int, label: Any) -> int:
+    """Item ``k``'s label: a non-negative int (not a bool, float or string)."""
+    if not isinstance(label, int) or isinstance(label, bool) or label < 0:
+        raise CamwallError(
+            f"{path}: item {k}: label {label!r} is not a non-negative integer (a class index)."
+        )
+    return label
+
+
+def _read_manifest(
+    root: Path,
+) -> tuple[list[Path], list[int], list[str], list[dict[str, Any]], dict[str, Any]]:
+    path = root / MANIFEST
+    manifest = _load_manifest_json(path)
+    items = manifest.get("items")
+    if not isinstance(items, list) or not items:
         raise CamwallError(f"{path}: the manifest lists no images.")
-    files = [root / it["file"] for it in items]
-    labels = [int(it["label"]) for it in items]
+    names = manifest.get("class_names")
+    if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+        raise CamwallError(f"{path}: 'class_names' must be a list of strings; rebuild the dataset.")
+    files: list[Path] = []
+    labels: list[int] = []
+    for k, it in enumerate(items):
+        if not isinstance(it, dict):
+            raise CamwallError(f"{path}: item {k} is not an object with 'file' and 'label'.")
+        files.append(_manifest_file(root, path, k, it.get("file")))
+        labels.append(_manifest_label(path, k, it.get("label")))
     meta = {k: v for k, v in manifest.items() if k != "items"}
-    return files, labels, list(manifest["class_names"]), items, meta
+    return files, labels, list(names), items, meta
+
+
+def _read_imagefolder(
+    root: Path,
+) -> tuple[list[Path], list[int], list[str], list[dict[str, Any]], dict[str, Any]]:
+    class_names, per_class, ignored = list_image_folder(root)
+    files = [f for fs in per_class for f in fs]
+    labels = [k for k, fs in enumerate(per_class) for _ in fs]
+    if not files:
+        raise CamwallError(
+            f"{root}: no image files in its {len(class_names)} class folder(s) "
+            f"(image extensions: .png, .jpg, ...; {len(ignored)} other file(s) found)."
+        )
+    sources = [{"file": f.relative_to(root).as_posix()} for f in files]
+    meta = {"kind": "imagefolder", "ignored": [p.relative_to(root).as_posix() for p in ignored]}
+    return files, labels, class_names, sources, meta
+
+
+def _load_images(
+    files: list[Path], mode: str, size: int | None, allow_skip: bool
+) -> tuple[list[Tensor], list[int], list[Path]]:
+    """Decode ``files`` (optionally resized and centre-cropped to ``size``): the tensors, the
+    indices of the files kept, and the undecodable files skipped (only with ``allow_skip``)."""
+    tensors: list[Tensor] = []
+    kept: list[int] = []
+    skipped: list[Path] = []
+    for k, f in enumerate(files):
+        try:
+            img = load_image(f, mode=mode)
+        except CamwallError:
+            if not allow_skip:
+                raise
+            skipped.append(f)
+            continue
+        if size is not None:
+            img = preprocess(img, size, size)
+        tensors.append(to_tensor(img))
+        kept.append(k)
+    return tensors, kept, skipped
+
+
+def _check_sizes(root: Path, tensors: list[Tensor], n_files: int) -> None:
+    if not tensors:
+        raise CamwallError(f"{root}: none of the {n_files} image files could be read.")
+    shapes = sorted({tuple(t.shape[1:]) for t in tensors})
+    if len(shapes) > 1:
+        raise CamwallError(
+            f"{root}: images have different sizes ({', '.join(f'{h}x{w}' for h, w in shapes[:4])}"
+            f"{', ...' if len(shapes) > 4 else ''}); pass size= (--size) to resize and "
+            "centre-crop them to one size."
+        )
+
+
+def _channels(requested: int | None, meta: dict[str, Any]) -> int:
+    channels = meta.get("channels", 3) if requested is None else requested
+    if isinstance(channels, float) and channels.is_integer():
+        channels = int(channels)
+    if isinstance(channels, bool) or channels not in (1, 3):
+        raise CamwallError(f"channels must be 1 or 3, got {channels}.")
+    return int(channels)
 
 
 def read_image_dataset(
@@ -97,7 +199,8 @@ def read_image_dataset(
         :class:`ImageDataset` with ``images`` float32 ``N x C x H x W`` in [0, 1].
 
     Raises:
-        CamwallError: missing or empty folder, unreadable manifest, an undecodable image (named),
+        CamwallError: missing or empty folder, unreadable manifest, a manifest file outside the
+            folder or a label that is not a non-negative int, an undecodable image (named),
             mixed image sizes without ``size``, bad ``channels``.
     """
     if channels is not None and channels not in (1, 3):
@@ -105,41 +208,11 @@ def read_image_dataset(
     root = Path(path)
     if not root.is_dir():
         raise CamwallError(f"{root}: no such dataset folder.")
-    if (root / MANIFEST).is_file():
-        files, labels, class_names, sources, meta = _read_manifest(root)
-        allow_skip = False
-    else:
-        class_names, per_class, ignored = list_image_folder(root)
-        files = [f for fs in per_class for f in fs]
-        labels = [k for k, fs in enumerate(per_class) for _ in fs]
-        if not files:
-            raise CamwallError(
-                f"{root}: no image files in its {len(class_names)} class folder(s) "
-                f"(image extensions: .png, .jpg, ...; {len(ignored)} other file(s) found)."
-            )
-        sources = [{"file": f.relative_to(root).as_posix()} for f in files]
-        meta = {"kind": "imagefolder", "ignored": [p.relative_to(root).as_posix() for p in ignored]}
-        allow_skip = skip_bad
-    if channels is None:
-        channels = int(meta.get("channels", 3))
-    if channels not in (1, 3):
-        raise CamwallError(f"channels must be 1 or 3, got {channels}.")
-    mode = "RGB" if channels == 3 else "L"
-    tensors: list[Tensor] = []
-    kept: list[int] = []
-    skipped: list[Path] = []
-    for k, f in enumerate(files):
-        try:
-            img = load_image(f, mode=mode)
-        except CamwallError:
-            if not allow_skip:
-                raise
-            skipped.append(f)
-            continue
-        if size is not None:
-            img = preprocess(img, size, size)
-        tensors.append(to_tensor(img))
-        kept.append(k)
+    from_manifest = (root / MANIFEST).is_file()
+    read = _read_manifest if from_manifest else _read_imagefolder
+    files, labels, class_names, sources, meta = read(root)
+    mode = "RGB" if _channels(channels, meta) == 3 else "L"
+    tensors, kept, skipped = _load_images(files, mode, size, skip_bad and not from_manifest)
     if skipped:
         warnings.warn(
             f"{root}: skipped {len(skipped)} undecodable file(s) of {len(files)}: "
@@ -147,21 +220,12 @@ def read_image_dataset(
             SkippedFilesWarning,
             stacklevel=2,
         )
-    if not tensors:
-        raise CamwallError(f"{root}: none of the {len(files)} image files could be read.")
-    shapes = sorted({tuple(t.shape[1:]) for t in tensors})
-    if len(shapes) > 1:
-        raise CamwallError(
-            f"{root}: images have different sizes ({', '.join(f'{h}x{w}' for h, w in shapes[:4])}"
-            f"{', ...' if len(shapes) > 4 else ''}); pass size= (--size) to resize and "
-            "centre-crop them to one size."
-        )
-    meta = {**meta, "skipped_on_read": [str(p) for p in skipped]}
+    _check_sizes(root, tensors, len(files))
     return ImageDataset(
         images=torch.stack(tensors),
         labels=torch.tensor([labels[k] for k in kept], dtype=torch.int64),
         class_names=list(class_names),
         files=[files[k] for k in kept],
         sources=[sources[k] for k in kept],
-        meta=meta,
+        meta={**meta, "skipped_on_read": [str(p) for p in skipped]},
     )
