@@ -21,11 +21,9 @@ from torch import Tensor
 from camwall.cams._base import METHODS
 from camwall.cams._engine import CamEngine
 from camwall.errors import CamwallError
+from camwall.runtime import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["register"]
-
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def register(subparsers: Any) -> None:
@@ -104,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
     x = raw
     normalize = args.normalize == "imagenet" or (args.normalize == "auto" and raw.shape[1] == 3)
     if normalize:
-        mean = torch.tensor(_IMAGENET_MEAN)[:, None, None]
-        std = torch.tensor(_IMAGENET_STD)[:, None, None]
+        mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+        std = torch.tensor(IMAGENET_STD)[:, None, None]
         x = (raw - mean) / std
     layer = args.layer or meta.get("target_layer") or default_target_layer(model)
     targets = None if args.target is None else [args.target] * len(args.images)

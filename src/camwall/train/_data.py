@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
 from camwall.errors import CamwallError
+from camwall.runtime import IMAGENET_MEAN, IMAGENET_STD
 from camwall.train._config import TrainConfig
 
 __all__ = [
@@ -29,9 +30,6 @@ __all__ = [
     "folder_transforms",
     "training_datasets",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 EVAL_DATASETS = ("fashion-canvases", "fashion-stackmix", "fashion-stackpair")
 """Dataset names that ``camwall evaluate --dataset`` accepts besides a folder."""

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
+from camwall.runtime import resolve_device
 from camwall.train._data import eval_dataset
-from camwall.train._dist import resolve_device
 from camwall.train._loop import EvalResult, evaluate_model
 
 __all__ = ["evaluate"]
