@@ -22,6 +22,7 @@ from camwall.runtime import IMAGENET_MEAN, IMAGENET_STD
 from camwall.train._config import TrainConfig
 
 __all__ = [
+    "DEFAULT_COMPOSITES",
     "EVAL_DATASETS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -30,6 +31,9 @@ __all__ = [
     "folder_transforms",
     "training_datasets",
 ]
+
+DEFAULT_COMPOSITES = 1000
+"""Composites that ``camwall evaluate`` builds when ``--n`` is not given."""
 
 EVAL_DATASETS = ("fashion-canvases", "fashion-stackmix", "fashion-stackpair")
 """Dataset names that ``camwall evaluate --dataset`` accepts besides a folder."""
@@ -148,7 +152,8 @@ def eval_dataset(
             ImageFolder val pipeline when ``folder_pipeline`` (models trained on folders), else
             with :func:`camwall.data.read_image_dataset` at the model's input size.
         input_shape: the model's ``C x H x W``.
-        n: number of composites to build (default 1000), or a cap on the test canvases.
+        n: number of composites to build (default :data:`DEFAULT_COMPOSITES`), or a cap on the
+            test canvases.
         seed: seed of the composites.
         folder_pipeline: see above.
         data_root: Fashion-MNIST folder.
@@ -161,7 +166,8 @@ def eval_dataset(
             canvases = torch.utils.data.Subset(canvases, range(min(n, len(canvases))))  # type: ignore[arg-type]
         return canvases
     if name_or_dir in DATASETS:
-        comp = DATASETS.get(name_or_dir).build(n=n or 1000, seed=seed, root=data_root)
+        count = DEFAULT_COMPOSITES if n is None else n
+        comp = DATASETS.get(name_or_dir).build(n=count, seed=seed, root=data_root)
         return TensorDataset(comp.images, comp.labels)
     path = Path(name_or_dir)
     if not path.exists():
