@@ -50,18 +50,9 @@ def evaluate(
         CamwallError: ``n`` < 1; a label outside ``0 .. K-1`` for a ``K``-class model; a
             non-finite loss (NaN/inf weights or outputs).
     """
-    from camwall.data import DATASETS
     from camwall.walls import load_model
 
-    if n is not None and n < 1:
-        raise CamwallError(f"--n must be at least 1 (number of images to evaluate), got {n}.")
-    if n is None and dataset in DATASETS:
-        n = DEFAULT_COMPOSITES
-        print(
-            f"camwall evaluate: building {n} {dataset} composites (seed {seed}); "
-            "set --n to change.",
-            file=sys.stderr,
-        )
+    n = _image_count(n, dataset, seed)
     model, meta = load_model(checkpoint)
     dev = resolve_device(device)
     model = model.to(dev).eval()
@@ -80,6 +71,22 @@ def evaluate(
             "outputs are NaN/inf); retrain the model or load an earlier checkpoint."
         )
     return result
+
+
+def _image_count(n: int | None, dataset: str, seed: int) -> int | None:
+    """``n`` checked (>= 1); for a composite dataset without ``n``, the default, said on stderr."""
+    from camwall.data import DATASETS
+
+    if n is not None and n < 1:
+        raise CamwallError(f"--n must be at least 1 (number of images to evaluate), got {n}.")
+    if n is None and dataset in DATASETS:
+        n = DEFAULT_COMPOSITES
+        print(
+            f"camwall evaluate: building {n} {dataset} composites (seed {seed}); "
+            "set --n to change.",
+            file=sys.stderr,
+        )
+    return n
 
 
 def _labels(ds: Dataset[Any]) -> Tensor | None:

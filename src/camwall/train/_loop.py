@@ -381,25 +381,22 @@ def fit(
     Per step: cross-entropy (label smoothing ``config.label_smoothing``), backward (GradScaler
     under AMP on CUDA), optimizer step, ``enforce_wall(model)``, per-step scheduler. Per epoch:
     validation top-1/top-5 on ``val_set``, a metrics row appended to ``run_dir/metrics.csv`` and
-    ``metrics.jsonl``, a checkpoint in ``run_dir/checkpoints`` (also every
-    ``config.checkpoint_every`` steps and when ``max_steps`` stops the run). Rank 0 writes.
+    ``metrics.jsonl``, a checkpoint in ``run_dir/checkpoints`` (also every ``checkpoint_every``
+    steps and when ``max_steps`` stops the run). Rank 0 writes; :class:`FitState` is resumable.
 
     Args:
         model: the model, already on ``device``; trained in place.
-        train_set: ``(image, label)`` pairs; ``config.train_limit`` keeps the first examples.
-        val_set: validation pairs, or ``None`` to skip validation.
-        config: hyperparameters.
-        run_dir: output folder of this model.
-        device: training device.
+        train_set, val_set: ``(image, label)`` pairs (``config.train_limit`` / ``val_limit``
+            keep the first ones); ``val_set=None`` skips validation.
+        config, run_dir, device: hyperparameters, this model's output folder, training device.
         enforce_wall: called on the (unwrapped) model after every optimizer step.
         resume: continue from the latest checkpoint in ``run_dir`` (bit-for-bit on CPU with
             ``num_workers=0``); starts fresh when there is none.
-        progress: show a tqdm bar (``None``: only on a terminal).
-        label: name shown in the progress bar (``"walled"``, ``"baseline"``).
+        progress, label: tqdm bar (``None``: on a terminal only) and its name (``"walled"``).
         on_batch: called as ``on_batch(epoch, step, indices)`` with each batch's dataset indices.
         on_epoch_end: called as ``on_epoch_end(epoch, row)`` after each epoch's checkpoint.
-        log_epochs: print one line per epoch to stderr (``train <preset> <label>: epoch 3/7
-            loss 0.512 acc 88.1% val 87.9% 31.2 s``); ``None``: when stderr is not a terminal.
+        log_epochs: one line per epoch on stderr (``train fashion-vgg walled: epoch 3/7 loss
+            0.512 acc 88.1% val 87.9% 31.2 s``); ``None``: when stderr is not a terminal.
 
     Raises:
         CamwallError: when the loss or the input becomes NaN/inf (the last good checkpoint is
@@ -410,11 +407,8 @@ def fit(
         enforce_wall, label, on_batch, on_epoch_end)  # fmt: skip
     _set_output(run, progress, log_epochs)
     state = _start(run, resume)
-    if run.at_max_steps(state):
-        return FitResult(state.history, state.step, completed=False, checkpoint=state.checkpoint)
-    model.train()
-    completed = True
-    while state.epoch < config.epochs:
+    completed = not run.at_max_steps(state)  # nothing left when resumed at max_steps
+    while completed and state.epoch < config.epochs:
         stopped = _train_epoch(run, state)
         row = _epoch_row(run, state, stopped)
         _log_epoch(run, state, row)
@@ -624,6 +618,7 @@ def _train_step(run: _Run, state: FitState, x: Tensor, y: Tensor) -> None:
 def _train_epoch(run: _Run, state: FitState) -> bool:
     """Train the rest of ``state.epoch``; ``True`` when ``max_steps`` stopped it inside."""
     order, loader = _epoch_batches(run, state)
+    run.model.train()
     bar = tqdm(
         total=run.steps_per_epoch,
         initial=state.step_in_epoch,

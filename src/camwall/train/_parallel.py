@@ -163,8 +163,8 @@ def train_in_parallel(
     outcomes: dict[str, VariantOutcome] = {}
     try:
         for variant in variants:
-            job = {"config": config.to_dict(), "variant": variant, "out": str(out)}
-            job.update(resume=resume, threads=threads)
+            job: dict[str, Any] = {"config": config.to_dict(), "variant": variant}
+            job.update(out=str(out), resume=resume, threads=threads)
             receive, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(
                 target=_child, args=(send, json.dumps(job)), name=f"camwall-train-{variant}"

@@ -107,10 +107,10 @@ def train(
     Both variants get the same config: same initialization seed (the baseline's weights equal
     the walled model's outside the wall), same batches in the same order, same augmentation
     draws. The wall is re-applied after every optimizer step
-    (:func:`camwall.walls.enforce_walls`). Under ``torchrun`` the process group is joined here
-    (and left at the end); only rank 0 writes files. On a CPU with two or more cores, outside
-    ``torchrun``, the two variants train at the same time in two spawned processes, each with
-    half the cores (:mod:`camwall.train._parallel`); the weights equal a sequential run's.
+    (:func:`camwall.walls.enforce_walls`). Under ``torchrun`` only rank 0 writes files. On a
+    CPU with two or more cores, outside ``torchrun``, the two variants train at the same time in
+    two spawned processes, each with half the cores (:mod:`camwall.train._parallel`); the
+    weights equal a sequential run's.
 
     Args:
         preset: a name in :data:`PRESETS` or a :class:`TrainConfig`.
@@ -131,13 +131,11 @@ def train(
         :class:`TrainResult` with the final checkpoint paths and metric histories.
     """
     config = resolve_config(preset, overrides)
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown or not variants:
-        raise CamwallError(f"variants must be among {', '.join(VARIANTS)}; got {list(variants)}.")
+    _check_variants(variants)
     check_data(config)
     out = Path(out_dir) if out_dir is not None else Path("runs") / config.name
     hooks = on_batch is not None or on_epoch_end is not None
-    with distributed(device) as (info, dev):
+    with distributed(device) as (info, dev):  # joins (and leaves) a torchrun group
         threads_before = torch.get_num_threads()
         if config.threads and dev.type == "cpu" and info.world == 1:
             torch.set_num_threads(config.threads)
@@ -151,6 +149,12 @@ def train(
             return _finish(config, out, info, dev, outcomes)
         finally:
             torch.set_num_threads(threads_before)
+
+
+def _check_variants(variants: Sequence[str]) -> None:
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise CamwallError(f"variants must be among {', '.join(VARIANTS)}; got {list(variants)}.")
 
 
 def _train_sequentially(
