@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,14 @@ from safetensors.torch import load_file
 from camwall.errors import CamwallError
 from camwall.runtime import DistInfo
 from camwall.train import TrainConfig, resolve_config, train
-from camwall.train._parallel import SMALL_RUN, _child, _receive, child_threads, use_parallel
+from camwall.train._parallel import (
+    SMALL_RUN,
+    _Child,
+    _collect,
+    child_main,
+    child_threads,
+    use_parallel,
+)
 
 TINY = {
     "arch_kwargs": {"width": 2},
@@ -55,30 +63,49 @@ def test_a_user_error_in_a_child_is_a_clear_error_in_the_parent(tmp_path: Path) 
 
 
 def test_a_crash_in_a_child_carries_its_traceback() -> None:
-    receive, send = multiprocessing.Pipe(duplex=False)
-    _child(send, "{not json")  # the child's own code path, run here: it reports, never raises
-    with pytest.raises(RuntimeError, match=r"(?s)failed in its own process with JSONDecodeError.*"):
-        _receive(receive, "walled", _Done())
+    read, write = os.pipe()
+    assert child_main(write, "{not json") == 1  # the child's code, run here: it reports
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    child = _Child("walled", proc, read)
+    try:
+        with pytest.raises(RuntimeError, match=r"(?s)in its own process with JSONDecodeError.*Tra"):
+            _collect([child])
+    finally:
+        os.close(read)
 
 
 def test_a_child_that_dies_without_a_word_is_an_error_not_a_hang() -> None:
-    ctx = multiprocessing.get_context("spawn")
-    receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=os._exit, args=(3,))
-    proc.start()
-    send.close()
-    with pytest.raises(RuntimeError, match=r"baseline in its own process died without a result "
-                       r"\(exit code 3"):  # fmt: skip
-        _receive(receive, "baseline", proc)
+    read, write = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-c", "import os; os._exit(3)"], pass_fds=(write,))
+    os.close(write)
+    try:
+        with pytest.raises(RuntimeError, match=r"baseline in its own process died without a "
+                           r"result \(exit code 3"):  # fmt: skip
+            _collect([_Child("baseline", proc, read)])
+    finally:
+        os.close(read)
 
 
-class _Done:
-    """A finished process, for :func:`_receive`."""
-
-    exitcode = 0
-
-    def join(self) -> None:
-        pass
+def test_an_unguarded_script_can_train_in_parallel(tmp_path: Path) -> None:
+    """The children never re-run the caller's ``__main__`` (no ``if __name__`` guard needed)."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import sys\n"
+        "from camwall.train import train\n"
+        f"res = train('fashion-vgg', {dict(TINY, epochs=1)!r}, sys.argv[1], device='cpu',"
+        " parallel=True)\n"
+        "print('done', sorted(res.checkpoints))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout == "done ['baseline', 'walled']\n"
+    assert run.stderr.count("train fashion-vgg walled: epoch 1/1") == 1
+    assert run.stderr.count("train fashion-vgg baseline: epoch 1/1") == 1
 
 
 def test_when_training_goes_parallel() -> None:

@@ -1,27 +1,30 @@
-"""Both variants of a pair at the same time: two spawned processes, each with half the cores.
+"""Both variants of a pair at the same time: two child processes, each with half the cores.
 
 The walled model and its baseline are independent runs of the same config (each starts from
 ``torch.manual_seed(config.seed)`` and draws its own batches and augmentation from the seed), so
 training them in two processes gives, bit for bit, the weights of training them one after the
-other with the same per-process thread count. Each child runs
-:func:`camwall.train._run.train_variant` with ``torch.set_num_threads(threads)`` and prints one
-line per epoch instead of a progress bar.
+other with the same per-process thread count.
 
-Messages between the processes are JSON (no pickle is read back): the child sends either
-``{"ok": outcome}`` or ``{"error": ..., "kind": ..., "traceback": ...}``. The parent waits on the
-pipes, so a child that dies without a word (killed, out of memory) is seen as an end of file on
-its pipe, never as a hang; the other child is then terminated.
+Each child is ``python -m camwall.train._child FD JOB`` (a fresh interpreter: unlike
+``multiprocessing``'s spawn it never re-imports the caller's ``__main__``, so scripts need no
+``if __name__ == "__main__"`` guard). It runs :func:`camwall.train._run.train_variant` with
+``torch.set_num_threads(threads)``, prints one line per epoch instead of a progress bar, and
+writes JSON (no pickle) to the pipe ``FD``: ``{"ok": outcome}`` or ``{"error": ..., "kind": ...,
+"traceback": ...}``. The parent reads both pipes until end of file, so a child that dies without
+a word (killed, out of memory) is seen at once, never waited for forever; after any error the
+other child is terminated.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
+import subprocess
+import sys
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,14 @@ from camwall.errors import CamwallError
 from camwall.runtime import DistInfo
 from camwall.train._config import TrainConfig
 
-__all__ = ["SMALL_RUN", "VariantOutcome", "child_threads", "train_in_parallel", "use_parallel"]
+__all__ = [
+    "SMALL_RUN",
+    "VariantOutcome",
+    "child_main",
+    "child_threads",
+    "train_in_parallel",
+    "use_parallel",
+]
 
 SMALL_RUN = 4096
 """Runs of fewer example-epochs than this train sequentially unless ``parallel=True``."""
@@ -102,8 +112,9 @@ def child_threads(config: TrainConfig, children: int = 2) -> int:
     return min(config.threads, share) if config.threads else share
 
 
-def _child(conn: Connection, job_text: str) -> None:
-    """Entry point of a spawned child: train one variant, send the outcome (or error) as JSON."""
+def child_main(fd: int, job_text: str) -> int:
+    """Body of a child (``python -m camwall.train._child FD JOB``): train one variant, write the
+    outcome (or the error) as JSON to the file descriptor ``fd``. Returns the exit status."""
     try:
         from camwall.train._run import train_variant
 
@@ -119,7 +130,7 @@ def _child(conn: Connection, job_text: str) -> None:
             progress=False,
             log_epochs=True,
         )
-        conn.send_bytes(json.dumps({"ok": outcome.to_json()}).encode())
+        message: dict[str, Any] = {"ok": outcome.to_json()}
     except BaseException as err:  # every failure must reach the parent
         message = {
             "error": str(err),
@@ -127,9 +138,39 @@ def _child(conn: Connection, job_text: str) -> None:
             "camwall": isinstance(err, CamwallError),
             "traceback": traceback.format_exc(),
         }
-        conn.send_bytes(json.dumps(message).encode())
+    with os.fdopen(fd, "wb") as pipe:
+        pipe.write(json.dumps(message).encode())
+    return 0 if "ok" in message else 1
+
+
+@dataclass
+class _Child:
+    """A running child: its variant, process, and the read end of its result pipe."""
+
+    variant: str
+    proc: subprocess.Popen[bytes]
+    fd: int
+    data: bytearray = field(default_factory=bytearray)
+
+
+def _child_env() -> dict[str, str]:
+    """This environment, with the folder that holds this ``camwall`` first on ``PYTHONPATH``."""
+    here = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": here + (os.pathsep + path if path else "")}
+
+
+def _spawn(variant: str, job: dict[str, Any]) -> _Child:
+    read, write = os.pipe()
+    cmd = [sys.executable, "-m", "camwall.train._child", str(write), json.dumps(job)]
+    try:
+        proc = subprocess.Popen(cmd, pass_fds=(write,), env=_child_env())
+    except BaseException:
+        os.close(read)
+        raise
     finally:
-        conn.close()
+        os.close(write)  # the child's copy stays open: end of file comes when it exits
+    return _Child(variant, proc, read)
 
 
 def _raise_child_error(variant: str, message: dict[str, Any]) -> None:
@@ -141,6 +182,37 @@ def _raise_child_error(variant: str, message: dict[str, Any]) -> None:
     )
 
 
+def _outcome(child: _Child) -> VariantOutcome:
+    """Reap a child whose pipe reached end of file; its outcome, or its error raised here."""
+    code = child.proc.wait()
+    if not child.data:
+        raise RuntimeError(
+            f"training {child.variant} in its own process died without a result (exit code "
+            f"{code}; a negative code is the signal that killed it, e.g. -9 when the machine "
+            "ran out of memory)."
+        )
+    message = json.loads(bytes(child.data).decode())
+    if "error" in message:
+        _raise_child_error(child.variant, message)
+    return VariantOutcome.from_json(message["ok"])
+
+
+def _collect(children: Sequence[_Child]) -> dict[str, VariantOutcome]:
+    """Read every child's pipe until end of file (whichever is ready first), then reap it."""
+    running = {child.fd: child for child in children}
+    outcomes: dict[str, VariantOutcome] = {}
+    while running:
+        for fd in wait(list(running)):
+            assert isinstance(fd, int)
+            chunk = os.read(fd, 1 << 16)
+            if chunk:
+                running[fd].data += chunk
+            else:
+                child = running.pop(fd)
+                outcomes[child.variant] = _outcome(child)
+    return outcomes
+
+
 def train_in_parallel(
     config: TrainConfig,
     variants: Sequence[str],
@@ -148,7 +220,7 @@ def train_in_parallel(
     device: torch.device,
     resume: bool,
 ) -> list[VariantOutcome]:
-    """Train each of ``variants`` in its own spawned process at the same time (CPU only).
+    """Train each of ``variants`` in its own child process at the same time (CPU only).
 
     Returns the outcomes in the order of ``variants``.
 
@@ -157,49 +229,18 @@ def train_in_parallel(
         RuntimeError: any other error in a child (with its traceback), or a child that died.
     """
     assert device.type == "cpu", "parallel training is for CPU runs"
-    ctx = multiprocessing.get_context("spawn")
     threads = child_threads(config, len(variants))
-    running: dict[Connection, tuple[str, Any]] = {}
-    outcomes: dict[str, VariantOutcome] = {}
+    children: list[_Child] = []
     try:
         for variant in variants:
             job: dict[str, Any] = {"config": config.to_dict(), "variant": variant}
             job.update(out=str(out), resume=resume, threads=threads)
-            receive, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(
-                target=_child, args=(send, json.dumps(job)), name=f"camwall-train-{variant}"
-            )
-            proc.start()
-            send.close()  # our copy: the pipe reaches end of file when the child exits
-            running[receive] = (variant, proc)
-        while running:
-            for conn in wait(list(running)):
-                assert isinstance(conn, Connection)
-                variant, proc = running.pop(conn)
-                outcomes[variant] = _receive(conn, variant, proc)
+            children.append(_spawn(variant, job))
+        outcomes = _collect(children)
     finally:
-        for _, proc in running.values():
-            proc.terminate()
-        for conn, (_, proc) in running.items():
-            proc.join()
-            conn.close()
+        for child in children:  # after an error (or Ctrl-C): stop the other child too
+            if child.proc.poll() is None:
+                child.proc.terminate()
+                child.proc.wait()
+            os.close(child.fd)
     return [outcomes[v] for v in variants]
-
-
-def _receive(conn: Connection, variant: str, proc: Any) -> VariantOutcome:
-    """Read a child's JSON message and reap it; raise its error, or a death without a word."""
-    try:
-        message = json.loads(conn.recv_bytes().decode())
-    except EOFError:
-        proc.join()
-        raise RuntimeError(
-            f"training {variant} in its own process died without a result (exit code "
-            f"{proc.exitcode}; a negative code is the signal that killed it, e.g. -9 when the "
-            "machine ran out of memory)."
-        ) from None
-    finally:
-        conn.close()
-    proc.join()
-    if "error" in message:
-        _raise_child_error(variant, message)
-    return VariantOutcome.from_json(message["ok"])
