@@ -25,6 +25,7 @@ from camwall._versions import versions
 from camwall.bench._store import STORE_NAME, ResultRow, Store, to_png
 from camwall.errors import CamwallError
 from camwall.metrics import CONTROLS, METRICS, empty_maps
+from camwall.runtime import DistInfo, dist_setup, resolve_device
 
 __all__ = [
     "BenchDataset",
@@ -75,19 +76,6 @@ class BenchDataset:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA (the local rank's GPU under torchrun) when available, else CPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise CamwallError("--device cuda: no CUDA device is available; use --device cpu.")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    if device != "cpu":
-        raise CamwallError(f"--device must be auto, cpu or cuda, got {device!r}.")
-    return torch.device("cpu")
-
-
 def check_out_dir(out: str | Path) -> Path:
     """Create ``out`` and prove it is writable, before any work starts."""
     path = Path(out)
@@ -107,30 +95,12 @@ def shard_store_path(out: Path, rank: int) -> Path:
     return out / f"results.rank{rank}.sqlite"
 
 
-@dataclass(frozen=True)
-class _Dist:
-    rank: int
-    world: int
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
+_Dist = DistInfo  # this process's rank and world size (``barrier()`` included)
 
 
-def _dist_setup(device: torch.device) -> tuple[_Dist, bool]:
+def _dist_setup(device: torch.device) -> tuple[DistInfo, bool]:
     """Join the torchrun process group if launched by torchrun. Returns (dist, we_initialised)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if world <= 1:
-        return _Dist(0, 1), False
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return _Dist(dist.get_rank(), dist.get_world_size()), False
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return _Dist(rank, world), True
+    return dist_setup(device)
 
 
 def _validate(models: Sequence[BenchModel], datasets: Sequence[BenchDataset]) -> None:

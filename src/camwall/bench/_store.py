@@ -18,7 +18,6 @@ Tables:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -34,6 +33,7 @@ from PIL import Image
 
 from camwall.errors import CamwallError
 from camwall.metrics import METRICS
+from camwall.runtime import config_hash as runtime_hash
 
 __all__ = ["STORE_NAME", "ResultRow", "Store", "config_hash", "png_to_array", "to_png"]
 
@@ -56,8 +56,7 @@ RESULT_KEYS = (
 
 def config_hash(config: dict[str, Any]) -> str:
     """SHA-256 of the result-defining part of ``config`` (keys in :data:`RESULT_KEYS`)."""
-    core = {k: config.get(k) for k in RESULT_KEYS}
-    return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:16]
+    return runtime_hash({k: config.get(k) for k in RESULT_KEYS})[:16]
 
 
 def to_png(array: np.ndarray) -> bytes:

@@ -262,13 +262,10 @@ def _default_pair(args: argparse.Namespace, dist: Any) -> dict[str, str]:
 
 
 def _pair_cached(cache_dir: str | None) -> bool:
-    import camwall
     from camwall.bench._inputs import DEFAULT_PRESET
-    from camwall.train import cache_root, config_hash, resolve_config
+    from camwall.train import pair_cache_folder
 
-    config = resolve_config(DEFAULT_PRESET, None)
-    key = f"{config.name}-{config_hash(config, camwall.__version__)[:16]}"
-    folder = cache_root(cache_dir) / "train" / key
+    folder = pair_cache_folder(DEFAULT_PRESET, cache_dir)
     return all(
         (folder / f"{v}.{ext}").is_file()
         for v in ("walled", "baseline")

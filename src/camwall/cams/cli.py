@@ -30,13 +30,11 @@ from camwall._cliargs import (
 from camwall.cams._base import METHODS
 from camwall.cams._engine import CamEngine
 from camwall.errors import CamwallError
+from camwall.runtime import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["register", "run_cam"]
 
 ORDER = 20  # place in `camwall --help`
-
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def register(subparsers: Any) -> None:
@@ -181,8 +179,8 @@ def _default_layer(model: torch.nn.Module) -> str:
 
 
 def _imagenet(raw: Tensor) -> Tensor:
-    mean = torch.tensor(_IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(_IMAGENET_STD)[:, None, None]
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
     return (raw - mean) / std
 
 

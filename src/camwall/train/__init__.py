@@ -8,14 +8,15 @@ Public API:
   order, the wall re-applied after every step, checkpoints + ``--resume``, DDP under ``torchrun``
 * :func:`fit`: the generic loop for any model and dataset -> :class:`FitResult`
 * :func:`evaluate` (a saved model on a dataset) and :func:`evaluate_model` -> :class:`EvalResult`
-* :func:`cached_pair`: train a pair once, reuse it from the cache
+* :func:`cached_pair`: train a pair once, reuse it from the cache (one trainer per entry);
+  :func:`pair_cache_folder`: where that entry lives
 * :func:`plot_curves`, :func:`read_history`: loss / accuracy curves (paper Figure 5 style)
 """
 
-from camwall.train._cache import cache_root, cached_pair
+from camwall.runtime import DistInfo, dist_info, resolve_device
+from camwall.train._cache import cache_root, cached_pair, pair_cache_folder
 from camwall.train._config import PRESETS, TrainConfig, apply_overrides, config_hash
 from camwall.train._data import IMAGENET_MEAN, IMAGENET_STD, folder_transforms
-from camwall.train._dist import DistInfo, dist_info, resolve_device
 from camwall.train._evaluate import evaluate
 from camwall.train._loop import EvalResult, FitResult, evaluate_model, fit
 from camwall.train._plot import plot_curves, read_history
@@ -41,6 +42,7 @@ __all__ = [
     "evaluate_model",
     "fit",
     "folder_transforms",
+    "pair_cache_folder",
     "plot_curves",
     "read_history",
     "resolve_config",

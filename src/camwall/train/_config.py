@@ -9,16 +9,24 @@ such as ``num_workers``, are left out of it).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from camwall.errors import CamwallError, did_you_mean
 from camwall.registry import Registry
+from camwall.runtime import cache_key
+from camwall.runtime import config_hash as runtime_hash
 
-__all__ = ["PRESETS", "TrainConfig", "apply_overrides", "config_hash", "get_preset"]
+__all__ = [
+    "PRESETS",
+    "TrainConfig",
+    "apply_overrides",
+    "config_hash",
+    "get_preset",
+    "hashed_fields",
+    "pair_cache_key",
+]
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("step", "onecycle", "constant")
@@ -214,8 +222,19 @@ def apply_overrides(config: TrainConfig, overrides: Mapping[str, Any] | None) ->
     return dataclasses.replace(config, **changes)
 
 
+def hashed_fields(config: TrainConfig) -> dict[str, Any]:
+    """The weight-relevant fields of ``config`` (all but ``num_workers``, ``checkpoint_every``,
+    ``threads``), JSON-ready."""
+    return {k: v for k, v in config.to_dict().items() if k not in _NOT_HASHED}
+
+
 def config_hash(config: TrainConfig, version: str = "") -> str:
-    """SHA-256 (hex) of the weight-relevant fields of ``config`` and ``version``."""
-    payload = {k: v for k, v in config.to_dict().items() if k not in _NOT_HASHED}
-    text = json.dumps({"config": payload, "version": version}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+    """SHA-256 (hex) of the weight-relevant fields of ``config`` and ``version``:
+    :func:`camwall.runtime.config_hash` of ``{"config": hashed_fields(config), "version": ...}``."""
+    return runtime_hash({"config": hashed_fields(config), "version": version})
+
+
+def pair_cache_key(config: TrainConfig, version: str) -> str:
+    """``<preset>-<hash16>``, the cache entry name of ``config``'s trained pair
+    (:func:`camwall.runtime.cache_key`; its hash is ``config_hash(config, version)[:16]``)."""
+    return cache_key(config.name, hashed_fields(config), version)

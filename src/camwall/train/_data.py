@@ -18,9 +18,11 @@ from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
 from camwall.errors import CamwallError
+from camwall.runtime import IMAGENET_MEAN, IMAGENET_STD
 from camwall.train._config import TrainConfig
 
 __all__ = [
+    "DEFAULT_COMPOSITES",
     "EVAL_DATASETS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -30,8 +32,8 @@ __all__ = [
     "training_datasets",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_COMPOSITES = 1000
+"""Composites that ``camwall evaluate`` builds when ``--n`` is not given."""
 
 EVAL_DATASETS = ("fashion-canvases", "fashion-stackmix", "fashion-stackpair")
 """Dataset names that ``camwall evaluate --dataset`` accepts besides a folder."""
@@ -150,7 +152,8 @@ def eval_dataset(
             ImageFolder val pipeline when ``folder_pipeline`` (models trained on folders), else
             with :func:`camwall.data.read_image_dataset` at the model's input size.
         input_shape: the model's ``C x H x W``.
-        n: number of composites to build (default 1000), or a cap on the test canvases.
+        n: number of composites to build (default :data:`DEFAULT_COMPOSITES`), or a cap on the
+            test canvases.
         seed: seed of the composites.
         folder_pipeline: see above.
         data_root: Fashion-MNIST folder.
@@ -163,7 +166,8 @@ def eval_dataset(
             canvases = torch.utils.data.Subset(canvases, range(min(n, len(canvases))))  # type: ignore[arg-type]
         return canvases
     if name_or_dir in DATASETS:
-        comp = DATASETS.get(name_or_dir).build(n=n or 1000, seed=seed, root=data_root)
+        count = DEFAULT_COMPOSITES if n is None else n
+        comp = DATASETS.get(name_or_dir).build(n=count, seed=seed, root=data_root)
         return TensorDataset(comp.images, comp.labels)
     path = Path(name_or_dir)
     if not path.exists():

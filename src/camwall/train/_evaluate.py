@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import math
+import sys
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset, Subset, TensorDataset
 
-from camwall.train._data import eval_dataset
-from camwall.train._dist import resolve_device
+from camwall.errors import CamwallError
+from camwall.runtime import resolve_device
+from camwall.train._data import DEFAULT_COMPOSITES, eval_dataset
 from camwall.train._loop import EvalResult, evaluate_model
 
 __all__ = ["evaluate"]
@@ -30,17 +36,23 @@ def evaluate(
         dataset: ``fashion-canvases``, ``fashion-stackmix``, ``fashion-stackpair`` or a folder
             (a model trained on an ImageFolder tree reads it with the val pipeline; others with
             :func:`camwall.data.read_image_dataset`).
-        n: number of composites (default 1000) or a cap on the test canvases.
+        n: number of composites (default :data:`DEFAULT_COMPOSITES`, said on stderr) or a cap on
+            the test canvases; must be >= 1.
         seed: seed of the composites.
         batch_size: evaluation batch size.
-        device: ``auto``, ``cpu``, ``cuda``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         data_root: Fashion-MNIST folder.
 
     Returns:
         :class:`EvalResult` (fractions in [0, 1]).
+
+    Raises:
+        CamwallError: ``n`` < 1; a label outside ``0 .. K-1`` for a ``K``-class model; a
+            non-finite loss (NaN/inf weights or outputs).
     """
     from camwall.walls import load_model
 
+    n = _image_count(n, dataset, seed)
     model, meta = load_model(checkpoint)
     dev = resolve_device(device)
     model = model.to(dev).eval()
@@ -51,4 +63,57 @@ def evaluate(
     ds = eval_dataset(
         dataset, shape, n=n, seed=seed, folder_pipeline=folder_pipeline, data_root=data_root
     )
-    return evaluate_model(model, ds, batch_size=batch_size, device=dev)
+    _check_labels(model, ds, dataset, dev)
+    result = evaluate_model(model, ds, batch_size=batch_size, device=dev)
+    if not math.isfinite(result.loss):
+        raise CamwallError(
+            f"{checkpoint}: the loss on {dataset} is {result.loss} (the model's weights or "
+            "outputs are NaN/inf); retrain the model or load an earlier checkpoint."
+        )
+    return result
+
+
+def _image_count(n: int | None, dataset: str, seed: int) -> int | None:
+    """``n`` checked (>= 1); for a composite dataset without ``n``, the default, said on stderr."""
+    from camwall.data import DATASETS
+
+    if n is not None and n < 1:
+        raise CamwallError(f"--n must be at least 1 (number of images to evaluate), got {n}.")
+    if n is None and dataset in DATASETS:
+        n = DEFAULT_COMPOSITES
+        print(
+            f"camwall evaluate: building {n} {dataset} composites (seed {seed}); "
+            "set --n to change.",
+            file=sys.stderr,
+        )
+    return n
+
+
+def _labels(ds: Dataset[Any]) -> Tensor | None:
+    """The labels of the common dataset kinds without reading images (``None``: unknown)."""
+    if isinstance(ds, TensorDataset):
+        return ds.tensors[1]
+    if isinstance(ds, Subset):
+        inner = _labels(ds.dataset)
+        return None if inner is None else inner[torch.as_tensor(list(ds.indices))]
+    for name in ("targets", "labels"):
+        values = getattr(ds, name, None)
+        if values is not None:
+            return torch.as_tensor(values)
+    return None
+
+
+def _check_labels(model: nn.Module, ds: Dataset[Any], name: str, dev: torch.device) -> None:
+    """Every label must index one of the model's ``K`` outputs (``K`` from one forward pass)."""
+    labels = _labels(ds)
+    if labels is None or labels.numel() == 0:
+        return
+    with torch.no_grad():
+        classes = int(model(ds[0][0].unsqueeze(0).to(dev)).shape[1])
+    bad = labels[(labels < 0) | (labels >= classes)]
+    if bad.numel():
+        raise CamwallError(
+            f"--dataset {name}: label {int(bad[0])} is outside 0..{classes - 1}, the classes of "
+            f"this {classes}-class model ({bad.numel()} such labels); fix the dataset's labels "
+            "or evaluate a model trained on these classes."
+        )

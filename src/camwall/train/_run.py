@@ -23,14 +23,22 @@ from torch import nn
 
 from camwall._versions import versions
 from camwall.errors import CamwallError
+from camwall.runtime import DistInfo, distributed
 from camwall.train._config import TrainConfig, apply_overrides, get_preset
 from camwall.train._data import check_data, training_datasets
-from camwall.train._dist import setup
 from camwall.train._loop import BatchHook, EpochHook, fit
+from camwall.train._parallel import VariantOutcome, train_in_parallel, use_parallel
 from camwall.train._plot import plot_curves
 from camwall.train._state import atomic_write_text
 
-__all__ = ["VARIANTS", "TrainResult", "build_model", "resolve_config", "train"]
+__all__ = [
+    "VARIANTS",
+    "TrainResult",
+    "build_model",
+    "resolve_config",
+    "train",
+    "train_variant",
+]
 
 VARIANTS = ("walled", "baseline")
 
@@ -46,6 +54,7 @@ class TrainResult:
         histories: variant -> per-epoch metric rows.
         completed: ``False`` when ``max_steps`` stopped training before the last epoch.
         plot: the loss/accuracy figure (only when both variants were trained).
+        is_main: ``False`` on the ranks other than 0 under ``torchrun`` (which write nothing).
     """
 
     config: TrainConfig
@@ -54,6 +63,7 @@ class TrainResult:
     histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     completed: bool = True
     plot: Path | None = None
+    is_main: bool = True
 
     def final(self, variant: str) -> dict[str, Any]:
         """The last metric row of ``variant``."""
@@ -90,14 +100,17 @@ def train(
     progress: bool | None = None,
     on_batch: BatchHook | None = None,
     on_epoch_end: EpochHook | None = None,
+    parallel: bool | None = None,
 ) -> TrainResult:
     """Train the walled model and/or its baseline of a preset.
 
     Both variants get the same config: same initialization seed (the baseline's weights equal
     the walled model's outside the wall), same batches in the same order, same augmentation
     draws. The wall is re-applied after every optimizer step
-    (:func:`camwall.walls.enforce_walls`). Under ``torchrun`` the process group is joined here;
-    only rank 0 writes files.
+    (:func:`camwall.walls.enforce_walls`). Under ``torchrun`` only rank 0 writes files. On a
+    CPU with two or more cores, outside ``torchrun``, the two variants train at the same time in
+    two spawned processes, each with half the cores (:mod:`camwall.train._parallel`); the
+    weights equal a sequential run's.
 
     Args:
         preset: a name in :data:`PRESETS` or a :class:`TrainConfig`.
@@ -106,86 +119,138 @@ def train(
         variants: which of ``"walled"``, ``"baseline"`` to train, in order.
         resume: continue each variant from its latest checkpoint.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        progress: tqdm bars (``None``: on a terminal only).
+        progress: tqdm bars (``None``: on a terminal only; never in parallel processes, which
+            print one line per epoch instead).
         on_batch: ``on_batch(epoch, step, indices)`` hook, called with the variant's batches.
         on_epoch_end: ``on_epoch_end(epoch, row)`` hook.
+        parallel: ``None``: both variants in parallel when possible (CPU, one process, >= 2
+            cores, no hooks, not a tiny run); ``True``: in parallel whatever the core count and
+            size; ``False``: one after the other.
 
     Returns:
         :class:`TrainResult` with the final checkpoint paths and metric histories.
     """
     config = resolve_config(preset, overrides)
+    _check_variants(variants)
+    check_data(config)
+    out = Path(out_dir) if out_dir is not None else Path("runs") / config.name
+    hooks = on_batch is not None or on_epoch_end is not None
+    with distributed(device) as (info, dev):  # joins (and leaves) a torchrun group
+        threads_before = torch.get_num_threads()
+        if config.threads and dev.type == "cpu" and info.world == 1:
+            torch.set_num_threads(config.threads)
+        try:
+            if use_parallel(parallel, config, variants, info, dev, hooks):
+                outcomes = train_in_parallel(config, variants, out, dev, resume)
+            else:
+                outcomes = _train_sequentially(
+                    config, variants, out, info, dev, resume, progress, on_batch, on_epoch_end
+                )
+            return _finish(config, out, info, dev, outcomes)
+        finally:
+            torch.set_num_threads(threads_before)
+
+
+def _check_variants(variants: Sequence[str]) -> None:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         raise CamwallError(f"variants must be among {', '.join(VARIANTS)}; got {list(variants)}.")
-    check_data(config)
-    out = Path(out_dir) if out_dir is not None else Path("runs") / config.name
-    info, dev = setup(device)
-    threads_before = torch.get_num_threads()
-    if config.threads and dev.type == "cpu" and info.world == 1:
-        torch.set_num_threads(config.threads)
-    try:
-        return _train_variants(
-            config, variants, out, info, dev, resume, progress, on_batch, on_epoch_end
-        )
-    finally:
-        torch.set_num_threads(threads_before)
 
 
-def _train_variants(
+def _train_sequentially(
     config: TrainConfig,
     variants: Sequence[str],
     out: Path,
-    info: Any,
+    info: DistInfo,
     dev: torch.device,
     resume: bool,
     progress: bool | None,
     on_batch: BatchHook | None,
     on_epoch_end: EpochHook | None,
-) -> TrainResult:
-    from camwall.walls import enforce_walls, save_model
-
-    checkpoints: dict[str, Path] = {}
-    histories: dict[str, list[dict[str, Any]]] = {}
-    completed = True
-    class_names: list[str] | None = None
-    train_set = val_set = None
-    for variant in variants:
-        model = build_model(config, walled=variant == "walled").to(dev)
-        if train_set is None:
-            shape = getattr(model, "camwall_input_shape", None)
-            train_set, val_set, class_names = training_datasets(config, shape)
-        result = fit(
-            model,
-            train_set,
-            val_set,
+) -> list[VariantOutcome]:
+    """Each variant in turn in this process (one data set, built once)."""
+    datasets: dict[str, Any] = {}
+    return [
+        train_variant(
             config,
-            out / variant,
-            device=dev,
-            enforce_wall=enforce_walls,
+            variant,
+            out,
+            dev,
+            info,
             resume=resume,
+            datasets=datasets,
             progress=progress,
-            label=variant,
             on_batch=on_batch,
             on_epoch_end=on_epoch_end,
         )
-        histories[variant] = result.history
-        completed = completed and result.completed
-        path = out / f"{variant}.safetensors"
-        if info.is_main:
-            meta = {
-                "class_names": class_names,
-                "training": {
-                    "preset": config.name,
-                    "variant": variant,
-                    "config": config.to_dict(),
-                    "steps": result.steps,
-                    "completed": result.completed,
-                    "final": result.history[-1] if result.history else None,
-                    "versions": versions(),
-                },
-            }
-            path = Path(save_model(model.eval(), path, meta))
-        checkpoints[variant] = path
+        for variant in variants
+    ]
+
+
+def train_variant(
+    config: TrainConfig,
+    variant: str,
+    out: Path,
+    dev: torch.device,
+    info: DistInfo,
+    *,
+    resume: bool,
+    datasets: dict[str, Any] | None = None,
+    **fit_options: Any,
+) -> VariantOutcome:
+    """Build, :func:`fit` and (rank 0) save one variant as ``out/<variant>.safetensors``.
+
+    ``datasets`` memoizes ``(train_set, val_set, class_names)`` across variants; ``fit_options``
+    go to :func:`fit` (``progress``, hooks, ``log_epochs``).
+    """
+    from camwall.walls import enforce_walls, save_model
+
+    model = build_model(config, walled=variant == "walled").to(dev)
+    memo = datasets if datasets is not None else {}
+    if "train" not in memo:
+        shape = getattr(model, "camwall_input_shape", None)
+        memo["train"], memo["val"], memo["classes"] = training_datasets(config, shape)
+    result = fit(
+        model,
+        memo["train"],
+        memo["val"],
+        config,
+        out / variant,
+        device=dev,
+        enforce_wall=enforce_walls,
+        resume=resume,
+        label=variant,
+        **fit_options,
+    )
+    path = out / f"{variant}.safetensors"
+    if info.is_main:
+        meta = {
+            "class_names": memo["classes"],
+            "training": {
+                "preset": config.name,
+                "variant": variant,
+                "config": config.to_dict(),
+                "steps": result.steps,
+                "completed": result.completed,
+                "final": result.history[-1] if result.history else None,
+                "versions": versions(),
+            },
+        }
+        path = Path(save_model(model.eval(), path, meta))
+    return VariantOutcome(variant, path, result.history, result.steps, result.completed)
+
+
+def _finish(
+    config: TrainConfig,
+    out: Path,
+    info: DistInfo,
+    dev: torch.device,
+    outcomes: Sequence[VariantOutcome],
+) -> TrainResult:
+    """Plot both curves and write ``manifest.json`` (rank 0); the :class:`TrainResult`."""
+    checkpoints = {o.variant: o.path for o in outcomes}
+    histories = {o.variant: o.history for o in outcomes}
+    completed = all(o.completed for o in outcomes)
     plot = None
     if info.is_main:
         if set(histories) == set(VARIANTS) and all(histories.values()):
@@ -208,4 +273,5 @@ def _train_variants(
         histories=histories,
         completed=completed,
         plot=plot,
+        is_main=info.is_main,
     )

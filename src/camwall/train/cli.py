@@ -103,9 +103,7 @@ def run_train(args: argparse.Namespace) -> int:
         device=args.device,
         progress=False if args.no_progress else None,
     )
-    from camwall.train._dist import dist_info
-
-    if not dist_info().is_main:
+    if not result.is_main:
         return 0
     for variant, rows in result.histories.items():
         if not rows:

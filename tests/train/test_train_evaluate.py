@@ -1,0 +1,70 @@
+"""`camwall evaluate` refuses what it cannot measure: n < 1, foreign labels, NaN models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from camwall.cli import main
+from camwall.data import DATASETS, FASHION_CLASSES, export_composites
+from camwall.errors import CamwallError
+from camwall.train import evaluate, train
+from camwall.walls import load_model, save_model
+
+TINY = {"arch_kwargs": {"width": 2}, "epochs": 1, "batch_size": 64, "train_limit": 64}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("eval")
+    res = train("fashion-vgg", TINY, out, variants=("baseline",), device="cpu", progress=False)
+    return res.checkpoints["baseline"]
+
+
+@pytest.mark.parametrize("n", [0, -3])
+def test_n_below_one_is_refused(model: Path, n: int, capsys) -> None:
+    with pytest.raises(CamwallError, match=rf"--n must be at least 1 .*got {n}"):
+        evaluate(model, "fashion-stackmix", n=n, device="cpu")
+    args = ["evaluate", "--model", str(model), "--dataset", "fashion-canvases", "--n", str(n)]
+    assert main(args) == 2
+    assert "--n must be at least 1" in capsys.readouterr().err
+
+
+def test_default_composite_count_is_said(model: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr("camwall.train._evaluate.DEFAULT_COMPOSITES", 12)
+    res = evaluate(model, "fashion-stackpair", device="cpu")
+    assert res.n == 12
+    assert "building 12 fashion-stackpair composites (seed 0); set --n" in capsys.readouterr().err
+
+
+def _composite_folder(tmp_path: Path, label: int) -> Path:
+    """Six stack-mix composites written as a manifest folder, one label replaced by ``label``."""
+    comp = DATASETS.get("fashion-stackmix").build(n=6, seed=0)
+    folder = tmp_path / "mix"
+    export_composites(comp.images, comp.labels, FASHION_CLASSES, folder, kind="fashion-stackmix")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["items"][4]["label"] = label
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.mark.parametrize("label", [10, -1])
+def test_manifest_label_outside_the_models_classes(tmp_path: Path, model: Path, label: int) -> None:
+    folder = _composite_folder(tmp_path, label)
+    with pytest.raises(CamwallError, match=rf"--dataset {folder}: label {label} is outside 0\.\.9"):
+        evaluate(model, str(folder), device="cpu")
+
+
+def test_a_nan_model_does_not_pass(tmp_path: Path, model: Path, capsys) -> None:
+    net, meta = load_model(model)
+    with torch.no_grad():
+        next(p for p in net.parameters() if p.dim() > 1).fill_(float("nan"))
+    bad = Path(save_model(net, tmp_path / "nan.safetensors", meta))
+    with pytest.raises(CamwallError, match=r"nan.safetensors: the loss on fashion-canvases is nan"):
+        evaluate(bad, "fashion-canvases", n=8, device="cpu")
+    args = ["evaluate", "--model", str(bad), "--dataset", "fashion-canvases", "--n", "8"]
+    assert main([*args, "--device", "cpu"]) == 2
+    assert "NaN/inf" in capsys.readouterr().err
