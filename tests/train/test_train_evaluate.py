@@ -59,7 +59,9 @@ def test_manifest_label_outside_the_models_classes(tmp_path: Path, model: Path) 
 
 def test_negative_manifest_label_is_refused_by_the_reader(tmp_path: Path, model: Path) -> None:
     folder = _composite_folder(tmp_path, -1)
-    with pytest.raises(CamwallError, match=r"manifest.json: item 4: label -1 is not a non-negative"):
+    with pytest.raises(
+        CamwallError, match=r"manifest.json: item 4: label -1 is not a non-negative"
+    ):
         evaluate(model, str(folder), device="cpu")
 
 
