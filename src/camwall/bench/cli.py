@@ -26,7 +26,8 @@ def register(subparsers: Any) -> None:
         description=(
             "Run CAM methods on a walled model and measure how much saliency lands in the dead "
             "zone (pixels the model provably cannot see). With no arguments: the Fashion walled "
-            "+ baseline pair (trained once, then cached), fashion-stackmix and "
+            "+ baseline pair shipped with camwall (--retrain: trained once, then cached), "
+            "fashion-stackmix and "
             "fashion-stackpair (100 images each), all nine methods plus the uniform and random "
             "controls. Results go to a resumable SQLite store and a report in --out. "
             "Under `torchrun --nproc_per_node N -m camwall bench ...` images are sharded."
@@ -37,7 +38,7 @@ def register(subparsers: Any) -> None:
         action="append",
         metavar="NAME_OR_CHECKPOINT",
         help="walled model to test: a camwall checkpoint (NAME.safetensors + NAME.json) or a "
-        "registry name (with --weights); repeatable. Default: the fashion-vgg cached pair.",
+        "registry name (with --weights); repeatable. Default: the shipped fashion-vgg pair.",
     )
     p.add_argument(
         "--baseline",
@@ -85,7 +86,13 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="dataset and control seed")
-    p.add_argument("--cache-dir", metavar="DIR", help="cache of trained models (default pair)")
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train the default pair from scratch (camwall.train.cached_pair, then cached) "
+        "instead of using the pair shipped with camwall",
+    )
+    p.add_argument("--cache-dir", metavar="DIR", help="cache of --retrain'ed models")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=_bench)
 
@@ -124,73 +131,22 @@ def parse_methods(text: str) -> list[str]:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from camwall.bench import _inputs as inputs
-    from camwall.bench._runner import _dist_setup, check_out_dir, resolve_device, run_bench
-    from camwall.bench._store import STORE_NAME, Store
+    from camwall.bench._runner import _dist_setup, check_out_dir, out_lock, resolve_device
 
     methods = parse_methods(args.methods)
-    if args.images < 1:
-        raise CamwallError(f"--images must be at least 1, got {args.images}.")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise CamwallError(f"--batch-size must be at least 1, got {args.batch_size}.")
-    if args.weights and not args.model:
-        raise CamwallError("--weights needs a registry --model NAME to load them into.")
+    _check_bench_args(args)
     out = check_out_dir(args.out)  # an unwritable folder fails before any work
     device = resolve_device(args.device)
-    model_specs = args.model or [f"preset:{inputs.DEFAULT_PRESET}:walled"]
-    baseline_specs = args.baseline or (
-        [] if args.model else [f"preset:{inputs.DEFAULT_PRESET}:baseline"]
-    )
-    config: dict[str, Any] = {
-        "models": model_specs,
-        "baselines": baseline_specs,
-        "weights": args.weights,
-        "walls": args.wall,
-        "datasets": args.dataset or list(inputs.DEFAULT_DATASETS),
-        "methods": methods,
-        "target_layer": args.target_layer,
-        "images": args.images,
-        "seed": args.seed,
-    }
+    config = _bench_config(args, methods)
+    from camwall.bench import _inputs as inputs
+
     for spec in config["datasets"]:
         inputs.check_dataset_spec(spec)
-    if args.resume and (out / STORE_NAME).exists():
-        with Store(out / STORE_NAME) as store:
-            store.check_resume(config)  # before any training or loading
-
     dist, owned = _dist_setup(device)
     try:
-        paths = _default_pair(args, dist) if not args.model else {}
-        models = [
-            inputs.resolve_model(
-                paths.get(s, s),
-                weights=args.weights,
-                target_layer=args.target_layer,
-                walls=args.wall,
-            )
-            for s in model_specs
-        ]
-        models += [inputs.resolve_model(paths.get(s, s), walled=False) for s in baseline_specs]
-        _dedupe_names(models)
-        channels = next((m.channels for m in models if m.walled), None)
-        datasets = [
-            inputs.resolve_dataset(d, args.images, args.seed, channels) for d in config["datasets"]
-        ]
-        walled = next(m for m in models if m.walled)
-        small = walled.dead_zone.numel() <= 128 * 128
-        batch_size = args.batch_size or (64 if small else 16)
-        run_bench(
-            models,
-            datasets,
-            methods,
-            out,
-            config=config,
-            device=device,
-            batch_size=batch_size,
-            resume=args.resume,
-            seed=args.seed,
-            progress=not args.no_progress,
-        )
+        with out_lock(out, dist.rank):  # one writer: a second bench or report fails at once
+            _check_resume(args, out, config)  # before any training or loading
+            _run(args, out, device, config, methods, dist)
     finally:
         if owned:
             import torch.distributed
@@ -202,8 +158,116 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_bench_args(args: argparse.Namespace) -> None:
+    from camwall.bench._inputs import check_images
+    from camwall.bench._runner import check_seed
+
+    check_images(args.images)
+    check_seed(args.seed)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise CamwallError(f"--batch-size must be at least 1, got {args.batch_size}.")
+    if args.weights and not args.model:
+        raise CamwallError("--weights needs a registry --model NAME to load them into.")
+    if args.retrain and args.model:
+        raise CamwallError("--retrain trains the default pair; drop it when passing --model.")
+
+
+def _default_specs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """``--model`` / ``--baseline`` specs; by default the shipped (or ``--retrain``) pair."""
+    from camwall.bench._inputs import DEFAULT_PRESET
+
+    source = "preset" if args.retrain else "shipped"
+    models = args.model or [f"{source}:{DEFAULT_PRESET}:walled"]
+    baselines = args.baseline or ([] if args.model else [f"{source}:{DEFAULT_PRESET}:baseline"])
+    return models, baselines
+
+
+def _bench_config(args: argparse.Namespace, methods: list[str]) -> dict[str, Any]:
+    from camwall.bench._inputs import DEFAULT_DATASETS
+
+    models, baselines = _default_specs(args)
+    return {
+        "models": models,
+        "baselines": baselines,
+        "weights": args.weights,
+        "walls": args.wall,
+        "datasets": args.dataset or list(DEFAULT_DATASETS),
+        "methods": methods,
+        "target_layer": args.target_layer,
+        "images": args.images,
+        "seed": args.seed,
+    }
+
+
+def _check_resume(args: argparse.Namespace, out: Path, config: dict[str, Any]) -> None:
+    from camwall.bench._store import STORE_NAME, Store
+
+    if args.resume and (out / STORE_NAME).exists():
+        with Store(out / STORE_NAME) as store:
+            store.check_resume(config)
+
+
+def _run(
+    args: argparse.Namespace,
+    out: Path,
+    device: Any,
+    config: dict[str, Any],
+    methods: list[str],
+    dist: Any,
+) -> None:
+    """Load the models and datasets, then :func:`camwall.bench.run_bench`."""
+    from camwall.bench import _inputs as inputs
+    from camwall.bench._runner import run_bench
+
+    paths = _default_pair(args, dist) if not args.model else {}
+    models = [
+        inputs.resolve_model(
+            paths.get(s, s), weights=args.weights, target_layer=args.target_layer, walls=args.wall
+        )
+        for s in config["models"]
+    ]
+    models += [inputs.resolve_model(paths.get(s, s), walled=False) for s in config["baselines"]]
+    _dedupe_names(models)
+    channels = next((m.channels for m in models if m.walled), None)
+    datasets = [
+        inputs.resolve_dataset(d, args.images, args.seed, channels) for d in config["datasets"]
+    ]
+    walled = next(m for m in models if m.walled)
+    small = walled.dead_zone.numel() <= 128 * 128
+    run_bench(
+        models,
+        datasets,
+        methods,
+        out,
+        config=config,
+        device=device,
+        batch_size=args.batch_size or (64 if small else 16),
+        resume=args.resume,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+
+
 def _default_pair(args: argparse.Namespace, dist: Any) -> dict[str, str]:
-    """Train (in one process) or load the default walled + baseline pair from the cache."""
+    """The default walled + baseline pair: shipped in the package, or ``--retrain``ed."""
+    from camwall.bench._inputs import DEFAULT_PRESET
+
+    if not args.retrain:
+        from camwall.weights import shipped_pair
+
+        walled, baseline = shipped_pair(DEFAULT_PRESET)
+        source = "shipped"
+    else:
+        walled, baseline = _retrained_pair(args, dist)
+        source = "preset"
+    return {
+        f"{source}:{DEFAULT_PRESET}:walled": str(walled),
+        f"{source}:{DEFAULT_PRESET}:baseline": str(baseline),
+    }
+
+
+def _retrained_pair(args: argparse.Namespace, dist: Any) -> tuple[Path, Path]:
+    """Train (in one process) or load the default pair from the cache (``--retrain``)."""
     from camwall.bench._inputs import DEFAULT_PRESET
     from camwall.train import cached_pair
 
@@ -211,21 +275,18 @@ def _default_pair(args: argparse.Namespace, dist: Any) -> dict[str, str]:
         # Training inside a torchrun job would start a DDP run that the waiting ranks do not
         # join; train the pair once in one process instead.
         raise CamwallError(
-            f"the default {DEFAULT_PRESET} pair is not in the cache yet, and it is not trained "
-            "under torchrun. Run `camwall bench` once in one process (it trains and caches the "
-            "pair), or pass --model/--baseline checkpoints."
+            f"the --retrain {DEFAULT_PRESET} pair is not in the cache yet, and it is not trained "
+            "under torchrun. Run `camwall bench --retrain` once in one process (it trains and "
+            "caches the pair), or pass --model/--baseline checkpoints."
         )
     if dist.rank == 0:
         print(
-            f"camwall bench: loading the {DEFAULT_PRESET} walled + baseline pair from the cache "
-            "(training it first if needed: several minutes on CPU) ...",
+            f"camwall bench: loading the retrained {DEFAULT_PRESET} walled + baseline pair from "
+            "the cache (training it first if needed: several minutes on CPU) ...",
             file=sys.stderr,
         )
     walled, baseline = cached_pair(DEFAULT_PRESET, args.cache_dir, device=str(args.device))
-    return {
-        f"preset:{DEFAULT_PRESET}:walled": str(walled),
-        f"preset:{DEFAULT_PRESET}:baseline": str(baseline),
-    }
+    return Path(walled), Path(baseline)
 
 
 def _pair_cached(cache_dir: str | None) -> bool:
@@ -255,12 +316,14 @@ def _dedupe_names(models: list[Any]) -> None:
 
 def _report(args: argparse.Namespace) -> int:
     from camwall.bench._report import write_report
+    from camwall.runtime import folder_lock
 
     path = Path(args.dir)
     if not path.is_dir():
         raise CamwallError(f"{path}: no such folder; pass a `camwall bench --out` folder.")
     if not os.access(path, os.W_OK):
         raise CamwallError(f"{path}: not writable, so the report cannot be written there.")
-    written = write_report(path)
+    with folder_lock(path, "DIR"):  # the report rewrites the outputs: one writer at a time
+        written = write_report(path)
     print(f"camwall report: wrote {len(written)} files in {path} (open {path / 'report.html'})")
     return 0
