@@ -14,6 +14,7 @@ passed with ``--baseline`` are the exception; they only get predictions and accu
 
 from __future__ import annotations
 
+import operator
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -182,8 +183,10 @@ def check_dataset_spec(spec: str) -> None:
 
 def check_images(n: int) -> int:
     """``n`` if it is an int in ``[1, MAX_IMAGES]``, else a :class:`CamwallError`."""
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise CamwallError(f"--images must be an integer, got {n!r}.")
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise CamwallError(f"--images must be an integer, got {n!r}.") from None
     if n < 1:
         raise CamwallError(f"--images must be at least 1, got {n}.")
     if n > MAX_IMAGES:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import operator
 import os
 import sys
 import time
@@ -222,10 +223,14 @@ def out_lock(out: str | Path, rank: int = 0, what: str = "--out") -> Iterator[No
 
 
 def check_seed(seed: int) -> int:
-    """``seed`` if it is an int in ``[0, 2**63 - 1]``, else a :class:`CamwallError`."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+    """``seed`` as an int if it is an integer in ``[0, 2**63 - 1]``, else a CamwallError."""
+    try:
+        value = operator.index(seed)
+    except TypeError:
+        value = -1
+    if isinstance(seed, bool) or not 0 <= value <= MAX_SEED:
         raise CamwallError(f"--seed must be an integer in [0, 2**63 - 1], got {seed!r}.")
-    return seed
+    return value
 
 
 @dataclass(frozen=True)
