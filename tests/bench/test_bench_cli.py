@@ -88,8 +88,8 @@ def test_image_size_mismatch(capsys, tmp_path, ckpt):
 
 @pytest.mark.skipif(not os.path.isdir(FASHION), reason="Fashion-MNIST not installed")
 def test_cli_end_to_end_default_pair_and_resume(capsys, tmp_path, monkeypatch):
-    # The default (no --model) trains or loads the fashion-vgg pair; here the cache is replaced
-    # by two untrained checkpoints so that the test stays fast.
+    # --retrain trains or loads the fashion-vgg pair; here the cache is replaced by two
+    # untrained checkpoints so that the test stays fast.
     walled = _ckpt(tmp_path, "walled")
     baseline = _ckpt(tmp_path, "baseline", walled=False)
     calls = []
@@ -102,7 +102,8 @@ def test_cli_end_to_end_default_pair_and_resume(capsys, tmp_path, monkeypatch):
 
     monkeypatch.setattr(camwall.train, "cached_pair", fake_cached_pair)
     out = tmp_path / "out"
-    argv = ["bench", "--out", str(out), "--images", "3", "--methods", "gradcam,hirescam,uniform"]
+    argv = ["bench", "--retrain", "--out", str(out), "--images", "3"]
+    argv += ["--methods", "gradcam,hirescam,uniform"]
     assert main([*argv, "--no-progress"]) == 0
     assert calls == ["fashion-vgg"]
     captured = capsys.readouterr()
@@ -184,6 +185,6 @@ def test_default_pair_is_not_trained_under_torchrun(tmp_path):
     from camwall.bench.cli import _default_pair
     from camwall.errors import CamwallError
 
-    args = SimpleNamespace(cache_dir=str(tmp_path), device="cpu")
+    args = SimpleNamespace(cache_dir=str(tmp_path), device="cpu", retrain=True)
     with pytest.raises(CamwallError, match="not trained under torchrun"):
         _default_pair(args, SimpleNamespace(world=2, rank=1))

@@ -104,7 +104,7 @@ def test_injected_interruption_then_resume(tmp_path, monkeypatch):
 
     def flaky(*a, **kw):
         calls["n"] += 1
-        if calls["n"] == 4:
+        if calls["n"] == 3:
             raise KeyboardInterrupt
         return real(*a, **kw)
 
@@ -113,7 +113,8 @@ def test_injected_interruption_then_resume(tmp_path, monkeypatch):
     data = [tiny_dataset("d", 6)]
     with pytest.raises(KeyboardInterrupt):
         run_bench(models, data, ["gradcam", "hirescam"], tmp_path, batch_size=2, progress=False)
-    assert len(_rows(tmp_path / STORE_NAME)) == 6  # 3 batches of 2 committed
+    # One compute_cams call per batch for both methods: 2 batches of 2 images committed whole.
+    assert len(_rows(tmp_path / STORE_NAME)) == 8
     calls["n"] = -100
     run_bench(
         models,
@@ -126,7 +127,7 @@ def test_injected_interruption_then_resume(tmp_path, monkeypatch):
         report=False,
     )
     assert len(_rows(tmp_path / STORE_NAME)) == 12
-    assert calls["n"] == -100 + 3  # only the 3 missing hirescam batches were computed
+    assert calls["n"] == -100 + 1  # only the missing third batch was computed
 
 
 def test_resume_with_other_config_is_refused(tmp_path):
@@ -138,9 +139,9 @@ def test_resume_with_other_config_is_refused(tmp_path):
         run_bench(models, data, ["uniform"], tmp_path, resume=True, seed=1, progress=False)
     # Without --resume a fresh run starts and the old store is kept aside, not lost.
     run_bench(models, data, ["random"], tmp_path, progress=False, report=False)
-    assert (tmp_path / "results.prev.sqlite").exists()
+    (kept,) = tmp_path.glob("results.2*.sqlite")
     assert {k[3] for k in _rows(tmp_path / STORE_NAME)} == {"random"}
-    assert {k[3] for k in _rows(tmp_path / "results.prev.sqlite")} == {"uniform"}
+    assert {k[3] for k in _rows(kept)} == {"uniform"}
 
 
 def test_torchrun_two_gloo_ranks_equal_single_process(tmp_path, reference):

@@ -14,6 +14,7 @@ passed with ``--baseline`` are the exception; they only get predictions and accu
 
 from __future__ import annotations
 
+import operator
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,13 +30,17 @@ from camwall.walls import WallCheck, is_checkpoint
 __all__ = [
     "DEFAULT_DATASETS",
     "DEFAULT_PRESET",
+    "MAX_IMAGES",
     "check_dataset_spec",
+    "check_images",
     "resolve_dataset",
     "resolve_model",
 ]
 
 DEFAULT_PRESET = "fashion-vgg"
 DEFAULT_DATASETS = ("fashion-stackmix", "fashion-stackpair")
+MAX_IMAGES = 1_000_000
+"""The most images per dataset ``--images`` accepts (a folder is capped at its size too)."""
 
 
 def _load(
@@ -181,12 +186,34 @@ def check_dataset_spec(spec: str) -> None:
     DATASETS.get(spec)
 
 
-def resolve_dataset(spec: str, n: int, seed: int, channels: int | None = None) -> BenchDataset:
-    """Build a registry dataset or read a folder; keep the first ``n`` images of a folder."""
-    from camwall.data import DATASETS, read_image_dataset
-
+def check_images(n: int) -> int:
+    """``n`` if it is an int in ``[1, MAX_IMAGES]``, else a :class:`CamwallError`."""
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise CamwallError(f"--images must be an integer, got {n!r}.") from None
     if n < 1:
         raise CamwallError(f"--images must be at least 1, got {n}.")
+    if n > MAX_IMAGES:
+        raise CamwallError(
+            f"--images {n} is too many: at most {MAX_IMAGES:,} images per dataset (a folder "
+            "gives at most its own size)."
+        )
+    return n
+
+
+def resolve_dataset(spec: str, n: int, seed: int, channels: int | None = None) -> BenchDataset:
+    """Build a registry dataset or read a folder; keep the first ``n`` images of a folder.
+
+    Raises:
+        CamwallError: ``n`` outside ``[1, MAX_IMAGES]``, ``seed`` outside ``[0, 2**63 - 1]``,
+        unknown name, missing folder, unreadable images or images of mixed sizes.
+    """
+    from camwall.bench._runner import check_seed
+    from camwall.data import DATASETS
+
+    check_images(n)
+    check_seed(seed)
     path = Path(spec)
     if spec in DATASETS and not path.is_dir():
         built = DATASETS.get(spec).build(n=n, seed=seed)
@@ -206,7 +233,24 @@ def resolve_dataset(spec: str, n: int, seed: int, channels: int | None = None) -
         DATASETS.get(spec)  # unknown name: CamwallError with a suggestion
     if not path.is_dir():
         raise CamwallError(f"--dataset {spec}: not a folder.")
-    data = read_image_dataset(path, channels=channels)
+    return _read_folder(spec, path, n, channels)
+
+
+def _read_folder(spec: str, path: Path, n: int, channels: int | None) -> BenchDataset:
+    """The first ``n`` images of a dataset folder, read as they are (never resized)."""
+    from camwall.data import read_image_dataset
+
+    try:
+        data = read_image_dataset(path, channels=channels)
+    except CamwallError as err:
+        if "different sizes" not in str(err):
+            raise
+        sizes = str(err).split("(", 1)[1].split(")", 1)[0]
+        raise CamwallError(
+            f"--dataset {spec}: images have different sizes ({sizes}); camwall bench reads "
+            "images as they are, so resize and centre-crop them all to the model's input size "
+            "first (e.g. camwall.data.read_image_dataset(path, size=...) in Python)."
+        ) from None
     keep = min(n, len(data))
     return BenchDataset(
         name=path.resolve().name,

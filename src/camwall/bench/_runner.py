@@ -9,11 +9,14 @@ so the merged results equal a single-process run.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import operator
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,15 +25,24 @@ import torch
 from torch import Tensor, nn
 
 from camwall._versions import versions
-from camwall.bench._store import STORE_NAME, ResultRow, Store, to_png
+from camwall.bench._store import (
+    STORE_NAME,
+    BatchRecord,
+    ResultRow,
+    Store,
+    archive_store,
+    to_png,
+)
 from camwall.errors import CamwallError
 from camwall.metrics import CONTROLS, METRICS, empty_maps
-from camwall.runtime import DistInfo, dist_setup, resolve_device
+from camwall.runtime import DistInfo, dist_setup, folder_lock, resolve_device
 
 __all__ = [
     "BenchDataset",
     "BenchModel",
     "check_out_dir",
+    "check_seed",
+    "out_lock",
     "resolve_device",
     "run_bench",
     "shard_store_path",
@@ -119,6 +131,8 @@ def _validate(models: Sequence[BenchModel], datasets: Sequence[BenchDataset]) ->
                 f"{tuple(d.images.shape)} and {len(d.labels)} labels."
             )
         for m in models:
+            if m.class_names:
+                _check_labels(d, m.name, len(m.class_names))
             if m.channels is not None and d.images.shape[1] != m.channels:
                 raise CamwallError(
                     f"dataset {d.name!r} has {d.images.shape[1]}-channel images but model "
@@ -152,6 +166,93 @@ def _cam_fn() -> ComputeFn:
     return compute_cams
 
 
+MAX_SEED = 2**63 - 1
+"""The largest seed (torch seeds are 64-bit)."""
+
+_HELD: set[Path] = set()
+
+
+@contextlib.contextmanager
+def out_lock(out: str | Path, rank: int = 0, what: str = "--out") -> Iterator[None]:
+    """Hold :func:`camwall.runtime.folder_lock` on ``out`` (rank 0 only; re-entrant in-process).
+
+    Under torchrun only rank 0 locks: every rank writes its own shard, rank 0 the one store. A
+    second camwall process writing into ``out`` fails at once, naming the holder's PID.
+    """
+    key = Path(out).resolve()
+    if rank != 0 or key in _HELD:
+        yield
+        return
+    with folder_lock(out, what):
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+
+
+def check_seed(seed: int) -> int:
+    """``seed`` as an int if it is an integer in ``[0, 2**63 - 1]``, else a CamwallError."""
+    try:
+        value = operator.index(seed)
+    except TypeError:
+        value = -1
+    if isinstance(seed, bool) or not 0 <= value <= MAX_SEED:
+        raise CamwallError(f"--seed must be an integer in [0, 2**63 - 1], got {seed!r}.")
+    return value
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the loop does: methods, batching, seeds, figures, progress, CAM options, ranks."""
+
+    methods: tuple[str, ...]
+    device: torch.device
+    batch_size: int
+    seed: int
+    figure_images: int
+    progress: bool
+    cam_options: dict[str, Any]
+    dist: _Dist
+
+
+def _check_args(
+    models: Sequence[BenchModel],
+    datasets: Sequence[BenchDataset],
+    methods: Sequence[str],
+    batch_size: int,
+    seed: int,
+) -> None:
+    from camwall.cams import METHODS
+
+    if batch_size < 1:
+        raise CamwallError(f"--batch-size must be at least 1, got {batch_size}.")
+    check_seed(seed)
+    if not methods:
+        raise CamwallError("no method to run; pass e.g. --methods gradcam,uniform.")
+    for m in methods:
+        if m not in CONTROLS:
+            METHODS.get(m)  # raises CamwallError with a suggestion
+    _validate(models, datasets)
+
+
+def _default_config(
+    models: Sequence[BenchModel],
+    datasets: Sequence[BenchDataset],
+    methods: Sequence[str],
+    seed: int,
+) -> dict[str, Any]:
+    return {
+        "models": [m.name for m in models if m.walled],
+        "baselines": [m.name for m in models if not m.walled],
+        "datasets": [d.name for d in datasets],
+        "methods": list(methods),
+        "target_layer": None,
+        "images": None,
+        "seed": seed,
+    }
+
+
 def run_bench(
     models: Sequence[BenchModel],
     datasets: Sequence[BenchDataset],
@@ -170,6 +271,10 @@ def run_bench(
 ) -> Path:
     """Run the wall benchmark and write the store (and, on rank 0, the report) into ``out``.
 
+    The CAM methods of a batch are computed together in one :func:`camwall.cams.compute_cams`
+    call (gradient methods share one forward and one backward pass); the batch's rows are
+    stored in one transaction. ``out`` is locked (:func:`out_lock`) for the whole run.
+
     Args:
         models: walled models to test (and baselines, ``walled=False``, for accuracy only).
         datasets: image sets; every image size must match every walled model's dead zone.
@@ -181,8 +286,9 @@ def run_bench(
         device: ``auto``, ``cpu``, ``cuda`` or a ``torch.device``.
         batch_size: images per batch.
         resume: continue a store written with the same config; without it an existing store
-            is moved to ``results.prev.sqlite`` and a fresh one started.
-        seed: seeds torch and the random control.
+            is kept aside as ``results.<started UTC>.sqlite`` (never deleted) and a fresh one
+            started.
+        seed: seeds torch and the random control, in ``[0, 2**63 - 1]``.
         figure_images: images per dataset whose maps are kept for the figures.
         progress: show tqdm progress bars (rank 0 only).
         report: write the report files when done.
@@ -191,73 +297,60 @@ def run_bench(
     Returns:
         The path of the store.
     """
-    from camwall.cams import METHODS
-
-    if batch_size < 1:
-        raise CamwallError(f"--batch-size must be at least 1, got {batch_size}.")
-    for m in methods:
-        if m not in CONTROLS:
-            METHODS.get(m)  # raises CamwallError with a suggestion
-    _validate(models, datasets)
+    _check_args(models, datasets, methods, batch_size, seed)
     out = check_out_dir(out)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    if config is None:
-        config = {
-            "models": [m.name for m in models if m.walled],
-            "baselines": [m.name for m in models if not m.walled],
-            "datasets": [d.name for d in datasets],
-            "methods": list(methods),
-            "target_layer": None,
-            "images": None,
-            "seed": seed,
-        }
+    config = config if config is not None else _default_config(models, datasets, methods, seed)
     config = {**config, "device": str(dev), "batch_size": batch_size, "out": str(out)}
     dist, owned = _dist_setup(dev)
-    main_path = out / STORE_NAME
+    plan = _Plan(
+        tuple(methods), dev, batch_size, seed, figure_images, progress, cam_options or {}, dist
+    )
     try:
-        run_id = (
-            _open_main(main_path, out, config, resume, models, datasets) if dist.rank == 0 else 0
-        )
-        dist.barrier()
-        if dist.world > 1:
-            shard = shard_store_path(out, dist.rank)
-            if shard.exists():
-                shard.unlink()
-            store = Store(shard)
-            store.merge(main_path)  # what is done already (resume) is skipped
-        else:
-            store = Store(main_path)
-        torch.manual_seed(seed)
-        try:
-            _loop(
-                store,
-                models,
-                datasets,
-                methods,
-                dev,
-                batch_size,
-                seed,
-                dist,
-                figure_images,
-                progress and dist.rank == 0,
-                cam_options or {},
-            )
-        finally:
-            store.close()
-        dist.barrier()
-        if dist.rank == 0:
-            with Store(main_path) as main:
-                _merge_shards(main, out)
-                main.finish_run(run_id)
-            if report:
-                from camwall.bench._report import write_report
-
-                write_report(out)
-        dist.barrier()
+        with out_lock(out, dist.rank):
+            _run_ranks(models, datasets, out, config, resume, report, plan)
     finally:
         if owned:
             torch.distributed.destroy_process_group()
-    return main_path
+    return out / STORE_NAME
+
+
+def _run_ranks(
+    models: Sequence[BenchModel],
+    datasets: Sequence[BenchDataset],
+    out: Path,
+    config: dict[str, Any],
+    resume: bool,
+    report: bool,
+    plan: _Plan,
+) -> None:
+    """Open the store (rank 0), run every rank's share, merge the shards and write the report."""
+    dist, main_path = plan.dist, out / STORE_NAME
+    run_id = _open_main(main_path, out, config, resume, models, datasets) if dist.rank == 0 else 0
+    dist.barrier()
+    if dist.world > 1:
+        shard = shard_store_path(out, dist.rank)
+        for suffix in ("", "-wal", "-shm"):  # a left-over of this rank's own crashed shard
+            Path(f"{shard}{suffix}").unlink(missing_ok=True)
+        store = Store(shard)
+        store.merge(main_path)  # what is done already (resume) is skipped
+    else:
+        store = Store(main_path)
+    torch.manual_seed(plan.seed)
+    try:
+        _loop(store, models, datasets, plan)
+    finally:
+        store.close()
+    dist.barrier()
+    if dist.rank == 0:
+        with Store(main_path) as main:
+            _merge_shards(main, out)
+            main.finish_run(run_id)
+        if report:
+            from camwall.bench._report import write_report
+
+            write_report(out)
+    dist.barrier()
 
 
 def _open_main(
@@ -269,44 +362,20 @@ def _open_main(
     datasets: Sequence[BenchDataset],
 ) -> int:
     if path.exists() and not resume:
-        prev = out / "results.prev.sqlite"
-        for suffix in ("", "-wal", "-shm"):
-            old = Path(str(path) + suffix)
-            if old.exists():
-                old.replace(Path(str(prev) + suffix))
-        for shard in out.glob("results.rank*.sqlite"):
-            shard.unlink()
+        kept = archive_store(out)
         print(
-            f"camwall bench: previous results moved to {prev} (use --resume to continue a run).",
+            f"camwall bench: the previous store is kept as {kept} (use --resume to continue "
+            "a run).",
             file=sys.stderr,
         )
     with Store(path) as store:
         if resume:
-            store.check_resume(config)
-            stored = store.info("models")
-            for m in models:
-                stored_fp = stored.get(m.name, {}).get("fingerprint")
-                if stored_fp is not None and stored_fp != fingerprint(m.model):
-                    raise CamwallError(
-                        f"--resume: the weights of model {m.name!r} differ from those the "
-                        f"stored results in {path} were computed with; choose another --out."
-                    )
+            _check_resume_store(store, path, config, models)
             _check_dataset_versions(store, datasets, path)
             _merge_shards(store, out)
         run_id = store.start_run(config, versions())
         for m in models:
-            info = {
-                **m.info,
-                "walled": m.walled,
-                "target_layer": m.target_layer,
-                "class_names": m.class_names,
-                "dead_zone_png": to_png(m.dead_zone.cpu().numpy()).hex() if m.walled else None,
-                "dead_rows": _dead_rows(m.dead_zone) if m.walled else None,
-                "dead_fraction": float(m.dead_zone.float().mean()) if m.walled else None,
-                "input_size": list(m.dead_zone.shape),
-                "fingerprint": fingerprint(m.model),
-            }
-            store.put_info("models", m.name, info)
+            store.put_info("models", m.name, _model_info(m))
         for d in datasets:
             info = {
                 **d.info,
@@ -329,6 +398,35 @@ def _check_dataset_versions(store: Store, datasets: Sequence[BenchDataset], path
                 f"--resume: dataset {d.name!r} is version {new} but the stored results in {path} "
                 f"were computed on version {old}; choose another --out."
             )
+
+
+def _check_resume_store(
+    store: Store, path: Path, config: dict[str, Any], models: Sequence[BenchModel]
+) -> None:
+    """Refuse ``--resume`` with another config or with models whose weights changed."""
+    store.check_resume(config)
+    stored = store.info("models")
+    for m in models:
+        stored_fp = stored.get(m.name, {}).get("fingerprint")
+        if stored_fp is not None and stored_fp != fingerprint(m.model):
+            raise CamwallError(
+                f"--resume: the weights of model {m.name!r} differ from those the "
+                f"stored results in {path} were computed with; choose another --out."
+            )
+
+
+def _model_info(m: BenchModel) -> dict[str, Any]:
+    return {
+        **m.info,
+        "walled": m.walled,
+        "target_layer": m.target_layer,
+        "class_names": m.class_names,
+        "dead_zone_png": to_png(m.dead_zone.cpu().numpy()).hex() if m.walled else None,
+        "dead_rows": _dead_rows(m.dead_zone) if m.walled else None,
+        "dead_fraction": float(m.dead_zone.float().mean()) if m.walled else None,
+        "input_size": list(m.dead_zone.shape),
+        "fingerprint": fingerprint(m.model),
+    }
 
 
 def fingerprint(model: nn.Module) -> str:
@@ -354,75 +452,112 @@ def _dead_rows(dead: Tensor) -> list[int] | None:
 def _merge_shards(main: Store, out: Path) -> None:
     for shard in sorted(out.glob("results.rank*.sqlite")):
         main.merge(shard)
-        for suffix in ("", "-wal", "-shm"):
-            p = Path(str(shard) + suffix)
-            if p.exists():
-                p.unlink()
+        for suffix in ("", "-wal", "-shm"):  # merged into main: nothing is lost
+            Path(f"{shard}{suffix}").unlink(missing_ok=True)
 
 
 def _loop(
     store: Store,
     models: Sequence[BenchModel],
     datasets: Sequence[BenchDataset],
-    methods: Sequence[str],
-    dev: torch.device,
-    batch_size: int,
-    seed: int,
-    dist: _Dist,
-    figure_images: int,
-    progress: bool,
-    cam_options: dict[str, Any],
+    plan: _Plan,
 ) -> None:
-    from tqdm import tqdm
-
-    compute = _cam_fn()
+    """Predictions for every model; maps and metrics for every walled model, batch by batch."""
+    dist = plan.dist
     for bm in models:
-        model = bm.model.to(dev).eval()
-        dead = bm.dead_zone.to(dev)
+        model = bm.model.to(plan.device).eval()
         for ds in datasets:
             mine = [i for i in range(len(ds.labels)) if i % dist.world == dist.rank]
-            preds = _predict(store, bm, model, ds, mine, dev, batch_size)
-            if not bm.walled:
-                continue
-            for i in mine:
-                if i < figure_images:
-                    store.add_figure(bm.name, ds.name, i, "image", _image_png(ds.images[i]))
-            for method in methods:
-                done = store.done(bm.name, ds.name, method)
-                todo = [i for i in mine if i not in done]
-                bar = tqdm(
-                    total=len(mine),
-                    initial=len(mine) - len(todo),
-                    desc=f"{ds.name} {method}",
-                    unit="img",
-                    disable=not progress,
-                    leave=True,
-                    dynamic_ncols=True,
-                    file=sys.stderr,
-                )
-                with bar:
-                    for ids in _batches(todo, batch_size):
-                        x = ds.images[ids].to(dev)
-                        targets = [preds[i][1] for i in ids]
-                        start = time.perf_counter()
-                        if method in CONTROLS:
-                            maps = CONTROLS.get(method)(x, ids, seed)
-                        else:
-                            maps = compute(
-                                model,
-                                x,
-                                bm.target_layer,
-                                [method],
-                                targets=targets,
-                                **cam_options,
-                            )[method]
-                        if dev.type == "cuda":
-                            torch.cuda.synchronize(dev)
-                        seconds = (time.perf_counter() - start) / len(ids)
-                        _store_batch(
-                            store, bm, ds, method, ids, maps, dead, preds, seconds, figure_images
-                        )
-                        bar.update(len(ids))
+            preds = _predict(store, bm, model, ds, mine, plan.device, plan.batch_size)
+            if bm.walled:
+                _maps(store, bm, model, ds, mine, preds, plan)
+
+
+def _maps(
+    store: Store,
+    bm: BenchModel,
+    model: nn.Module,
+    ds: BenchDataset,
+    mine: list[int],
+    preds: dict[int, tuple[int, int, float]],
+    plan: _Plan,
+) -> None:
+    """Compute, measure and store every method's maps for ``mine``, one batch at a time."""
+    from tqdm import tqdm
+
+    figures = [
+        (bm.name, ds.name, i, "image", _image_png(ds.images[i]))
+        for i in mine
+        if i < plan.figure_images
+    ]
+    store.add_batch([], figures)
+    done = {m: store.done(bm.name, ds.name, m) for m in plan.methods}
+    todo = [i for i in mine if any(i not in done[m] for m in plan.methods)]
+    bar = tqdm(
+        total=len(mine),
+        initial=len(mine) - len(todo),
+        desc=f"{ds.name} ({len(plan.methods)} methods)",
+        unit="img",
+        disable=not plan.progress,
+        leave=True,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+    dead = bm.dead_zone.to(plan.device)
+    with bar:
+        for ids in _batches(todo, plan.batch_size):
+            need = [m for m in plan.methods if any(i not in done[m] for i in ids)]
+            x = ds.images[ids].to(plan.device)
+            maps, seconds, batch = _compute(bm, model, ds, x, ids, need, preds, plan)
+            rows, figs = _measure(bm, ds, ids, maps, seconds, dead, preds, plan.figure_images)
+            store.add_batch(rows, figs, batch)
+            bar.update(len(ids))
+
+
+def _timed(dev: torch.device, fn: Callable[[], Any]) -> tuple[Any, float]:
+    """``fn()`` and its wall time in seconds (CUDA synchronised)."""
+    start = time.perf_counter()
+    value = fn()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return value, time.perf_counter() - start
+
+
+def _compute(
+    bm: BenchModel,
+    model: nn.Module,
+    ds: BenchDataset,
+    x: Tensor,
+    ids: list[int],
+    methods: list[str],
+    preds: dict[int, tuple[int, int, float]],
+    plan: _Plan,
+) -> tuple[dict[str, Tensor], dict[str, float], BatchRecord | None]:
+    """Maps of ``methods`` for one batch: every CAM method in ONE ``compute_cams`` call.
+
+    Returns:
+        ``(maps, seconds per image per method, the shared call's record or None)``.
+    """
+    cams = [m for m in methods if m not in CONTROLS]
+    maps: dict[str, Tensor] = {}
+    seconds: dict[str, float] = {}
+    batch = None
+    if cams:
+        targets = [preds[i][1] for i in ids]
+        compute = _cam_fn()
+        out, t = _timed(
+            plan.device,
+            lambda: compute(model, x, bm.target_layer, cams, targets=targets, **plan.cam_options),
+        )
+        maps.update({m: out[m] for m in cams})
+        seconds.update(dict.fromkeys(cams, t / len(ids)))
+        batch = BatchRecord(bm.name, ds.name, tuple(ids), tuple(cams), t)
+    for m in methods:
+        if m in CONTROLS:
+            control = CONTROLS.get(m)
+            maps[m], t = _timed(plan.device, functools.partial(control, x, ids, plan.seed))
+            seconds[m] = t / len(ids)
+    return maps, seconds, batch
 
 
 def _predict(
@@ -439,11 +574,7 @@ def _predict(
     for ids in _batches(todo, max(batch_size, 64)):
         with torch.no_grad():
             logits = model(ds.images[ids].to(dev))
-        if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != len(ids):
-            raise CamwallError(
-                f"model {bm.name!r} must return B x classes logits; got "
-                f"{getattr(logits, 'shape', type(logits).__name__)}."
-            )
+        _check_logits(bm, ds, logits, len(ids))
         prob = logits.float().softmax(dim=1)
         conf, pred = prob.max(dim=1)
         rows = [
@@ -455,50 +586,64 @@ def _predict(
     return have
 
 
+def _check_logits(bm: BenchModel, ds: BenchDataset, logits: Any, n: int) -> None:
+    """``B x classes`` logits, and every label of ``ds`` a class of the model."""
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != n:
+        raise CamwallError(
+            f"model {bm.name!r} must return B x classes logits; got "
+            f"{getattr(logits, 'shape', type(logits).__name__)}."
+        )
+    _check_labels(ds, bm.name, int(logits.shape[1]))
+
+
+def _check_labels(ds: BenchDataset, model: str, classes: int) -> None:
+    bad = ds.labels[(ds.labels < 0) | (ds.labels >= classes)]
+    if len(bad):
+        where = f" ({ds.info['folder']})" if "folder" in ds.info else ""
+        raise CamwallError(
+            f"dataset {ds.name!r}{where}: label {int(bad[0])} is out of range for model {model!r}, "
+            f"which has {classes} classes (labels 0 to {classes - 1}); use a dataset made for "
+            "this model's classes."
+        )
+
+
 def _image_png(image: Tensor) -> bytes:
     a = image.detach().float().cpu()
     a = a[0] if a.shape[0] == 1 else a[:3].permute(1, 2, 0)
     return to_png(a.clamp(0, 1).numpy())
 
 
-def _store_batch(
-    store: Store,
+def _measure(
     bm: BenchModel,
     ds: BenchDataset,
-    method: str,
     ids: list[int],
-    maps: Tensor,
+    maps: dict[str, Tensor],
+    seconds: dict[str, float],
     dead: Tensor,
     preds: dict[int, tuple[int, int, float]],
-    seconds: float,
     figure_images: int,
-) -> None:
-    if maps.shape != (len(ids), *dead.shape):
-        raise CamwallError(
-            f"method {method!r} returned maps of shape {tuple(maps.shape)}; expected "
-            f"{(len(ids), *dead.shape)}."
-        )
-    maps = maps.detach().float()
-    values = {name: METRICS.get(name)(maps, dead).cpu().tolist() for name in METRICS.names()}
-    empty = empty_maps(maps).cpu().tolist()
-    rows = []
-    for row, i in enumerate(ids):
-        label, predicted, conf = preds[i]
-        rows.append(
-            ResultRow(
-                model=bm.name,
-                dataset=ds.name,
-                image=i,
-                method=method,
-                metrics={name: values[name][row] for name in values},
-                empty=bool(empty[row]),
-                label=label,
-                target=predicted,
-                predicted=predicted,
-                confidence=conf,
-                seconds=seconds,
+) -> tuple[list[ResultRow], list[tuple[str, str, int, str, bytes]]]:
+    """Metric rows (one per image and method) and the figure PNGs of one batch."""
+    rows: list[ResultRow] = []
+    figures: list[tuple[str, str, int, str, bytes]] = []
+    for method, raw in maps.items():
+        if raw.shape != (len(ids), *dead.shape):
+            raise CamwallError(
+                f"method {method!r} returned maps of shape {tuple(raw.shape)}; expected "
+                f"{(len(ids), *dead.shape)}."
             )
-        )
-        if i < figure_images:
-            store.add_figure(bm.name, ds.name, i, method, to_png(maps[row].cpu().numpy()))
-    store.add_results(rows)
+        m = raw.detach().float()
+        values = {name: METRICS.get(name)(m, dead).cpu().tolist() for name in METRICS.names()}
+        empty = empty_maps(m).cpu().tolist()
+        for row, i in enumerate(ids):
+            label, predicted, conf = preds[i]
+            metrics = {name: values[name][row] for name in values}
+            rows.append(
+                ResultRow(
+                    bm.name, ds.name, i, method, metrics, bool(empty[row]), label, predicted,
+                    predicted, conf, seconds[method],
+                )
+            )  # fmt: skip
+            if i < figure_images:
+                figures.append((bm.name, ds.name, i, method, to_png(m[row].cpu().numpy())))
+    return rows, figures

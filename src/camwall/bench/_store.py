@@ -1,19 +1,30 @@
 """The results store: one SQLite file (stdlib ``sqlite3``) per benchmark output folder.
 
-Tables:
+Tables (schema version :data:`SCHEMA_VERSION`, recorded in ``info``):
 
+- ``info``: ``schema`` (the version), ``migrated_from`` (if an older store was migrated) and
+  ``seconds_note`` (how ``seconds`` is measured).
 - ``runs``: one row per invocation: the config (JSON) and its hash, library versions, seed,
   start and end times. A store holds exactly one config; ``--resume`` with another config is
   refused.
-- ``results``: one row per ``(model, dataset, image, method)``, UNIQUE; the metric values (one
-  column per :data:`camwall.metrics.METRICS` entry, NULL = NaN = empty map), an ``empty`` flag,
-  the target class, label, predicted class, confidence and the seconds the map took. Rows are
-  committed as they are computed, so an interrupted run loses at most one batch.
+- ``results``: one row per ``(model, dataset, image, method)``, UNIQUE: an ``empty`` flag, the
+  target class, label, predicted class, confidence and the seconds per image (for CAM methods
+  computed together, the shared call's time divided by the batch size; see ``batches``).
+- ``metrics``: long format, one row per ``(model, dataset, image, method, metric)``, UNIQUE;
+  ``value`` NULL = NaN = empty map. A metric added to :data:`camwall.metrics.METRICS` later
+  needs no new column, so older stores keep opening.
+- ``batches``: one row per computed batch: its images, the CAM methods computed together in one
+  :func:`camwall.cams.compute_cams` call, and that shared call's wall time in seconds.
 - ``predictions``: one row per ``(model, dataset, image)`` for every model (walled and
   baseline), to compute accuracies.
 - ``models``, ``datasets``: JSON descriptions (dead zone mask as PNG, class names, sizes).
 - ``figures``: PNG blobs of the first images of each dataset and of their saliency maps, so that
   ``camwall report DIR`` can redraw every figure from the store alone.
+
+A batch (its result rows, metrics, figures and timing) is written in one transaction: stored
+whole or not at all. Schema 1 (one column per metric) is migrated on open: in place when the
+store is opened for writing, in memory when it is opened read-only. A store written by a newer
+camwall (a higher schema) is refused with a message saying so.
 """
 
 from __future__ import annotations
@@ -35,10 +46,28 @@ from camwall.errors import CamwallError
 from camwall.metrics import METRICS
 from camwall.runtime import config_hash as runtime_hash
 
-__all__ = ["STORE_NAME", "ResultRow", "Store", "config_hash", "png_to_array", "to_png"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "STORE_NAME",
+    "BatchRecord",
+    "ResultRow",
+    "Store",
+    "archive_store",
+    "config_hash",
+    "png_to_array",
+    "to_png",
+]
 
 STORE_NAME = "results.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: one REAL column per metric in ``results``. 2: metrics in the long ``metrics`` table, and
+the ``batches`` table of shared-call timings."""
+
+SECONDS_NOTE = (
+    "results.seconds is per image: CAM methods of one batch are computed together in one "
+    "compute_cams call (shared forward/backward passes) and each gets that call's time divided "
+    "by the batch size; controls are timed alone. batches.seconds is the shared call's time."
+)
 
 # Config keys that change results; others (device, batch size, out) may differ on --resume.
 RESULT_KEYS = (
@@ -52,6 +81,47 @@ RESULT_KEYS = (
     "images",
     "seed",
 )
+
+KEY = ("model", "dataset", "image", "method")
+RESULT_COLUMNS = (*KEY, "empty", "label", "target", "predicted", "confidence", "seconds")
+_TABLES = f"""
+CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, config TEXT NOT NULL,
+    config_hash TEXT NOT NULL, versions TEXT NOT NULL, seed INTEGER NOT NULL,
+    started REAL NOT NULL, finished REAL);
+CREATE TABLE IF NOT EXISTS results (
+    model TEXT NOT NULL, dataset TEXT NOT NULL, image INTEGER NOT NULL,
+    method TEXT NOT NULL, empty INTEGER NOT NULL, label INTEGER NOT NULL,
+    target INTEGER NOT NULL, predicted INTEGER NOT NULL, confidence REAL NOT NULL,
+    seconds REAL NOT NULL, UNIQUE ({", ".join(KEY)}));
+CREATE TABLE IF NOT EXISTS metrics (
+    model TEXT NOT NULL, dataset TEXT NOT NULL, image INTEGER NOT NULL,
+    method TEXT NOT NULL, metric TEXT NOT NULL, value REAL,
+    UNIQUE ({", ".join(KEY)}, metric));
+CREATE TABLE IF NOT EXISTS batches (
+    model TEXT NOT NULL, dataset TEXT NOT NULL, images TEXT NOT NULL,
+    methods TEXT NOT NULL, seconds REAL NOT NULL, UNIQUE (model, dataset, images, methods));
+CREATE TABLE IF NOT EXISTS predictions (
+    model TEXT NOT NULL, dataset TEXT NOT NULL, image INTEGER NOT NULL,
+    label INTEGER NOT NULL, predicted INTEGER NOT NULL, confidence REAL NOT NULL,
+    UNIQUE (model, dataset, image));
+CREATE TABLE IF NOT EXISTS models (name TEXT PRIMARY KEY, info TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS datasets (name TEXT PRIMARY KEY, info TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS figures (
+    model TEXT NOT NULL, dataset TEXT NOT NULL, image INTEGER NOT NULL,
+    method TEXT NOT NULL, png BLOB NOT NULL,
+    UNIQUE ({", ".join(KEY)}));
+"""
+_MERGED = {
+    "results": RESULT_COLUMNS,
+    "metrics": (*KEY, "metric", "value"),
+    "batches": ("model", "dataset", "images", "methods", "seconds"),
+    "predictions": ("model", "dataset", "image", "label", "predicted", "confidence"),
+    "figures": (*KEY, "png"),
+    "models": ("name", "info"),
+    "datasets": ("name", "info"),
+}
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -93,8 +163,64 @@ class ResultRow:
     seconds: float
 
 
-def _sql_float(v: float) -> float | None:
+@dataclass(frozen=True)
+class BatchRecord:
+    """The CAM ``methods`` computed together on ``images`` in one call of ``seconds``."""
+
+    model: str
+    dataset: str
+    images: tuple[int, ...]
+    methods: tuple[str, ...]
+    seconds: float
+
+
+def _sql_float(v: float | None) -> float | None:
     return None if v is None or math.isnan(v) else float(v)
+
+
+def _schema_of(db: sqlite3.Connection) -> int | None:
+    """The schema version recorded in ``db``; None for an empty database."""
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not tables:
+        return None
+    if "info" not in tables or "results" not in tables:
+        raise sqlite3.DatabaseError("no info/results tables")
+    row = db.execute("SELECT value FROM info WHERE key='schema'").fetchone()
+    if row is None or not str(row[0]).isdigit():
+        raise sqlite3.DatabaseError(f"unreadable schema version {row and row[0]!r}")
+    return int(row[0])
+
+
+def _migrate_v1(db: sqlite3.Connection) -> None:
+    """Schema 1 -> 2 in one transaction: metric columns become rows of ``metrics``."""
+    cols = [r[1] for r in db.execute("PRAGMA table_info(results)")]
+    metric_cols = [c for c in cols if c not in RESULT_COLUMNS]
+    keys = ", ".join(KEY)
+    db.execute("BEGIN")
+    try:
+        db.execute("ALTER TABLE results RENAME TO results_v1")
+        # executescript would commit first: the statements run one by one, in this transaction
+        for statement in _TABLES.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(
+            f"INSERT INTO results ({', '.join(RESULT_COLUMNS)}) "
+            f"SELECT {', '.join(RESULT_COLUMNS)} FROM results_v1"
+        )
+        for c in metric_cols:
+            db.execute(
+                f"INSERT INTO metrics ({keys}, metric, value) "
+                f'SELECT {keys}, ?, "{c}" FROM results_v1',
+                (c,),
+            )
+        db.execute("DROP TABLE results_v1")
+        db.execute("UPDATE info SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+        db.execute("INSERT OR REPLACE INTO info VALUES ('migrated_from', '1')")
+        db.execute("INSERT OR REPLACE INTO info VALUES ('seconds_note', ?)", (SECONDS_NOTE,))
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
 
 
 class Store:
@@ -102,7 +228,11 @@ class Store:
 
     Args:
         path: the SQLite file.
-        readonly: open without creating or writing.
+        readonly: open without creating or writing (an older schema is migrated in memory).
+
+    Raises:
+        CamwallError: not a camwall store, no store (``readonly``), or a store written by a
+        newer camwall (higher schema version).
     """
 
     def __init__(self, path: str | Path, readonly: bool = False) -> None:
@@ -113,19 +243,50 @@ class Store:
                 "first."
             )
         try:
-            if readonly:
-                self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=60)
-            else:
-                self.db = sqlite3.connect(self.path, timeout=60)
-            self.db.execute("PRAGMA journal_mode=WAL" if not readonly else "PRAGMA query_only=1")
-            if not readonly:
-                self._create()
+            self.db = self._connect(readonly)
+            self.schema = self._upgrade(readonly)
             self.db.execute("SELECT count(*) FROM results").fetchone()
         except sqlite3.DatabaseError as err:
             raise CamwallError(
                 f"{self.path} is not a camwall results store ({err}); remove it or choose "
                 "another --out."
             ) from None
+
+    def _connect(self, readonly: bool) -> sqlite3.Connection:
+        if not readonly:
+            db = sqlite3.connect(self.path, timeout=60)
+            db.execute("PRAGMA journal_mode=WAL")
+            return db
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=60)
+        db.execute("PRAGMA query_only=1")
+        return db
+
+    def _upgrade(self, readonly: bool) -> int:
+        """Create, check or migrate the schema; returns the schema version now open."""
+        version = _schema_of(self.db)
+        if version is not None and version > SCHEMA_VERSION:
+            self.db.close()
+            raise CamwallError(
+                f"{self.path} was written by a newer camwall (store schema {version}; this "
+                f"camwall reads schemas 1 to {SCHEMA_VERSION}); upgrade camwall to read it, or "
+                "choose another --out."
+            )
+        if version == SCHEMA_VERSION:
+            return version
+        if readonly:
+            if version is None:
+                raise sqlite3.DatabaseError("empty database")
+            memory = sqlite3.connect(":memory:")
+            self.db.backup(memory)
+            self.db.close()
+            self.db = memory
+        if version == 1:
+            _migrate_v1(self.db)
+        else:
+            self._create()
+        if readonly:
+            self.db.execute("PRAGMA query_only=1")
+        return SCHEMA_VERSION
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -139,33 +300,14 @@ class Store:
         self.db.close()
 
     def _create(self) -> None:
-        cols = ", ".join(f"{name} REAL" for name in METRICS.names())
-        self.db.executescript(
-            f"""
-            CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-            CREATE TABLE IF NOT EXISTS runs (
-                id INTEGER PRIMARY KEY AUTOINCREMENT, config TEXT NOT NULL,
-                config_hash TEXT NOT NULL, versions TEXT NOT NULL, seed INTEGER NOT NULL,
-                started REAL NOT NULL, finished REAL);
-            CREATE TABLE IF NOT EXISTS results (
-                model TEXT NOT NULL, dataset TEXT NOT NULL, image INTEGER NOT NULL,
-                method TEXT NOT NULL, {cols}, empty INTEGER NOT NULL, label INTEGER NOT NULL,
-                target INTEGER NOT NULL, predicted INTEGER NOT NULL, confidence REAL NOT NULL,
-                seconds REAL NOT NULL, UNIQUE (model, dataset, image, method));
-            CREATE TABLE IF NOT EXISTS predictions (
-                model TEXT NOT NULL, dataset TEXT NOT NULL, image INTEGER NOT NULL,
-                label INTEGER NOT NULL, predicted INTEGER NOT NULL, confidence REAL NOT NULL,
-                UNIQUE (model, dataset, image));
-            CREATE TABLE IF NOT EXISTS models (name TEXT PRIMARY KEY, info TEXT NOT NULL);
-            CREATE TABLE IF NOT EXISTS datasets (name TEXT PRIMARY KEY, info TEXT NOT NULL);
-            CREATE TABLE IF NOT EXISTS figures (
-                model TEXT NOT NULL, dataset TEXT NOT NULL, image INTEGER NOT NULL,
-                method TEXT NOT NULL, png BLOB NOT NULL,
-                UNIQUE (model, dataset, image, method));
-            """
-        )
+        self.db.executescript(_TABLES)
         self.db.execute("INSERT OR IGNORE INTO info VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        self.db.execute("INSERT OR IGNORE INTO info VALUES ('seconds_note', ?)", (SECONDS_NOTE,))
         self.db.commit()
+
+    def meta(self) -> dict[str, str]:
+        """The ``info`` table: ``schema``, ``seconds_note``, ``migrated_from`` (if migrated)."""
+        return dict(self.db.execute("SELECT key, value FROM info").fetchall())
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -264,48 +406,89 @@ class Store:
         )
         self.db.commit()
 
+    def _insert_results(self, rows: Sequence[ResultRow]) -> int:
+        """Insert result rows and their metrics (no commit); existing keys are kept as they are."""
+        added = 0
+        for r in rows:
+            key = (r.model, r.dataset, r.image, r.method)
+            cur = self.db.execute(
+                f"INSERT OR IGNORE INTO results ({', '.join(RESULT_COLUMNS)}) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (*key, int(r.empty), r.label, r.target, r.predicted, r.confidence, r.seconds),
+            )
+            if cur.rowcount == 1:
+                added += 1
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO metrics VALUES (?,?,?,?,?,?)",
+                    [(*key, n, _sql_float(v)) for n, v in r.metrics.items()],
+                )
+        return added
+
     def add_results(self, rows: Sequence[ResultRow]) -> int:
         """Insert and commit result rows; rows whose key exists are skipped. Returns # added."""
-        names = METRICS.names()
-        marks = ",".join("?" * (len(names) + 10))
-        before = self.db.total_changes
-        self.db.executemany(
-            f"INSERT OR IGNORE INTO results (model, dataset, image, method, {', '.join(names)}, "
-            "empty, label, target, predicted, confidence, seconds) "
-            f"VALUES ({marks})",
-            [
-                (
-                    r.model,
-                    r.dataset,
-                    r.image,
-                    r.method,
-                    *(_sql_float(r.metrics.get(n, math.nan)) for n in names),
-                    int(r.empty),
-                    r.label,
-                    r.target,
-                    r.predicted,
-                    float(r.confidence),
-                    float(r.seconds),
+        with self.db:
+            return self._insert_results(rows)
+
+    def add_batch(
+        self,
+        rows: Sequence[ResultRow],
+        figures: Sequence[tuple[str, str, int, str, bytes]] = (),
+        batch: BatchRecord | None = None,
+    ) -> int:
+        """Store one batch whole or not at all (one transaction): rows, figure PNGs, timing.
+
+        Returns:
+            The number of result rows added (existing keys are kept as they are).
+        """
+        with self.db:  # commits on success, rolls back on any exception
+            added = self._insert_results(rows)
+            self.db.executemany("INSERT OR IGNORE INTO figures VALUES (?,?,?,?,?)", figures)
+            if batch is not None:
+                self.db.execute(
+                    "INSERT OR IGNORE INTO batches VALUES (?,?,?,?,?)",
+                    (
+                        batch.model,
+                        batch.dataset,
+                        json.dumps(list(batch.images)),
+                        json.dumps(list(batch.methods)),
+                        float(batch.seconds),
+                    ),
                 )
-                for r in rows
-            ],
-        )
-        self.db.commit()
-        return self.db.total_changes - before
+        return added
+
+    def metric_names(self) -> list[str]:
+        """Names of the metrics stored (in the order first stored)."""
+        rows = self.db.execute("SELECT metric FROM metrics GROUP BY metric ORDER BY min(rowid)")
+        return [r[0] for r in rows]
 
     def results(self) -> list[dict[str, Any]]:
-        """All result rows as dicts (metric NULLs become NaN), ordered by key."""
-        cur = self.db.execute("SELECT * FROM results ORDER BY model, dataset, method, image")
-        cols = [c[0] for c in cur.description]
-        metric_names = set(METRICS.names())
+        """All result rows as dicts, ordered by key, with one entry per metric.
+
+        Every :data:`camwall.metrics.METRICS` name is present; NULL (empty map) and metrics
+        that this store does not hold (added to camwall after it was written) read as NaN.
+        """
+        values: dict[tuple[Any, ...], dict[str, float]] = {}
+        for *key, name, value in self.db.execute("SELECT * FROM metrics"):
+            values.setdefault(tuple(key), {})[name] = math.nan if value is None else value
+        cur = self.db.execute(
+            f"SELECT {', '.join(RESULT_COLUMNS)} FROM results "
+            "ORDER BY model, dataset, method, image"
+        )
+        nan = dict.fromkeys(METRICS.names(), math.nan)
         out = []
         for row in cur.fetchall():
-            d = dict(zip(cols, row))
-            for n in metric_names & d.keys():
-                if d[n] is None:
-                    d[n] = math.nan
-            out.append(d)
+            d = dict(zip(RESULT_COLUMNS, row))
+            out.append({**d, **nan, **values.get(row[:4], {})})
         return out
+
+    def batches(self) -> list[dict[str, Any]]:
+        """The shared-call timings: ``model, dataset, images, methods, seconds`` per batch."""
+        rows = self.db.execute("SELECT * FROM batches ORDER BY rowid").fetchall()
+        cols = _MERGED["batches"]
+        return [
+            {**dict(zip(cols, r)), "images": json.loads(r[2]), "methods": json.loads(r[3])}
+            for r in rows
+        ]
 
     def predictions(self) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT * FROM predictions ORDER BY model, dataset, image")
@@ -333,16 +516,82 @@ class Store:
     def merge(self, other: str | Path) -> int:
         """Copy every row of the store at ``other`` into this one (existing keys kept).
 
-        Returns the number of result rows added.
+        ``other`` is opened (and migrated if older) first. Returns the number of result rows
+        added.
         """
+        Store(other).close()
         before = self.count()
         self.db.execute("ATTACH DATABASE ? AS shard", (str(other),))
         try:
-            for table in ("results", "predictions", "figures"):
-                self.db.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM shard.{table}")
-            for table in ("models", "datasets"):
-                self.db.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM shard.{table}")
-            self.db.commit()
+            with self.db:
+                for table, cols in _MERGED.items():
+                    names = ", ".join(cols)
+                    self.db.execute(
+                        f"INSERT OR IGNORE INTO {table} ({names}) SELECT {names} FROM shard.{table}"
+                    )
         finally:
             self.db.execute("DETACH DATABASE shard")
         return self.count() - before
+
+
+# -- keeping earlier stores -----------------------------------------------------------------
+
+
+def _started_at(path: Path) -> float:
+    """When the store at ``path`` was first started (its first run), else its file time."""
+    try:
+        db = sqlite3.connect(path, timeout=60)
+        try:
+            row = db.execute("SELECT min(started) FROM runs").fetchone()
+        finally:
+            db.close()  # the last connection folds a left-over -wal into the file
+        if row and row[0] is not None:
+            return float(row[0])
+    except sqlite3.DatabaseError:
+        pass
+    return path.stat().st_mtime
+
+
+def _move_with_sidecars(src: Path, dest: Path) -> None:
+    """Rename ``src`` and its ``-wal`` / ``-shm`` files (if any) to ``dest`` (+ same suffix)."""
+    for suffix in ("-wal", "-shm", ""):  # the main file last: a reader never sees it alone
+        old = Path(f"{src}{suffix}")
+        if old.exists():
+            old.rename(Path(f"{dest}{suffix}"))
+
+
+def archive_store(out: Path) -> Path | None:
+    """Keep the store in ``out`` aside before a fresh run: never delete, never overwrite.
+
+    ``out/results.sqlite`` is renamed to ``out/results.<started UTC>.sqlite`` (its first run's
+    start, e.g. ``results.20261201T044205Z.sqlite``; ``-2``, ``-3`` ... are appended if that
+    name is taken), with its ``-wal`` / ``-shm`` files. Shards of an interrupted distributed
+    run (``results.rank*.sqlite``) are merged into it first, or, if it cannot be opened, kept
+    beside it as ``results.<started UTC>.rankR.sqlite``.
+
+    Returns:
+        The new path of the old store, or None if there was none.
+    """
+    path = out / STORE_NAME
+    if not path.exists():
+        return None
+    shards = sorted(out.glob("results.rank*.sqlite"))
+    if shards:
+        try:
+            with Store(path) as store:
+                for shard in shards:
+                    store.merge(shard)
+            for shard in shards:
+                for suffix in ("-wal", "-shm", ""):
+                    Path(f"{shard}{suffix}").unlink(missing_ok=True)  # merged: a copy remains
+        except CamwallError:
+            pass  # kept beside the archived store below
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(_started_at(path)))
+    dest, n = out / f"results.{stamp}.sqlite", 1
+    while any(Path(f"{dest}{s}").exists() for s in ("", "-wal", "-shm")):
+        n += 1
+        dest = out / f"results.{stamp}-{n}.sqlite"
+    _move_with_sidecars(path, dest)
+    for shard in sorted(out.glob("results.rank*.sqlite")):
+        _move_with_sidecars(shard, Path(str(dest).removesuffix(".sqlite") + shard.name[7:]))
+    return dest

@@ -52,7 +52,7 @@ def register(subparsers: Any) -> None:
         type=name_or_path,
         metavar="NAME_OR_CHECKPOINT",
         help="walled model to test: a camwall checkpoint (NAME.safetensors + NAME.json) or a "
-        "registry name (with --weights); repeatable. Default: the fashion-vgg cached pair.",
+        "registry name (with --weights); repeatable. Default: the shipped fashion-vgg pair.",
     )
     p.add_argument(
         "--baseline",
@@ -103,7 +103,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     add_seed(p, "dataset and control seed")
     p.add_argument(
-        "--cache-dir", type=input_path, metavar="DIR", help="cache of trained models (default pair)"
+        "--retrain",
+        action="store_true",
+        help="train the default pair from scratch (camwall.train.cached_pair, then cached) "
+        "instead of using the pair shipped with camwall",
+    )
+    p.add_argument(
+        "--cache-dir", type=input_path, metavar="DIR", help="cache of --retrain'ed models"
     )
     add_no_progress(p)
     p.set_defaults(func=run_bench)
@@ -143,15 +149,22 @@ def parse_methods(text: str) -> list[str]:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    """Check the arguments and the output folder, then run (sharded under torchrun) and report."""
-    from camwall.bench._runner import _dist_setup, resolve_device
+    from camwall.bench._runner import _dist_setup, check_out_dir, out_lock, resolve_device
 
-    config = _bench_config(args)
-    out = _check_out(args, config)
+    methods = parse_methods(args.methods)
+    _check_bench_args(args)
+    out = check_out_dir(args.out)  # an unwritable folder fails before any work
     device = resolve_device(args.device)
+    config = _bench_config(args, methods)
+    from camwall.bench import _inputs as inputs
+
+    for spec in config["datasets"]:
+        inputs.check_dataset_spec(spec)
     dist, owned = _dist_setup(device)
     try:
-        _run(args, config, out, device, dist)
+        with out_lock(out, dist.rank):  # one writer: a second bench or report fails at once
+            _check_resume(args, out, config)  # before any training or loading
+            _run(args, out, device, config, methods, dist)
     finally:
         if owned:
             import torch.distributed
@@ -163,46 +176,58 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The run's configuration (what ``--resume`` must match), with every name checked."""
-    from camwall.bench import _inputs as inputs
-
-    methods = parse_methods(args.methods)
+def _check_bench_args(args: argparse.Namespace) -> None:
+    # --images, --seed and --batch-size are range-checked by their argparse types.
     if args.weights and not args.model:
         raise CamwallError("--weights needs a registry --model NAME to load them into.")
-    config: dict[str, Any] = {
-        "models": args.model or [f"preset:{inputs.DEFAULT_PRESET}:walled"],
-        "baselines": args.baseline
-        or ([] if args.model else [f"preset:{inputs.DEFAULT_PRESET}:baseline"]),
+    if args.retrain and args.model:
+        raise CamwallError("--retrain trains the default pair; drop it when passing --model.")
+
+
+def _default_specs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """``--model`` / ``--baseline`` specs; by default the shipped (or ``--retrain``) pair."""
+    from camwall.bench._inputs import DEFAULT_PRESET
+
+    source = "preset" if args.retrain else "shipped"
+    models = args.model or [f"{source}:{DEFAULT_PRESET}:walled"]
+    baselines = args.baseline or ([] if args.model else [f"{source}:{DEFAULT_PRESET}:baseline"])
+    return models, baselines
+
+
+def _bench_config(args: argparse.Namespace, methods: list[str]) -> dict[str, Any]:
+    from camwall.bench._inputs import DEFAULT_DATASETS
+
+    models, baselines = _default_specs(args)
+    return {
+        "models": models,
+        "baselines": baselines,
         "weights": args.weights,
         "walls": args.wall,
-        "datasets": args.dataset or list(inputs.DEFAULT_DATASETS),
+        "datasets": args.dataset or list(DEFAULT_DATASETS),
         "methods": methods,
         "target_layer": args.target_layer,
         "images": args.images,
         "seed": args.seed,
     }
-    for spec in config["datasets"]:
-        inputs.check_dataset_spec(spec)
-    return config
 
 
-def _check_out(args: argparse.Namespace, config: dict[str, Any]) -> Path:
-    """Create ``--out`` (proving it writable) and check a resumed run's config, before any work."""
-    from camwall.bench._runner import check_out_dir
+def _check_resume(args: argparse.Namespace, out: Path, config: dict[str, Any]) -> None:
     from camwall.bench._store import STORE_NAME, Store
 
-    out = check_out_dir(args.out)
     if args.resume and (out / STORE_NAME).exists():
         with Store(out / STORE_NAME) as store:
-            store.check_resume(config)  # before any training or loading
-    return out
+            store.check_resume(config)
 
 
 def _run(
-    args: argparse.Namespace, config: dict[str, Any], out: Path, device: Any, dist: Any
+    args: argparse.Namespace,
+    out: Path,
+    device: Any,
+    config: dict[str, Any],
+    methods: list[str],
+    dist: Any,
 ) -> None:
-    """Resolve the models and datasets (training the default pair if needed) and run."""
+    """Load the models and datasets, then :func:`camwall.bench.run_bench`."""
     from camwall.bench import _inputs as inputs
     from camwall.bench._runner import run_bench as run
 
@@ -224,7 +249,7 @@ def _run(
     run(
         models,
         datasets,
-        config["methods"],
+        methods,
         out,
         config=config,
         device=device,
@@ -236,7 +261,25 @@ def _run(
 
 
 def _default_pair(args: argparse.Namespace, dist: Any) -> dict[str, str]:
-    """Train (in one process) or load the default walled + baseline pair from the cache."""
+    """The default walled + baseline pair: shipped in the package, or ``--retrain``ed."""
+    from camwall.bench._inputs import DEFAULT_PRESET
+
+    if not args.retrain:
+        from camwall.weights import shipped_pair
+
+        walled, baseline = shipped_pair(DEFAULT_PRESET)
+        source = "shipped"
+    else:
+        walled, baseline = _retrained_pair(args, dist)
+        source = "preset"
+    return {
+        f"{source}:{DEFAULT_PRESET}:walled": str(walled),
+        f"{source}:{DEFAULT_PRESET}:baseline": str(baseline),
+    }
+
+
+def _retrained_pair(args: argparse.Namespace, dist: Any) -> tuple[Path, Path]:
+    """Train (in one process) or load the default pair from the cache (``--retrain``)."""
     from camwall.bench._inputs import DEFAULT_PRESET
     from camwall.train import cached_pair
 
@@ -244,21 +287,18 @@ def _default_pair(args: argparse.Namespace, dist: Any) -> dict[str, str]:
         # Training inside a torchrun job would start a DDP run that the waiting ranks do not
         # join; train the pair once in one process instead.
         raise CamwallError(
-            f"the default {DEFAULT_PRESET} pair is not in the cache yet, and it is not trained "
-            "under torchrun. Run `camwall bench` once in one process (it trains and caches the "
-            "pair), or pass --model/--baseline checkpoints."
+            f"the --retrain {DEFAULT_PRESET} pair is not in the cache yet, and it is not trained "
+            "under torchrun. Run `camwall bench --retrain` once in one process (it trains and "
+            "caches the pair), or pass --model/--baseline checkpoints."
         )
     if dist.rank == 0:
         print(
-            f"camwall bench: loading the {DEFAULT_PRESET} walled + baseline pair from the cache "
-            "(training it first if needed: several minutes on CPU) ...",
+            f"camwall bench: loading the retrained {DEFAULT_PRESET} walled + baseline pair from "
+            "the cache (training it first if needed: several minutes on CPU) ...",
             file=sys.stderr,
         )
     walled, baseline = cached_pair(DEFAULT_PRESET, args.cache_dir, device=str(args.device))
-    return {
-        f"preset:{DEFAULT_PRESET}:walled": str(walled),
-        f"preset:{DEFAULT_PRESET}:baseline": str(baseline),
-    }
+    return Path(walled), Path(baseline)
 
 
 def _pair_cached(cache_dir: str | None) -> bool:
@@ -285,12 +325,14 @@ def _dedupe_names(models: list[Any]) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     from camwall.bench._report import write_report
+    from camwall.runtime import folder_lock
 
     path = Path(args.dir)
     if not path.is_dir():
         raise CamwallError(f"{path}: no such folder; pass a `camwall bench --out` folder.")
     if not os.access(path, os.W_OK):
         raise CamwallError(f"{path}: not writable, so the report cannot be written there.")
-    written = write_report(path)
+    with folder_lock(path, "DIR"):  # the report rewrites the outputs: one writer at a time
+        written = write_report(path)
     print(f"camwall report: wrote {len(written)} files in {path} (open {path / 'report.html'})")
     return 0
