@@ -130,7 +130,7 @@ def seeded(seed: int | None) -> Iterator[None]:
     try:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(int(seed))
-            np.random.seed(int(seed))
+            np.random.seed(int(seed))  # noqa: NPY002 (libraries use the global stream)
             yield
     finally:
         np.random.set_state(state)
