@@ -47,6 +47,37 @@ def patch_mask(h: int, w: int, patch: int) -> torch.Tensor:
     return (rows * ((w + patch - 1) // patch) + cols)[None, None]
 
 
+MASK = patch_mask(16, 16, 4)
+
+# options of each adapter in the tests on the 16 x 16 tiny model (small, so they stay fast)
+CAPTUM_OPTIONS: dict[str, dict] = {
+    "IntegratedGradients": {"n_steps": 8},
+    "GradientShap": {"n_samples": 4, "stdevs": 0.1, "seed": 3},
+    "NoiseTunnel": {"nt_samples": 4, "stdevs": 0.1, "seed": 3},
+    "Occlusion": {"sliding_window_shapes": (1, 4, 4), "strides": (1, 2, 2)},
+    "FeatureAblation": {"feature_mask": MASK},
+    "ShapleyValueSampling": {"feature_mask": MASK, "n_samples": 3, "seed": 3},
+    "Lime": {"feature_mask": MASK, "n_samples": 20, "seed": 3},
+    "KernelShap": {"feature_mask": MASK, "n_samples": 20, "seed": 3},
+}
+GRADCAM_OPTIONS: dict[str, dict] = {
+    "SESS": {"num_scales": 2},
+    "RandomCAM": {"seed": 3},
+}
+TORCHCAM_OPTIONS: dict[str, dict] = {
+    "SmoothGradCAMpp": {"num_samples": 3, "seed": 3},
+    "SSCAM": {"num_samples": 3, "seed": 3},
+    "ISCAM": {"num_samples": 3},
+}
+
+
+def options_for(name: str) -> dict[str, Any]:
+    """The test options of an explainer by its full name (``captum:Lime``, ...)."""
+    source, _, cls = name.partition(":")
+    table = {"captum": CAPTUM_OPTIONS, "gradcam": GRADCAM_OPTIONS, "torchcam": TORCHCAM_OPTIONS}
+    return dict(table.get(source, {}).get(cls, {})) if cls else {}
+
+
 def _seed(seed: int | None) -> None:
     if seed is not None:
         torch.manual_seed(seed)

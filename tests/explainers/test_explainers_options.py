@@ -35,7 +35,7 @@ def test_parse(text, expected):
 
 @pytest.mark.parametrize("text", ["n_steps=3", "captum:Saliency.abs", ".k=1", "a.=1", "a.1x=2"])
 def test_parse_rejects_malformed(text):
-    with pytest.raises(CamwallError, match="NAME.KEY=VALUE"):
+    with pytest.raises(CamwallError, match=r"NAME\.KEY=VALUE"):
         parse_explainer_option(text)
 
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from explainer_refs import direct_captum, direct_gradcam, direct_torchcam, patch_mask
+from explainer_refs import (
+    CAPTUM_OPTIONS,
+    GRADCAM_OPTIONS,
+    TORCHCAM_OPTIONS,
+    direct_captum,
+    direct_gradcam,
+    direct_torchcam,
+)
 
 from camwall.explainers import EXPLAINERS, explain
 from camwall.explainers._captum import CAPTUM
@@ -18,28 +25,6 @@ from camwall.explainers._torchcam import TORCHCAM_CLASSES
 
 TARGETS = [1, 3, 0]
 LAYER = "3"
-MASK = patch_mask(16, 16, 4)
-
-# options of each adapter in the test (small, so that the tests stay fast)
-CAPTUM_OPTIONS: dict[str, dict] = {
-    "IntegratedGradients": {"n_steps": 8},
-    "GradientShap": {"n_samples": 4, "stdevs": 0.1, "seed": 3},
-    "NoiseTunnel": {"nt_samples": 4, "stdevs": 0.1, "seed": 3},
-    "Occlusion": {"sliding_window_shapes": (1, 4, 4), "strides": (1, 2, 2)},
-    "FeatureAblation": {"feature_mask": MASK},
-    "ShapleyValueSampling": {"feature_mask": MASK, "n_samples": 3, "seed": 3},
-    "Lime": {"feature_mask": MASK, "n_samples": 20, "seed": 3},
-    "KernelShap": {"feature_mask": MASK, "n_samples": 20, "seed": 3},
-}
-GRADCAM_OPTIONS: dict[str, dict] = {
-    "SESS": {"num_scales": 2},
-    "RandomCAM": {"seed": 3},
-}
-TORCHCAM_OPTIONS: dict[str, dict] = {
-    "SmoothGradCAMpp": {"num_samples": 3, "seed": 3},
-    "SSCAM": {"num_samples": 3, "seed": 3},
-    "ISCAM": {"num_samples": 3},
-}
 
 
 def _split(options: dict) -> tuple[dict, int | None]:
