@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from camwall.explainers._options import seeded, split_options
-from camwall.explainers._protocol import Call, ExplainerSpec, OutputKind
+from camwall.explainers._protocol import Call, ExplainerSpec, ExplainFn, OutputKind
 from camwall.explainers._registry import EXPLAINERS, require
 
 __all__ = ["CAPTUM"]
@@ -101,7 +101,7 @@ def _run(call: Call, cls_name: str, per_image: bool) -> Tensor:
         return torch.cat(rows)
 
 
-def _adapter(cls_name: str, per_image: bool):  # type: ignore[no-untyped-def]
+def _adapter(cls_name: str, per_image: bool) -> ExplainFn:
     def fn(call: Call) -> Tensor:
         return _run(call, cls_name, per_image)
 

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from camwall.errors import CamwallError
 from camwall.explainers._options import seeded, split_options
-from camwall.explainers._protocol import Call, ExplainerSpec
+from camwall.explainers._protocol import Call, ExplainerSpec, ExplainFn
 from camwall.explainers._registry import EXPLAINERS, require
 
 __all__ = ["GRADCAM_CLASSES"]
@@ -56,7 +56,7 @@ _INIT_SKIP = ("self", "model", "target_layers", "reshape_transform")
 _CALL_SKIP = ("self", "input_tensor", "targets", "target_idx")
 
 
-def _quiet():  # type: ignore[no-untyped-def]
+def _quiet() -> contextlib.ExitStack:
     """Silence the library's prints (FullGrad) and its progress bars' warnings."""
     stack = contextlib.ExitStack()
     stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
@@ -130,14 +130,13 @@ def _guided(call: Call) -> Tensor:
         )
     with _quiet():
         gb = lib.GuidedBackpropReLUModel(call.forward, call.x.device)
-        rows = [
-            torch.from_numpy(np.ascontiguousarray(gb(call.x[i : i + 1].detach(), t))).permute(2, 0, 1)
-            for i, t in enumerate(call.targets)
-        ]
+        # one image at a time: H x W x C numpy per call
+        hwc = [gb(call.x[i : i + 1].detach(), t) for i, t in enumerate(call.targets)]
+        rows = [torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1) for a in hwc]
     return torch.stack(rows).to(call.x.device)
 
 
-def _adapter(cls_name: str):  # type: ignore[no-untyped-def]
+def _adapter(cls_name: str) -> ExplainFn:
     def fn(call: Call) -> np.ndarray:
         return _cam(call, cls_name)
 

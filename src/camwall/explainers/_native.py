@@ -6,7 +6,7 @@ from torch import Tensor
 
 from camwall.cams import METHODS, compute_cams
 from camwall.errors import CamwallError
-from camwall.explainers._protocol import Call, ExplainerSpec
+from camwall.explainers._protocol import Call, ExplainerSpec, ExplainFn
 from camwall.explainers._registry import EXPLAINERS
 from camwall.metrics import CONTROLS
 
@@ -15,7 +15,7 @@ __all__: list[str] = []
 _STOCHASTIC = {"opticam"}
 
 
-def _cam(method: str):  # type: ignore[no-untyped-def]
+def _cam(method: str) -> ExplainFn:
     def fn(call: Call) -> Tensor:
         return compute_cams(
             call.model,
@@ -30,7 +30,7 @@ def _cam(method: str):  # type: ignore[no-untyped-def]
     return fn
 
 
-def _control(name: str):  # type: ignore[no-untyped-def]
+def _control(name: str) -> ExplainFn:
     def fn(call: Call) -> Tensor:
         opts = dict(call.options)
         ids = opts.pop("image_ids", range(call.x.shape[0]))

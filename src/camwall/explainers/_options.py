@@ -126,11 +126,11 @@ def seeded(seed: int | None) -> Iterator[None]:
     import numpy as np
 
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    state = np.random.get_state()
+    state = np.random.get_state()  # noqa: NPY002
     try:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(int(seed))
             np.random.seed(int(seed))  # noqa: NPY002 (libraries use the global stream)
             yield
     finally:
-        np.random.set_state(state)
+        np.random.set_state(state)  # noqa: NPY002

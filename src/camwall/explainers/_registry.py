@@ -239,9 +239,7 @@ def get_explainer(
     **options: Any,
 ) -> BoundExplainer:
     """The explainer called ``name`` with its options bound (nothing is imported or run yet)."""
-    return BoundExplainer(
-        get_spec(name), target_layer=target_layer, output_fn=output_fn, **options
-    )
+    return BoundExplainer(get_spec(name), target_layer=target_layer, output_fn=output_fn, **options)
 
 
 def explain(

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from camwall.explainers._options import seeded, split_options
-from camwall.explainers._protocol import Call, ExplainerSpec
+from camwall.explainers._protocol import Call, ExplainerSpec, ExplainFn
 from camwall.explainers._registry import EXPLAINERS, require
 
 __all__ = ["TORCHCAM_CLASSES"]
@@ -61,7 +61,7 @@ def _activation_classes() -> tuple[type, ...]:
     return (activation.CAM, activation.ScoreCAM)
 
 
-def _adapter(cls_name: str):  # type: ignore[no-untyped-def]
+def _adapter(cls_name: str) -> ExplainFn:
     def fn(call: Call) -> Any:
         return _run(call, cls_name)
 

@@ -20,7 +20,7 @@ from typing import Any
 from torch import Tensor
 
 from camwall.errors import CamwallError
-from camwall.explainers._protocol import FAMILIES, Call, ExplainerSpec, finish_maps
+from camwall.explainers._protocol import FAMILIES, Call, ExplainerSpec, OutputKind, finish_maps
 
 __all__ = ["load_user_function", "user_spec"]
 
@@ -63,9 +63,13 @@ def user_spec(name: str) -> ExplainerSpec:
         )
 
     def adapter(call: Call) -> Tensor:
-        raw = fn(call.model if call.output_fn is None else call.forward, call.x.detach(),
-                 list(call.targets), **call.options)
-        kind = "input" if isinstance(raw, Tensor) and raw.dim() == 4 else "map"
+        raw = fn(
+            call.model if call.output_fn is None else call.forward,
+            call.x.detach(),
+            list(call.targets),
+            **call.options,
+        )
+        kind: OutputKind = "input" if isinstance(raw, Tensor) and raw.dim() == 4 else "map"
         return finish_maps(name, raw, call.x, kind)
 
     return ExplainerSpec(
