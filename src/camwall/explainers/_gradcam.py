@@ -83,7 +83,9 @@ def _cam(call: Call, cls_name: str) -> np.ndarray:
             if cls_name == "FinerCAM":
                 return _finer(cam, call, kw)
             targets = [targets_mod.ClassifierOutputTarget(t) for t in call.targets]
-            return cam(call.x, targets, **kw)
+            # the parameters carry the graph; an input that needs no gradient saves a backward
+            # step (ShapleyCAM and FullGrad ask for it themselves)
+            return cam(call.x.detach(), targets, **kw)
         finally:
             _release(cam)
 
@@ -106,7 +108,7 @@ def _finer(cam: Any, call: Call, kw: dict[str, Any]) -> np.ndarray:
     out = np.zeros((call.x.shape[0], *call.size), dtype=np.float32)
     for cls in sorted(set(call.targets)):
         rows = [i for i, t in enumerate(call.targets) if t == cls]
-        out[rows] = cam(call.x[rows], None, target_idx=cls, **kw)
+        out[rows] = cam(call.x[rows].detach(), None, target_idx=cls, **kw)
     return out
 
 
