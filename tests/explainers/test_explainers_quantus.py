@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 import quantus
-import torch
 
 from camwall.errors import CamwallError
 from camwall.explainers import explain
