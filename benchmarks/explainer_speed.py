@@ -58,7 +58,7 @@ CASES: dict[str, dict[str, Any]] = {
     "captum:GuidedBackprop": {},
     "captum:DeepLift": {},
     "captum:NoiseTunnel": {"nt_samples": 4, "stdevs": 0.1},
-    "captum:Occlusion": {"sliding_window_shapes": (1, 8, 8), "strides": (1, 4, 4)},
+    "captum:Occlusion": {"sliding_window_shapes": (1, 8, 8), "strides": (1, 8, 8)},
     "captum:Lime": {"feature_mask": patch_mask(64, 8), "n_samples": 32},
     "captum:LayerGradCam": {},
     "gradcam:GradCAM": {},

@@ -107,3 +107,12 @@ def test_native_cams_equal_compute_cams(tiny):
         ref = compute_cams(model, x, LAYER, [name], TARGETS, seed=0 if name == "opticam" else None)
         ours = explain(model, x, name, TARGETS, **({"seed": 0} if name == "opticam" else {}))
         assert torch.equal(ours, ref[name]), name
+
+
+def test_integrated_gradients_cpu_chunks_equal_one_batch(tiny):
+    """The adapter's default internal_batch_size=64 (3 x 40 steps = 120 inputs: two chunks)
+    gives captum's one-batch result."""
+    model, x, _ = tiny
+    ours = explain(model, x, "captum:IntegratedGradients", TARGETS, n_steps=40)
+    ref = direct_captum("IntegratedGradients", model, x, TARGETS, n_steps=40)
+    assert float((ours - ref).abs().max()) <= 1e-5

@@ -6,7 +6,9 @@ attribution (``"input"`` kind: ``N(sum_c |A_c|)``) or, for LayerGradCam, the B x
 layer map (``"layer"`` kind: upsampled like camwall's CAMs). Lime and KernelShap train one
 surrogate per image, so they loop over the batch as captum recommends.
 
-Defaults added where captum has none: GradientShap ``baselines`` = one all-zero image;
+Defaults added where captum has none: IntegratedGradients on CPU ``internal_batch_size=64``
+(same values, about 2x faster than captum's one big batch); GradientShap ``baselines`` = one
+all-zero image;
 Occlusion ``sliding_window_shapes`` = ``(C, ceil(H/8), ceil(W/8))`` and ``strides`` = half a
 window; NoiseTunnel wraps ``base="Saliency"`` with captum's ``nt_type="smoothgrad"``.
 """
@@ -48,8 +50,15 @@ _LAYER = {"LayerGradCam", "GuidedGradCam"}
 _CALL_SKIP = ("inputs", "target", "self")
 
 
+#: IntegratedGradients expands the batch n_steps times; on CPU, chunks of 64 inputs run about 2x
+#: faster than one B * n_steps batch (16 x 16 steps at 64 x 64: 62 vs 125 ms per image).
+IG_CPU_CHUNK = 64
+
+
 def _defaults(cls_name: str, x: Tensor, kw: dict[str, Any]) -> dict[str, Any]:
     c, h, w = x.shape[1:]
+    if cls_name == "IntegratedGradients" and x.device.type == "cpu":
+        kw.setdefault("internal_batch_size", IG_CPU_CHUNK)
     if cls_name == "GradientShap":
         kw.setdefault("baselines", torch.zeros_like(x[:1]).detach())
     if cls_name == "Occlusion":
@@ -121,5 +130,6 @@ for _cls, (_family, _kind, _per_image, _random) in CAPTUM.items():
             module="captum",
             stochastic=_random,
             description=f"captum.attr.{_cls}",
+            input_grad=_family != "perturbation",
         ),
     )

@@ -214,7 +214,7 @@ class BoundExplainer:
                 name=self.name,
                 model=model,
                 forward=forward,
-                x=x.detach().clone().requires_grad_(True),
+                x=x.detach().clone().requires_grad_(self.spec.input_grad),
                 targets=classes,
                 layer_name=layer_name,
                 layer=layer,
