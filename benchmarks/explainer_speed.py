@@ -9,10 +9,11 @@ process and interleaved (adapter, direct, direct, adapter, ...) so that load cha
   (``reduce_attributions`` / ``normalize_maps`` / ``finalize_maps``);
 - ``direct loop``: the library called directly image by image (how it is often used).
 
-Reported: best-of-``--repeats`` time per image, ``adapter / direct batch`` (<= 1 means the
-adapter is not slower) and ``adapter / direct loop``, and the max abs diff between the adapter's
-and the direct batch's maps. Lime and GuidedBackpropReLUModel explain one image per call in the
-library, so their "direct batch" is the loop too.
+Reported: best time per image over at least ``--repeats`` rounds (more for cheap rows),
+``adapter / direct batch`` (<= 1 means the adapter is not slower) and ``adapter / direct loop``,
+and the max abs diff between the adapter's and the direct batch's maps. Lime and
+GuidedBackpropReLUModel explain one image per call in the library, so their "direct batch" is
+the loop too.
 
 Usage::
 
@@ -156,7 +157,11 @@ def measure(name: str, model: nn.Module, x: Tensor, targets: list[int], repeats:
     best = {k: float("inf") for k in runs}
     outs: dict[str, Tensor] = {}
     order = ["adapter", "batch", "loop", "loop", "batch", "adapter"]
-    for r in range(repeats):
+    # cheap rows get more rounds (about 3 s of adapter time, at most 40 rounds): on a shared
+    # machine the best of a few 50 ms runs is mostly noise
+    first, _ = timed(runs["adapter"], seed=0)
+    rounds = min(40, max(repeats, int(3.0 / max(first, 1e-3))))
+    for r in range(rounds):
         for key in order if r % 2 == 0 else order[::-1]:
             t, outs[key] = timed(runs[key], seed=r)
             best[key] = min(best[key], t)
@@ -165,7 +170,7 @@ def measure(name: str, model: nn.Module, x: Tensor, targets: list[int], repeats:
     _, b = timed(runs["batch"], seed=0)
     diff = float((a - b).abs().max())
     n = x.shape[0]
-    return {k: v / n for k, v in best.items()} | {"diff": diff}
+    return {k: v / n for k, v in best.items()} | {"diff": diff, "rounds": rounds}
 
 
 def main() -> None:
@@ -191,7 +196,7 @@ def main() -> None:
         r = measure(name, model, x, targets, args.repeats)
         times = " | ".join(f"{r[k] * 1e3:.2f}" for k in ("adapter", "batch", "loop"))
         ratios = f"{r['adapter'] / r['batch']:.2f} | {r['adapter'] / r['loop']:.2f}"
-        rows.append(f"| {name} | {times} | {ratios} | {r['diff']:.1e} |")
+        rows.append(f"| {name} | {times} | {ratios} | {r['diff']:.1e} | {r['rounds']} |")
         print(rows[-1], flush=True)
     write(args, names, rows, time.time() - start)
 
@@ -213,8 +218,9 @@ def write(args: argparse.Namespace, names: list[str], rows: list[str], seconds: 
             f"{args.images} images 1 x 64 x 64; target layer '9'; targets i % 10"
         ),
         (
-            f"- timing: best of {args.repeats} interleaved rounds (adapter, batch, loop, loop, "
-            "batch, adapter), divided by the number of images"
+            f"- timing: best of at least {args.repeats} interleaved rounds (adapter, batch, loop, "
+            "loop, batch, adapter; cheap rows get more, up to 40: column rounds), divided by the "
+            "number of images"
         ),
         (
             f"- command: `python benchmarks/explainer_speed.py --images {args.images} "
@@ -228,9 +234,9 @@ def write(args: argparse.Namespace, names: list[str], rows: list[str], seconds: 
         "",
         (
             "| explainer | adapter (ms/img) | direct batch (ms/img) | direct loop (ms/img) "
-            "| adapter / batch | adapter / loop | max abs diff |"
+            "| adapter / batch | adapter / loop | max abs diff | rounds |"
         ),
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",
     ]

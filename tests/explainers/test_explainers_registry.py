@@ -115,6 +115,8 @@ def test_bad_targets(tiny):
         explain(model, x, "captum:Saliency", [0, 1])
     with pytest.raises(CamwallError, match="float B x C x H x W"):
         explain(model, x[0], "captum:Saliency")
+    with pytest.raises(CamwallError, match="x is on meta but the model is on cpu"):
+        explain(model, x.to("meta"), "captum:Saliency")
 
 
 class TupleOut(nn.Module):

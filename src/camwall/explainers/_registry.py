@@ -114,6 +114,12 @@ def _check_input(name: str, model: Any, x: Any) -> None:
     if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise CamwallError(f"{name}: x must be a float B x C x H x W tensor, got {shape}.")
+    param = next(model.parameters(), None)
+    if param is not None and param.device != x.device:
+        raise CamwallError(
+            f"{name}: x is on {x.device} but the model is on {param.device}; move one of them "
+            f"(e.g. x.to({str(param.device)!r}))."
+        )
 
 
 def _class_targets(name: str, forward: nn.Module, x: Tensor, targets: Any) -> list[int]:
