@@ -110,7 +110,7 @@ def test_native_cams_equal_compute_cams(tiny):
 
 
 def test_integrated_gradients_cpu_chunks_equal_one_batch(tiny):
-    """The adapter's default internal_batch_size=64 (3 x 40 steps = 120 inputs: two chunks)
+    """The adapter's default internal_batch_size=32 (3 x 40 steps = 120 inputs: four chunks)
     gives captum's one-batch result."""
     model, x, _ = tiny
     ours = explain(model, x, "captum:IntegratedGradients", TARGETS, n_steps=40)
