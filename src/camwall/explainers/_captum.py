@@ -120,7 +120,6 @@ def _adapter(cls_name: str, per_image: bool) -> ExplainFn:
 
 for _cls, (_family, _kind, _per_image, _random) in CAPTUM.items():
     EXPLAINERS.add(
-        f"captum:{_cls}",
         ExplainerSpec(
             f"captum:{_cls}",
             _family,

@@ -147,7 +147,6 @@ def _adapter(cls_name: str) -> ExplainFn:
 
 for _cls in GRADCAM_CLASSES:
     EXPLAINERS.add(
-        f"gradcam:{_cls}",
         ExplainerSpec(
             f"gradcam:{_cls}",
             "cam",
@@ -162,7 +161,6 @@ for _cls in GRADCAM_CLASSES:
     )
 
 EXPLAINERS.add(
-    "gradcam:GuidedBackpropReLUModel",
     ExplainerSpec(
         "gradcam:GuidedBackpropReLUModel",
         "gradient",

@@ -47,7 +47,6 @@ def _control(name: str) -> ExplainFn:
 
 for _name in METHODS.names():
     EXPLAINERS.add(
-        _name,
         ExplainerSpec(
             _name,
             "cam",
@@ -62,7 +61,6 @@ for _name in METHODS.names():
 
 for _name, _control_entry in CONTROLS.items():
     EXPLAINERS.add(
-        _name,
         ExplainerSpec(
             _name,
             "control",

@@ -70,7 +70,6 @@ def _adapter(cls_name: str) -> ExplainFn:
 
 for _cls in TORCHCAM_CLASSES:
     EXPLAINERS.add(
-        f"torchcam:{_cls}",
         ExplainerSpec(
             f"torchcam:{_cls}",
             "cam",
