@@ -76,7 +76,8 @@ def check_methods(
             )
     for m in methods:
         if not is_engine(m) and m not in objects:
-            spec = get_spec(m)  # unknown name: CamwallError with a did-you-mean
+            _check_known(m)
+            spec = get_spec(m)  # a py: name is imported here
             if spec.module:
                 require(spec.module, m)
     for name in options:
@@ -91,6 +92,18 @@ def check_methods(
                 "a batch in one pass) and takes no per-method options in the bench; use "
                 f"camwall.explainers.explain(model, x, {name!r}, ...) for that."
             )
+
+
+def _check_known(name: str) -> None:
+    from camwall.errors import did_you_mean
+    from camwall.explainers import EXPLAINERS
+
+    if not isinstance(name, str) or not (name in EXPLAINERS or name.startswith("py:")):
+        raise CamwallError(
+            f"unknown CAM method {name!r}.{did_you_mean(str(name), EXPLAINERS.names())} "
+            "Choose from the names `camwall methods` lists (camwall's CAMs, the controls, "
+            "captum:NAME, gradcam:NAME, torchcam:NAME) or py:package.module:function."
+        )
 
 
 def family_of(name: str, config: Mapping[str, Any] | None = None) -> str:
