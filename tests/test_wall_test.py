@@ -10,11 +10,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent / "bench"))
 
-from bench_tiny import DEAD_FIRST, SIZE, tiny_bench_model, tiny_dataset  # noqa: E402
+from bench_tiny import DEAD_FIRST, SIZE, tiny_bench_model, tiny_dataset
 
-import camwall  # noqa: E402
-from camwall.bench import Store  # noqa: E402
-from camwall.errors import CamwallError  # noqa: E402
+import camwall
+from camwall.bench import Store
+from camwall.errors import CamwallError
 
 UNIFORM = math.sqrt((SIZE - DEAD_FIRST) / SIZE)  # mu of a uniform map: sqrt(dead fraction)
 
@@ -34,7 +34,11 @@ def _grad(model, x, targets):
 def test_registry_name_prints_table_and_serializes():
     pytest.importorskip("captum")
     result = _test("captum:Saliency")
-    assert (result.explainer, result.family, result.model) == ("captum:Saliency", "gradient", "tiny")
+    assert (result.explainer, result.family, result.model) == (
+        "captum:Saliency",
+        "gradient",
+        "tiny",
+    )
     d = result.to_dict()
     json.dumps(d)  # JSON-ready
     assert set(d["datasets"]) == {"tiny-mix", "tiny-pair"}

@@ -1,7 +1,6 @@
 """The bench with explainers from other sources: captum, py: callables, family grouping,
 per-explainer timing, bad callables (one batch stored whole or not at all), resume."""
 
-import json
 import math
 import re
 
@@ -172,7 +171,7 @@ def test_resume_with_explainer_options(tmp_path):
     _run(tmp_path, ["captum:Occlusion", "uniform"], n=2, explainer_options=opts)
     _run(tmp_path, ["captum:Occlusion", "uniform"], n=2, explainer_options=opts, resume=True)
     other = {"captum:Occlusion": {"sliding_window_shapes": (1, 8, 8)}}
-    with pytest.raises(CamwallError, match="different configuration.*explainer_options"):
+    with pytest.raises(CamwallError, match=r"different configuration.*explainer_options"):
         _run(tmp_path, ["captum:Occlusion", "uniform"], n=2, explainer_options=other, resume=True)
 
 

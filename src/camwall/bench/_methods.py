@@ -176,10 +176,11 @@ def callable_spec(name: str, fn: Any) -> Any:
     finite floats); anything else is a CamwallError naming ``name``.
     """
     from camwall.explainers import Call, ExplainerSpec, finish_maps
+    from camwall.explainers._protocol import OutputKind
 
     def adapter(call: Call) -> Tensor:
         raw = fn(call.model, call.x.detach(), list(call.targets), **call.options)
-        kind = "input" if isinstance(raw, Tensor) and raw.dim() == 4 else "map"
+        kind: OutputKind = "input" if isinstance(raw, Tensor) and raw.dim() == 4 else "map"
         return finish_maps(name, raw, call.x, kind)
 
     return ExplainerSpec(name, object_family(fn), "user", adapter, "final", description=name)
@@ -196,13 +197,18 @@ def bound_explainers(
     from camwall.explainers import BoundExplainer, get_explainer
 
     objects = objects or {}
-    return {
-        m: (o if isinstance(o := objects[m], BoundExplainer) else BoundExplainer(callable_spec(m, o)))
-        if m in objects
-        else get_explainer(m, target_layer=target_layer or None, **dict(options.get(m, {})))
-        for m in methods
-        if not is_engine(m)
-    }
+    out: dict[str, Any] = {}
+    for m in methods:
+        if is_engine(m):
+            continue
+        if m not in objects:
+            opts = dict(options.get(m, {}))
+            out[m] = get_explainer(m, target_layer=target_layer or None, **opts)
+        elif isinstance(objects[m], BoundExplainer):
+            out[m] = objects[m]
+        else:
+            out[m] = BoundExplainer(callable_spec(m, objects[m]))
+    return out
 
 
 def run_explainer(
@@ -219,7 +225,7 @@ def run_explainer(
         return explainer(model, x, targets)
     except CamwallError as err:
         raise CamwallError(f"{err} (bench: {where}; nothing of this batch was stored)") from err
-    except Exception as err:  # noqa: BLE001 - a user's callable may raise anything
+    except Exception as err:  # a user's callable may raise anything
         raise CamwallError(
             f"explainer {name!r} failed on {where}: {type(err).__name__}: {err} "
             "(nothing of this batch was stored)"
@@ -233,13 +239,14 @@ def method_rows(pattern: str = "*") -> list[dict[str, Any]]:
     rows = []
     for info in list_explainers(pattern):
         extra = EXPLAINERS.get(info.name).extra
+        fix = None if info.available or extra is None else f"pip install 'camwall[{extra}]'"
         rows.append(
             {
                 "name": info.name,
                 "family": info.family,
                 "source": info.source,
                 "installed": info.available,
-                "pip": None if info.available or extra is None else f"pip install 'camwall[{extra}]'",
+                "pip": fix,
                 "description": info.description,
             }
         )

@@ -546,7 +546,9 @@ def _maps(
             maps.update(more)
             seconds.update({m: t / len(ids) for m, t in times.items()})
             records = [batch] if batch is not None else []
-            records += [BatchRecord(bm.name, ds.name, tuple(ids), (m,), t) for m, t in times.items()]
+            records += [
+                BatchRecord(bm.name, ds.name, tuple(ids), (m,), t) for m, t in times.items()
+            ]
             rows, figs = _measure(bm, ds, ids, maps, seconds, dead, preds, plan.figure_images)
             store.add_batch(rows, figs, records)
             bar.update(len(ids))
