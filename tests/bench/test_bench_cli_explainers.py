@@ -97,8 +97,8 @@ def test_methods_lists_every_name_with_family_and_source(capsys):
     assert heads[:5] == [
         "cam (CAM at a layer):",
         "gradient (input gradient):",
-        "perturbation (perturbation):",
-        "control (control):",
+        "perturbation:",
+        "control:",
         "py:package.module:function  user  your callable (family: fn.camwall_family)",
     ]
     from camwall.explainers import EXPLAINERS

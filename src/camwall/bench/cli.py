@@ -189,12 +189,13 @@ def methods_table(rows: list[dict[str, Any]]) -> str:
     from camwall.explainers import FAMILIES
 
     lines = []
+    width = max(len(r["name"]) for r in rows)
     for family in FAMILY_ORDER:
         mine = [r for r in rows if r["family"] == family]
         if not mine:
             continue
-        lines.append(f"{family} ({FAMILIES[family]}):")
-        width = max(len(r["name"]) for r in mine)
+        about = FAMILIES[family]
+        lines.append(f"{family}:" if about == family else f"{family} ({about}):")
         for r in mine:
             state = "installed" if r["installed"] else f"not installed: {r['pip']}"
             lines.append(f"  {r['name']:<{width}}  {r['source']:<16}  {state}")
