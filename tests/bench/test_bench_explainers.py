@@ -188,3 +188,11 @@ def test_resume_with_explainer_options(tmp_path):
 def test_bad_method_names_and_options(tmp_path, methods, options, message):
     with pytest.raises(CamwallError, match=message):
         _run(tmp_path, methods, explainer_options=options)
+
+
+def test_engine_only_run_keeps_its_own_order(tmp_path):
+    _run(tmp_path, ["uniform", "hirescam", "gradcam"], n=2)
+    with Store(tmp_path / "results.sqlite", readonly=True) as store:
+        results = load_results(store)
+    assert results.methods == ("uniform", "hirescam", "gradcam")
+    assert results.families == {"uniform": "control", "hirescam": "cam", "gradcam": "cam"}

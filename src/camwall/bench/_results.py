@@ -197,7 +197,7 @@ class BenchResults:
     def grouped(self) -> bool:
         """Whether the rows are shown under family headings: a method of a family other than
         CAM and control is present (a run of camwall's CAMs and controls reads as before)."""
-        return any(f not in ("cam", "control") for f in self.families.values())
+        return grouped(self.families)
 
     def by_family(self, methods: Sequence[str] | None = None) -> list[tuple[str, list[str]]]:
         """``(family, methods)`` in family order, for ``methods`` (default: all)."""
@@ -219,6 +219,11 @@ class BenchResults:
         return all(m.complete for m in self.models)
 
 
+def grouped(families: Mapping[str, str]) -> bool:
+    """Whether rows are grouped by family: some method is neither a CAM nor a control."""
+    return any(f not in ("cam", "control") for f in families.values())
+
+
 def load_results(store: Store) -> BenchResults:
     """Read the rows, predictions, descriptions and figures of ``store`` (typed)."""
     config = store.config() or {}
@@ -227,7 +232,9 @@ def load_results(store: Store) -> BenchResults:
     rows = store.results()
     methods: list[str] = list(config.get("methods") or [])
     methods += [m for m in dict.fromkeys(r["method"] for r in rows) if m not in methods]
-    methods = group_by_family(methods, config)
+    families = {m: family_of(m, config) for m in methods}
+    if grouped(families):
+        methods = group_by_family(methods, config)  # else the run's order, as always
     groups: dict[Key, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[(r["model"], r["dataset"], r["method"])].append(r)
@@ -251,7 +258,7 @@ def load_results(store: Store) -> BenchResults:
         versions=(runs or [{}])[-1].get("versions", {}),
         runs=tuple({"started": r["started"], "finished": r["finished"]} for r in runs),
         rows=len(rows),
-        families={m: family_of(m, config) for m in methods},
+        families=families,
     )
 
 
