@@ -6,6 +6,7 @@ import re
 
 import bench_explainers
 import pytest
+import torch
 from bench_tiny import DEAD_FIRST, SIZE, tiny_bench_model, tiny_dataset
 
 from camwall.bench import Store, reading, run_bench
@@ -196,3 +197,25 @@ def test_engine_only_run_keeps_its_own_order(tmp_path):
         results = load_results(store)
     assert results.methods == ("uniform", "hirescam", "gradcam")
     assert results.families == {"uniform": "control", "hirescam": "cam", "gradcam": "cam"}
+
+
+def test_stochastic_explainer_is_seeded_per_batch(tmp_path):
+    """captum:Lime draws random samples; the bench seeds every batch with its seed, so a batch
+    gives the same maps whatever ran before it (a resumed run equals an uninterrupted one)."""
+    twice = tiny_dataset("twice", 2)
+    twice.images = torch.cat([twice.images, twice.images])  # images 2, 3 = images 0, 1
+    twice.labels = torch.cat([twice.labels, twice.labels])
+    run_bench(
+        [tiny_bench_model()],
+        [twice],
+        ["captum:Lime", "uniform"],
+        tmp_path,
+        device="cpu",
+        batch_size=2,
+        seed=5,
+        progress=False,
+    )
+    with Store(tmp_path / "results.sqlite", readonly=True) as store:
+        mu = _mu(store, "captum:Lime")
+    assert (mu[2], mu[3]) == (mu[0], mu[1])
+    assert mu[0] != mu[1]

@@ -191,10 +191,12 @@ def bound_explainers(
     target_layer: str,
     options: Mapping[str, Mapping[str, Any]],
     objects: Mapping[str, Any] | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """``{name: explainer}`` for the non-engine methods: the given ``objects`` as they are,
-    the others as :class:`camwall.explainers.BoundExplainer` bound to ``target_layer``."""
-    from camwall.explainers import BoundExplainer, get_explainer
+    the others as :class:`camwall.explainers.BoundExplainer` bound to ``target_layer``;
+    stochastic ones get ``seed`` unless their options set one."""
+    from camwall.explainers import BoundExplainer, get_explainer, get_spec
 
     objects = objects or {}
     out: dict[str, Any] = {}
@@ -203,6 +205,8 @@ def bound_explainers(
             continue
         if m not in objects:
             opts = dict(options.get(m, {}))
+            if seed is not None and get_spec(m).stochastic:
+                opts.setdefault("seed", seed)  # every batch seeded: resume gives the same maps
             out[m] = get_explainer(m, target_layer=target_layer or None, **opts)
         elif isinstance(objects[m], BoundExplainer):
             out[m] = objects[m]

@@ -535,7 +535,7 @@ def _maps(
     )
     dead = bm.dead_zone.to(plan.device)
     explainers = bound_explainers(
-        plan.methods, bm.target_layer, plan.explainer_options, plan.explainers
+        plan.methods, bm.target_layer, plan.explainer_options, plan.explainers, plan.seed
     )
     with bar:
         for ids in _batches(todo, plan.batch_size):
