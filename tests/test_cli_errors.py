@@ -61,6 +61,7 @@ BAD = [
     ("cam {R}/ck/net {R}/" + NON_UTF8 + ".png --out {T}/o", "is not valid UTF-8"),
     ("cam {R}/ck/net {R}/img.png --methods gradcan --out {T}/o", "Did you mean 'gradcam'"),
     # bench and report
+    ("methods nothing*", "no method matches 'nothing*'"),
     ("bench --images 1000000000000 --out {T}/o", "--images: must be at most 1000000"),
     ("bench --images 0 --out {T}/o", "--images: must be at least 1"),
     ("bench --seed 1180591620717411303424 --out {T}/o", "a seed must be in [0, 2**63 - 1]"),

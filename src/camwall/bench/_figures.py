@@ -13,6 +13,7 @@ has an empty box and dimmed map cells.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,16 @@ def _mpl() -> Any:
 # -- box plots ----------------------------------------------------------------------------------
 
 
-def boxplots(model: ModelResult, methods: list[str], path: Path) -> bool:
-    """Write ``leakage-MODEL.png`` at ``path``: one panel per dataset. False if nothing to draw."""
+def boxplots(
+    model: ModelResult,
+    methods: list[str],
+    path: Path,
+    families: Mapping[str, str] | None = None,
+) -> bool:
+    """Write ``leakage-MODEL.png`` at ``path``: one panel per dataset. False if nothing to draw.
+
+    With ``families`` (method -> family; ``methods`` grouped by family), a dotted line
+    separates the families and each is named above its boxes."""
     plt = _mpl()
     if not model.datasets or not methods:
         return False
@@ -58,10 +67,27 @@ def boxplots(model: ModelResult, methods: list[str], path: Path) -> bool:
     rng = np.random.default_rng(0)
     for ax, ds in zip(axes[0], model.datasets.values()):
         _box_panel(ax, ds, methods, model.dead_zone.uniform_mu, rng)
+        if families:
+            _family_marks(ax, methods, families)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def _family_marks(ax: Any, methods: list[str], families: Mapping[str, str]) -> None:
+    """Dotted separators between consecutive families, and each family's name above it."""
+    from camwall.explainers import FAMILIES
+
+    start = 0
+    for i in range(1, len(methods) + 1):
+        if i < len(methods) and families.get(methods[i]) == families.get(methods[start]):
+            continue
+        family = families.get(methods[start], "other")
+        ax.text((start + i + 1) / 2, 101, FAMILIES.get(family, family), ha="center", fontsize=7)
+        if i < len(methods):
+            ax.axvline(i + 0.5, ls=":", color="#888", lw=1)
+        start = i
 
 
 def _box_panel(
@@ -169,17 +195,32 @@ def _canvas(
     return canvas, ch, cw, pad
 
 
-def row_labels(ds: DatasetResult, methods: list[str]) -> list[str]:
-    """The grid's row labels: ``image``, then each method with its mu (and progress)."""
+def row_labels(
+    ds: DatasetResult, methods: list[str], families: Mapping[str, str] | None = None
+) -> list[str]:
+    """The grid's row labels: ``image``, then each method with its mu (and progress); with
+    ``families``, the family's name in brackets above the first method of each family."""
+    from camwall.explainers import FAMILIES
+
+    fams = families or {}
     labels = ["image"]
-    for meth in methods:
+    for k, meth in enumerate(methods):
         res = ds.methods[meth]
-        labels.append(f"{meth}\nμ = {pct(res.headline.mean)}%{progress(res)}")
+        label = f"{meth}\nμ = {pct(res.headline.mean)}%{progress(res)}"
+        family = fams.get(meth)
+        if family and (k == 0 or fams.get(methods[k - 1]) != family):
+            label = f"[{FAMILIES.get(family, family)}]\n{label}"
+        labels.append(label)
     return labels
 
 
 def figure_grid(
-    model: ModelResult, ds: DatasetResult, methods: list[str], classes: list[str], path: Path
+    model: ModelResult,
+    ds: DatasetResult,
+    methods: list[str],
+    classes: list[str],
+    path: Path,
+    families: Mapping[str, str] | None = None,
 ) -> bool:
     """Write ``maps-MODEL-DATASET.png``: the paper's Figure 7 layout (rows = methods, columns =
     the stored images, map over image, wall drawn). Row labels carry mu (and progress), column
@@ -205,7 +246,7 @@ def figure_grid(
     ax = fig.add_axes(box)
     ax.imshow(canvas, interpolation="nearest")
     ax.set_axis_off()
-    for r, label in enumerate(row_labels(ds, methods)):
+    for r, label in enumerate(row_labels(ds, methods, families)):
         ax.text(-8, r * (ch + pad) + ch / 2, label, ha="right", va="center", fontsize=9)
     for c, i in enumerate(images):
         if i not in ds.predictions:

@@ -18,7 +18,15 @@ from pathlib import Path
 
 from camwall.bench._reading import reading
 from camwall.bench._results import BenchResults, ModelResult
-from camwall.bench._tables import INCOMPLETE_NOTE, header, metric_text, pct, progress, table_rows
+from camwall.bench._tables import (
+    INCOMPLETE_NOTE,
+    family_heading,
+    header,
+    metric_text,
+    pct,
+    progress,
+    table_rows,
+)
 from camwall.metrics import METRICS
 
 __all__ = ["FIGURE_KINDS", "html_page"]
@@ -124,7 +132,12 @@ def _table(results: BenchResults, model: ModelResult) -> str:
         head.append(f"<th>{text}</th>")
     head.append("</tr>")
     body = []
-    for row in table_rows(results, model):
+    rows = table_rows(results, model)
+    for i, row in enumerate(rows):
+        heading = family_heading(results, rows, i)
+        if heading:
+            span = len(row.cells) + 1
+            body.append(f'<tr class="family"><th colspan="{span}">{html.escape(heading)}</th></tr>')
         cls = ' class="control"' if row.control else ""
         cells = [f"<tr{cls}><td>{html.escape(row.label)}</td>"]
         for text, kind in row.cells:

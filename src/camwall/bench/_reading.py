@@ -9,9 +9,12 @@ and a warning first of all when the store is incomplete.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from camwall.bench._results import BenchResults, DatasetResult, MethodResult, ModelResult
 from camwall.bench._tables import dead_text, pct
 from camwall.bench._verdict import Verdict, classify
+from camwall.explainers import FAMILIES
 from camwall.metrics import CONTROLS
 
 __all__ = ["reading"]
@@ -30,11 +33,12 @@ def reading(results: BenchResults) -> list[str]:
         return ["No walled model in the store: nothing to read."]
     out = _incomplete(results)
     multi = len(results.models) > 1
+    families = results.families if results.grouped else None
     for model in results.models:
         out.append(_intro(model))
         for ds in model.datasets.values():
             if ds.stored or ds.incomplete:
-                out.append(_dataset(model, ds, multi))
+                out.append(_dataset(model, ds, multi, families))
     out += _accuracy(results)
     out.append(EVAL_NOTE)
     return out
@@ -72,8 +76,14 @@ def _intro(model: ModelResult) -> str:
     )
 
 
-def _dataset(model: ModelResult, ds: DatasetResult, multi: bool) -> str:
-    """One paragraph on ``ds``: its verdicts, or how far the run got."""
+def _dataset(
+    model: ModelResult,
+    ds: DatasetResult,
+    multi: bool,
+    families: Mapping[str, str] | None = None,
+) -> str:
+    """One paragraph on ``ds``: its verdicts (per family, ``[Input gradient] ...``, when
+    ``families`` is given), or how far the run got."""
     where = f"On {ds.dataset}" + (f" with `{model.name}`" if multi else "")
     cams = {m: r for m, r in ds.stored.items() if m not in CONTROLS}
     if ds.images == 0:
@@ -88,6 +98,27 @@ def _dataset(model: ModelResult, ds: DatasetResult, multi: bool) -> str:
     if not cams:
         return f"{where} ({count}): no CAM results yet."
     parts = [f"{where} ({count}):"]
+    if not families:
+        return " ".join(parts + _verdicts(cams, model))
+    for family, names in _by_family(cams, families):
+        label = FAMILIES.get(family, family)
+        parts.append(f"[{label[0].upper() + label[1:]}]")
+        parts += _verdicts({m: cams[m] for m in names}, model)
+    return " ".join(parts)
+
+
+def _by_family(
+    cams: dict[str, MethodResult], families: Mapping[str, str]
+) -> list[tuple[str, list[str]]]:
+    groups: dict[str, list[str]] = {}
+    for m in cams:
+        groups.setdefault(families.get(m, "other"), []).append(m)
+    return list(groups.items())
+
+
+def _verdicts(cams: dict[str, MethodResult], model: ModelResult) -> list[str]:
+    """Sentences on ``cams``: which respect the wall, which see through it, empty maps."""
+    parts: list[str] = []
     verdicts = {m: classify(r) for m, r in cams.items()}
     respect = [m for m, v in verdicts.items() if v is Verdict.RESPECTS]
     if respect:
@@ -108,7 +139,7 @@ def _dataset(model: ModelResult, ds: DatasetResult, multi: bool) -> str:
             + ", ".join(f"{m} {e}" for m, e in empties.items())
             + "."
         )
-    return " ".join(parts)
+    return parts
 
 
 def _leaks(

@@ -67,14 +67,15 @@ def write_report(out: str | Path) -> dict[str, Path]:
 def _model_figures(results: BenchResults, model: ModelResult, out: Path) -> dict[str, list[Path]]:
     """Draw one walled model's figures into ``out``: ``{"box", "grid", "dead"}`` -> PNG paths."""
     figures: dict[str, list[Path]] = {"box": [], "grid": [], "dead": []}
-    methods = list(results.methods)
+    methods = list(results.methods)  # grouped by family (load_results)
+    families = dict(results.families) if results.grouped else None
     box = out / f"leakage-{_slug(model.name)}.png"
-    if boxplots(model, methods, box):
+    if boxplots(model, methods, box, families):
         figures["box"].append(box)
     for d, ds in model.datasets.items():
         classes = results.dataset_info.get(d, {}).get("class_names") or []
         grid = out / f"maps-{_slug(model.name)}-{_slug(d)}.png"
-        if figure_grid(model, ds, methods, classes, grid):
+        if figure_grid(model, ds, methods, classes, grid, families):
             figures["grid"].append(grid)
     dead = out / f"dead-zone-{_slug(model.name)}.png"
     dead_zone_picture(model, dead)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from camwall.bench._methods import family_of, group_by_family
 from camwall.bench._store import Store, png_to_array
 from camwall.metrics import METRICS, summarize
 
@@ -190,6 +191,20 @@ class BenchResults:
     versions: Mapping[str, str]
     runs: tuple[dict[str, Any], ...]
     rows: int
+    families: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def grouped(self) -> bool:
+        """Whether the rows are shown under family headings: a method of a family other than
+        CAM and control is present (a run of camwall's CAMs and controls reads as before)."""
+        return grouped(self.families)
+
+    def by_family(self, methods: Sequence[str] | None = None) -> list[tuple[str, list[str]]]:
+        """``(family, methods)`` in family order, for ``methods`` (default: all)."""
+        groups: dict[str, list[str]] = {}
+        for m in self.methods if methods is None else methods:
+            groups.setdefault(self.families.get(m, "other"), []).append(m)
+        return list(groups.items())
 
     @property
     def primary(self) -> ModelResult | None:
@@ -204,6 +219,11 @@ class BenchResults:
         return all(m.complete for m in self.models)
 
 
+def grouped(families: Mapping[str, str]) -> bool:
+    """Whether rows are grouped by family: some method is neither a CAM nor a control."""
+    return any(f not in ("cam", "control") for f in families.values())
+
+
 def load_results(store: Store) -> BenchResults:
     """Read the rows, predictions, descriptions and figures of ``store`` (typed)."""
     config = store.config() or {}
@@ -212,6 +232,9 @@ def load_results(store: Store) -> BenchResults:
     rows = store.results()
     methods: list[str] = list(config.get("methods") or [])
     methods += [m for m in dict.fromkeys(r["method"] for r in rows) if m not in methods]
+    families = {m: family_of(m, config) for m in methods}
+    if grouped(families):
+        methods = group_by_family(methods, config)  # else the run's order, as always
     groups: dict[Key, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[(r["model"], r["dataset"], r["method"])].append(r)
@@ -235,6 +258,7 @@ def load_results(store: Store) -> BenchResults:
         versions=(runs or [{}])[-1].get("versions", {}),
         runs=tuple({"started": r["started"], "finished": r["finished"]} for r in runs),
         rows=len(rows),
+        families=families,
     )
 
 

@@ -214,6 +214,8 @@ class _Plan:
     progress: bool
     cam_options: dict[str, Any]
     dist: _Dist
+    explainer_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    explainers: dict[str, Any] = field(default_factory=dict)
 
 
 def _check_args(
@@ -222,17 +224,15 @@ def _check_args(
     methods: Sequence[str],
     batch_size: int,
     seed: int,
+    explainer_options: dict[str, dict[str, Any]],
+    explainers: dict[str, Any],
 ) -> None:
-    from camwall.cams import METHODS
+    from camwall.bench._methods import check_methods
 
     if batch_size < 1:
         raise CamwallError(f"--batch-size must be at least 1, got {batch_size}.")
     check_seed(seed)
-    if not methods:
-        raise CamwallError("no method to run; pass e.g. --methods gradcam,uniform.")
-    for m in methods:
-        if m not in CONTROLS:
-            METHODS.get(m)  # raises CamwallError with a suggestion
+    check_methods(methods, explainer_options, explainers)
     _validate(models, datasets)
 
 
@@ -241,7 +241,11 @@ def _default_config(
     datasets: Sequence[BenchDataset],
     methods: Sequence[str],
     seed: int,
+    explainer_options: dict[str, dict[str, Any]],
+    explainers: dict[str, Any],
 ) -> dict[str, Any]:
+    from camwall.bench._methods import method_config
+
     return {
         "models": [m.name for m in models if m.walled],
         "baselines": [m.name for m in models if not m.walled],
@@ -250,6 +254,7 @@ def _default_config(
         "target_layer": None,
         "images": None,
         "seed": seed,
+        **method_config(methods, explainer_options, explainers),
     }
 
 
@@ -268,18 +273,24 @@ def run_bench(
     progress: bool = True,
     report: bool = True,
     cam_options: dict[str, Any] | None = None,
+    explainer_options: dict[str, dict[str, Any]] | None = None,
+    explainers: dict[str, Any] | None = None,
 ) -> Path:
     """Run the wall benchmark and write the store (and, on rank 0, the report) into ``out``.
 
     The CAM methods of a batch are computed together in one :func:`camwall.cams.compute_cams`
-    call (gradient methods share one forward and one backward pass); the batch's rows are
-    stored in one transaction. ``out`` is locked (:func:`out_lock`) for the whole run.
+    call (gradient methods share one forward and one backward pass); explainers from other
+    sources (``captum:NAME``, ``gradcam:NAME``, ``torchcam:NAME``, ``py:module:function``, see
+    :mod:`camwall.explainers`) run per batch through their adapter, each timed alone. A batch's
+    rows are stored in one transaction: an explainer that fails stores nothing of its batch,
+    and the batches stored before are kept. ``out`` is locked (:func:`out_lock`) for the whole run.
 
     Args:
         models: walled models to test (and baselines, ``walled=False``, for accuracy only).
         datasets: image sets; every image size must match every walled model's dead zone.
-        methods: CAM method names (:data:`camwall.cams.METHODS`) and controls
-            (:data:`camwall.metrics.CONTROLS`).
+        methods: CAM method names (:data:`camwall.cams.METHODS`), controls
+            (:data:`camwall.metrics.CONTROLS`) and explainer names
+            (:data:`camwall.explainers.EXPLAINERS`, or ``py:package.module:function``).
         out: output folder; the store is ``out/results.sqlite``.
         config: the result-defining configuration recorded with the run (and compared on
             ``resume``); by default built from the names above.
@@ -293,18 +304,35 @@ def run_bench(
         progress: show tqdm progress bars (rank 0 only).
         report: write the report files when done.
         cam_options: extra keyword options for :func:`camwall.cams.compute_cams`.
+        explainer_options: ``{explainer name: {option: value}}`` for the non-engine explainers
+            (see :func:`camwall.explainers.parse_explainer_options`); recorded in the config.
+        explainers: ``{name: callable}``: explainer objects (the
+            :class:`camwall.explainers.Explainer` protocol) run under ``name``, a name in
+            ``methods`` (used by :func:`camwall.wall_test`).
 
     Returns:
         The path of the store.
     """
-    _check_args(models, datasets, methods, batch_size, seed)
+    ex_options = {k: dict(v) for k, v in (explainer_options or {}).items()}
+    objects = dict(explainers or {})
+    _check_args(models, datasets, methods, batch_size, seed, ex_options, objects)
     out = check_out_dir(out)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    config = config if config is not None else _default_config(models, datasets, methods, seed)
+    if config is None:
+        config = _default_config(models, datasets, methods, seed, ex_options, objects)
     config = {**config, "device": str(dev), "batch_size": batch_size, "out": str(out)}
     dist, owned = _dist_setup(dev)
     plan = _Plan(
-        tuple(methods), dev, batch_size, seed, figure_images, progress, cam_options or {}, dist
+        tuple(methods),
+        dev,
+        batch_size,
+        seed,
+        figure_images,
+        progress,
+        cam_options or {},
+        dist,
+        ex_options,
+        objects,
     )
     try:
         with out_lock(out, dist.rank):
@@ -485,6 +513,8 @@ def _maps(
     """Compute, measure and store every method's maps for ``mine``, one batch at a time."""
     from tqdm import tqdm
 
+    from camwall.bench._methods import bound_explainers
+
     figures = [
         (bm.name, ds.name, i, "image", _image_png(ds.images[i]))
         for i in mine
@@ -504,13 +534,23 @@ def _maps(
         file=sys.stderr,
     )
     dead = bm.dead_zone.to(plan.device)
+    explainers = bound_explainers(
+        plan.methods, bm.target_layer, plan.explainer_options, plan.explainers, plan.seed
+    )
     with bar:
         for ids in _batches(todo, plan.batch_size):
             need = [m for m in plan.methods if any(i not in done[m] for i in ids)]
             x = ds.images[ids].to(plan.device)
             maps, seconds, batch = _compute(bm, model, ds, x, ids, need, preds, plan)
+            more, times = _explain(model, ds, x, ids, need, preds, plan, explainers)
+            maps.update(more)
+            seconds.update({m: t / len(ids) for m, t in times.items()})
+            records = [batch] if batch is not None else []
+            records += [
+                BatchRecord(bm.name, ds.name, tuple(ids), (m,), t) for m, t in times.items()
+            ]
             rows, figs = _measure(bm, ds, ids, maps, seconds, dead, preds, plan.figure_images)
-            store.add_batch(rows, figs, batch)
+            store.add_batch(rows, figs, records)
             bar.update(len(ids))
 
 
@@ -538,7 +578,9 @@ def _compute(
     Returns:
         ``(maps, seconds per image per method, the shared call's record or None)``.
     """
-    cams = [m for m in methods if m not in CONTROLS]
+    from camwall.cams import METHODS
+
+    cams = [m for m in methods if m in METHODS]
     maps: dict[str, Tensor] = {}
     seconds: dict[str, float] = {}
     batch = None
@@ -558,6 +600,34 @@ def _compute(
             maps[m], t = _timed(plan.device, functools.partial(control, x, ids, plan.seed))
             seconds[m] = t / len(ids)
     return maps, seconds, batch
+
+
+def _explain(
+    model: nn.Module,
+    ds: BenchDataset,
+    x: Tensor,
+    ids: list[int],
+    methods: list[str],
+    preds: dict[int, tuple[int, int, float]],
+    plan: _Plan,
+    explainers: dict[str, Any],
+) -> tuple[dict[str, Tensor], dict[str, float]]:
+    """Maps of the non-engine explainers among ``methods``, one adapter call each.
+
+    Returns:
+        ``(maps, seconds of each explainer's call on the whole batch)``.
+    """
+    from camwall.bench._methods import run_explainer
+
+    targets = [preds[i][1] for i in ids]
+    maps: dict[str, Tensor] = {}
+    seconds: dict[str, float] = {}
+    for m in methods:
+        if m in explainers:
+            where = f"images {ids[0]}..{ids[-1]} of {ds.name!r}"
+            call = functools.partial(run_explainer, explainers[m], model, x, targets, where)
+            maps[m], seconds[m] = _timed(plan.device, call)
+    return maps, seconds
 
 
 def _predict(

@@ -125,8 +125,12 @@ _MERGED = {
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    """SHA-256 of the result-defining part of ``config`` (keys in :data:`RESULT_KEYS`)."""
-    return runtime_hash({k: config.get(k) for k in RESULT_KEYS})[:16]
+    """SHA-256 of the result-defining part of ``config`` (keys in :data:`RESULT_KEYS`, and
+    ``explainer_options`` when there are any: a config without them hashes as before)."""
+    part = {k: config.get(k) for k in RESULT_KEYS}
+    if config.get("explainer_options"):
+        part["explainer_options"] = config["explainer_options"]
+    return runtime_hash(part)[:16]
 
 
 def to_png(array: np.ndarray) -> bytes:
@@ -338,7 +342,8 @@ class Store:
         old = self.config()
         if old is None or config_hash(old) == config_hash(config):
             return
-        diff = [k for k in RESULT_KEYS if old.get(k) != config.get(k)]
+        keys = (*RESULT_KEYS, "explainer_options")
+        diff = [k for k in keys if (old.get(k) or None) != (config.get(k) or None)]
         detail = "; ".join(f"{k}: stored {old.get(k)!r}, now {config.get(k)!r}" for k in diff)
         raise CamwallError(
             f"--resume: {self.path} was written with a different configuration ({detail}). "
@@ -433,9 +438,10 @@ class Store:
         self,
         rows: Sequence[ResultRow],
         figures: Sequence[tuple[str, str, int, str, bytes]] = (),
-        batch: BatchRecord | None = None,
+        batch: BatchRecord | Sequence[BatchRecord] | None = None,
     ) -> int:
-        """Store one batch whole or not at all (one transaction): rows, figure PNGs, timing.
+        """Store one batch whole or not at all (one transaction): rows, figure PNGs, timings
+        (one :class:`BatchRecord` or several: the shared CAM call and each explainer's call).
 
         Returns:
             The number of result rows added (existing keys are kept as they are).
@@ -443,17 +449,20 @@ class Store:
         with self.db:  # commits on success, rolls back on any exception
             added = self._insert_results(rows)
             self.db.executemany("INSERT OR IGNORE INTO figures VALUES (?,?,?,?,?)", figures)
-            if batch is not None:
-                self.db.execute(
-                    "INSERT OR IGNORE INTO batches VALUES (?,?,?,?,?)",
+            records = [batch] if isinstance(batch, BatchRecord) else list(batch or [])
+            self.db.executemany(
+                "INSERT OR IGNORE INTO batches VALUES (?,?,?,?,?)",
+                [
                     (
-                        batch.model,
-                        batch.dataset,
-                        json.dumps(list(batch.images)),
-                        json.dumps(list(batch.methods)),
-                        float(batch.seconds),
-                    ),
-                )
+                        b.model,
+                        b.dataset,
+                        json.dumps(list(b.images)),
+                        json.dumps(list(b.methods)),
+                        float(b.seconds),
+                    )
+                    for b in records
+                ],
+            )
         return added
 
     def metric_names(self) -> list[str]:

@@ -22,6 +22,7 @@ __all__ = [
     "TableRow",
     "columns",
     "dead_text",
+    "family_heading",
     "header",
     "markdown",
     "metric_text",
@@ -111,6 +112,17 @@ class TableRow:
     label: str
     control: bool
     cells: tuple[tuple[str, str], ...]
+    family: str = "cam"
+
+
+def family_heading(results: BenchResults, rows: list[TableRow], i: int) -> str | None:
+    """The family heading shown above ``rows[i]`` (``"input gradient"``, ...), or None: only
+    in a grouped table (:attr:`BenchResults.grouped`), at the first row of each family."""
+    from camwall.explainers import FAMILIES
+
+    if not results.grouped or (i > 0 and rows[i - 1].family == rows[i].family):
+        return None
+    return FAMILIES.get(rows[i].family, rows[i].family)
 
 
 def table_rows(results: BenchResults, model: ModelResult) -> list[TableRow]:
@@ -129,7 +141,8 @@ def table_rows(results: BenchResults, model: ModelResult) -> list[TableRow]:
         label = (
             meth + (" (control)" if meth in CONTROLS else "") + ("" if done else " (incomplete)")
         )
-        rows.append(TableRow(meth, label, meth in CONTROLS, tuple(cells)))
+        family = results.families.get(meth, "other")
+        rows.append(TableRow(meth, label, meth in CONTROLS, tuple(cells), family))
     return rows
 
 
@@ -162,7 +175,11 @@ def _model_markdown(results: BenchResults, model: ModelResult) -> list[str]:
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---" for _ in head) + "|",
     ]
-    for row in table_rows(results, model):
+    rows = table_rows(results, model)
+    for i, row in enumerate(rows):
+        heading = family_heading(results, rows, i)
+        if heading:
+            lines.append("| " + " | ".join([f"**{heading}**", *("" for _ in row.cells)]) + " |")
         lines.append("| " + " | ".join([row.label, *(t for t, _ in row.cells)]) + " |")
     dz = model.dead_zone
     lines += [

@@ -22,7 +22,7 @@ from camwall._cliargs import (
 )
 from camwall.errors import CamwallError
 
-__all__ = ["register", "run_bench", "run_report"]
+__all__ = ["methods_table", "register", "run_bench", "run_methods", "run_report"]
 
 ORDER = 10  # place in `camwall --help`
 
@@ -86,8 +86,24 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--methods",
         default="all",
-        help=f"'all' or a comma list of CAM methods ({', '.join(METHODS.names())}) and "
-        f"controls ({', '.join(CONTROLS.names())}); default: all",
+        help=f"'all' or a comma list of CAM methods ({', '.join(METHODS.names())}), "
+        f"controls ({', '.join(CONTROLS.names())}) and any explainer: captum:NAME, "
+        "gradcam:NAME, torchcam:NAME, py:package.module:function (see `camwall methods`); "
+        "default: all (the nine CAMs and the controls)",
+    )
+    p.add_argument(
+        "--explainer-option",
+        action="append",
+        default=[],
+        metavar="NAME.KEY=VALUE",
+        help="an option of an explainer in --methods, e.g. "
+        "'captum:Occlusion.sliding_window_shapes=(1,8,8)' (VALUE read as a Python literal, "
+        "else as a string); repeatable",
+    )
+    p.add_argument(
+        "--list-methods",
+        action="store_true",
+        help="list every method name with its family and source, and exit",
     )
     add_target_layer(p)
     p.add_argument(
@@ -123,9 +139,25 @@ def register(subparsers: Any) -> None:
     r.add_argument("dir", type=input_path, metavar="DIR", help="a `camwall bench --out` folder")
     r.set_defaults(func=run_report)
 
+    m = subparsers.add_parser(
+        "methods",
+        help="list every saliency method the bench takes: name, family, source, installed",
+        description="List every method name `camwall bench --methods` takes (camwall's CAMs, "
+        "the controls, captum:NAME, gradcam:NAME, torchcam:NAME), with its family, its source, "
+        "and whether its package is installed (with the pip extra when not). "
+        "py:package.module:function names any callable of yours.",
+    )
+    m.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'captum:*'")
+    m.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    m.set_defaults(func=run_methods)
+
 
 def parse_methods(text: str) -> list[str]:
-    """``all`` or a comma list -> method names, CAM methods first then controls, validated."""
+    """``all`` or a comma list -> method names, validated (``all``: CAMs then controls).
+
+    A name is an engine CAM, a control, a registered explainer (``captum:Saliency``, ...) or
+    ``py:package.module:function``; an unknown one is a CamwallError with a did-you-mean.
+    """
     from camwall.cams import METHODS
     from camwall.metrics import CONTROLS
 
@@ -135,27 +167,66 @@ def parse_methods(text: str) -> list[str]:
     if not names:
         raise CamwallError("--methods is empty; pass 'all' or e.g. 'gradcam,hirescam,uniform'.")
     for n in names:
-        if n not in CONTROLS and n not in METHODS:
-            choices = [*METHODS.names(), *CONTROLS.names()]
-            from camwall.errors import did_you_mean
+        if n not in CONTROLS and n not in METHODS and not n.startswith("py:"):
+            from camwall.explainers import EXPLAINERS
 
-            raise CamwallError(
-                f"--methods: unknown method {n!r}.{did_you_mean(n, choices)} "
-                f"Choose from: all, {', '.join(choices)}."
-            )
+            if n not in EXPLAINERS:
+                from camwall.errors import did_you_mean
+
+                raise CamwallError(
+                    f"--methods: unknown method {n!r}.{did_you_mean(n, EXPLAINERS.names())} "
+                    "Choose from: all, the names `camwall methods` lists, or "
+                    "py:package.module:function."
+                )
     if len(set(names)) != len(names):
         raise CamwallError(f"--methods lists a method twice: {text!r}.")
     return names
 
 
+def methods_table(rows: list[dict[str, Any]]) -> str:
+    """The text of ``camwall methods``: one aligned line per method, grouped by family."""
+    from camwall.bench._methods import FAMILY_ORDER
+    from camwall.explainers import FAMILIES
+
+    lines = []
+    width = max(len(r["name"]) for r in rows)
+    for family in FAMILY_ORDER:
+        mine = [r for r in rows if r["family"] == family]
+        if not mine:
+            continue
+        about = FAMILIES[family]
+        lines.append(f"{family}:" if about == family else f"{family} ({about}):")
+        for r in mine:
+            state = "installed" if r["installed"] else f"not installed: {r['pip']}"
+            lines.append(f"  {r['name']:<{width}}  {r['source']:<16}  {state}")
+        lines.append("")
+    lines.append("py:package.module:function  user  your callable (family: fn.camwall_family)")
+    return "\n".join(lines)
+
+
+def run_methods(args: argparse.Namespace) -> int:
+    import json
+
+    from camwall.bench._methods import method_rows
+
+    rows = method_rows(getattr(args, "pattern", "*"))
+    if not rows:
+        raise CamwallError(f"no method matches {args.pattern!r}; try `camwall methods`.")
+    print(json.dumps(rows, indent=2) if getattr(args, "json", False) else methods_table(rows))
+    return 0
+
+
 def run_bench(args: argparse.Namespace) -> int:
     from camwall.bench._runner import _dist_setup, check_out_dir, out_lock, resolve_device
 
+    if args.list_methods:
+        return run_methods(args)
     methods = parse_methods(args.methods)
     _check_bench_args(args)
+    options = _explainer_options(args, methods)
     out = check_out_dir(args.out)  # an unwritable folder fails before any work
     device = resolve_device(args.device)
-    config = _bench_config(args, methods)
+    config = _bench_config(args, methods, options)
     from camwall.bench import _inputs as inputs
 
     for spec in config["datasets"]:
@@ -184,6 +255,16 @@ def _check_bench_args(args: argparse.Namespace) -> None:
         raise CamwallError("--retrain trains the default pair; drop it when passing --model.")
 
 
+def _explainer_options(args: argparse.Namespace, methods: list[str]) -> dict[str, Any]:
+    """``--explainer-option NAME.KEY=VALUE`` -> ``{name: {key: value}}``, checked early."""
+    from camwall.bench._methods import check_methods
+    from camwall.explainers import parse_explainer_options
+
+    options = parse_explainer_options(args.explainer_option)
+    check_methods(methods, options)
+    return options
+
+
 def _default_specs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """``--model`` / ``--baseline`` specs; by default the shipped (or ``--retrain``) pair."""
     from camwall.bench._inputs import DEFAULT_PRESET
@@ -194,8 +275,11 @@ def _default_specs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     return models, baselines
 
 
-def _bench_config(args: argparse.Namespace, methods: list[str]) -> dict[str, Any]:
+def _bench_config(
+    args: argparse.Namespace, methods: list[str], options: dict[str, Any]
+) -> dict[str, Any]:
     from camwall.bench._inputs import DEFAULT_DATASETS
+    from camwall.bench._methods import method_config
 
     models, baselines = _default_specs(args)
     return {
@@ -208,6 +292,7 @@ def _bench_config(args: argparse.Namespace, methods: list[str]) -> dict[str, Any
         "target_layer": args.target_layer,
         "images": args.images,
         "seed": args.seed,
+        **method_config(methods, options),
     }
 
 
@@ -257,6 +342,7 @@ def _run(
         resume=args.resume,
         seed=args.seed,
         progress=not args.no_progress,
+        explainer_options=config.get("explainer_options") or {},
     )
 
 
