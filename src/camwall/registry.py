@@ -52,18 +52,14 @@ class Registry(Generic[T]):
         self._key = key
         self._entries: dict[str, T] = {}
 
-    def add(self, obj: Any, entry: T | None = None) -> T:
+    def add(self, obj: T) -> T:
         """Register ``obj`` under its own name and return it unchanged (so it can decorate).
-        The two-argument form ``add(name, entry)`` registers ``entry`` under ``name``.
 
         Raises:
             TypeError: the object has no name (a programming error).
             KeyError: the name is already registered.
         """
-        if entry is not None:
-            obj, name = entry, obj
-        else:
-            name = self._key(obj)
+        name = self._key(obj)
         if not isinstance(name, str) or not name:
             raise TypeError(f"a {self.kind} needs a non-empty name to be registered: {obj!r}")
         if name in self._entries:
