@@ -16,6 +16,7 @@ from __future__ import annotations
 # isort: off
 # Importing the method modules registers them, in this order.
 from camwall.cams import _gradient, _eigen, _score, _ablation, _opti  # noqa: F401
+from camwall.cams import _activation, _finer, _cam, _fullgrad  # noqa: F401
 
 # isort: on
 from camwall.cams._base import METHODS, CamContext, CamMethod
@@ -23,7 +24,11 @@ from camwall.cams._engine import CamEngine, compute_cams, resolve_layer
 from camwall.cams._post import finalize_maps, normalize_maps
 from camwall.cams._targets import ClassTarget
 
+#: The nine methods of the wall benchmark's default run (``CamMethod.default``), in order.
+DEFAULT_METHODS: tuple[str, ...] = tuple(n for n, c in METHODS.items() if c.default)
+
 __all__ = [
+    "DEFAULT_METHODS",
     "METHODS",
     "CamContext",
     "CamEngine",

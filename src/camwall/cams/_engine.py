@@ -367,7 +367,9 @@ class CamEngine:
         try:
             with torch.inference_mode(False):  # gradients work under torch.inference_mode() too
                 x = x.clone() if x.is_inference() else x.detach()
-                ctx = self._capture_pass(x, targets, any(c.needs_gradient for c in classes))
+                need_hvp = any(c.needs_hvp for c in classes)
+                need_grad = need_hvp or any(c.needs_gradient for c in classes)
+                ctx = self._capture_pass(x, targets, need_grad, need_hvp)
                 result: dict[str, Tensor] = {}
                 for cls in classes:
                     method: CamMethod = cls(**options)
@@ -377,25 +379,28 @@ class CamEngine:
         finally:
             self._close()
 
-    def _capture_pass(self, x: Tensor, targets: TargetsArg, need_grad: bool) -> CamContext:
+    def _capture_pass(
+        self, x: Tensor, targets: TargetsArg, need_grad: bool, need_hvp: bool = False
+    ) -> CamContext:
         """One forward pass (and one backward pass if ``need_grad``) shared by all methods.
 
-        Gradients are enabled here whatever the caller's grad mode (``torch.no_grad()``).
+        With ``need_hvp`` the backward pass builds its own graph (``create_graph=True``) and one
+        more batched backward gives the Hessian-vector product ``H A`` for every image and
+        channel at once. Gradients are enabled here whatever the caller's grad mode.
         """
         with torch.enable_grad():
             a, logits = self._forward(x, need_grad)
             self._check_finite(a, logits)
             fns: list[Target] = resolve_targets(targets, logits.detach())
             scores = score_rows(logits, range(x.shape[0]), fns)
-            grads = None
+            grads = hvp = None
             if need_grad:
                 if not scores.requires_grad:
                     raise CamwallError(
                         f"the target scores do not depend on target layer {self.layer_name!r}; "
                         f"choose a layer before the output (or check targets)."
                     )
-                (g,) = torch.autograd.grad(scores.sum(), a, allow_unused=True)
-                grads = (torch.zeros_like(a) if g is None else g).float()
+                grads, hvp = _gradient_and_hvp(scores, a, need_hvp)
         raw = a.detach()
         return CamContext(
             x=x,
@@ -406,6 +411,8 @@ class CamEngine:
             scores=scores.detach(),
             targets=fns,
             engine=self,
+            hvp=hvp,
+            explicit_targets=targets is not None,
         )
 
     def _check_finite(self, a: Tensor, logits: Tensor) -> None:
@@ -455,6 +462,27 @@ class CamEngine:
                     f"x has dtype {x.dtype} but the model's parameters are {param.dtype}; cast "
                     f"them to the same dtype (e.g. model.to(x.dtype) or x.to({param.dtype}))."
                 )
+
+
+def _gradient_and_hvp(scores: Tensor, a: Tensor, need_hvp: bool) -> tuple[Tensor, Tensor | None]:
+    """``G = d(sum_b y_b)/dA`` and, if asked, ``H A = d(sum G * A_detached)/dA`` (float32).
+
+    The Hessian-vector product is one double-backward call for the whole batch (images do not
+    interact, so the summed score's Hessian is block-diagonal per image). A tail without a
+    second derivative (ReLU, max pooling, linear layers) gives ``H A = 0``.
+    """
+    (g,) = torch.autograd.grad(scores.sum(), a, allow_unused=True, create_graph=need_hvp)
+    if g is None:
+        return torch.zeros_like(a, dtype=torch.float32), (
+            torch.zeros_like(a, dtype=torch.float32) if need_hvp else None
+        )
+    hvp = None
+    if need_hvp:
+        h = None
+        if g.requires_grad:
+            (h,) = torch.autograd.grad(g, a, grad_outputs=a.detach(), allow_unused=True)
+        hvp = torch.zeros_like(a, dtype=torch.float32) if h is None else h.detach().float()
+    return g.detach().float(), hvp
 
 
 def _nonfinite_parameters(model: nn.Module) -> str:
