@@ -205,6 +205,10 @@ def test_new_options_are_checked(make_tiny):
         compute_cams(model, x, layer, "kpcacam", kpcacam_kernel="poly")
     with pytest.raises(CamwallError, match="fem_k must be a number"):
         compute_cams(model, x, layer, "fem", fem_k="2")
+    with pytest.raises(CamwallError, match="finercam_target_idx must be a class index 0 to 4"):
+        compute_cams(model, x, layer, "finercam", finercam_target_idx=5)
+    with pytest.raises(CamwallError, match="finercam needs at least one comparison class"):
+        compute_cams(model, x, layer, "finercam", finercam_comparison=[7])
 
 
 class GapNet(nn.Module):
@@ -307,3 +311,10 @@ def test_fullgrad_with_nonzero_biases_matches_grad_cam(arch, batch, h, w):
     x = torch.randn(batch, 3, h, w, generator=torch.Generator().manual_seed(9))
     layer = {"resnet18": "layer4", "vgg11": "features.19"}[arch]  # ignored by fullgrad
     assert max_diff("fullgrad", model, layer, x) <= 1e-5
+
+
+def test_kpcacam_matches_grad_cam_above_200_positions(make_tiny):
+    """scikit-learn switches to ARPACK (random start) above 200 positions; its sign rule keeps
+    the result deterministic, and our dense float64 eigh gives the same map."""
+    model, layer, x = make_tiny("flat", seed=4, batch=2, h=32, w=30)  # 16 x 15 = 240 positions
+    assert max_diff("kpcacam", model, layer, x) <= 1e-5

@@ -1,4 +1,4 @@
-"""CAM methods: nine class-activation-map methods behind one engine.
+"""CAM methods: eighteen class-activation-map methods behind one engine.
 
 Public API::
 
@@ -7,8 +7,10 @@ Public API::
     maps = compute_cams(model, x, "features.29", ["gradcam", "hirescam"])
     maps["gradcam"]          # B x H x W float32 in [0, 1], on x.device
 
-Methods follow ``docs/cam-methods.md`` and match pytorch-grad-cam 1.5.7 to 1e-5 except for the
-deliberate differences named there (eigencam sign, ablation value on negative layers).
+Methods follow ``docs/cam-methods.md`` and match pytorch-grad-cam 1.5.7 (torchcam 0.5 for
+``cam``) to 1e-5 except for the deliberate differences named there (eigen sign, ablation value on
+negative layers, randomcam's explicit generator). ``DEFAULT_METHODS`` are the nine of the wall
+benchmark's default run; the others have ``CamMethod.default = False``.
 """
 
 from __future__ import annotations

@@ -57,6 +57,15 @@ def finer_targets(
             f"finercam needs at least one comparison class; the model has {classes} output(s) "
             f"(set finercam_comparison to ranks below {classes})."
         )
+    if target_idx is not None and (
+        isinstance(target_idx, bool)
+        or not isinstance(target_idx, int)
+        or not 0 <= target_idx < classes
+    ):
+        raise CamwallError(
+            f"option finercam_target_idx must be a class index 0 to {classes - 1}, got "
+            f"{target_idx!r}."
+        )
     y = logits.float()
     t = y.amax(dim=1) if target_idx is None else y[:, target_idx]
     order = torch.argsort((y - t[:, None]).abs(), dim=1, stable=True).tolist()
