@@ -318,3 +318,19 @@ def test_kpcacam_matches_grad_cam_above_200_positions(make_tiny):
     the result deterministic, and our dense float64 eigh gives the same map."""
     model, layer, x = make_tiny("flat", seed=4, batch=2, h=32, w=30)  # 16 x 15 = 240 positions
     assert max_diff("kpcacam", model, layer, x) <= 1e-5
+
+
+def test_fullgrad_removes_its_hooks_after_an_exception_in_its_own_pass(make_tiny):
+    model, layer, x = make_tiny("nested", batch=1)
+    calls = []
+
+    def second_call_fails(row: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) > 1:  # the engine's pass succeeds, fullgrad's own pass fails
+            raise RuntimeError("boom")
+        return row[0]
+
+    with pytest.raises(RuntimeError, match="boom"):
+        compute_cams(model, x, layer, "fullgrad", targets=[second_call_fails])
+    assert len(calls) == 2
+    assert all(not m._forward_hooks for m in model.modules())
