@@ -320,17 +320,20 @@ def test_kpcacam_matches_grad_cam_above_200_positions(make_tiny):
     assert max_diff("kpcacam", model, layer, x) <= 1e-5
 
 
-def test_fullgrad_removes_its_hooks_after_an_exception_in_its_own_pass(make_tiny):
-    model, layer, x = make_tiny("nested", batch=1)
-    calls = []
-
-    def second_call_fails(row: torch.Tensor) -> torch.Tensor:
-        calls.append(1)
-        if len(calls) > 1:  # the engine's pass succeeds, fullgrad's own pass fails
-            raise RuntimeError("boom")
-        return row[0]
-
+def test_fullgrad_shares_the_pass_and_cleans_up(make_tiny):
+    """fullgrad with the gradient methods in one call (one forward, one backward) equals each
+    alone; its bias-layer hooks are gone afterwards, also after an exception in that pass."""
+    model, layer, x = make_tiny("nested", seed=5, batch=2, h=10, w=12)
+    names = ["fullgrad", "gradcam", "shapleycam", "eigengradcam"]
+    together = compute_cams(model, x, layer, names)
+    for n in names:
+        alone = compute_cams(model, x, layer, n)[n]
+        torch.testing.assert_close(together[n], alone, rtol=0, atol=1e-6)
     with pytest.raises(RuntimeError, match="boom"):
-        compute_cams(model, x, layer, "fullgrad", targets=[second_call_fails])
-    assert len(calls) == 2
+        compute_cams(model, x, layer, names, targets=[_boom, _boom])
     assert all(not m._forward_hooks for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def _boom(row: torch.Tensor) -> torch.Tensor:
+    raise RuntimeError("boom")

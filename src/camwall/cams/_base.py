@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from camwall.cams._post import finalize_maps
 from camwall.cams._targets import Target
@@ -40,6 +40,9 @@ class CamContext:
         targets: one callable per image.
         engine: the running engine (for methods that re-run the model or its tail).
         explicit_targets: whether the caller passed ``targets`` (``False``: the argmax default).
+        input_gradient: ``dy/dx`` (B x C x H x W), only if a method needs bias gradients.
+        bias_gradients: ``(layer, dy/dz)`` for every biased Conv2d / BatchNorm2d (output ``z``),
+            same pass, only if a method needs them (fullgrad); ``None`` where unused.
     """
 
     x: Tensor
@@ -52,6 +55,8 @@ class CamContext:
     engine: CamEngine
     hvp: Tensor | None = None
     explicit_targets: bool = False
+    input_gradient: Tensor | None = None
+    bias_gradients: tuple[tuple[nn.Module, Tensor | None], ...] = ()
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -74,6 +79,7 @@ class CamMethod:
     name: ClassVar[str] = ""  # the registry name, given as ``class X(CamMethod, name="x")``
     needs_gradient: ClassVar[bool] = False
     needs_hvp: ClassVar[bool] = False
+    needs_bias_gradients: ClassVar[bool] = False
     #: Whether the method is one of the nine of the wall benchmark's default run
     #: (:data:`camwall.cams.DEFAULT_METHODS`); methods added later set it to ``False``.
     default: ClassVar[bool] = True
