@@ -337,3 +337,13 @@ def test_fullgrad_shares_the_pass_and_cleans_up(make_tiny):
 
 def _boom(row: torch.Tensor) -> torch.Tensor:
     raise RuntimeError("boom")
+
+
+def test_fullgrad_on_a_model_without_biases_is_the_input_term():
+    """No biased Conv2d / BatchNorm2d: only |x * dy/dx| remains (summed over input channels)."""
+    torch.manual_seed(6)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 25, 3)
+    )
+    x = torch.randn(2, 3, 5, 5)
+    assert max_diff("fullgrad", model, "1", x) <= 1e-5

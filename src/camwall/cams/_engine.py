@@ -418,7 +418,8 @@ class CamEngine:
                         f"choose a layer before the output (or check targets)."
                     )
                 check_bias_calls(self.model, layers, store)
-                grads, hvp, extra = _backward(scores, a, need.hvp, [x, *store] if layers else [])
+                others = [x, *store] if need.biases else []
+                grads, hvp, extra = _backward(scores, a, need.hvp, others)
         raw = a.detach()
         return CamContext(
             x=x.detach(),
