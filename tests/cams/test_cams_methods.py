@@ -123,7 +123,8 @@ def test_matches_grad_cam_on_random_torchvision(name, arch, batch, h, w, torchvi
         model.float()
         assert float((ours - ref).abs().max()) <= 1e-5
         return
-    assert max_diff(name, model, layer, x, **({"seed": 4} if name == "randomcam" else {})) <= 1e-5
+    # seed 3: the draws whose cancellation once exposed channels-last rounding (1.4e-5 on vgg11)
+    assert max_diff(name, model, layer, x, **({"seed": 3} if name == "randomcam" else {})) <= 1e-5
 
 
 def test_randomcam_same_draws_same_map_and_generator_wins(make_tiny):

@@ -80,6 +80,9 @@ class CamMethod:
     needs_gradient: ClassVar[bool] = False
     needs_hvp: ClassVar[bool] = False
     needs_bias_gradients: ClassVar[bool] = False
+    #: ``False``: the call runs the model on plain (not channels-last) inputs, for methods whose
+    #: map amplifies the ~1e-7 rounding of channels-last convolutions (fullgrad, randomcam).
+    channels_last_ok: ClassVar[bool] = True
     #: Whether the method is one of the nine of the wall benchmark's default run
     #: (:data:`camwall.cams.DEFAULT_METHODS`); methods added later set it to ``False``.
     default: ClassVar[bool] = True

@@ -329,12 +329,14 @@ class CamEngine:
         """Whether :meth:`run_tail` can skip the part of the model before the target layer."""
         return self._tail is not None
 
-    def _forward(self, x: Tensor, grad: bool, full_graph: bool = False) -> tuple[Tensor, Tensor]:
+    def _forward(
+        self, x: Tensor, grad: bool, full_graph: bool = False, plain: bool = False
+    ) -> tuple[Tensor, Tensor]:
         cap = _Capture(grad=grad, full_graph=full_graph)
         self._capture = cap
         try:
             with torch.set_grad_enabled(grad):
-                out = self._call_model(x, plain=full_graph)
+                out = self._call_model(x, plain=plain)
         finally:
             self._capture = None
         if cap.activation is None:
@@ -376,6 +378,7 @@ class CamEngine:
                     grad=any(c.needs_gradient or c.needs_hvp for c in classes),
                     hvp=any(c.needs_hvp for c in classes),
                     biases=any(c.needs_bias_gradients for c in classes),
+                    plain=not all(c.channels_last_ok for c in classes),
                 )
                 ctx = self._capture_pass(x, targets, need)
                 result: dict[str, Tensor] = {}
@@ -395,7 +398,8 @@ class CamEngine:
         ``need.hvp``: the backward pass builds its own graph and one more batched backward gives
         the Hessian-vector product ``H A``. ``need.biases`` (fullgrad): the same backward also
         gives ``dy/dx`` and ``dy/dz`` at every biased Conv2d / BatchNorm2d output ``z``; the
-        pass then keeps the whole graph and feeds the model plain (not channels-last) inputs.
+        pass then keeps the whole graph. ``need.plain``: plain (not channels-last) inputs, for
+        methods that amplify float rounding (``CamMethod.channels_last_ok = False``).
         Gradients are enabled here whatever the caller's grad mode (``torch.no_grad()``).
         """
         if isinstance(need, bool):
@@ -405,7 +409,9 @@ class CamEngine:
         with torch.enable_grad(), capture_outputs(layers, store):
             if need.biases:
                 x = x.detach().requires_grad_(True)
-            a, logits = self._forward(x, need.grad or need.biases, full_graph=need.biases)
+            a, logits = self._forward(
+                x, need.grad or need.biases, full_graph=need.biases, plain=need.plain
+            )
             self._check_finite(a, logits)
             fns: list[Target] = resolve_targets(targets, logits.detach())
             scores = score_rows(logits, range(x.shape[0]), fns)
@@ -492,6 +498,7 @@ class _Needs:
     grad: bool = False
     hvp: bool = False
     biases: bool = False
+    plain: bool = False  # plain (not channels-last) inputs: a method amplifies rounding
 
 
 def _backward(

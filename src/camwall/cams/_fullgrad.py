@@ -38,6 +38,7 @@ class FullGrad(CamMethod, name="fullgrad"):
 
     default = False
     needs_bias_gradients = True
+    channels_last_ok = False
 
     def final_map(self, ctx: CamContext) -> Tensor:
         assert ctx.input_gradient is not None, "the engine computes dy/dx for fullgrad"
