@@ -39,14 +39,25 @@ import torch
 from torch import nn
 
 GRADIENT = ["gradcam", "hirescam", "gradcampp", "xgradcam", "layercam"]
-ALL = [*GRADIENT, "eigencam", "scorecam", "ablationcam"]  # opticam: no grad-cam counterpart
+NEW = ["gradcamelementwise", "eigengradcam", "kpcacam", "fem", "randomcam", "finercam"]
+NEW += ["shapleycam", "fullgrad", "cam"]  # cam's peer is torchcam 0.5 (grad-cam has no CAM)
+ALL = [*GRADIENT, "eigencam", "scorecam", "ablationcam", *NEW]  # opticam: no counterpart
 DEFAULT = [*GRADIENT, "eigencam", "ablationcam", "scorecam"]
+UP_TO_SIGN = ("eigencam", "eigengradcam")
+#: methods whose maps are not compared here: randomcam's draws differ (grad-cam uses numpy's
+#: global RNG; tests/cams/test_cams_methods.py feeds it our draws), torchcam normalizes CAM
+#: differently (its raw map is compared in the tests)
+NO_DIFF = {"randomcam": "different draws", "cam": "peer: torchcam; raw maps in tests"}
 GROUP = "gradient+eigencam"
 
 
-def build_model(seed: int) -> tuple[nn.Module, str]:
-    """The paper's walled VGG16 with random weights, and its CAM target layer."""
+def build_model(seed: int, arch: str = "walled-vgg16") -> tuple[nn.Module, str]:
+    """The paper's walled VGG16 (or torchvision resnet18) with random weights, and its layer."""
     torch.manual_seed(seed)
+    if arch == "resnet18":
+        import torchvision
+
+        return torchvision.models.resnet18(weights=None).eval(), "layer4"
     try:
         from camwall.walls import default_target_layer, walled_vgg16
     except ImportError:
@@ -108,13 +119,39 @@ def reference_class(name: str) -> Any:
         "eigencam": pgc.EigenCAM,
         "scorecam": pgc.ScoreCAM,
         "ablationcam": pgc.AblationCAM,
+        "gradcamelementwise": pgc.GradCAMElementWise,
+        "eigengradcam": pgc.EigenGradCAM,
+        "kpcacam": pgc.KPCA_CAM,
+        "fem": pgc.FEM,
+        "randomcam": pgc.RandomCAM,
+        "finercam": pgc.FinerCAM,
+        "shapleycam": pgc.ShapleyCAM,
+        "fullgrad": pgc.FullGrad,
     }[name]
 
 
 def run_gradcam_lib(model: nn.Module, layer_name: str, x: torch.Tensor, name: str) -> torch.Tensor:
     layer = model.get_submodule(layer_name)
-    with reference_class(name)(model=model, target_layers=[layer]) as cam:
+    if name == "cam":
+        return run_torchcam_cam(model, layer_name, x)
+    cam = reference_class(name)(model, [layer])
+    try:
         return torch.from_numpy(cam(input_tensor=x, targets=None))
+    finally:  # ShapleyCAM's and FinerCAM's own `with` exit raise in 1.5.7: release by hand
+        hooks = getattr(cam, "base_cam", cam).activations_and_grads
+        hooks.gradients, hooks.activations = [], []
+        hooks.release()
+
+
+def run_torchcam_cam(model: nn.Module, layer_name: str, x: torch.Tensor) -> torch.Tensor:
+    """torchcam 0.5's CAM (forward + extraction; its own normalization, then upsampled)."""
+    import torch.nn.functional as F
+    from torchcam.methods import CAM
+
+    with CAM(model, layer_name, input_shape=tuple(x.shape[1:])) as extractor:
+        out = model(x)
+        cam = extractor(class_idx=out.argmax(dim=1).tolist())[0]
+    return F.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear")[:, 0]
 
 
 def worker(spec: dict[str, Any]) -> None:
@@ -128,7 +165,7 @@ def worker(spec: dict[str, Any]) -> None:
 
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
-    model, layer = build_model(spec["seed"])
+    model, layer = build_model(spec["seed"], spec["arch"])
     model = model.to(device).eval()
     gen = torch.Generator().manual_seed(spec["seed"] + 1)
     x = torch.rand(spec["batch"], 3, 224, 224, generator=gen).to(device)
@@ -152,8 +189,8 @@ def worker(spec: dict[str, Any]) -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             best[lib] = min(best[lib], time.perf_counter() - start)
-    if spec["lib"] == "gradcam" and methods == ["eigencam"]:
-        maps["eigencam_flipped"] = flipped_eigencam(model, layer, x)
+    if spec["lib"] == "gradcam" and methods[0] in UP_TO_SIGN and len(methods) == 1:
+        maps[methods[0] + "_flipped"] = flipped_eigen(model, layer, x, methods[0])
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -163,24 +200,25 @@ def worker(spec: dict[str, Any]) -> None:
     Path(spec["out"] + ".json").write_text(json.dumps({"seconds": seconds, "peak_mib": peak}))
 
 
-def flipped_eigencam(model: nn.Module, layer_name: str, x: torch.Tensor) -> torch.Tensor:
-    """grad-cam's EigenCAM with the other SVD sign (for the up-to-sign comparison; not timed)."""
+def flipped_eigen(model: nn.Module, layer_name: str, x: torch.Tensor, name: str) -> torch.Tensor:
+    """grad-cam's EigenCAM / EigenGradCAM with the other SVD sign (up-to-sign check; not timed)."""
     from pytorch_grad_cam.base_cam import BaseCAM
     from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
     class Flipped(BaseCAM):
         def __init__(self, model: nn.Module, target_layers: list[nn.Module]) -> None:
-            super().__init__(model, target_layers, uses_gradients=False)
+            super().__init__(model, target_layers, uses_gradients=name == "eigengradcam")
 
         def get_cam_image(self, *args: Any) -> Any:
-            return -get_2d_projection(args[3])
+            m = args[3] if name == "eigencam" else args[3] * args[4]
+            return -get_2d_projection(m)
 
     with Flipped(model, [model.get_submodule(layer_name)]) as cam:
         return torch.from_numpy(cam(input_tensor=x, targets=None))
 
 
 # --------------------------------------------------------------------------- driver side
-HEAVY = ("scorecam", "ablationcam")
+HEAVY = ("scorecam", "ablationcam", "fullgrad")
 
 
 def measure(
@@ -193,6 +231,7 @@ def measure(
         "methods": methods,
         "batch": args.batch,
         "seed": args.seed,
+        "arch": args.model,
         "repeats": args.heavy_repeats if heavy else args.repeats,
         "threads": args.threads,
         "device": args.device,
@@ -244,12 +283,20 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def max_diff(ours: torch.Tensor, ref: dict[str, torch.Tensor], name: str) -> float:
+    if name in NO_DIFF:
+        return float("nan")
     diff = float((ours - ref[name]).abs().max())
-    if name == "eigencam" and "eigencam_flipped" in ref:  # compared up to sign, per image
+    if name in UP_TO_SIGN and name + "_flipped" in ref:  # compared up to sign, per image
         per = (ours - ref[name]).abs().flatten(1).amax(1)
-        flip = (ours - ref["eigencam_flipped"]).abs().flatten(1).amax(1)
+        flip = (ours - ref[name + "_flipped"]).abs().flatten(1).amax(1)
         diff = float(torch.minimum(per, flip).max())
     return diff
+
+
+def note_of(name: str) -> str:
+    if name in UP_TO_SIGN:
+        return "up to sign"
+    return NO_DIFF.get(name, "")
 
 
 def machine() -> str:
@@ -266,7 +313,9 @@ def machine() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--methods", default=",".join(DEFAULT), help="comma list, or 'all'")
+    parser.add_argument(
+        "--methods", default=",".join(DEFAULT), help="comma list, 'all', or 'new' (the 9 added)"
+    )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs (best is reported)")
     parser.add_argument(
@@ -280,6 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-group", action="store_true", help="skip the gradient+eigencam row")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--model",
+        default="walled-vgg16",
+        choices=["walled-vgg16", "resnet18"],
+        help="walled-vgg16 (the paper's) or torchvision resnet18 (target layer4; cam needs it)",
+    )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "cam_speed.md"))
@@ -288,7 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         worker(json.loads(args.worker))
         return 0
-    methods = ALL if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
+    if args.methods == "new":
+        methods = NEW
+    else:
+        methods = ALL if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
     unknown = [m for m in methods if m not in ALL]
     if unknown:
         parser.error(f"unknown or unsupported methods {unknown}; choose from {ALL}")
@@ -317,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             ours, ref = singles[m]
             diff = max_diff(ours["maps"][m], ref["maps"], m)
             rows.append((m, ours["seconds"], ref["seconds"], diff, ours["peak_mib"],
-                         ref["peak_mib"], "up to sign" if m == "eigencam" else ""))  # fmt: skip
+                         ref["peak_mib"], note_of(m)))  # fmt: skip
     elapsed = time.perf_counter() - started
     text = report(rows, args, source, elapsed)
     print(text)
@@ -344,11 +402,14 @@ def report(
         (
             f"- model: walled VGG16 ({source}), random weights (seed {args.seed}), eval mode; "
             f"input {args.batch} x 3 x 224 x 224; target layer: its last ReLU (256 x 14 x 14)"
+            if args.model == "walled-vgg16"
+            else f"- model: torchvision resnet18, random weights (seed {args.seed}), eval mode; "
+            f"input {args.batch} x 3 x 224 x 224; target layer: layer4 (512 x 7 x 7)"
         ),
         (
             f"- timing: after one untimed warm-up forward, best of {args.repeats} runs in a fresh "
             f"process per library plus best of {args.repeats} interleaved pairs (ABBA) in one "
-            f"more process; scorecam and ablationcam: {args.heavy_repeats} run per process, "
+            f"more process; {', '.join(HEAVY)}: {args.heavy_repeats} run per process, "
             f"{args.rounds} rounds of fresh processes in alternating order. Peak: the worst."
         ),
         (
@@ -365,8 +426,9 @@ def report(
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, ours, ref, diff, peak_ours, peak_ref, note in rows:
+        shown = "n/a" if diff != diff else f"{diff:.1e}"  # NaN: not compared
         lines.append(
-            f"| {name} | {ours:.3f} | {ref:.3f} | {ref / ours:.1f}x | {diff:.1e} | "
+            f"| {name} | {ours:.3f} | {ref:.3f} | {ref / ours:.1f}x | {shown} | "
             f"{peak_ours:.0f} | {peak_ref:.0f} | {note} |"
         )
     lines.append("")

@@ -70,7 +70,8 @@ def test_every_registry_keeps_its_names_and_order():
 
     assert METHODS.names() == [
         "gradcam", "hirescam", "gradcampp", "xgradcam", "layercam",
-        "eigencam", "scorecam", "ablationcam", "opticam",
+        "gradcamelementwise", "shapleycam", "eigencam", "eigengradcam", "kpcacam",
+        "scorecam", "ablationcam", "opticam", "fem", "randomcam", "finercam", "cam", "fullgrad",
     ]  # fmt: skip
     assert MODELS.names() == ["walled-vgg16", "simple-cnn", "fashion-vgg", "fashion-resnet"]
     assert METRICS.names() == [

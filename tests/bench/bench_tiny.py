@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from camwall.bench import BenchDataset, BenchModel
-from camwall.cams import METHODS
+from camwall.cams import DEFAULT_METHODS
 
-# Every CAM method plus the two controls.
-ALL = [*METHODS.names(), "uniform", "random"]
+# The benchmark's default CAM methods plus the two controls.
+ALL = [*DEFAULT_METHODS, "uniform", "random"]
 
 SIZE = 16
 DEAD_FIRST = 11

@@ -9,6 +9,9 @@ from torch import nn
 from camwall.cams import METHODS, CamEngine, compute_cams
 from camwall.errors import CamwallError
 
+# cam needs a model ending in global average pooling + Linear (tests/cams/test_cams_methods.py)
+ANY_MODEL = [n for n in METHODS.names() if n != "cam"]
+
 
 class TupleOut(nn.Module):
     def __init__(self, inner: nn.Module) -> None:
@@ -45,7 +48,7 @@ def test_non_tensor_output_names_the_fix(wrapper, make_tiny):
 )
 def test_output_fn_fixes_it(wrapper, pick, make_tiny):
     inner, layer, x = make_tiny("flat")
-    names = METHODS.names()
+    names = ANY_MODEL
     expected = compute_cams(inner, x, layer, names, opticam_iters=3)
     got = compute_cams(wrapper(inner), x, f"inner.{layer}", names, output_fn=pick, opticam_iters=3)
     for n in names:

@@ -8,6 +8,9 @@ from torch import nn
 
 from camwall.cams import METHODS, CamEngine, compute_cams
 
+# cam needs a model ending in global average pooling + Linear (tests/cams/test_cams_methods.py)
+ANY_MODEL = [n for n in METHODS.names() if n != "cam"]
+
 
 def hook_count(model: nn.Module) -> int:
     return sum(
@@ -24,7 +27,7 @@ def exploding_target(row: torch.Tensor) -> torch.Tensor:
     raise Boom("target failed")
 
 
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", ANY_MODEL)
 def test_no_hook_survives_an_exception(name, make_tiny):
     model, layer, x = make_tiny("custom", batch=1)
     model.train()
@@ -80,7 +83,7 @@ def test_modes_flags_and_grads_restored(make_tiny):
     first_conv.weight.requires_grad_(False)
     before_modes = [m.training for m in model.modules()]
     before_flags = [p.requires_grad for p in model.parameters()]
-    compute_cams(model, x, layer, METHODS.names(), opticam_iters=3)
+    compute_cams(model, x, layer, ANY_MODEL, opticam_iters=3)
     assert [m.training for m in model.modules()] == before_modes
     assert [p.requires_grad for p in model.parameters()] == before_flags
     assert all(p.grad is None for p in model.parameters())
@@ -112,9 +115,11 @@ def test_eval_mode_is_used_inside(make_tiny):
     assert model.training
 
 
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", ANY_MODEL)
 @pytest.mark.parametrize("model_name", ["flat", "custom"])
 def test_batched_equals_per_image(name, model_name, make_tiny):
+    if name == "randomcam":
+        pytest.skip("randomcam draws B x K weights per call: the batch changes the draws")
     model, layer, x = make_tiny(model_name, seed=3, batch=3, h=8, w=10)
     opts = {"opticam_iters": 10, "scorecam_chunk": 5, "ablationcam_chunk": 7}
     batched = compute_cams(model, x, layer, name, **opts)[name]
@@ -164,18 +169,20 @@ def test_scorecam_dedupe_matches_a_plain_loop(make_tiny):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision_inputs_work(dtype, make_tiny):
     model, layer, x = make_tiny("flat", seed=2)
-    names = [n for n in METHODS.names() if n != "opticam"]
+    names = [n for n in ANY_MODEL if n != "opticam"]
     full = compute_cams(model, x, layer, names)
     low = compute_cams(model.to(dtype), x.to(dtype), layer, names)
     for n in names:
         assert low[n].dtype == torch.float32
         assert low[n].device == x.device
+        if n == "fem":  # a count of positions above a threshold: rounding flips some, by design
+            continue
         assert float((low[n] - full[n]).abs().max()) < 0.05
 
 
 def test_outputs_live_on_the_input_device(make_tiny):
     model, layer, x = make_tiny("flat")
-    for n, m in compute_cams(model, x, layer, METHODS.names(), opticam_iters=2).items():
+    for n, m in compute_cams(model, x, layer, ANY_MODEL, opticam_iters=2).items():
         assert m.device == x.device, n
         assert float(m.min()) >= 0.0
         assert float(m.max()) <= 1.0
@@ -199,7 +206,7 @@ def test_model_that_rejects_channels_last_falls_back():
     torch.manual_seed(0)
     model = ViewNet()
     x = torch.randn(2, 3, 6, 6)
-    names = [n for n in METHODS.names() if n != "opticam"]
+    names = [n for n in ANY_MODEL if n != "opticam"]
     with CamEngine(model, "act", channels_last=True) as engine:
         got = engine(x, names)
         assert engine.channels_last is False
@@ -208,7 +215,7 @@ def test_model_that_rejects_channels_last_falls_back():
         torch.testing.assert_close(got[n], plain[n], rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", ANY_MODEL)
 def test_channels_last_gives_the_same_maps(name, make_tiny):
     model, layer, x = make_tiny("nested", seed=13, batch=2)
     opts = {"opticam_iters": 5}

@@ -1,4 +1,4 @@
-"""CAM methods: nine class-activation-map methods behind one engine.
+"""CAM methods: eighteen class-activation-map methods behind one engine.
 
 Public API::
 
@@ -7,8 +7,10 @@ Public API::
     maps = compute_cams(model, x, "features.29", ["gradcam", "hirescam"])
     maps["gradcam"]          # B x H x W float32 in [0, 1], on x.device
 
-Methods follow ``docs/cam-methods.md`` and match pytorch-grad-cam 1.5.7 to 1e-5 except for the
-deliberate differences named there (eigencam sign, ablation value on negative layers).
+Methods follow ``docs/cam-methods.md`` and match pytorch-grad-cam 1.5.7 (torchcam 0.5 for
+``cam``) to 1e-5 except for the deliberate differences named there (eigen sign, ablation value on
+negative layers, randomcam's explicit generator). ``DEFAULT_METHODS`` are the nine of the wall
+benchmark's default run; the others have ``CamMethod.default = False``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 # isort: off
 # Importing the method modules registers them, in this order.
 from camwall.cams import _gradient, _eigen, _score, _ablation, _opti  # noqa: F401
+from camwall.cams import _activation, _finer, _cam, _fullgrad  # noqa: F401
 
 # isort: on
 from camwall.cams._base import METHODS, CamContext, CamMethod
@@ -23,7 +26,11 @@ from camwall.cams._engine import CamEngine, compute_cams, resolve_layer
 from camwall.cams._post import finalize_maps, normalize_maps
 from camwall.cams._targets import ClassTarget
 
+#: The nine methods of the wall benchmark's default run (``CamMethod.default``), in order.
+DEFAULT_METHODS: tuple[str, ...] = tuple(n for n, c in METHODS.items() if c.default)
+
 __all__ = [
+    "DEFAULT_METHODS",
     "METHODS",
     "CamContext",
     "CamEngine",

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from camwall.cams._post import finalize_maps
 from camwall.cams._targets import Target
@@ -33,10 +33,16 @@ class CamContext:
         activations: B x K x h x w target-layer output, float32, detached.
         raw_activations: the same in the model's dtype (what the model's tail consumes).
         gradients: B x K x h x w float32 ``dy_b / dA_b``, or ``None`` if no method needs it.
+        hvp: B x K x h x w float32 Hessian-vector product ``(d^2 y_b / dA_b^2) A_b``, or ``None``
+            if no method needs it (only shapleycam does).
         logits: the model output (after ``output_fn``), detached.
         scores: B float32 target scores ``y_b``.
         targets: one callable per image.
         engine: the running engine (for methods that re-run the model or its tail).
+        explicit_targets: whether the caller passed ``targets`` (``False``: the argmax default).
+        input_gradient: ``dy/dx`` (B x C x H x W), only if a method needs bias gradients.
+        bias_gradients: ``(layer, dy/dz)`` for every biased Conv2d / BatchNorm2d (output ``z``),
+            same pass, only if a method needs them (fullgrad); ``None`` where unused.
     """
 
     x: Tensor
@@ -47,6 +53,10 @@ class CamContext:
     scores: Tensor
     targets: Sequence[Target]
     engine: CamEngine
+    hvp: Tensor | None = None
+    explicit_targets: bool = False
+    input_gradient: Tensor | None = None
+    bias_gradients: tuple[tuple[nn.Module, Tensor | None], ...] = ()
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -61,12 +71,21 @@ class CamMethod:
     channel) or B x K x h x w (elementwise weights). ``finalize`` is ReLU, per-image min-max
     normalization, bilinear resize to the input size, and normalization again.
 
-    Subclasses set ``needs_gradient`` and declare their options in ``options`` (name -> default);
+    Subclasses set ``needs_gradient`` (``needs_hvp`` for a Hessian-vector product) and declare
+    their options in ``options`` (name -> default);
     option names carry the method name as prefix (``scorecam_chunk``), except shared ones.
     """
 
     name: ClassVar[str] = ""  # the registry name, given as ``class X(CamMethod, name="x")``
     needs_gradient: ClassVar[bool] = False
+    needs_hvp: ClassVar[bool] = False
+    needs_bias_gradients: ClassVar[bool] = False
+    #: ``False``: the call runs the model on plain (not channels-last) inputs, for methods whose
+    #: map amplifies the ~1e-7 rounding of channels-last convolutions (fullgrad, randomcam).
+    channels_last_ok: ClassVar[bool] = True
+    #: Whether the method is one of the nine of the wall benchmark's default run
+    #: (:data:`camwall.cams.DEFAULT_METHODS`); methods added later set it to ``False``.
+    default: ClassVar[bool] = True
     options: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, name: str = "", **kwargs: Any) -> None:

@@ -1,16 +1,19 @@
-"""EigenCAM: the first principal component of the activations (no gradient)."""
+"""Decompositions: the first principal component of the activations (eigencam), of
+activations x gradients (eigengradcam), and kernel PCA of the activations (kpcacam)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from camwall.cams._base import METHODS, CamContext, CamMethod
+from camwall.errors import CamwallError
 
-__all__ = ["EigenCAM"]
+__all__ = ["EigenCAM", "EigenGradCAM", "KernelPCACAM", "first_component"]
 
 
 @contextmanager
@@ -31,6 +34,28 @@ def _one_thread(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def first_component(a: Tensor) -> Tensor:
+    """Projection of each image's centered feature map on its first principal direction.
+
+    ``M = a_b`` as (h*w) x K, centered per channel; ``v1`` its first right singular vector;
+    returns ``M v1`` as B x h x w, with the sign fixed so that it correlates positively with the
+    channel mean of ``a_b`` (LAPACK leaves the sign arbitrary).
+
+    Args:
+        a: B x K x h x w float tensor (NaN treated as 0, as in pytorch-grad-cam).
+    """
+    a = torch.nan_to_num(a, nan=0.0, posinf=float("inf"), neginf=float("-inf"))
+    b, _, h, w = a.shape
+    m = a.flatten(2).transpose(1, 2)  # B x hw x K
+    m = m - m.mean(dim=1, keepdim=True)
+    with _one_thread(m.device):
+        _, _, vh = torch.linalg.svd(m, full_matrices=False)
+    proj = (m @ vh[:, 0, :, None])[..., 0]  # B x hw
+    corr = (proj * a.mean(dim=1).flatten(1)).sum(dim=1)
+    sign = torch.where(corr < 0, -torch.ones_like(corr), torch.ones_like(corr))
+    return (proj * sign[:, None]).view(b, h, w)
+
+
 @METHODS.add
 class EigenCAM(CamMethod, name="eigencam"):
     """EigenCAM (Muhammad & Yeasin, 2020, https://arxiv.org/abs/2008.00299).
@@ -43,13 +68,68 @@ class EigenCAM(CamMethod, name="eigencam"):
     """
 
     def raw_map(self, ctx: CamContext) -> Tensor:
-        a = ctx.activations
-        b, _, h, w = a.shape
-        m = a.flatten(2).transpose(1, 2)  # B x hw x K
+        return first_component(ctx.activations)
+
+
+@METHODS.add
+class EigenGradCAM(CamMethod, name="eigengradcam"):
+    """EigenGrad-CAM (pytorch-grad-cam's ``EigenGradCAM``): EigenCAM of ``G * A``.
+
+    ``M = (G * A)_b`` as (h*w) x K, centered per channel; map ``= M v1``. Same deliberate sign
+    fix as eigencam (positive correlation with the channel mean of ``G * A``). Computed in float64:
+    ``G * A`` spans many orders of magnitude, and a float32 SVD of it is off by up to ~2e-5 on the
+    final map (pytorch-grad-cam's own float32 result is, against its float64 result).
+    """
+
+    needs_gradient = True
+    default = False
+
+    def raw_map(self, ctx: CamContext) -> Tensor:
+        assert ctx.gradients is not None
+        return first_component(ctx.gradients.double() * ctx.activations.double()).float()
+
+
+@METHODS.add
+class KernelPCACAM(CamMethod, name="kpcacam"):
+    """KPCA-CAM (Karmani et al., 2024, https://arxiv.org/abs/2410.00267), as pytorch-grad-cam.
+
+    ``M = A_b`` as n = h*w rows of K features, centered per channel; kernel
+    ``k(u, v) = tanh(gamma u.v + coef0)`` (sigmoid, default ``gamma = 1/K``, ``coef0 = 1``;
+    ``kpcacam_kernel="rbf"``: ``exp(-gamma |u - v|^2)``); the kernel matrix is double-centered,
+    ``Kc = (I - 1/n) K (I - 1/n)``; with its top eigenpair ``(lambda, v)`` the map is
+    ``sqrt(lambda) v``, the sign chosen so that the entry of largest magnitude is positive (as
+    scikit-learn's ``KernelPCA``). Computed in float64, batched over images.
+    """
+
+    default = False
+    options: ClassVar[dict[str, Any]] = {"kpcacam_kernel": "sigmoid", "kpcacam_gamma": None}
+
+    def raw_map(self, ctx: CamContext) -> Tensor:
+        a = torch.nan_to_num(ctx.activations, nan=0.0).double()
+        b, k, h, w = a.shape
+        m = a.flatten(2).transpose(1, 2)  # B x n x K
         m = m - m.mean(dim=1, keepdim=True)
+        kc = _center_kernel(self._kernel(m, k))
         with _one_thread(m.device):
-            _, _, vh = torch.linalg.svd(m, full_matrices=False)
-        proj = (m @ vh[:, 0, :, None])[..., 0]  # B x hw
-        corr = (proj * a.mean(dim=1).flatten(1)).sum(dim=1)
-        sign = torch.where(corr < 0, -torch.ones_like(corr), torch.ones_like(corr))
-        return (proj * sign[:, None]).view(b, h, w)
+            values, vectors = torch.linalg.eigh(kc)
+        top, vec = values[:, -1].clamp_min(0), vectors[:, :, -1]  # B, B x n
+        pick = vec.abs().argmax(dim=1, keepdim=True)
+        vec = vec * torch.sign(vec.gather(1, pick))
+        return (vec * top.sqrt()[:, None]).view(b, h, w).float()
+
+    def _kernel(self, m: Tensor, features: int) -> Tensor:
+        gamma = self.opts["kpcacam_gamma"]
+        gamma = 1.0 / features if gamma is None else float(gamma)
+        kind = self.opts["kpcacam_kernel"]
+        if kind == "sigmoid":
+            return torch.tanh(gamma * (m @ m.transpose(1, 2)) + 1.0)
+        if kind == "rbf":
+            return torch.exp(-gamma * torch.cdist(m, m).square())
+        raise CamwallError(f"option kpcacam_kernel must be 'sigmoid' or 'rbf', got {kind!r}.")
+
+
+def _center_kernel(kmat: Tensor) -> Tensor:
+    """``(I - 1/n) K (I - 1/n)`` per image: subtract row and column means, add the grand mean."""
+    rows = kmat.mean(dim=1, keepdim=True)
+    cols = kmat.mean(dim=2, keepdim=True)
+    return kmat - rows - cols + kmat.mean(dim=(1, 2), keepdim=True)

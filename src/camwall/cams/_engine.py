@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from camwall.cams._base import METHODS, CamContext, CamMethod
+from camwall.cams._biases import bias_layers, capture_outputs, check_bias_calls
 from camwall.cams._targets import Target, TargetsArg, resolve_targets, score_rows
 from camwall.errors import CamwallError, did_you_mean
 
@@ -121,6 +122,7 @@ def sequential_tail(model: nn.Module, layer_name: str) -> Callable[[Tensor], Any
 @dataclass
 class _Capture:
     grad: bool
+    full_graph: bool = False  # keep the graph before the layer (fullgrad: dy/dx, bias layers)
     replacement: Tensor | None = None
     activation: Tensor | None = None
     calls: int = 0
@@ -262,6 +264,9 @@ class CamEngine:
                 f"target layer {self.layer_name!r} returns shape {tuple(output.shape)}; CAMs "
                 f"need a B x K x h x w feature map (a convolutional layer or its activation)."
             )
+        if cap.full_graph:
+            cap.activation = output  # a non-leaf: gradients also flow to the layers before it
+            return output.clone()
         a = output.detach()
         if cap.grad:
             a.requires_grad_(True)
@@ -290,8 +295,8 @@ class CamEngine:
         """Full forward pass (hook disarmed), returning the logits."""
         return self.logits(self._call_model(x), x.shape[0])
 
-    def _call_model(self, x: Tensor) -> Any:
-        use = self.channels_last
+    def _call_model(self, x: Tensor, plain: bool = False) -> Any:
+        use = False if plain else self.channels_last
         if use is None:
             use = x.device.type == "cpu"
         if use and x.dim() == 4:
@@ -324,12 +329,14 @@ class CamEngine:
         """Whether :meth:`run_tail` can skip the part of the model before the target layer."""
         return self._tail is not None
 
-    def _forward(self, x: Tensor, grad: bool) -> tuple[Tensor, Tensor]:
-        cap = _Capture(grad=grad)
+    def _forward(
+        self, x: Tensor, grad: bool, full_graph: bool = False, plain: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        cap = _Capture(grad=grad, full_graph=full_graph)
         self._capture = cap
         try:
             with torch.set_grad_enabled(grad):
-                out = self._call_model(x)
+                out = self._call_model(x, plain=plain)
         finally:
             self._capture = None
         if cap.activation is None:
@@ -367,7 +374,13 @@ class CamEngine:
         try:
             with torch.inference_mode(False):  # gradients work under torch.inference_mode() too
                 x = x.clone() if x.is_inference() else x.detach()
-                ctx = self._capture_pass(x, targets, any(c.needs_gradient for c in classes))
+                need = _Needs(
+                    grad=any(c.needs_gradient or c.needs_hvp for c in classes),
+                    hvp=any(c.needs_hvp for c in classes),
+                    biases=any(c.needs_bias_gradients for c in classes),
+                    plain=not all(c.channels_last_ok for c in classes),
+                )
+                ctx = self._capture_pass(x, targets, need)
                 result: dict[str, Tensor] = {}
                 for cls in classes:
                     method: CamMethod = cls(**options)
@@ -377,28 +390,45 @@ class CamEngine:
         finally:
             self._close()
 
-    def _capture_pass(self, x: Tensor, targets: TargetsArg, need_grad: bool) -> CamContext:
-        """One forward pass (and one backward pass if ``need_grad``) shared by all methods.
+    def _capture_pass(
+        self, x: Tensor, targets: TargetsArg, need: _Needs | bool = False
+    ) -> CamContext:
+        """One forward pass (and one backward pass if any gradient is needed) for all methods.
 
+        ``need.hvp``: the backward pass builds its own graph and one more batched backward gives
+        the Hessian-vector product ``H A``. ``need.biases`` (fullgrad): the same backward also
+        gives ``dy/dx`` and ``dy/dz`` at every biased Conv2d / BatchNorm2d output ``z``; the
+        pass then keeps the whole graph. ``need.plain``: plain (not channels-last) inputs, for
+        methods that amplify float rounding (``CamMethod.channels_last_ok = False``).
         Gradients are enabled here whatever the caller's grad mode (``torch.no_grad()``).
         """
-        with torch.enable_grad():
-            a, logits = self._forward(x, need_grad)
+        if isinstance(need, bool):
+            need = _Needs(grad=need)
+        layers = bias_layers(self.model) if need.biases else []
+        store: list[Tensor] = []
+        with torch.enable_grad(), capture_outputs(layers, store):
+            if need.biases:
+                x = x.detach().requires_grad_(True)
+            a, logits = self._forward(
+                x, need.grad or need.biases, full_graph=need.biases, plain=need.plain
+            )
             self._check_finite(a, logits)
             fns: list[Target] = resolve_targets(targets, logits.detach())
             scores = score_rows(logits, range(x.shape[0]), fns)
-            grads = None
-            if need_grad:
+            grads = hvp = None
+            extra: list[Tensor | None] = []
+            if need.grad or need.biases:
                 if not scores.requires_grad:
                     raise CamwallError(
                         f"the target scores do not depend on target layer {self.layer_name!r}; "
                         f"choose a layer before the output (or check targets)."
                     )
-                (g,) = torch.autograd.grad(scores.sum(), a, allow_unused=True)
-                grads = (torch.zeros_like(a) if g is None else g).float()
+                check_bias_calls(self.model, layers, store)
+                others = [x, *store] if need.biases else []
+                grads, hvp, extra = _backward(scores, a, need.hvp, others)
         raw = a.detach()
         return CamContext(
-            x=x,
+            x=x.detach(),
             activations=raw.float(),
             raw_activations=raw,
             gradients=grads,
@@ -406,6 +436,10 @@ class CamEngine:
             scores=scores.detach(),
             targets=fns,
             engine=self,
+            hvp=hvp,
+            explicit_targets=targets is not None,
+            input_gradient=extra[0] if extra else None,
+            bias_gradients=tuple(zip(layers, extra[1:], strict=True)),
         )
 
     def _check_finite(self, a: Tensor, logits: Tensor) -> None:
@@ -455,6 +489,40 @@ class CamEngine:
                     f"x has dtype {x.dtype} but the model's parameters are {param.dtype}; cast "
                     f"them to the same dtype (e.g. model.to(x.dtype) or x.to({param.dtype}))."
                 )
+
+
+@dataclass(frozen=True)
+class _Needs:
+    """What the shared pass must compute beyond the activations."""
+
+    grad: bool = False
+    hvp: bool = False
+    biases: bool = False
+    plain: bool = False  # plain (not channels-last) inputs: a method amplifies rounding
+
+
+def _backward(
+    scores: Tensor, a: Tensor, need_hvp: bool, others: Sequence[Tensor]
+) -> tuple[Tensor, Tensor | None, list[Tensor | None]]:
+    """One backward pass: ``G = d(sum_b y_b)/dA`` (float32) and ``d(sum_b y_b)/dt`` for each
+    of ``others``; if asked, ``H A = d(sum G * A_detached)/dA`` by one more batched call.
+
+    Images do not interact, so the summed score's Hessian is block-diagonal per image. A tail
+    without a second derivative (ReLU, max pooling, linear layers) gives ``H A = 0``.
+    """
+    found = torch.autograd.grad(
+        scores.sum(), [a, *others], allow_unused=True, create_graph=need_hvp
+    )
+    g = found[0]
+    rest: list[Tensor | None] = [None if t is None else t.detach() for t in found[1:]]
+    zeros = torch.zeros_like(a, dtype=torch.float32)
+    hvp = None
+    if need_hvp:
+        h = None
+        if g is not None and g.requires_grad:
+            (h,) = torch.autograd.grad(g, a, grad_outputs=a.detach(), allow_unused=True)
+        hvp = zeros if h is None else h.detach().float()
+    return (zeros if g is None else g.detach().float()), hvp, rest
 
 
 def _nonfinite_parameters(model: nn.Module) -> str:

@@ -1,4 +1,4 @@
-"""The gradient family: one forward and one backward pass serve all five methods.
+"""The gradient family: one forward and one backward pass serve all of these methods.
 
 Notation: A is the target layer's output (B x K x h x w), G = dy_b/dA_b, S_bk = sum_ij A_bkij.
 """
@@ -10,7 +10,15 @@ from torch import Tensor
 
 from camwall.cams._base import METHODS, CamContext, CamMethod
 
-__all__ = ["GradCAM", "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "XGradCAM"]
+__all__ = [
+    "GradCAM",
+    "GradCAMElementWise",
+    "GradCAMPlusPlus",
+    "HiResCAM",
+    "LayerCAM",
+    "ShapleyCAM",
+    "XGradCAM",
+]
 
 
 def _grads(ctx: CamContext) -> Tensor:
@@ -90,3 +98,35 @@ class LayerCAM(CamMethod, name="layercam"):
 
     def weights(self, ctx: CamContext) -> Tensor:
         return _grads(ctx).clamp_min(0)
+
+
+@METHODS.add
+class GradCAMElementWise(CamMethod, name="gradcamelementwise"):
+    """Element-wise Grad-CAM (pytorch-grad-cam's ``GradCAMElementWise``).
+
+    map ``= sum_k max(G_bk * A_bk, 0)``: the ReLU is taken per element, before the channel sum.
+    """
+
+    needs_gradient = True
+    default = False
+
+    def raw_map(self, ctx: CamContext) -> Tensor:
+        return (_grads(ctx) * ctx.activations).clamp_min(0).sum(dim=1)
+
+
+@METHODS.add
+class ShapleyCAM(CamMethod, name="shapleycam"):
+    """ShapleyCAM (Cai et al., 2025, https://arxiv.org/abs/2501.06261).
+
+    ``w_bk = mean_ij (G - 0.5 * H A)_bkij`` with ``H A`` the Hessian of ``y_b`` with respect to
+    ``A_b`` applied to ``A_b`` (one batched double-backward in the engine); map
+    ``= sum_k w_bk A_bk``. Equals gradcam when the part after the layer is piecewise linear.
+    """
+
+    needs_gradient = True
+    needs_hvp = True
+    default = False
+
+    def weights(self, ctx: CamContext) -> Tensor:
+        assert ctx.hvp is not None, "the engine computes the Hessian-vector product"
+        return (_grads(ctx) - 0.5 * ctx.hvp).mean(dim=(2, 3))
