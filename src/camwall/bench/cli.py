@@ -30,7 +30,7 @@ DEFAULT_OUT = "bench-out"
 
 
 def register(subparsers: Any) -> None:
-    from camwall.cams import METHODS
+    from camwall.cams import DEFAULT_METHODS, METHODS
     from camwall.data import DATASETS
     from camwall.metrics import CONTROLS
 
@@ -86,7 +86,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--methods",
         default="all",
-        help=f"'all' or a comma list of CAM methods ({', '.join(METHODS.names())}), "
+        help=f"'all' (the default CAMs: {', '.join(DEFAULT_METHODS)}; with the controls) or a "
+        f"comma list of CAM methods ({', '.join(METHODS.names())}), "
         f"controls ({', '.join(CONTROLS.names())}) and any explainer: captum:NAME, "
         "gradcam:NAME, torchcam:NAME, py:package.module:function (see `camwall methods`); "
         "default: all (the nine CAMs and the controls)",
@@ -153,16 +154,17 @@ def register(subparsers: Any) -> None:
 
 
 def parse_methods(text: str) -> list[str]:
-    """``all`` or a comma list -> method names, validated (``all``: CAMs then controls).
+    """``all`` or a comma list -> method names, validated (``all``: the default CAMs, then the
+    controls; the other native methods, e.g. ``fullgrad``, are asked for by name).
 
     A name is an engine CAM, a control, a registered explainer (``captum:Saliency``, ...) or
     ``py:package.module:function``; an unknown one is a CamwallError with a did-you-mean.
     """
-    from camwall.cams import METHODS
+    from camwall.cams import DEFAULT_METHODS, METHODS
     from camwall.metrics import CONTROLS
 
     if text.strip() == "all":
-        return [*METHODS.names(), *CONTROLS.names()]
+        return [*DEFAULT_METHODS, *CONTROLS.names()]
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names:
         raise CamwallError("--methods is empty; pass 'all' or e.g. 'gradcam,hirescam,uniform'.")

@@ -27,6 +27,7 @@ from camwall._cliargs import (
     non_negative_int,
     torch_device,
 )
+from camwall.cams import DEFAULT_METHODS
 from camwall.cams._base import METHODS
 from camwall.cams._engine import CamEngine
 from camwall.errors import CamwallError
@@ -53,7 +54,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--methods",
         default="gradcam,hirescam",
-        help=f"comma-separated, or 'all'; choose from: {', '.join(METHODS.names())}",
+        help=f"comma-separated, or 'all' ({', '.join(DEFAULT_METHODS)}); choose from: "
+        f"{', '.join(METHODS.names())}",
     )
     add_target_layer(p)
     p.add_argument(
@@ -136,8 +138,8 @@ def run_cam(args: argparse.Namespace) -> int:
 
 
 def _parse_methods(text: str) -> list[str]:
-    """``all`` or a comma list of method names, each checked (unknown names fail first)."""
-    methods = METHODS.names() if text == "all" else [m.strip() for m in text.split(",")]
+    """``all`` (the default methods) or a comma list of names, each checked first."""
+    methods = list(DEFAULT_METHODS) if text == "all" else [m.strip() for m in text.split(",")]
     for name in methods:
         METHODS.get(name)
     return methods
