@@ -104,8 +104,11 @@ def test_native_cams_equal_compute_cams(tiny):
 
     model, x, _ = tiny
     for name in METHODS.names():
-        ref = compute_cams(model, x, LAYER, [name], TARGETS, seed=0 if name == "opticam" else None)
-        ours = explain(model, x, name, TARGETS, **({"seed": 0} if name == "opticam" else {}))
+        # `cam` needs the layer right before the GAP head: the wall's output "4", not "3".
+        layer = "4" if name == "cam" else LAYER
+        ref = compute_cams(model, x, layer, [name], TARGETS, seed=0 if name == "opticam" else None)
+        opts = {"seed": 0} if name == "opticam" else {}
+        ours = explain(model, x, name, TARGETS, target_layer=layer, **opts)
         assert torch.equal(ours, ref[name]), name
 
 
