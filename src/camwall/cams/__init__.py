@@ -24,6 +24,7 @@ from camwall.cams import _activation, _finer, _cam, _fullgrad  # noqa: F401
 from camwall.cams._base import METHODS, CamContext, CamMethod
 from camwall.cams._engine import CamEngine, compute_cams, resolve_layer
 from camwall.cams._post import finalize_maps, normalize_maps
+from camwall.cams._reshape import TokenGrid, token_grid
 from camwall.cams._targets import ClassTarget
 
 #: The nine methods of the wall benchmark's default run (``CamMethod.default``), in order.
@@ -36,8 +37,10 @@ __all__ = [
     "CamEngine",
     "CamMethod",
     "ClassTarget",
+    "TokenGrid",
     "compute_cams",
     "finalize_maps",
     "normalize_maps",
     "resolve_layer",
+    "token_grid",
 ]

@@ -43,6 +43,8 @@ class CamContext:
         input_gradient: ``dy/dx`` (B x C x H x W), only if a method needs bias gradients.
         bias_gradients: ``(layer, dy/dz)`` for every biased Conv2d / BatchNorm2d (output ``z``),
             same pass, only if a method needs them (fullgrad); ``None`` where unused.
+        layer_output: the target layer's raw output before ``reshape_transform`` (detached),
+            only when the engine has a reshape transform (for :meth:`run_tail`).
     """
 
     x: Tensor
@@ -57,10 +59,21 @@ class CamContext:
     explicit_targets: bool = False
     input_gradient: Tensor | None = None
     bias_gradients: tuple[tuple[nn.Module, Tensor | None], ...] = ()
+    layer_output: Tensor | None = None
 
     @property
     def input_size(self) -> tuple[int, int]:
         return (int(self.x.shape[-2]), int(self.x.shape[-1]))
+
+    def run_tail(self, a: Tensor, rows: Sequence[int] | Tensor | None = None) -> Tensor:
+        """Logits for modified feature maps ``a`` of the images ``rows`` (default: all).
+
+        Re-runs the model's part after the target layer (see :meth:`CamEngine.run_tail`); with
+        a ``reshape_transform`` the maps go back to raw outputs through its ``inverse``.
+        """
+        idx = list(range(self.x.shape[0])) if rows is None else rows
+        original = None if self.layer_output is None else self.layer_output[idx]
+        return self.engine.run_tail(a, self.x[idx], original)
 
 
 class CamMethod:
@@ -86,6 +99,9 @@ class CamMethod:
     #: Whether the method is one of the nine of the wall benchmark's default run
     #: (:data:`camwall.cams.DEFAULT_METHODS`); methods added later set it to ``False``.
     default: ClassVar[bool] = True
+    #: ``True``: the method re-runs the model from modified target-layer activations
+    #: (:meth:`CamContext.run_tail`); it then needs ``reshape_transform.inverse`` and one layer.
+    reruns_tail: ClassVar[bool] = False
     options: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, name: str = "", **kwargs: Any) -> None:
