@@ -45,6 +45,9 @@ class CamContext:
             same pass, only if a method needs them (fullgrad); ``None`` where unused.
         layer_output: the target layer's raw output before ``reshape_transform`` (detached),
             only when the engine has a reshape transform (for :meth:`run_tail`).
+        volume: ``(d, h, w)`` for a 3-D convolutional layer (B x K x d x h x w); the engine
+            then hands methods ``activations`` (and gradients) viewed as B x K x d x (h*w), so
+            that every per-position formula applies unchanged; ``None`` for 2-D layers.
     """
 
     x: Tensor
@@ -60,10 +63,16 @@ class CamContext:
     input_gradient: Tensor | None = None
     bias_gradients: tuple[tuple[nn.Module, Tensor | None], ...] = ()
     layer_output: Tensor | None = None
+    volume: tuple[int, ...] | None = None
 
     @property
     def input_size(self) -> tuple[int, int]:
         return (int(self.x.shape[-2]), int(self.x.shape[-1]))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """All spatial sizes of the input: ``(H, W)``, or ``(D, H, W)`` for volumes."""
+        return tuple(int(n) for n in self.x.shape[2:])
 
     def run_tail(self, a: Tensor, rows: Sequence[int] | Tensor | None = None) -> Tensor:
         """Logits for modified feature maps ``a`` of the images ``rows`` (default: all).
@@ -102,6 +111,9 @@ class CamMethod:
     #: ``True``: the method re-runs the model from modified target-layer activations
     #: (:meth:`CamContext.run_tail`); it then needs ``reshape_transform.inverse`` and one layer.
     reruns_tail: ClassVar[bool] = False
+    #: ``True``: the method treats positions as a set (sums, means, per-position products,
+    #: decompositions), so it also applies to 3-D layers (:attr:`CamContext.volume`).
+    volumetric: ClassVar[bool] = False
     options: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, name: str = "", **kwargs: Any) -> None:

@@ -420,7 +420,7 @@ class CamEngine:
         classes = _resolve_methods(methods)
         _check_options(options)
         self._check_input(x)
-        check_methods(self, classes)
+        check_methods(self, classes, volumes=x.dim() == 5)
         self._open()
         try:
             with torch.inference_mode(False):  # gradients work under torch.inference_mode() too
@@ -510,13 +510,18 @@ class CamEngine:
         """One layer's context: gradients and ``H A`` reshaped like the activations (as
         pytorch-grad-cam applies ``reshape_transform`` to the gradient)."""
 
+        volume = tuple(int(n) for n in view.shape[2:]) if view.dim() == 5 else None
+
+        def flat(t: Tensor) -> Tensor:  # B x K x d x h x w -> B x K x d x (h*w)
+            return t if volume is None else t.flatten(3)
+
         def shaped(t: Tensor | None) -> Tensor | None:
-            return None if t is None else self.view(t).float()
+            return None if t is None else flat(self.view(t).float())
 
         return CamContext(
             x=shared.x,
-            activations=view.float(),
-            raw_activations=view,
+            activations=flat(view.float()),
+            raw_activations=flat(view),
             gradients=shaped(grad),
             logits=shared.logits,
             scores=shared.scores,
@@ -527,6 +532,7 @@ class CamEngine:
             input_gradient=extra[0] if extra else None,
             bias_gradients=tuple(zip(layers, extra[1:], strict=True)),
             layer_output=output.detach() if self.reshape_transform is not None else None,
+            volume=volume,
         )
 
     def _check_finite(self, views: list[Tensor], logits: Tensor) -> None:
@@ -552,8 +558,11 @@ class CamEngine:
     def _check_input(self, x: Any) -> None:
         if not isinstance(x, Tensor):
             raise CamwallError(f"x must be a torch.Tensor, got {type(x).__name__}.")
-        if x.dim() != 4:
+        volumes = x.dim() == 5 and _has_conv3d(self.model)
+        if x.dim() != 4 and not volumes:
             hint = " Add a batch dimension with x.unsqueeze(0)." if x.dim() == 3 else ""
+            if x.dim() == 5:
+                hint = " B x C x D x H x W volumes need a model with nn.Conv3d layers."
             raise CamwallError(
                 f"x must be a B x C x H x W batch, got shape {tuple(x.shape)}.{hint}"
             )
@@ -725,3 +734,8 @@ def _reshape_option(model: nn.Module, reshape: Any) -> ReshapeTransform | None:
             f"camwall.cams.token_grid()), got {type(reshape).__name__}."
         )
     return reshape
+
+
+def _has_conv3d(model: nn.Module) -> bool:
+    """Whether the model has a 3-D convolution (so B x C x D x H x W inputs make sense)."""
+    return any(isinstance(m, nn.Conv3d) for m in model.modules())

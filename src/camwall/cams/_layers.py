@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
-from camwall.cams._base import CamContext, CamMethod
+from camwall.cams._base import METHODS, CamContext, CamMethod
 from camwall.cams._post import combine_layers
 from camwall.cams._reshape import inverse_of
 from camwall.errors import CamwallError
@@ -51,10 +51,18 @@ def whole_map(cls: type[CamMethod]) -> bool:
     return cls.final_map is not CamMethod.final_map
 
 
-def check_methods(engine: CamEngine, classes: Sequence[type[CamMethod]]) -> None:
-    """Refuse, before any pass, the methods that cannot run with the engine's options."""
+def check_methods(
+    engine: CamEngine, classes: Sequence[type[CamMethod]], volumes: bool = False
+) -> None:
+    """Refuse, before any pass, the methods that cannot run with the engine's options
+    (``volumes``: the input is B x C x D x H x W)."""
     several = len(engine.layers) > 1
     for cls in classes:
+        if volumes and not cls.volumetric:
+            raise CamwallError(
+                f"{cls.name} does not support 3-D inputs (B x C x D x H x W); use one of "
+                f"{', '.join(n for n, c in METHODS.items() if c.volumetric)}."
+            )
         if several and (cls.reruns_tail or whole_map(cls)):
             raise CamwallError(
                 f"{cls.name} does not support several target layers (it re-runs the model from "
@@ -65,8 +73,21 @@ def check_methods(engine: CamEngine, classes: Sequence[type[CamMethod]]) -> None
 
 
 def method_map(method: CamMethod, ctxs: Sequence[CamContext]) -> Tensor:
-    """The method's final B x H x W map over one or several target layers."""
-    if len(ctxs) == 1:
+    """The method's final B x H x W (or B x D x H x W) map over one or several target layers."""
+    if whole_map(type(method)) or (len(ctxs) == 1 and ctxs[0].volume is None):
         return method.final_map(ctxs[0])
-    raws = [method.raw_map(ctx) for ctx in ctxs]
-    return combine_layers(raws, ctxs[0].input_size)
+    raws = [layer_raw(method, ctx) for ctx in ctxs]
+    return combine_layers(raws, ctxs[0].input_shape)
+
+
+def layer_raw(method: CamMethod, ctx: CamContext) -> Tensor:
+    """One layer's raw map, B x h x w (B x d x h x w for a 3-D layer)."""
+    if ctx.volume is None:
+        return method.raw_map(ctx)
+    if not type(method).volumetric:
+        raise CamwallError(
+            f"{method.name} does not support 3-D (B x K x d x h x w) target layers; use one of "
+            f"{', '.join(n for n, c in METHODS.items() if c.volumetric)}."
+        )
+    raw = method.raw_map(ctx)
+    return raw.reshape(raw.shape[0], *ctx.volume)
