@@ -128,12 +128,17 @@ class CamMethod:
         """Channel weights, B x K or B x K x h x w."""
         raise NotImplementedError(f"{type(self).__name__} must define weights() or raw_map()")
 
-    def raw_map(self, ctx: CamContext) -> Tensor:
-        """The map before the ReLU, B x h x w float32: ``sum_k w_bk A_bk``."""
+    def weighted(self, ctx: CamContext) -> Tensor:
+        """The per-channel terms ``w_bk A_bk`` (B x K x h x w) whose channel sum is the raw map;
+        ``eigen_smooth`` replaces that sum by their first principal component."""
         w = self.weights(ctx)
         if w.dim() == 2:
             w = w[:, :, None, None]
-        return (w * ctx.activations).sum(dim=1)
+        return w * ctx.activations
+
+    def raw_map(self, ctx: CamContext) -> Tensor:
+        """The map before the ReLU, B x h x w float32: ``sum_k w_bk A_bk``."""
+        return self.weighted(ctx).sum(dim=1)
 
     def final_map(self, ctx: CamContext) -> Tensor:
         """The final map, B x H x W float32 in [0, 1]."""

@@ -28,6 +28,7 @@ from camwall.cams._base import METHODS, CamContext, CamMethod
 from camwall.cams._biases import bias_layers, capture_outputs, check_bias_calls
 from camwall.cams._layers import LayerArg, check_methods, method_map, resolve_layers
 from camwall.cams._reshape import ReshapeTransform, inverse_of
+from camwall.cams._smooth import SMOOTH_OPTIONS, augmentations, smooth_options
 from camwall.cams._targets import Target, TargetsArg, resolve_targets, score_rows
 from camwall.errors import CamwallError, did_you_mean
 
@@ -412,25 +413,50 @@ class CamEngine:
             targets: ``None`` (argmax of the raw logits), an int, a list of class indices or of
                 callables ``f(logits_row) -> scalar``.
             **options: method options, e.g. ``scorecam_chunk=16``, ``ablationcam_chunk=32``,
-                ``ablation_value=0.0``, ``opticam_iters=50``, ``opticam_lr=0.1``, ``seed``.
+                ``ablation_value=0.0``, ``opticam_iters=50``, ``opticam_lr=0.1``, ``seed``;
+                and pytorch-grad-cam's ``eigen_smooth`` / ``aug_smooth`` (see
+                ``docs/cam-methods.md``, "Options").
 
         Returns:
             ``{name: B x H x W float32 map in [0, 1] on x.device}``.
         """
         classes = _resolve_methods(methods)
+        eigen, aug = smooth_options(options)
         _check_options(options)
         self._check_input(x)
-        check_methods(self, classes, volumes=x.dim() == 5)
+        check_methods(self, classes, volumes=x.dim() == 5, eigen_smooth=eigen)
         self._open()
         try:
             with torch.inference_mode(False):  # gradients work under torch.inference_mode() too
                 x = x.clone() if x.is_inference() else x.detach()
-                return self._maps(x, classes, targets, options)
+                if aug:
+                    return self._augmented_maps(x, classes, targets, options, eigen)
+                return self._maps(x, classes, targets, options, eigen)
         finally:
             self._close()
 
+    def _augmented_maps(
+        self,
+        x: Tensor,
+        classes: list[type[CamMethod]],
+        targets: TargetsArg,
+        options: Any,
+        eigen: bool,
+    ) -> dict[str, Tensor]:
+        """``aug_smooth``: the mean of the de-augmented maps over grad-cam's six transforms."""
+        runs: list[dict[str, Tensor]] = []
+        for augment, deaugment in augmentations():
+            maps = self._maps(augment(x), classes, targets, options, eigen)
+            runs.append({name: deaugment(m) for name, m in maps.items()})
+        return {name: torch.stack([r[name] for r in runs]).mean(dim=0) for name in runs[0]}
+
     def _maps(
-        self, x: Tensor, classes: list[type[CamMethod]], targets: TargetsArg, options: Any
+        self,
+        x: Tensor,
+        classes: list[type[CamMethod]],
+        targets: TargetsArg,
+        options: Any,
+        eigen: bool = False,
     ) -> dict[str, Tensor]:
         """Capture once, then every method's final map from the shared contexts."""
         need = _Needs(
@@ -444,7 +470,7 @@ class CamEngine:
         for cls in classes:
             method: CamMethod = cls(**options)
             with torch.no_grad():
-                result[_name_of(cls)] = method_map(method, ctxs).float()
+                result[_name_of(cls)] = method_map(method, ctxs, eigen).float()
         return result
 
     def _capture_pass(
@@ -678,7 +704,7 @@ def _known_options() -> list[str]:
 
 
 def _check_options(options: dict[str, Any]) -> None:
-    known = _known_options()
+    known = [*_known_options(), *SMOOTH_OPTIONS]
     for name in options:
         if name not in known:
             raise CamwallError(

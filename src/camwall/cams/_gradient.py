@@ -116,8 +116,11 @@ class GradCAMElementWise(CamMethod, name="gradcamelementwise"):
     volumetric = True
     default = False
 
+    def weighted(self, ctx: CamContext) -> Tensor:
+        return (_grads(ctx) * ctx.activations).clamp_min(0)
+
     def raw_map(self, ctx: CamContext) -> Tensor:
-        return (_grads(ctx) * ctx.activations).clamp_min(0).sum(dim=1)
+        return self.weighted(ctx).sum(dim=1)
 
 
 @METHODS.add

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from camwall.cams._base import METHODS, CamContext, CamMethod
 from camwall.cams._post import combine_layers
 from camwall.cams._reshape import inverse_of
+from camwall.cams._smooth import eigen_raw
 from camwall.errors import CamwallError
 
 if TYPE_CHECKING:
@@ -52,12 +53,20 @@ def whole_map(cls: type[CamMethod]) -> bool:
 
 
 def check_methods(
-    engine: CamEngine, classes: Sequence[type[CamMethod]], volumes: bool = False
+    engine: CamEngine,
+    classes: Sequence[type[CamMethod]],
+    volumes: bool = False,
+    eigen_smooth: bool = False,
 ) -> None:
     """Refuse, before any pass, the methods that cannot run with the engine's options
     (``volumes``: the input is B x C x D x H x W)."""
     several = len(engine.layers) > 1
     for cls in classes:
+        if eigen_smooth and whole_map(cls):
+            raise CamwallError(
+                f"eigen_smooth does not apply to {cls.name} (its map is not a weighted sum of "
+                f"channels); call it without eigen_smooth."
+            )
         if volumes and not cls.volumetric:
             raise CamwallError(
                 f"{cls.name} does not support 3-D inputs (B x C x D x H x W); use one of "
@@ -72,22 +81,23 @@ def check_methods(
             inverse_of(engine.reshape_transform, cls.name)
 
 
-def method_map(method: CamMethod, ctxs: Sequence[CamContext]) -> Tensor:
+def method_map(method: CamMethod, ctxs: Sequence[CamContext], eigen_smooth: bool = False) -> Tensor:
     """The method's final B x H x W (or B x D x H x W) map over one or several target layers."""
-    if whole_map(type(method)) or (len(ctxs) == 1 and ctxs[0].volume is None):
+    plain = len(ctxs) == 1 and ctxs[0].volume is None and not eigen_smooth
+    if whole_map(type(method)) or plain:
         return method.final_map(ctxs[0])
-    raws = [layer_raw(method, ctx) for ctx in ctxs]
+    raws = [layer_raw(method, ctx, eigen_smooth) for ctx in ctxs]
     return combine_layers(raws, ctxs[0].input_shape)
 
 
-def layer_raw(method: CamMethod, ctx: CamContext) -> Tensor:
+def layer_raw(method: CamMethod, ctx: CamContext, eigen_smooth: bool = False) -> Tensor:
     """One layer's raw map, B x h x w (B x d x h x w for a 3-D layer)."""
-    if ctx.volume is None:
-        return method.raw_map(ctx)
-    if not type(method).volumetric:
+    if ctx.volume is not None and not type(method).volumetric:
         raise CamwallError(
             f"{method.name} does not support 3-D (B x K x d x h x w) target layers; use one of "
             f"{', '.join(n for n, c in METHODS.items() if c.volumetric)}."
         )
-    raw = method.raw_map(ctx)
+    raw = eigen_raw(method, ctx) if eigen_smooth else method.raw_map(ctx)
+    if ctx.volume is None:
+        return raw
     return raw.reshape(raw.shape[0], *ctx.volume)
