@@ -128,3 +128,18 @@ def test_bad_layer_lists(make_tiny):
         CamEngine(model, [])
     with pytest.raises(CamwallError, match="not a submodule"):
         CamEngine(model, ["4", "nope"])
+
+
+def test_no_hook_survives_an_exception_with_several_layers(make_tiny):
+    model, _, x = make_tiny("custom", batch=1)
+
+    def boom(row):
+        raise RuntimeError("target failed")
+
+    with pytest.raises(RuntimeError, match="target failed"):
+        compute_cams(model, x, ["act1", "act2"], "gradcam", targets=[boom])
+    assert sum(len(m._forward_hooks) for m in model.modules()) == 0
+    engine = CamEngine(model, ["act1", "act2"])
+    with engine:
+        assert sum(len(m._forward_hooks) for m in model.modules()) == 2
+    assert sum(len(m._forward_hooks) for m in model.modules()) == 0

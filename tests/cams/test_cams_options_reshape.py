@@ -173,3 +173,20 @@ def test_clear_errors_for_tokens_without_a_transform_or_an_inverse():
         compute_cams(model, x, LAYER, "gradcam", reshape_transform=token_grid(prefix_tokens=2))
     with pytest.raises(CamwallError, match="reshape_transform must be a callable"):
         compute_cams(model, x, LAYER, "gradcam", reshape_transform=3)
+
+
+def test_finercam_takes_its_tail_gradient_through_the_inverse():
+    """finercam re-runs the tail from the token grid (via ``inverse``); grad-cam's FinerCAM
+    with the same reshape gives the same map."""
+    from pytorch_grad_cam import FinerCAM
+
+    model = tiny_vit(11)
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(12))
+    ours = compute_cams(model, x, LAYER, "finercam", reshape_transform=token_grid())["finercam"]
+    cam = FinerCAM(model, [model.get_submodule(LAYER)], reshape_transform=grad_cam_reshape)
+    try:
+        ref = torch.from_numpy(cam(input_tensor=x, targets=None))
+    finally:
+        cam.base_cam.activations_and_grads.release()
+    assert float((ours - ref).abs().max()) <= 1e-5
+    assert float(ours.max()) > 0.99

@@ -164,7 +164,9 @@ class CamEngine:
 
     Args:
         model: a classifier; its output (after ``output_fn``) is B x num_classes logits.
-        target_layer: a submodule or its dotted name.
+        target_layer: a submodule or its dotted name, or a list of them: several layers are
+            recorded in the same pass and their maps aggregated as pytorch-grad-cam
+            (``docs/cam-methods.md``, "Options").
         output_fn: maps the model's raw output to the logits tensor (for models that return a
             tuple, a dict or an object).
         head: the part of the model after the target layer, ``head(A) -> model output``; used
@@ -174,6 +176,10 @@ class CamEngine:
             values to float rounding). ``None`` (default): on CPU only. If the model rejects such
             an input (e.g. it calls ``.view`` on a feature map), the engine falls back to plain
             contiguous inputs for the rest of its life.
+        reshape_transform: ``f(raw_output) -> B x K x h x w`` for layers whose output is not a
+            feature map (e.g. :func:`camwall.cams.token_grid` for ViT tokens); gradients are
+            reshaped the same way (as pytorch-grad-cam). Default: ``model.camwall_reshape`` if
+            the model declares one. ablationcam and finercam also need ``f.inverse``.
     """
 
     def __init__(
@@ -408,7 +414,8 @@ class CamEngine:
         """Compute the requested maps.
 
         Args:
-            x: B x C x H x W input on the model's device, same dtype as the model.
+            x: B x C x H x W input on the model's device, same dtype as the model
+                (B x C x D x H x W for models with ``nn.Conv3d``: maps are B x D x H x W).
             methods: a name or a sequence of names from ``METHODS``.
             targets: ``None`` (argmax of the raw logits), an int, a list of class indices or of
                 callables ``f(logits_row) -> scalar``.
@@ -728,13 +735,14 @@ def compute_cams(
 
     Args:
         model: a classifier returning B x num_classes logits (or use ``output_fn``).
-        x: B x C x H x W input.
-        target_layer: a submodule or its dotted name, e.g. ``"features.29"``.
+        x: B x C x H x W input (B x C x D x H x W for models with 3-D convolutions).
+        target_layer: a submodule or its dotted name, e.g. ``"features.29"``, or a list.
         methods: a name or names from ``camwall.cams.METHODS``.
         targets: ``None`` (argmax of the raw logits), an int, class indices or callables on one
             logits row.
-        **options: ``output_fn``, ``head``, ``channels_last`` (see :class:`CamEngine`) and the
-            method options (see :meth:`CamEngine.__call__`).
+        **options: ``output_fn``, ``head``, ``channels_last``, ``reshape_transform`` (see
+            :class:`CamEngine`), ``eigen_smooth``, ``aug_smooth`` and the method options (see
+            :meth:`CamEngine.__call__`).
 
     Returns:
         ``{name: B x H x W float32 map in [0, 1] on x.device}``.
