@@ -137,6 +137,10 @@ class _Capture:
     thread: int = field(default_factory=threading.get_ident)
 
     def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every record (a pass that failed and is run again)."""
         self.outputs = [None] * self.layers
         self.views = [None] * self.layers
         self.calls = [0] * self.layers
@@ -354,7 +358,7 @@ class CamEngine:
             except RuntimeError:
                 self.channels_last = False  # e.g. a .view() on a feature map: go plain
                 if cap is not None:
-                    cap.__post_init__()  # forget the failed pass's records
+                    cap.reset()
         return self.model(x)
 
     def run_tail(self, a: Tensor, x: Tensor, original: Tensor | None = None) -> Tensor:
