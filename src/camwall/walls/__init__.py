@@ -3,13 +3,15 @@
 A *wall* makes a region of the input (the *dead zone*) provably unable to change a model's
 output. Public API (import from ``camwall.walls``):
 
-* :class:`WallSpec` (the blocked rows / columns / rectangle of a feature map), :class:`Wall`
-  (zero a region of a feature map), :class:`WalledLinear` (a Flatten head with walled weights),
+* :class:`WallSpec` (blocked band, box, outside of a box or mask of a map), :class:`Wall`
+  (zero a region of a feature map), :class:`WalledLinear` (a Flatten head with walled weights,
+  one wall for all outputs or one per group of outputs),
   :func:`insert_wall`, :func:`wall_head`, :func:`enforce_walls`, :func:`walls_of`;
 * models: :func:`walled_vgg16` (the paper's), :func:`simple_cnn` (the paper's Section 2 CNN),
   :func:`fashion_vgg`, :func:`fashion_resnet`; :data:`MODELS`, :func:`create_model`,
   :func:`model_config`, :func:`default_target_layer`;
-* :func:`dead_zone` (structural, exact, eval mode), :func:`dead_zone_summary`,
+* :func:`dead_zone` (structural, exact, eval mode; per output with ``target=``),
+  :func:`dead_zones` (``K x H x W``, one per output), :func:`dead_zone_summary`,
   :func:`verify_wall` -> :class:`WallCheck`;
 * :func:`save_model`, :func:`load_model`, :func:`checkpoint_paths` (safetensors + JSON);
 * any torchvision classifier: :func:`walled_torchvision` (name + walls, saved and rebuilt by
@@ -20,7 +22,13 @@ output. Public API (import from ``camwall.walls``):
 """
 
 from camwall.walls._checkpoint import checkpoint_paths, load_model, save_model
-from camwall.walls._deadzone import WallCheck, dead_zone, dead_zone_summary, verify_wall
+from camwall.walls._deadzone import (
+    WallCheck,
+    dead_zone,
+    dead_zone_summary,
+    dead_zones,
+    verify_wall,
+)
 from camwall.walls._models import (
     MODELS,
     create_model,
@@ -54,6 +62,7 @@ __all__ = [
     "create_model",
     "dead_zone",
     "dead_zone_summary",
+    "dead_zones",
     "default_target_layer",
     "enforce_walls",
     "fashion_resnet",
