@@ -8,8 +8,10 @@ output. Public API (import from ``camwall.walls``):
   one wall for all outputs or one per group of outputs),
   :func:`insert_wall`, :func:`wall_head`, :func:`enforce_walls`, :func:`walls_of`;
 * models: :func:`walled_vgg16` (the paper's), :func:`simple_cnn` (the paper's Section 2 CNN),
-  :func:`fashion_vgg`, :func:`fashion_resnet`; :data:`MODELS`, :func:`create_model`,
-  :func:`model_config`, :func:`default_target_layer`;
+  :func:`fashion_vgg`, :func:`fashion_resnet`, :func:`fashion_grid_vgg` (2 x 2 grid, a wall
+  per cell's logits; :func:`model_task`, :func:`model_kind`, :func:`cell_walls`,
+  :func:`output_groups`); :data:`MODELS`, :func:`create_model`, :func:`model_config`,
+  :func:`default_target_layer`;
 * :func:`dead_zone` (structural, exact, eval mode; per output with ``target=``),
   :func:`dead_zones` (``K x H x W``, one per output), :func:`dead_zone_summary`,
   :func:`verify_wall` -> :class:`WallCheck`;
@@ -28,6 +30,13 @@ from camwall.walls._deadzone import (
     dead_zone_summary,
     dead_zones,
     verify_wall,
+)
+from camwall.walls._grid import (
+    cell_walls,
+    fashion_grid_vgg,
+    model_kind,
+    model_task,
+    output_groups,
 )
 from camwall.walls._models import (
     MODELS,
@@ -58,6 +67,7 @@ __all__ = [
     "WallCheck",
     "WallSpec",
     "WalledLinear",
+    "cell_walls",
     "checkpoint_paths",
     "create_model",
     "dead_zone",
@@ -65,6 +75,7 @@ __all__ = [
     "dead_zones",
     "default_target_layer",
     "enforce_walls",
+    "fashion_grid_vgg",
     "fashion_resnet",
     "fashion_vgg",
     "format_wall",
@@ -73,6 +84,9 @@ __all__ = [
     "load_model",
     "load_weights",
     "model_config",
+    "model_kind",
+    "model_task",
+    "output_groups",
     "parse_wall",
     "resolve_model",
     "save_model",

@@ -361,7 +361,7 @@ def _outputs(target: Target, count: int) -> list[int] | None:
     """``target`` as a list of output indices in ``[0, count)`` (``None``: all outputs)."""
     if target is None:
         return None
-    items = [target] if isinstance(target, int) else list(target)
+    items: list[Any] = [target] if isinstance(target, int) else list(target)
     bad = [t for t in items if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < count]
     if not items or bad:
         raise CamwallError(
