@@ -20,11 +20,14 @@ def built() -> object:
 def test_layout_labels_and_meta(built: object) -> None:
     comp = built
     assert comp.images.shape == (40, 1, 64, 64)  # type: ignore[attr-defined]
-    assert comp.labels.shape == (40, CELLS) and comp.labels.dtype == torch.int64  # type: ignore[attr-defined]
+    assert comp.labels.shape == (40, CELLS)
+    assert comp.labels.dtype == torch.int64
     for row in comp.labels.tolist():  # type: ignore[attr-defined]
         assert len(set(row)) == 4  # four different classes
     meta = comp.meta  # type: ignore[attr-defined]
-    assert meta["version"] == 1 and meta["task"] == "grid" and meta["cells"] == [2, 2]
+    assert meta["version"] == 1
+    assert meta["task"] == "grid"
+    assert meta["cells"] == [2, 2]
     assert meta["source_split"] == "test"
 
 
@@ -68,16 +71,19 @@ def test_cell_masks_partition_the_image() -> None:
     masks = cell_masks(64)
     assert masks.shape == (4, 64, 64)
     assert torch.equal(masks.int().sum(0), torch.ones(64, 64, dtype=torch.int64))
-    assert bool(masks[1, 0, 32]) and not bool(masks[1, 0, 31]) and bool(masks[2, 32, 0])
+    assert bool(masks[1, 0, 32])
+    assert not bool(masks[1, 0, 31])
+    assert bool(masks[2, 32, 0])
 
 
 def test_training_mosaics_redraw_per_epoch() -> None:
     ds = fashion_grids("train", seed=0, augment=True)
     assert len(ds) == 15_000
     x0, y0 = ds[0]
-    assert x0.shape == (1, 64, 64) and y0.shape == (4,)
+    assert x0.shape == (1, 64, 64)
+    assert y0.shape == (4,)
     ds.set_epoch(1)
-    x1, y1 = ds[0]
+    x1, _y1 = ds[0]
     assert not torch.equal(x0, x1)
     fixed = fashion_grids("test", seed=0, augment=False)
     assert len(fixed) == 2_500
@@ -98,7 +104,9 @@ def test_preview_draws_labels_per_cell(tmp_path: Path) -> None:
     from camwall.cli import main
 
     out = tmp_path / "grid.png"
-    assert main(["data", "preview", "--dataset", "fashion-grid", "--n", "4", "--out", str(out)]) == 0
+    assert (
+        main(["data", "preview", "--dataset", "fashion-grid", "--n", "4", "--out", str(out)]) == 0
+    )
     assert out.stat().st_size > 1000
 
 

@@ -176,13 +176,17 @@ def test_structural_dead_zones_match_brute_force_gradient_support(
 def test_verify_wall_per_output(grid: torch.nn.Module) -> None:
     zones = dead_zones(grid, SHAPE)
     check = verify_wall(grid, zones, trials=2)
-    assert check.ok and check.max_logit_change == 0.0 and check.max_dead_grad == 0.0
+    assert check.ok
+    assert check.max_logit_change == 0.0
+    assert check.max_dead_grad == 0.0
     assert check.live_grad_max > 0
     assert check.dead_pixels == 4 * 2247  # four distinct zones
     assert verify_wall(grid, zones[13], trials=2, target=range(10, 20)).ok
     # cell 1's zone claimed for cell 0's outputs: cell 0's own pixels are in it
     wrong = verify_wall(grid, zones[13], trials=2, target=3)
-    assert not wrong.ok and wrong.max_logit_change > 0 and wrong.max_dead_grad > 0
+    assert not wrong.ok
+    assert wrong.max_logit_change > 0
+    assert wrong.max_dead_grad > 0
 
 
 def test_bad_targets_are_refused(grid: torch.nn.Module) -> None:
@@ -202,12 +206,18 @@ def test_grid_checkpoint_records_per_output_walls_and_refuses_tampering(
     assert meta["task"] == {"name": "grid", "cells": [2, 2], "classes": 10}
     assert meta["kind"] == "grid"
     first = meta["wall"][0]
-    assert first["layer"] == "12" and len(first["per_output"]) == 4
+    assert first["layer"] == "12"
+    assert len(first["per_output"]) == 4
     assert first["per_output"][1] == {
         "outputs": [64, 128],
         "region": {"rows": [0, 4], "cols": [4, 8], "outside": True},
     }
-    assert [z["outputs"] for z in meta["output_dead_zones"]] == [[0, 10], [10, 20], [20, 30], [30, 40]]
+    assert [z["outputs"] for z in meta["output_dead_zones"]] == [
+        [0, 10],
+        [10, 20],
+        [20, 30],
+        [30, 40],
+    ]
     assert meta["output_dead_zones"][0]["rows"] == [[43, 64]]
     assert meta["output_dead_zones"][0]["pixels"] == 2247
     loaded, _ = load_model(path)

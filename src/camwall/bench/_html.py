@@ -25,6 +25,7 @@ from camwall.bench._tables import (
     metric_text,
     pct,
     progress,
+    shown_metrics,
     table_rows,
 )
 from camwall.metrics import METRICS
@@ -188,6 +189,7 @@ def _metrics(model: ModelResult) -> str:
     names = METRICS.names()
     out = []
     for d, ds in model.datasets.items():
+        names = shown_metrics(ds)
         out.append(f"<h3>{html.escape(d + progress(ds))}</h3><table><tr><th>method</th>")
         out += [f"<th title='{html.escape(METRICS.get(n).description)}'>{n}</th>" for n in names]
         out.append("</tr>")

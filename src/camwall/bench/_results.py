@@ -31,6 +31,7 @@ __all__ = [
     "ModelResult",
     "Stats",
     "load_results",
+    "shown_metrics",
 ]
 
 HEADLINE = "wall_leakage"
@@ -328,3 +329,14 @@ def _accuracy(
         walled = bool(models.get(m, {}).get("walled"))
         out[m][d] = Accuracy(correct / n if n else None, correct, n, walled)
     return dict(out)
+
+
+def shown_metrics(ds: DatasetResult) -> list[str]:
+    """The metrics of the "all metrics" tables: every metric of :data:`METRICS`, but those of
+    a target region (``zone == "target"``, e.g. the grid pointing game) only where they have
+    values (grid models)."""
+    return [
+        n
+        for n in METRICS.names()
+        if METRICS.get(n).zone != "target" or any(r.stats[n].n for r in ds.stored.values())
+    ]

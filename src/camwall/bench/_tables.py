@@ -13,7 +13,14 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from camwall.bench._results import BenchResults, DatasetResult, DeadZone, MethodResult, ModelResult
+from camwall.bench._results import (
+    BenchResults,
+    DatasetResult,
+    DeadZone,
+    MethodResult,
+    ModelResult,
+    shown_metrics,
+)
 from camwall.bench._summary import PAPER, paper_column
 from camwall.bench._verdict import Verdict, classify
 from camwall.metrics import CONTROLS, METRICS
@@ -28,6 +35,7 @@ __all__ = [
     "metric_text",
     "pct",
     "progress",
+    "shown_metrics",
     "table_rows",
     "write_csv",
 ]
@@ -200,7 +208,7 @@ def _model_markdown(results: BenchResults, model: ModelResult) -> list[str]:
 
 
 def _metrics_markdown(ds: DatasetResult) -> list[str]:
-    names = METRICS.names()
+    names = shown_metrics(ds)
     lines = [f"### {ds.dataset}{progress(ds)}", "", "| method | " + " | ".join(names) + " |"]
     lines.append("|" + "|".join("---" for _ in range(len(names) + 1)) + "|")
     for meth, r in ds.stored.items():

@@ -22,7 +22,7 @@ from torch import nn
 import camwall
 from camwall.errors import CamwallError, did_you_mean
 from camwall.walls._checks import check_finite_state, check_wall_zeros, input_shape_of
-from camwall.walls._deadzone import dead_zone, dead_zone_summary
+from camwall.walls._deadzone import dead_zone, dead_zone_summary, dead_zones
 from camwall.walls._grid import output_groups
 from camwall.walls._models import MODELS, create_model, model_config, unwrap
 from camwall.walls._modules import WalledLinear, walls_of
@@ -127,9 +127,9 @@ def _task_keys(model: nn.Module, shape: list[int] | None) -> dict[str, Any]:
             out[key] = _jsonable(value, key)
     groups = output_groups(model)
     if len(groups) > 1 and shape is not None:
+        zones = dead_zones(model, tuple(shape), [range(a, b) for a, b in groups])
         out["output_dead_zones"] = [
-            {"outputs": [a, b], **dead_zone_summary(dead_zone(model, tuple(shape), range(a, b)))}
-            for a, b in groups
+            {"outputs": [a, b], **dead_zone_summary(zone)} for (a, b), zone in zip(groups, zones)
         ]
     return out
 

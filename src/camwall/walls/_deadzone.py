@@ -426,12 +426,16 @@ def dead_zone(model: nn.Module, input_shape: tuple[int, ...], target: Target = N
     return _structural_grads(model, input_shape, [target])[0]
 
 
-def dead_zones(model: nn.Module, input_shape: tuple[int, ...]) -> Tensor:
-    """The dead zone of every output: bool ``[K, H, W]``, row ``k`` = ``dead_zone(model,
-    input_shape, target=k)`` (one structural forward, ``K`` backward passes)."""
+def dead_zones(
+    model: nn.Module, input_shape: tuple[int, ...], targets: Sequence[Target] | None = None
+) -> Tensor:
+    """Several dead zones from one structural forward: bool ``[len(targets), H, W]``, row ``j``
+    = ``dead_zone(model, input_shape, targets[j])``; by default one per output (``[K, H, W]``,
+    row ``k`` for output ``k``)."""
     c, h, w = _check_shape(input_shape)
-    count = _output_count(model, (c, h, w))
-    return torch.stack(_structural_grads(model, (c, h, w), list(range(count))))
+    if targets is None:
+        targets = list(range(_output_count(model, (c, h, w))))
+    return torch.stack(_structural_grads(model, (c, h, w), list(targets)))
 
 
 def _output_count(model: nn.Module, shape: tuple[int, int, int]) -> int:
