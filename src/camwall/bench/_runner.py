@@ -562,16 +562,7 @@ def _maps(
 
     from camwall.bench._methods import bound_explainers
 
-    figures = [
-        (bm.name, ds.name, i, "image", _image_png(ds.images[i]))
-        for i in mine
-        if i < plan.figure_images
-    ]
-    if bm.cell_zones is not None:  # per-output walls: each image's own dead zone
-        shown = [i for i in mine if i < plan.figure_images]
-        zones = _zones(bm, shown, plan.seed)[0].float().cpu().numpy()
-        figures += [(bm.name, ds.name, i, "dead_zone", to_png(z)) for i, z in zip(shown, zones)]
-    store.add_batch([], figures)
+    store.add_batch([], _input_figures(bm, ds, mine, plan))
     done = {m: store.done(bm.name, ds.name, m) for m in plan.methods}
     todo = [i for i in mine if any(i not in done[m] for m in plan.methods)]
     bar = tqdm(
@@ -599,12 +590,24 @@ def _maps(
             records += [
                 BatchRecord(bm.name, ds.name, tuple(ids), (m,), t) for m, t in times.items()
             ]
-            zones = tuple(
-                z.to(plan.device) if z is not None else None for z in _zones(bm, ids, plan.seed)
-            )
+            dead, region = _zones(bm, ids, plan.seed)
+            zones = (dead.to(plan.device), None if region is None else region.to(plan.device))
             rows, figs = _measure(bm, ds, ids, maps, seconds, zones, preds, plan.figure_images)
             store.add_batch(rows, figs, records)
             bar.update(len(ids))
+
+
+def _input_figures(
+    bm: BenchModel, ds: BenchDataset, mine: list[int], plan: _Plan
+) -> list[tuple[str, str, int, str, bytes]]:
+    """The figure PNGs of the first images: each image, and for a per-output wall (a grid
+    model) each image's own dead zone (kind ``"dead_zone"``)."""
+    shown = [i for i in mine if i < plan.figure_images]
+    figures = [(bm.name, ds.name, i, "image", _image_png(ds.images[i])) for i in shown]
+    if bm.cell_zones is not None and shown:
+        zones = _zones(bm, shown, plan.seed)[0].float().cpu().numpy()
+        figures += [(bm.name, ds.name, i, "dead_zone", to_png(z)) for i, z in zip(shown, zones)]
+    return figures
 
 
 def _timed(dev: torch.device, fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -726,8 +729,10 @@ def _targets(
     for a grid model (logits ``[k K, (k+1) K)`` are cell ``k``'s)."""
     if bm.cell_zones is None:
         return [preds[i][1] for i in ids]
+    from camwall.walls import model_task
+
     cells = len(bm.cell_zones)
-    classes = len(bm.class_names) or 10
+    classes = int(model_task(bm.model).get("classes") or len(bm.class_names))
     return [explained_cell(i, seed, cells) * classes + preds[i][1] for i in ids]
 
 
@@ -794,10 +799,11 @@ def _measure(
                 f"{(len(ids), *dead.shape[-2:])}."
             )
         m = raw.detach().float()
+        zone_of = {"dead": dead, "target": region}
         values = {
-            name: metric(m, dead if metric.zone == "dead" else region).cpu().tolist()
+            name: metric(m, zone).cpu().tolist()
             for name, metric in METRICS.items()
-            if metric.zone == "dead" or region is not None
+            if (zone := zone_of.get(metric.zone)) is not None
         }
         empty = empty_maps(m).cpu().tolist()
         for row, i in enumerate(ids):

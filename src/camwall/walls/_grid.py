@@ -108,7 +108,7 @@ def fashion_grid_vgg(num_classes: int = 10, walled: bool = True, width: int = 8)
     setattr(model, "camwall_task", {"name": "grid", "cells": [2, 2], "classes": num_classes})  # noqa: B010
     setattr(model, "camwall_kind", "grid")  # noqa: B010
     if walled:
-        set_walls(model, [_linear_wall_entry("12", model[12]), _linear_wall_entry("15", model[15])])
+        set_walls(model, [_linear_wall_entry("12", first), _linear_wall_entry("15", last)])
     return model
 
 
