@@ -236,3 +236,14 @@ def test_grid_checkpoint_records_per_output_walls_and_refuses_tampering(
     save_file(state, str(path2))
     with pytest.raises(CamwallError, match="wall of layer '12' is broken"):
         load_model(path2)
+
+
+def test_deadzone_cli_per_output(capsys: pytest.CaptureFixture[str]) -> None:
+    from camwall.cli import main
+
+    assert main(["deadzone", "--model", "fashion-grid-vgg", "--target", "13", "--trials", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "output 13" in out
+    assert "dead area: 2247 of 4096 pixels = 54.9%" in out
+    assert "PASS" in out
+    assert main(["deadzone", "--model", "fashion-grid-vgg", "--target", "40"]) == 2
