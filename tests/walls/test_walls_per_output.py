@@ -247,3 +247,19 @@ def test_deadzone_cli_per_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert "dead area: 2247 of 4096 pixels = 54.9%" in out
     assert "PASS" in out
     assert main(["deadzone", "--model", "fashion-grid-vgg", "--target", "40"]) == 2
+
+
+def test_single_output_checkpoints_keep_their_json(tmp_path: Path) -> None:
+    """No task/kind/output_dead_zones keys for models without them: the JSON of a band wall
+    is written exactly as before (and the shipped pair loads unchanged, tests/bench)."""
+    path = save_model(create_model("fashion-vgg", width=8), tmp_path / "fv")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert not {"task", "kind", "output_dead_zones"} & set(meta)
+    assert meta["wall"] == [
+        {
+            "kind": "linear",
+            "layer": "11",
+            "feature_shape": [8, 16, 16],
+            "region": {"rows": [7, None], "cols": None},
+        }
+    ]
