@@ -127,3 +127,18 @@ def test_impossible_pairings_are_refused(grid_model, tmp_path: Path):
     vgg = tiny_bench_model()
     with pytest.raises(CamwallError, match="fits no model of the run"):
         run_bench([vgg], [grid_data, tiny_dataset("tiny-mix", 2)], ["uniform"], tmp_path / "b")
+
+
+def test_cli_runs_the_shipped_grid_model_and_refuses_a_wrong_pairing(tmp_path: Path, capsys):
+    from camwall.cli import main
+
+    args = ["bench", "--model", "shipped:fashion-grid-vgg", "--images", "2", "--no-progress"]
+    args += ["--methods", "hirescam,uniform", "--out", str(tmp_path / "ok")]
+    assert main([*args, "--dataset", "fashion-grid"]) == 0
+    md = (tmp_path / "ok" / "table.md").read_text()
+    assert "model `fashion-grid-vgg`" in md
+    assert "| hirescam | 0.0 ± 0.0 |" in md
+    capsys.readouterr()
+    args[-1] = str(tmp_path / "bad")
+    assert main([*args, "--dataset", "fashion-stackmix"]) == 2
+    assert "reads grid images but no dataset of the run does" in capsys.readouterr().err
