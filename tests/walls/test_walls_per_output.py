@@ -263,3 +263,13 @@ def test_single_output_checkpoints_keep_their_json(tmp_path: Path) -> None:
             "region": {"rows": [7, None], "cols": None},
         }
     ]
+
+
+def test_wall_grammar_has_outside() -> None:
+    from camwall.walls import format_wall, parse_wall
+
+    layer, spec = parse_wall("layer4:rows=0:4,cols=4:8,outside")
+    assert (layer, spec) == ("layer4", WallSpec(rows=(0, 4), cols=(4, 8), outside=True))
+    assert format_wall(layer, spec) == "layer4:rows=0:4,cols=4:8,outside"
+    with pytest.raises(CamwallError, match="needs rows"):
+        parse_wall("layer4:outside")
