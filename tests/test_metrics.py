@@ -8,6 +8,7 @@ from camwall.metrics import (
     CONTROLS,
     METRICS,
     any_leak,
+    grid_pointing,
     l1_leakage,
     peak_ratio,
     random_control,
@@ -98,11 +99,13 @@ def test_registry_metadata():
         "any_leak",
         "peak_ratio",
         "relative_leakage",
+        "grid_pointing",
     ]
     for name, metric in METRICS.items():
         assert metric.name == name
-        assert metric.lower_is_better is True
-        assert metric.category in {"leakage", "detection", "reference"}
+        assert metric.lower_is_better is (name != "grid_pointing")
+        assert metric.category in {"leakage", "detection", "reference", "localization"}
+        assert metric.zone == ("target" if name == "grid_pointing" else "dead")
     assert METRICS.get("relative_leakage").percent is False
     assert CONTROLS.names() == ["uniform", "random"]
 
@@ -154,3 +157,34 @@ def test_verdict_thresholds_in_the_registry():
     behind = torch.zeros(1, 4, 4)
     behind[:, 3:] = 1.0
     assert relative_leakage(behind, DEAD).item() == pytest.approx(2.0)  # 1 / sqrt(1/4)
+
+
+def test_grid_pointing_hand_computed():
+    """Share of the map's mass in the explained cell: 2x2 map, cell = top-left pixel."""
+    maps = torch.tensor(
+        [[[3.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]]]
+    )
+    cells = torch.zeros(3, 2, 2, dtype=torch.bool)
+    cells[:, 0, 0] = True
+    cells[2] = torch.tensor([[False, False], [False, True]])  # per-image cells (B x H x W)
+    out = grid_pointing(maps, cells)
+    assert out[0].item() == pytest.approx(0.75)
+    assert math.isnan(out[1].item())  # an empty map
+    assert out[2].item() == pytest.approx(0.25)  # uniform: 1/4 on a 2 x 2 grid
+
+
+def test_leakage_metrics_take_one_dead_zone_per_map():
+    """A B x H x W stack of dead zones gives each map its own zone: equal to one call per map."""
+    gen = torch.Generator().manual_seed(0)
+    maps = torch.rand(3, 8, 8, generator=gen)
+    zones = torch.zeros(3, 8, 8, dtype=torch.bool)
+    zones[0, :4] = True
+    zones[1, :, 5:] = True
+    zones[2, 2:6, 2:6] = True
+    for name in ("wall_leakage", "l1_leakage", "any_leak", "peak_ratio", "relative_leakage"):
+        metric = METRICS.get(name)
+        together = metric(maps, zones)
+        one_by_one = torch.cat([metric(maps[i : i + 1], zones[i]) for i in range(3)])
+        torch.testing.assert_close(together, one_by_one)
+    with pytest.raises(CamwallError, match="B x H x W"):
+        wall_leakage(maps, zones[:2])

@@ -45,6 +45,7 @@ __all__ = [
     "any_leak",
     "dead_fraction",
     "empty_maps",
+    "grid_pointing",
     "l1_leakage",
     "peak_ratio",
     "random_control",
@@ -74,6 +75,9 @@ class Metric:
         uniform_at: if set, a method does *no better than the uniform control* when this
             metric's mean is at or worse than this value (at or above it when
             ``lower_is_better``). The bench report's verdict reads it.
+        zone: what the second argument is: ``"dead"`` (the dead zone) or ``"target"`` (the
+            region of the explained output, e.g. the grid cell; such a metric is computed only
+            for models whose outputs have regions, NaN elsewhere).
     """
 
     name: str
@@ -84,6 +88,7 @@ class Metric:
     percent: bool = True
     respects_at: float | None = None
     uniform_at: float | None = None
+    zone: str = "dead"
 
     def __call__(self, maps: Tensor, dead_zone: Tensor) -> Tensor:
         return self.fn(maps, dead_zone)
@@ -93,15 +98,16 @@ METRICS: Registry[Metric] = Registry("metric")
 
 
 def _check(maps: Tensor, dead_zone: Tensor) -> tuple[Tensor, Tensor]:
-    """Validate shapes and return ``(maps float32 B x H x W, dead mask float32 H x W)``."""
+    """Validate shapes and return ``(maps float32 B x H x W, dead mask float32 H x W or
+    B x H x W)``: one dead zone for every map, or one per map (a per-output wall)."""
     if not isinstance(maps, Tensor) or maps.dim() != 3:
         shape = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
         raise CamwallError(f"maps must be a B x H x W tensor, got {shape}.")
-    if not isinstance(dead_zone, Tensor) or dead_zone.shape != maps.shape[1:]:
+    if not isinstance(dead_zone, Tensor) or dead_zone.shape not in (maps.shape[1:], maps.shape):
         shape = tuple(dead_zone.shape) if isinstance(dead_zone, Tensor) else "not a tensor"
         raise CamwallError(
-            f"dead_zone must be an H x W bool mask matching the maps {tuple(maps.shape[1:])}, "
-            f"got {shape}."
+            f"dead_zone must be an H x W (or B x H x W, one per map) bool mask matching the "
+            f"maps {tuple(maps.shape)}, got {shape}."
         )
     if torch.isnan(maps).any():
         raise CamwallError("maps contain NaN; check the saliency method's output.")
@@ -118,7 +124,8 @@ def empty_maps(maps: Tensor) -> Tensor:
 
 
 def dead_fraction(dead_zone: Tensor) -> float:
-    """Fraction of the image covered by the dead zone, ``|D| / (H W)``."""
+    """Fraction of the image covered by the dead zone, ``|D| / (H W)`` (the mean over the
+    zones of a ``B x H x W`` stack)."""
     return float(dead_zone.float().mean())
 
 
@@ -170,13 +177,30 @@ def peak_ratio(maps: Tensor, dead_zone: Tensor) -> Tensor:
 
 def relative_leakage(maps: Tensor, dead_zone: Tensor) -> Tensor:
     """``wall_leakage / sqrt(|D| / (H W))``: mu relative to the uniform control (uniform = 1)."""
-    frac = dead_fraction(dead_zone)
-    if frac <= 0:
+    frac = dead_zone.float().flatten(-2).mean(-1)  # one fraction, or one per map
+    if bool((frac <= 0).any()):
         raise CamwallError(
             "the dead zone is empty, so leakage relative to a uniform map is undefined; "
             "use a walled model."
         )
-    return wall_leakage(maps, dead_zone) / math.sqrt(frac)
+    return wall_leakage(maps, dead_zone) / frac.to(maps.device).sqrt()
+
+
+def grid_pointing(maps: Tensor, target_cell: Tensor) -> Tensor:
+    """The grid pointing game (Böhle et al., CVPR 2021; DiFull, Rao et al., CVPR 2022): the
+    share of positive attribution inside the explained cell, ``sum(L * C) / sum(L)`` per image.
+
+    Args:
+        maps: ``B x H x W`` non-negative maps.
+        target_cell: bool ``H x W`` or ``B x H x W``: the cell whose logit is explained.
+
+    Returns:
+        ``B`` fractions in [0, 1]; 1 = all attribution in the explained cell (higher is
+        better), 1/4 for a uniform map on a 2 x 2 grid; NaN for an empty map.
+    """
+    m, c = _check(maps, target_cell)
+    total = m.flatten(1).sum(dim=1)
+    return _nan_empty((m * c).flatten(1).sum(dim=1) / total.clamp_min(1e-30), m)
 
 
 def _add(name: str, fn: MetricFn, lower: bool, category: str, text: str, **meta: Any) -> None:
@@ -203,6 +227,14 @@ _add(
     "mu / mu(uniform map); 1 = as bad as no information",
     percent=False,
     uniform_at=1.0,
+)
+_add(
+    "grid_pointing",
+    grid_pointing,
+    False,
+    "localization",
+    "grid pointing game: share of the map in the explained cell (grid models only)",
+    zone="target",
 )
 
 

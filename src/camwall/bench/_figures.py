@@ -180,16 +180,19 @@ def _column(
 def _canvas(
     ds: DatasetResult, images: list[int], methods: list[str], dead: np.ndarray
 ) -> tuple[np.ndarray, int, int, int]:
-    """All cells on one white canvas: ``(canvas, cell height, cell width, padding)``."""
+    """All cells on one white canvas: ``(canvas, cell height, cell width, padding)``. Each
+    image is drawn with its own dead zone when the store holds one (``(i, "dead_zone")``, a
+    per-output wall: the explained cell's), else with the model's ``dead``."""
     h, w = dead.shape
     scale = max(1, round(112 / max(h, w)))
     ch, cw, pad = h * scale, w * scale, 6
-    big_dead = _upscale(dead, scale)
     canvas = np.ones(
         ((len(methods) + 1) * (ch + pad), len(images) * (cw + pad), 3), dtype=np.float32
     )
     for c, i in enumerate(images):
-        for r, rgb in enumerate(_column(ds, i, methods, big_dead, scale)):
+        own = ds.figures.get((i, "dead_zone"))
+        zone = png_to_array(own) > 0.5 if own is not None else dead
+        for r, rgb in enumerate(_column(ds, i, methods, _upscale(zone, scale), scale)):
             y, x = r * (ch + pad), c * (cw + pad)
             canvas[y : y + ch, x : x + cw] = rgb
     return canvas, ch, cw, pad

@@ -23,8 +23,10 @@ from camwall.bench._tables import (
     family_heading,
     header,
     metric_text,
+    overview,
     pct,
     progress,
+    shown_metrics,
     table_rows,
 )
 from camwall.metrics import METRICS
@@ -83,6 +85,7 @@ def html_page(results: BenchResults, store_path: Path, figures: Figures) -> str:
         + "".join(f"<p>{html.escape(s)}</p>" for s in reading(results))
         + "</div>",
     ]
+    parts += _overview(results)
     multi = len(results.models) > 1
     for model in results.models:
         parts += _model_head(results, model, figures.get(model.name, {}), multi)
@@ -98,6 +101,29 @@ def html_page(results: BenchResults, store_path: Path, figures: Figures) -> str:
     parts.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(cfg, indent=2)) + "</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _overview(results: BenchResults) -> list[str]:
+    """The overview table (one column group per kind of wall), when there are several kinds."""
+    table = overview(results)
+    if table is None:
+        return []
+    head, rows = table
+    groups: list[tuple[str, int]] = []
+    for group, _ in head[1:]:
+        if groups and groups[-1][0] == group:
+            groups[-1] = (group, groups[-1][1] + 1)
+        else:
+            groups.append((group, 1))
+    top = "<tr><th></th>" + "".join(f"<th colspan='{n}'>{html.escape(g)}</th>" for g, n in groups)
+    sub = "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for _, c in head) + "</tr>"
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
+    )
+    return [
+        "<h2>Wall leakage μ by kind of wall</h2>",
+        f"<table>{top}</tr>{sub}{body}</table>",
+    ]
 
 
 def _suffix(model: ModelResult, multi: bool) -> str:
@@ -127,7 +153,7 @@ def _model_head(
 def _table(results: BenchResults, model: ModelResult) -> str:
     """The Table 1 layout, cells classed by verdict (``ok``, ``leak``, ``bad``) or ``paper``."""
     head = ["<tr>"]
-    for top, bottom in header(results):
+    for top, bottom in header(results, model):
         text = html.escape(top) + (f"<br>{bottom}" if bottom else "")
         head.append(f"<th>{text}</th>")
     head.append("</tr>")
@@ -188,6 +214,7 @@ def _metrics(model: ModelResult) -> str:
     names = METRICS.names()
     out = []
     for d, ds in model.datasets.items():
+        names = shown_metrics(ds)
         out.append(f"<h3>{html.escape(d + progress(ds))}</h3><table><tr><th>method</th>")
         out += [f"<th title='{html.escape(METRICS.get(n).description)}'>{n}</th>" for n in names]
         out.append("</tr>")

@@ -101,15 +101,19 @@ def resolve_model(
         CamwallError: unknown name, unreadable checkpoint, no such target layer, or (for a
         model under test) no dead zone at all or a wall that fails the check.
     """
+    from camwall.walls import model_kind, model_task
+
     model, meta = _load(spec, weights, walls, baseline=not walled)
     model.eval()
     c, h, w = _input_shape(model, meta, spec)
     info: dict[str, Any] = {"spec": spec, "arch": meta.get("arch"), "input_shape": [c, h, w]}
-    layer, zone = "", torch.zeros(h, w, dtype=torch.bool)
+    layer, zone, cells = "", torch.zeros(h, w, dtype=torch.bool), None
     if walled:
-        layer, zone, check = _checked_wall(
+        layer, cells, check = _checked_wall(
             model, spec, (c, h, w), target_layer or meta.get("target_layer")
         )
+        zone = cells[0]
+        cells = cells if len(cells) > 1 else None
         info = {
             "spec": spec,
             "arch": meta.get("arch"),
@@ -133,21 +137,43 @@ def resolve_model(
         info=info,
         walled=walled,
         channels=c,
+        task=str(model_task(model, meta)["name"]),
+        kind=model_kind(model, meta),
+        cell_zones=cells,
     )
 
 
 def _checked_wall(
     model: nn.Module, spec: str, shape: tuple[int, int, int], layer: str | None
 ) -> tuple[str, torch.Tensor, WallCheck]:
-    """``(target layer name, dead zone [H, W] on the CPU, wall check)`` of a model under test;
-    ``layer``: ``--target-layer`` or the recorded one (None: the model's default)."""
+    """``(target layer name, dead zones on the CPU, wall check)`` of a model under test;
+    ``layer``: ``--target-layer`` or the recorded one (None: the model's default). The dead
+    zones are bool ``1 x H x W`` (all outputs), or ``cells x H x W`` for a grid model (the
+    dead zone of each cell's outputs, each checked with :func:`camwall.walls.verify_wall`)."""
     from camwall.cams import resolve_layer
-    from camwall.walls import dead_zone, default_target_layer, verify_wall
+    from camwall.walls import (
+        dead_zone,
+        dead_zones,
+        default_target_layer,
+        output_groups,
+        verify_wall,
+    )
 
     try:
         name, _ = resolve_layer(model, layer or default_target_layer(model))
     except CamwallError as err:
         raise CamwallError(f"--target-layer: {err}") from None
+    groups = output_groups(model)
+    if groups:
+        zones = dead_zones(model, shape, [range(a, b) for a, b in groups]).cpu()
+        per_output = zones.repeat_interleave(groups[0][1] - groups[0][0], dim=0)
+        check = verify_wall(model, per_output, trials=2)
+        if not check.ok or not bool(zones.any((1, 2)).all()):
+            raise CamwallError(
+                f"model {spec!r}: a cell's dead zone is empty or changed the output in a check "
+                f"(max logit change {check.max_logit_change:g}); refusing to test a broken wall."
+            )
+        return name, zones, check
     zone = dead_zone(model, shape).cpu()
     if not bool(zone.any()):
         raise CamwallError(
@@ -161,7 +187,7 @@ def _checked_wall(
             f"model {spec!r}: the dead zone changed the output in a check "
             f"(max logit change {check.max_logit_change:g}); refusing to test a broken wall."
         )
-    return name, zone, check
+    return name, zone.unsqueeze(0), check
 
 
 def _default_name(spec: str, meta: dict[str, Any], walled: bool = True) -> str:

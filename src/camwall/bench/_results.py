@@ -31,6 +31,7 @@ __all__ = [
     "ModelResult",
     "Stats",
     "load_results",
+    "shown_metrics",
 ]
 
 HEADLINE = "wall_leakage"
@@ -143,6 +144,9 @@ class DeadZone:
     input_size: list[int]
     uniform_mu: float
     mask: np.ndarray = field(compare=False, repr=False)
+    per_output: bool = False
+    """True for a grid model: each image's dead zone is its explained cell's (``mask`` and the
+    numbers are cell 0's; the figures draw each image's own)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -156,11 +160,15 @@ class DeadZone:
 
 @dataclass(frozen=True)
 class ModelResult:
-    """One walled model: its dead zone and one :class:`DatasetResult` per dataset."""
+    """One walled model: its dead zone and one :class:`DatasetResult` per dataset it reads
+    (whose task is the model's); ``kind`` (``CNN``, ``grid``, ``ViT``, ...) groups the
+    overview table's columns."""
 
     name: str
     dead_zone: DeadZone
     datasets: Mapping[str, DatasetResult]
+    kind: str = "CNN"
+    task: str = "single"
 
     @property
     def complete(self) -> bool:
@@ -272,7 +280,10 @@ def _model_result(
     figures: Mapping[tuple[str, str, int, str], bytes],
 ) -> ModelResult:
     per: dict[str, DatasetResult] = {}
+    task = str(info.get("task", "single"))
     for d, dinfo in datasets.items():
+        if str(dinfo.get("task", "single")) != task:
+            continue  # a dataset this model cannot read (see bench._runner.paired)
         expected = int(dinfo.get("n") or 0)
         per[d] = DatasetResult(
             dataset=d,
@@ -288,7 +299,8 @@ def _model_result(
             },
             figures={(i, k): png for (m, dd, i, k), png in figures.items() if (m, dd) == (name, d)},
         )
-    return ModelResult(name=name, dead_zone=_dead_zone(info), datasets=per)
+    kind = str(info.get("kind") or "CNN")
+    return ModelResult(name=name, dead_zone=_dead_zone(info), datasets=per, kind=kind, task=task)
 
 
 def _method_result(method: str, rows: list[dict[str, Any]], expected: int) -> MethodResult:
@@ -312,6 +324,7 @@ def _dead_zone(info: dict[str, Any]) -> DeadZone:
         input_size=[h, w],
         uniform_mu=math.sqrt(frac),
         mask=png_to_array(bytes.fromhex(info["dead_zone_png"])) > 0.5,
+        per_output=info.get("task", "single") == "grid",
     )
 
 
@@ -328,3 +341,14 @@ def _accuracy(
         walled = bool(models.get(m, {}).get("walled"))
         out[m][d] = Accuracy(correct / n if n else None, correct, n, walled)
     return dict(out)
+
+
+def shown_metrics(ds: DatasetResult) -> list[str]:
+    """The metrics of the "all metrics" tables: every metric of :data:`METRICS`, but those of
+    a target region (``zone == "target"``, e.g. the grid pointing game) only where they have
+    values (grid models)."""
+    return [
+        n
+        for n in METRICS.names()
+        if METRICS.get(n).zone != "target" or any(r.stats[n].n for r in ds.stored.values())
+    ]

@@ -65,6 +65,11 @@ class BenchModel:
         info: description recorded in the store (source, metadata, wall check).
         walled: False for a baseline, which gets predictions and accuracy only.
         channels: input channels the model takes (checked against the datasets), if known.
+        task: what the model reads (:func:`camwall.walls.model_task`): ``"single"`` (one label
+            per image) or ``"grid"``; it runs only on datasets of the same task.
+        kind: its kind of wall for the report's column groups (``CNN``, ``grid``, ``ViT``).
+        cell_zones: for a grid model, bool ``cells x H x W``: the dead zone of each cell's
+            outputs (``dead_zone`` is then cell 0's).
     """
 
     name: str
@@ -75,17 +80,56 @@ class BenchModel:
     info: dict[str, Any] = field(default_factory=dict)
     walled: bool = True
     channels: int | None = None
+    task: str = "single"
+    kind: str = "CNN"
+    cell_zones: Tensor | None = None
 
 
 @dataclass
 class BenchDataset:
-    """Images to test: ``images`` float32 ``N x C x H x W``, ``labels`` int64 ``N``."""
+    """Images to test: ``images`` float32 ``N x C x H x W``, ``labels`` int64 ``N`` (or
+    ``N x cells`` for a grid dataset, whose ``info["task"]`` is ``"grid"``)."""
 
     name: str
     images: Tensor
     labels: Tensor
     class_names: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        """``"grid"`` or ``"single"`` (the default)."""
+        return str(self.info.get("task", "single"))
+
+
+def paired(model: BenchModel, dataset: BenchDataset) -> bool:
+    """Whether ``model`` can read ``dataset``: the rule is that their tasks match (a grid model
+    reads ``fashion-grid``; a single-output model reads single-label datasets)."""
+    return model.task == dataset.task
+
+
+def explained_cell(image: int, seed: int, cells: int = 4) -> int:
+    """The grid cell whose predicted class the bench explains for image ``image``:
+    ``(image + seed) % cells``, so consecutive images cycle through the cells."""
+    return (int(image) + int(seed)) % cells
+
+
+def _check_pairing(models: Sequence[BenchModel], datasets: Sequence[BenchDataset]) -> None:
+    """Every model must read some dataset and every dataset be read by some model."""
+    for m in models:
+        if not any(paired(m, d) for d in datasets):
+            fix = "fashion-grid" if m.task == "grid" else "fashion-stackmix or fashion-stackpair"
+            raise CamwallError(
+                f"model {m.name!r} reads {m.task} images but no dataset of the run does "
+                f"({', '.join(f'{d.name}: {d.task}' for d in datasets)}); add --dataset {fix}."
+            )
+    for d in datasets:
+        if not any(paired(m, d) for m in models):
+            raise CamwallError(
+                f"dataset {d.name!r} ({d.task} labels) fits no model of the run "
+                f"({', '.join(f'{m.name}: {m.task}' for m in models)}); a grid model "
+                "(fashion-grid-vgg) reads fashion-grid, a single-output model the others."
+            )
 
 
 def check_out_dir(out: str | Path) -> Path:
@@ -124,13 +168,14 @@ def _validate(models: Sequence[BenchModel], datasets: Sequence[BenchDataset]) ->
     dnames = [d.name for d in datasets]
     if len(set(dnames)) != len(dnames):
         raise CamwallError(f"dataset names must be distinct, got {dnames}.")
+    _check_pairing(models, datasets)
     for d in datasets:
         if d.images.dim() != 4 or len(d.images) != len(d.labels) or len(d.labels) == 0:
             raise CamwallError(
                 f"dataset {d.name!r}: need N x C x H x W images and N labels, got images "
                 f"{tuple(d.images.shape)} and {len(d.labels)} labels."
             )
-        for m in models:
+        for m in (m for m in models if paired(m, d)):
             if m.class_names:
                 _check_labels(d, m.name, len(m.class_names))
             if m.channels is not None and d.images.shape[1] != m.channels:
@@ -454,6 +499,8 @@ def _model_info(m: BenchModel) -> dict[str, Any]:
         "dead_fraction": float(m.dead_zone.float().mean()) if m.walled else None,
         "input_size": list(m.dead_zone.shape),
         "fingerprint": fingerprint(m.model),
+        "task": m.task,
+        "kind": m.kind,
     }
 
 
@@ -494,9 +541,9 @@ def _loop(
     dist = plan.dist
     for bm in models:
         model = bm.model.to(plan.device).eval()
-        for ds in datasets:
+        for ds in (d for d in datasets if paired(bm, d)):
             mine = [i for i in range(len(ds.labels)) if i % dist.world == dist.rank]
-            preds = _predict(store, bm, model, ds, mine, plan.device, plan.batch_size)
+            preds = _predict(store, bm, model, ds, mine, plan)
             if bm.walled:
                 _maps(store, bm, model, ds, mine, preds, plan)
 
@@ -515,12 +562,7 @@ def _maps(
 
     from camwall.bench._methods import bound_explainers
 
-    figures = [
-        (bm.name, ds.name, i, "image", _image_png(ds.images[i]))
-        for i in mine
-        if i < plan.figure_images
-    ]
-    store.add_batch([], figures)
+    store.add_batch([], _input_figures(bm, ds, mine, plan))
     done = {m: store.done(bm.name, ds.name, m) for m in plan.methods}
     todo = [i for i in mine if any(i not in done[m] for m in plan.methods)]
     bar = tqdm(
@@ -533,7 +575,6 @@ def _maps(
         dynamic_ncols=True,
         file=sys.stderr,
     )
-    dead = bm.dead_zone.to(plan.device)
     explainers = bound_explainers(
         plan.methods, bm.target_layer, plan.explainer_options, plan.explainers, plan.seed
     )
@@ -542,16 +583,31 @@ def _maps(
             need = [m for m in plan.methods if any(i not in done[m] for i in ids)]
             x = ds.images[ids].to(plan.device)
             maps, seconds, batch = _compute(bm, model, ds, x, ids, need, preds, plan)
-            more, times = _explain(model, ds, x, ids, need, preds, plan, explainers)
+            more, times = _explain(bm, model, ds, x, ids, need, preds, plan, explainers)
             maps.update(more)
             seconds.update({m: t / len(ids) for m, t in times.items()})
             records = [batch] if batch is not None else []
             records += [
                 BatchRecord(bm.name, ds.name, tuple(ids), (m,), t) for m, t in times.items()
             ]
-            rows, figs = _measure(bm, ds, ids, maps, seconds, dead, preds, plan.figure_images)
+            dead, region = _zones(bm, ids, plan.seed)
+            zones = (dead.to(plan.device), None if region is None else region.to(plan.device))
+            rows, figs = _measure(bm, ds, ids, maps, seconds, zones, preds, plan.figure_images)
             store.add_batch(rows, figs, records)
             bar.update(len(ids))
+
+
+def _input_figures(
+    bm: BenchModel, ds: BenchDataset, mine: list[int], plan: _Plan
+) -> list[tuple[str, str, int, str, bytes]]:
+    """The figure PNGs of the first images: each image, and for a per-output wall (a grid
+    model) each image's own dead zone (kind ``"dead_zone"``)."""
+    shown = [i for i in mine if i < plan.figure_images]
+    figures = [(bm.name, ds.name, i, "image", _image_png(ds.images[i])) for i in shown]
+    if bm.cell_zones is not None and shown:
+        zones = _zones(bm, shown, plan.seed)[0].float().cpu().numpy()
+        figures += [(bm.name, ds.name, i, "dead_zone", to_png(z)) for i, z in zip(shown, zones)]
+    return figures
 
 
 def _timed(dev: torch.device, fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -585,7 +641,7 @@ def _compute(
     seconds: dict[str, float] = {}
     batch = None
     if cams:
-        targets = [preds[i][1] for i in ids]
+        targets = _targets(bm, ids, preds, plan.seed)
         compute = _cam_fn()
         out, t = _timed(
             plan.device,
@@ -603,6 +659,7 @@ def _compute(
 
 
 def _explain(
+    bm: BenchModel,
     model: nn.Module,
     ds: BenchDataset,
     x: Tensor,
@@ -619,7 +676,7 @@ def _explain(
     """
     from camwall.bench._methods import run_explainer
 
-    targets = [preds[i][1] for i in ids]
+    targets = _targets(bm, ids, preds, plan.seed)
     maps: dict[str, Tensor] = {}
     seconds: dict[str, float] = {}
     for m in methods:
@@ -636,24 +693,60 @@ def _predict(
     model: nn.Module,
     ds: BenchDataset,
     mine: list[int],
-    dev: torch.device,
-    batch_size: int,
+    plan: _Plan,
 ) -> dict[int, tuple[int, int, float]]:
+    """``image -> (label, predicted class, confidence)``; for a grid model, of the explained
+    cell (:func:`explained_cell`): its label and the argmax of its logits."""
     have = store.predicted(bm.name, ds.name)
     todo = [i for i in mine if i not in have]
-    for ids in _batches(todo, max(batch_size, 64)):
+    for ids in _batches(todo, max(plan.batch_size, 64)):
         with torch.no_grad():
-            logits = model(ds.images[ids].to(dev))
+            logits = model(ds.images[ids].to(plan.device))
         _check_logits(bm, ds, logits, len(ids))
+        labels = ds.labels[ids]
+        if bm.cell_zones is not None:
+            cells = torch.tensor([explained_cell(i, plan.seed, len(bm.cell_zones)) for i in ids])
+            per_cell = logits.reshape(len(ids), len(bm.cell_zones), -1)
+            logits = per_cell[torch.arange(len(ids)), cells.to(logits.device)]
+            labels = labels[torch.arange(len(ids)), cells]
         prob = logits.float().softmax(dim=1)
         conf, pred = prob.max(dim=1)
         rows = [
-            (i, int(ds.labels[i]), int(p), float(c))
-            for i, p, c in zip(ids, pred.cpu().tolist(), conf.cpu().tolist())
+            (i, int(label), int(p), float(c))
+            for i, label, p, c in zip(
+                ids, labels.tolist(), pred.cpu().tolist(), conf.cpu().tolist()
+            )
         ]
         store.add_predictions(bm.name, ds.name, rows)
         have.update({r[0]: (r[1], r[2], r[3]) for r in rows})
     return have
+
+
+def _targets(
+    bm: BenchModel, ids: list[int], preds: dict[int, tuple[int, int, float]], seed: int
+) -> list[int]:
+    """The output index each map explains: the predicted class, offset by ``cell * classes``
+    for a grid model (logits ``[k K, (k+1) K)`` are cell ``k``'s)."""
+    if bm.cell_zones is None:
+        return [preds[i][1] for i in ids]
+    from camwall.walls import model_task
+
+    cells = len(bm.cell_zones)
+    classes = int(model_task(bm.model).get("classes") or len(bm.class_names))
+    return [explained_cell(i, seed, cells) * classes + preds[i][1] for i in ids]
+
+
+def _zones(bm: BenchModel, ids: list[int], seed: int) -> tuple[Tensor, Tensor | None]:
+    """``(dead zones, target regions)`` of a batch: bool ``B x H x W`` per image for a grid
+    model (the explained cell's dead zone, and the cell itself), else the model's one
+    ``H x W`` dead zone and None."""
+    if bm.cell_zones is None:
+        return bm.dead_zone, None
+    from camwall.data import cell_masks
+
+    cells = torch.tensor([explained_cell(i, seed, len(bm.cell_zones)) for i in ids])
+    size = int(bm.dead_zone.shape[-1])
+    return bm.cell_zones[cells], cell_masks(size)[cells]
 
 
 def _check_logits(bm: BenchModel, ds: BenchDataset, logits: Any, n: int) -> None:
@@ -689,21 +782,29 @@ def _measure(
     ids: list[int],
     maps: dict[str, Tensor],
     seconds: dict[str, float],
-    dead: Tensor,
+    zones: tuple[Tensor, Tensor | None],
     preds: dict[int, tuple[int, int, float]],
     figure_images: int,
 ) -> tuple[list[ResultRow], list[tuple[str, str, int, str, bytes]]]:
-    """Metric rows (one per image and method) and the figure PNGs of one batch."""
+    """Metric rows (one per image and method) and the figure PNGs of one batch; ``zones``:
+    the dead zone (``H x W``, or ``B x H x W`` per image) and the target regions (or None:
+    metrics of a target region are then not computed)."""
+    dead, region = zones
     rows: list[ResultRow] = []
     figures: list[tuple[str, str, int, str, bytes]] = []
     for method, raw in maps.items():
-        if raw.shape != (len(ids), *dead.shape):
+        if raw.shape != (len(ids), *dead.shape[-2:]):
             raise CamwallError(
                 f"method {method!r} returned maps of shape {tuple(raw.shape)}; expected "
-                f"{(len(ids), *dead.shape)}."
+                f"{(len(ids), *dead.shape[-2:])}."
             )
         m = raw.detach().float()
-        values = {name: METRICS.get(name)(m, dead).cpu().tolist() for name in METRICS.names()}
+        zone_of = {"dead": dead, "target": region}
+        values = {
+            name: metric(m, zone).cpu().tolist()
+            for name, metric in METRICS.items()
+            if (zone := zone_of.get(metric.zone)) is not None
+        }
         empty = empty_maps(m).cpu().tolist()
         for row, i in enumerate(ids):
             label, predicted, conf = preds[i]

@@ -31,7 +31,7 @@ import math
 from dataclasses import asdict
 from typing import Any
 
-from camwall.bench._results import BenchResults, ModelResult, load_results
+from camwall.bench._results import BenchResults, ModelResult, load_results, shown_metrics
 from camwall.bench._store import Store
 from camwall.metrics import CONTROLS
 
@@ -109,7 +109,10 @@ def summary_json(results: BenchResults) -> dict[str, Any]:
 
 def _metrics(model: ModelResult) -> dict[str, Any]:
     return {
-        d: {meth: {n: s.to_json() for n, s in r.stats.items()} for meth, r in ds.stored.items()}
+        d: {
+            meth: {n: r.stats[n].to_json() for n in shown_metrics(ds)}
+            for meth, r in ds.stored.items()
+        }
         for d, ds in model.datasets.items()
     }
 

@@ -13,7 +13,14 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from camwall.bench._results import BenchResults, DatasetResult, DeadZone, MethodResult, ModelResult
+from camwall.bench._results import (
+    BenchResults,
+    DatasetResult,
+    DeadZone,
+    MethodResult,
+    ModelResult,
+    shown_metrics,
+)
 from camwall.bench._summary import PAPER, paper_column
 from camwall.bench._verdict import Verdict, classify
 from camwall.metrics import CONTROLS, METRICS
@@ -24,10 +31,13 @@ __all__ = [
     "dead_text",
     "family_heading",
     "header",
+    "kind_groups",
     "markdown",
     "metric_text",
+    "overview",
     "pct",
     "progress",
+    "shown_metrics",
     "table_rows",
     "write_csv",
 ]
@@ -82,21 +92,30 @@ def dead_text(dz: DeadZone | None) -> str:
     where = (
         f"rows {dz.rows[0]}–{dz.rows[1]} of {h}" if dz.rows else f"{dz.pixels} of {h}×{w} pixels"
     )
+    if dz.per_output:
+        return (
+            f"per explained cell, the other three cells minus the receptive-field margin: "
+            f"{where} ({pct(dz.fraction)}% of the image)"
+        )
     return f"{where} ({pct(dz.fraction)}% of the image)"
 
 
 # -- the column plan ----------------------------------------------------------------------------
 
 
-def columns(results: BenchResults) -> list[tuple[str, str | None]]:
-    """The table's dataset columns: ``(dataset, paper column beside it or None)``."""
-    return [(d, paper_column(d)) for d in results.datasets]
+def columns(
+    results: BenchResults, model: ModelResult | None = None
+) -> list[tuple[str, str | None]]:
+    """The table's dataset columns: ``(dataset, paper column beside it or None)``; those
+    ``model`` reads when given."""
+    names = results.datasets if model is None else tuple(model.datasets)
+    return [(d, paper_column(d)) for d in names]
 
 
-def header(results: BenchResults) -> list[tuple[str, str]]:
+def header(results: BenchResults, model: ModelResult | None = None) -> list[tuple[str, str]]:
     """Header cells as ``(top, bottom)`` lines, joined by a space (markdown) or ``<br>``."""
     out = [("method", "")]
-    for d, col in columns(results):
+    for d, col in columns(results, model):
         out.append((d, "μ (%)"))
         if col:
             out.append(("paper", f"{col} (%)"))
@@ -131,7 +150,7 @@ def table_rows(results: BenchResults, model: ModelResult) -> list[TableRow]:
     for meth in results.methods:
         cells: list[tuple[str, str]] = []
         done = True
-        for d, col in columns(results):
+        for d, col in columns(results, model):
             r = model.datasets[d].methods[meth]
             done = done and r.complete
             verdict = classify(r)
@@ -146,6 +165,73 @@ def table_rows(results: BenchResults, model: ModelResult) -> list[TableRow]:
     return rows
 
 
+# -- the overview: one column group per kind of wall ---------------------------------------------
+
+KIND_LABELS = {"CNN": "CNN bottom wall", "grid": "grid (a wall per cell)", "ViT": "ViT"}
+"""How the overview names a model kind (:func:`camwall.walls.model_kind`); others as they are."""
+
+
+def kind_groups(results: BenchResults) -> list[tuple[str, list[ModelResult]]]:
+    """The walled models grouped by kind, in the order the kinds first appear."""
+    groups: dict[str, list[ModelResult]] = {}
+    for m in results.models:
+        groups.setdefault(m.kind, []).append(m)
+    return list(groups.items())
+
+
+def overview(results: BenchResults) -> tuple[list[tuple[str, str]], list[list[str]]] | None:
+    """The overview table: header cells ``(kind group, column)`` and one row per method (its
+    label, then the cells), with one column group per model kind: μ of each of the kind's
+    models on each of its datasets, then its target-region metrics (the grid pointing game).
+    None when every walled model is of one kind (the per-model sections say it all)."""
+    groups = kind_groups(results)
+    if len(groups) < 2:
+        return None
+    head: list[tuple[str, str]] = [("", "method")]
+    plan: list[tuple[ModelResult, str, str]] = []  # (model, dataset, metric)
+    for kind, models in groups:
+        for m in models:
+            for d, ds in m.datasets.items():
+                extra = [n for n in shown_metrics(ds) if METRICS.get(n).zone == "target"]
+                for name in ["wall_leakage", *extra]:
+                    what = "μ" if name == "wall_leakage" else name
+                    head.append((KIND_LABELS.get(kind, kind), f"{m.name} · {d} {what} (%)"))
+                    plan.append((m, d, name))
+    rows = []
+    for meth in results.methods:
+        label = meth + (" (control)" if meth in CONTROLS else "")
+        cells = []
+        for m, d, name in plan:
+            r = m.datasets[d].methods[meth]
+            cells.append(
+                cell(r) if name == "wall_leakage" else metric_text(name, r.stats[name].mean)
+            )
+        rows.append([label, *cells])
+    return head, rows
+
+
+def _overview_markdown(results: BenchResults) -> list[str]:
+    table = overview(results)
+    if table is None:
+        return []
+    head, rows = table
+    titles = [f"{group}: {col}" if group else col for group, col in head]
+    lines = [
+        "# Wall leakage μ by kind of wall",
+        "",
+        (
+            "One column group per kind of wall (CNN bottom wall, grid, ViT), μ in % (lower is "
+            "better); the grid pointing game is the share of the map in the explained cell "
+            "(higher is better; 25% for a uniform map)."
+        ),
+        "",
+        "| " + " | ".join(titles) + " |",
+        "|" + "|".join("---" for _ in titles) + "|",
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return [*lines, ""]
+
+
 # -- markdown -----------------------------------------------------------------------------------
 
 
@@ -154,7 +240,8 @@ def markdown(results: BenchResults) -> str:
     if not results.models:
         lines = ["# Wall leakage μ of saliency maps", "", "No walled model in the store.", ""]
     else:
-        lines = [line for m in results.models for line in _model_markdown(results, m)]
+        lines = _overview_markdown(results)
+        lines += [line for m in results.models for line in _model_markdown(results, m)]
     lines += ["## Accuracy", "", "| model | dataset | accuracy (%) | images |", "|---|---|---|---|"]
     for m, per in results.accuracy.items():
         for d, a in per.items():
@@ -163,7 +250,7 @@ def markdown(results: BenchResults) -> str:
 
 
 def _model_markdown(results: BenchResults, model: ModelResult) -> list[str]:
-    head = [" ".join(p for p in pair if p) for pair in header(results)]
+    head = [" ".join(p for p in pair if p) for pair in header(results, model)]
     lines = [
         f"# Wall leakage μ of saliency maps — model `{model.name}`",
         "",
@@ -200,7 +287,7 @@ def _model_markdown(results: BenchResults, model: ModelResult) -> list[str]:
 
 
 def _metrics_markdown(ds: DatasetResult) -> list[str]:
-    names = METRICS.names()
+    names = shown_metrics(ds)
     lines = [f"### {ds.dataset}{progress(ds)}", "", "| method | " + " | ".join(names) + " |"]
     lines.append("|" + "|".join("---" for _ in range(len(names) + 1)) + "|")
     for meth, r in ds.stored.items():

@@ -43,7 +43,8 @@ def classify(result: MethodResult) -> Verdict:
         return Verdict.CONTROL
     if result.headline.mean is None:
         return Verdict.NO_DATA
-    means = {name: result.stats[name].mean for name in METRICS.names()}
+    stats = result.stats
+    means = {name: stats[name].mean if name in stats else None for name in METRICS.names()}
     for name, metric in METRICS.items():
         mean, at = means[name], metric.respects_at
         if at is not None and mean is not None and _at_or_better(metric, mean, at):

@@ -108,6 +108,11 @@ def register(subparsers: Any) -> None:
     )
     add_target_layer(p)
     p.add_argument(
+        "--grid",
+        action="store_true",
+        help="also test the shipped fashion-grid-vgg (a wall per cell's logits) on fashion-grid",
+    )
+    p.add_argument(
         "--images",
         type=int_in(1, MAX_IMAGES),
         default=100,
@@ -274,6 +279,8 @@ def _default_specs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     source = "preset" if args.retrain else "shipped"
     models = args.model or [f"{source}:{DEFAULT_PRESET}:walled"]
     baselines = args.baseline or ([] if args.model else [f"{source}:{DEFAULT_PRESET}:baseline"])
+    if getattr(args, "grid", False):
+        models = [*models, GRID_SPEC]
     return models, baselines
 
 
@@ -289,7 +296,7 @@ def _bench_config(
         "baselines": baselines,
         "weights": args.weights,
         "walls": args.wall,
-        "datasets": args.dataset or list(DEFAULT_DATASETS),
+        "datasets": args.dataset or [*DEFAULT_DATASETS, *(["fashion-grid"] if args.grid else [])],
         "methods": methods,
         "target_layer": args.target_layer,
         "images": args.images,
@@ -321,11 +328,18 @@ def _run(
     paths = _default_pair(args, dist) if not args.model else {}
     models = [
         inputs.resolve_model(
-            paths.get(s, s), weights=args.weights, target_layer=args.target_layer, walls=args.wall
+            _spec_path(s, paths),
+            name=_shipped_name(s),
+            weights=args.weights,
+            target_layer=args.target_layer,
+            walls=args.wall,
         )
         for s in config["models"]
     ]
-    models += [inputs.resolve_model(paths.get(s, s), walled=False) for s in config["baselines"]]
+    models += [
+        inputs.resolve_model(_spec_path(s, paths), name=_shipped_name(s), walled=False)
+        for s in config["baselines"]
+    ]
     _dedupe_names(models)
     channels = next((m.channels for m in models if m.walled), None)
     datasets = [
@@ -346,6 +360,27 @@ def _run(
         progress=not args.no_progress,
         explainer_options=config.get("explainer_options") or {},
     )
+
+
+GRID_SPEC = "shipped:fashion-grid-vgg"
+"""The ``--model`` spec of the shipped grid model (what ``--grid`` adds)."""
+
+
+def _spec_path(spec: str, paths: dict[str, str]) -> str:
+    """A model spec as a path: the default pair's, ``shipped:NAME`` (a shipped walled model,
+    :func:`camwall.weights.shipped_model`), else the spec itself."""
+    if spec in paths:
+        return paths[spec]
+    if spec.startswith("shipped:") and spec.count(":") == 1:
+        from camwall.weights import shipped_model
+
+        return str(shipped_model(spec.split(":", 1)[1]))
+    return spec
+
+
+def _shipped_name(spec: str) -> str | None:
+    """The report name of a ``shipped:NAME`` model (``NAME``), else None (the default)."""
+    return spec.split(":", 1)[1] if spec.startswith("shipped:") and spec.count(":") == 1 else None
 
 
 def _default_pair(args: argparse.Namespace, dist: Any) -> dict[str, str]:

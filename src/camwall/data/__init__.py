@@ -5,7 +5,9 @@ Public API (import from ``camwall.data``):
 
 * :func:`load_fashion_mnist`, :data:`FASHION_CLASSES`
 * :func:`fashion_canvases` / :class:`FashionCanvases`: 1 x 64 x 64 single-item canvases
-* :data:`DATASETS` (``fashion-stackmix``, ``fashion-stackpair``), :class:`Composites`
+* :data:`DATASETS` (``fashion-stackmix``, ``fashion-stackpair``, ``fashion-grid``: 2 x 2
+  mosaics, labels per cell), :class:`Composites`; :func:`fashion_grids` (training mosaics),
+  :func:`cell_masks`
 * :func:`build_stackmix`, :func:`build_stackgen`, :func:`write_prompts`: image-folder datasets;
   :func:`export_composites`: write in-memory images as such a folder
 * :func:`read_image_dataset` / :class:`ImageDataset`, :func:`load_image`, :func:`preprocess`
@@ -32,12 +34,14 @@ from camwall.data.folders import (
     imagenet_categories,
     write_prompts,
 )
+from camwall.data.grid import CELLS, FashionGrids, cell_masks, fashion_grids
 from camwall.data.images import IMAGE_EXTENSIONS, load_image, preprocess
 from camwall.data.preview import preview_grid
 from camwall.data.reader import ImageDataset, SkippedFilesWarning, read_image_dataset
 
 __all__ = [
     "CANVAS",
+    "CELLS",
     "DATASETS",
     "FASHION_CLASSES",
     "IMAGE_EXTENSIONS",
@@ -49,14 +53,17 @@ __all__ = [
     "CompositeBuilder",
     "Composites",
     "FashionCanvases",
+    "FashionGrids",
     "ImageDataset",
     "Layout",
     "SkippedFilesWarning",
     "build_dataset",
     "build_stackgen",
     "build_stackmix",
+    "cell_masks",
     "export_composites",
     "fashion_canvases",
+    "fashion_grids",
     "imagenet_categories",
     "load_fashion_mnist",
     "load_image",

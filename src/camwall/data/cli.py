@@ -158,6 +158,11 @@ def run_data_preview(args: argparse.Namespace) -> int:
 
 def run_data_export(args: argparse.Namespace) -> int:
     comp = DATASETS.get(args.dataset)(n=args.n, seed=args.seed, root=args.data)
+    if comp.labels.dim() != 1:
+        raise CamwallError(
+            f"--dataset {args.dataset} has one label per cell ({tuple(comp.labels.shape[1:])}); "
+            "export writes one class folder per image, so it takes single-label datasets only."
+        )
     extra = {k: v for k, v in comp.meta.items() if k not in ("class_names", "n", "size")}
     path = export_composites(
         comp.images,

@@ -15,7 +15,7 @@ __all__ = ["preview_grid"]
 
 def preview_grid(
     images: Tensor,
-    labels: Tensor | Sequence[int],
+    labels: Tensor | Sequence[int] | Sequence[Sequence[int]],
     class_names: Sequence[str],
     out: str | os.PathLike[str],
     title: str = "",
@@ -26,7 +26,8 @@ def preview_grid(
 
     Args:
         images: the images; grayscale ones are drawn with a gray colormap.
-        labels: one class index per image, shown with its name above the image.
+        labels: one class index per image (or one per grid cell: ``N x cells``, names joined
+            with ``|`` in row-major cell order), shown above the image.
         class_names: names indexed by label.
         out: output path (``.png``).
         title: figure title.
@@ -56,9 +57,9 @@ def preview_grid(
             ax.imshow(img.permute(1, 2, 0).numpy(), interpolation="nearest")
         for r in mark_rows:
             ax.axhline(r - 0.5, color="red", linestyle="--", linewidth=0.8)
-        label = int(labels[k])
-        name = class_names[label] if 0 <= label < len(class_names) else str(label)
-        ax.set_title(f"{k}: {name}", fontsize=8)
+        values = torch.as_tensor(labels[k]).reshape(-1).tolist()  # one, or one per grid cell
+        names = [class_names[v] if 0 <= v < len(class_names) else str(v) for v in values]
+        ax.set_title(f"{k}: {' | '.join(names)}", fontsize=8 if len(names) == 1 else 5)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

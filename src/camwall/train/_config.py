@@ -30,7 +30,7 @@ __all__ = [
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("step", "onecycle", "constant")
-DATASET_KINDS = ("fashion-canvases", "imagefolder")
+DATASET_KINDS = ("fashion-canvases", "fashion-grid", "imagefolder")
 
 # Fields that change how fast a run goes but not the weights it produces.
 _NOT_HASHED = frozenset({"num_workers", "checkpoint_every", "threads"})
@@ -45,8 +45,10 @@ class TrainConfig:
         arch: model name in ``camwall.walls.MODELS``.
         arch_kwargs: extra keyword arguments of the model builder (e.g. a width).
         num_classes: number of output classes.
-        dataset: ``"fashion-canvases"`` (single-item 1 x 64 x 64 canvases) or ``"imagefolder"``
-            (an ImageNet-style ``train/`` + ``val/`` folder tree under ``data``).
+        dataset: ``"fashion-canvases"`` (single-item 1 x 64 x 64 canvases), ``"fashion-grid"``
+            (2 x 2 mosaics, labels per cell; the loss is the sum of the cells' cross-entropies)
+            or ``"imagefolder"`` (an ImageNet-style ``train/`` + ``val/`` folder tree under
+            ``data``).
         data: data folder (Fashion-MNIST IDX files, or the ImageFolder root); ``None`` = default.
         epochs: number of passes over the training set.
         batch_size: global batch size (split evenly across ranks under ``torchrun``).
@@ -145,7 +147,8 @@ class TrainConfig:
 
 
 PRESETS: Registry[TrainConfig] = Registry("training preset")
-"""Named training recipes: ``fashion-vgg``, ``fashion-resnet``, ``imagenet-vgg16``.
+"""Named training recipes: ``fashion-vgg``, ``fashion-resnet``, ``fashion-grid-vgg``,
+``imagenet-vgg16``.
 
 The Fashion presets are sized for a 2-core CPU (about 4 minutes per model with one thread,
 measured in ``benchmarks/train_speed.md``): width 8, AdamW, one-cycle schedule (peak lr 1e-2)
@@ -170,6 +173,25 @@ for _arch in ("fashion-vgg", "fashion-resnet"):
             threads=1,
         ),
     )
+PRESETS.add(
+    TrainConfig(
+        name="fashion-grid-vgg",
+        arch="fashion-grid-vgg",
+        arch_kwargs={"width": 8},
+        dataset="fashion-grid",
+        epochs=10,
+        batch_size=64,
+        lr=1e-2,
+        momentum=0.9,
+        optimizer="adamw",
+        scheduler="onecycle",
+        weight_decay=1e-4,
+        label_smoothing=0.1,
+        threads=1,
+    ),
+)
+"""The grid preset: 2 x 2 mosaics (15,000 per epoch, re-drawn each epoch), otherwise the
+Fashion recipe; 10 epochs."""
 PRESETS.add(
     TrainConfig(
         name="imagenet-vgg16",

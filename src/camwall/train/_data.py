@@ -35,7 +35,7 @@ __all__ = [
 DEFAULT_COMPOSITES = 1000
 """Composites that ``camwall evaluate`` builds when ``--n`` is not given."""
 
-EVAL_DATASETS = ("fashion-canvases", "fashion-stackmix", "fashion-stackpair")
+EVAL_DATASETS = ("fashion-canvases", "fashion-stackmix", "fashion-stackpair", "fashion-grid")
 """Dataset names that ``camwall evaluate --dataset`` accepts besides a folder."""
 
 
@@ -106,8 +106,10 @@ def training_datasets(
     """``(train_set, val_set, class_names)`` of ``config.dataset``.
 
     ``fashion-canvases``: training canvases (placements re-drawn each epoch when
-    ``config.augment``) and the fixed test canvases. ``imagefolder``: ``config.data/train`` and
-    ``config.data/val`` (``val`` may be missing: no validation then).
+    ``config.augment``) and the fixed test canvases. ``fashion-grid``: 2 x 2 training mosaics
+    (re-drawn each epoch) and the 2,500 fixed test mosaics (labels ``B x 4``).
+    ``imagefolder``: ``config.data/train`` and ``config.data/val`` (``val`` may be missing: no
+    validation then).
     """
     if config.dataset == "fashion-canvases":
         from camwall.data import fashion_canvases
@@ -117,6 +119,12 @@ def training_datasets(
         )
         val = fashion_canvases("test", seed=0, augment=False, root=config.data)
         return train, val, list(train.class_names)
+    if config.dataset == "fashion-grid":
+        from camwall.data import fashion_grids
+
+        grids = fashion_grids("train", seed=config.seed, augment=config.augment, root=config.data)
+        val_grids = fashion_grids("test", seed=0, augment=False, root=config.data)
+        return grids, val_grids, list(grids.class_names)
     check_data(config)
     root = Path(str(config.data))
     shape = _input_shape(config, model_shape)

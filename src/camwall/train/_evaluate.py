@@ -16,7 +16,7 @@ from camwall.runtime import resolve_device
 from camwall.train._data import DEFAULT_COMPOSITES, eval_dataset
 from camwall.train._loop import EvalResult, evaluate_model
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "grid_accuracy"]
 
 
 def evaluate(
@@ -117,3 +117,27 @@ def _check_labels(model: nn.Module, ds: Dataset[Any], name: str, dev: torch.devi
             f"this {classes}-class model ({bad.numel()} such labels); fix the dataset's labels "
             "or evaluate a model trained on these classes."
         )
+
+
+@torch.no_grad()
+def grid_accuracy(
+    model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 256
+) -> dict[str, Any]:
+    """Top-1 accuracy of a grid model per cell: ``labels`` ``N x cells``, logits ``N x
+    cells*K`` (cell ``k`` = logits ``[kK, (k+1)K)``); eval mode, restored afterwards.
+
+    Returns:
+        ``{"top1": mean over all cells, "per_cell": [top-1 of cell k, ...], "n": N}``.
+    """
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros(labels.shape[1], dtype=torch.int64)
+    try:
+        for s in range(0, len(labels), batch_size):
+            logits = model(images[s : s + batch_size])
+            pred = logits.reshape(logits.shape[0], labels.shape[1], -1).argmax(-1)
+            correct += (pred.cpu() == labels[s : s + batch_size]).sum(0)
+    finally:
+        model.train(was_training)
+    per_cell = (correct.double() / len(labels)).tolist()
+    return {"top1": float(correct.sum()) / labels.numel(), "per_cell": per_cell, "n": len(labels)}

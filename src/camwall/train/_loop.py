@@ -114,10 +114,20 @@ class _RankSlice(torch.utils.data.Sampler[int]):
         return len(self.indices)
 
 
+def per_cell(logits: Tensor, labels: Tensor) -> Tensor:
+    """Logits in the layout of ``labels``: ``B x K`` unchanged for ``B`` labels; for a grid
+    task (``B x cells`` labels, logits ``[k K/cells, (k+1) K/cells)`` are cell ``k``'s), the
+    ``B x K/cells x cells`` view that ``F.cross_entropy`` and ``argmax(1)`` read per cell."""
+    if labels.dim() != 2:
+        return logits
+    return logits.reshape(labels.shape[0], labels.shape[1], -1).transpose(1, 2)
+
+
 def _topk_correct(logits: Tensor, labels: Tensor, k: int) -> Tensor:
+    """Labels among the top ``k`` logits (``logits``: ``B x K`` or ``B x K x cells``)."""
     k = min(k, logits.shape[1])
     top = logits.topk(k, dim=1).indices
-    return (top == labels.view(-1, 1)).any(dim=1).sum()
+    return (top == labels.unsqueeze(1)).any(dim=1).sum()
 
 
 @dataclass
@@ -135,6 +145,7 @@ class _EvalTotals:
         return cls(*z)
 
     def add(self, logits: Tensor, labels: Tensor) -> None:
+        logits = per_cell(logits, labels)
         self.loss += F.cross_entropy(logits, labels, reduction="sum").double()
         self.top1 += _topk_correct(logits, labels, 1)
         self.top5 += _topk_correct(logits, labels, 5)
@@ -584,13 +595,14 @@ def _train_step(run: _Run, state: FitState, x: Tensor, y: Tensor) -> None:
         x = x.contiguous(memory_format=run.memory_format)
     y = y.to(run.device, non_blocking=True)
     with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.use_amp):
-        logits = run.net(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=run.config.label_smoothing)
+        logits = per_cell(run.net(x), y)
+        mean = F.cross_entropy(logits, y, label_smoothing=run.config.label_smoothing)
+        loss = mean * (y.shape[1] if y.dim() == 2 else 1)  # a grid: the sum over the cells
     stats = torch.stack(
         [
             (~torch.isfinite(loss.detach())).double(),
             (~torch.isfinite(x).all()).double(),
-            loss.detach().double() * y.numel(),
+            mean.detach().double() * y.numel(),
             (logits.detach().argmax(1) == y).sum().double(),
             torch.tensor(float(y.numel()), dtype=torch.float64, device=run.device),
         ]

@@ -153,8 +153,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"top1": res.top1, "top5": res.top5, "loss": res.loss, "n": res.n}))
     else:
+        unit = "grid cells" if args.dataset == "fashion-grid" else "images"
         print(
-            f"{args.model} on {args.dataset} ({res.n} images): top-1 {100 * res.top1:.2f}%, "
+            f"{args.model} on {args.dataset} ({res.n} {unit}): top-1 {100 * res.top1:.2f}%, "
             f"top-5 {100 * res.top5:.2f}%, loss {res.loss:.4f}"
         )
     return 0

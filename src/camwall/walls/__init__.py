@@ -3,13 +3,17 @@
 A *wall* makes a region of the input (the *dead zone*) provably unable to change a model's
 output. Public API (import from ``camwall.walls``):
 
-* :class:`WallSpec` (the blocked rows / columns / rectangle of a feature map), :class:`Wall`
-  (zero a region of a feature map), :class:`WalledLinear` (a Flatten head with walled weights),
+* :class:`WallSpec` (blocked band, box, outside of a box or mask of a map), :class:`Wall`
+  (zero a region of a feature map), :class:`WalledLinear` (a Flatten head with walled weights,
+  one wall for all outputs or one per group of outputs),
   :func:`insert_wall`, :func:`wall_head`, :func:`enforce_walls`, :func:`walls_of`;
 * models: :func:`walled_vgg16` (the paper's), :func:`simple_cnn` (the paper's Section 2 CNN),
-  :func:`fashion_vgg`, :func:`fashion_resnet`; :data:`MODELS`, :func:`create_model`,
-  :func:`model_config`, :func:`default_target_layer`;
-* :func:`dead_zone` (structural, exact, eval mode), :func:`dead_zone_summary`,
+  :func:`fashion_vgg`, :func:`fashion_resnet`, :func:`fashion_grid_vgg` (2 x 2 grid, a wall
+  per cell's logits; :func:`model_task`, :func:`model_kind`, :func:`cell_walls`,
+  :func:`output_groups`); :data:`MODELS`, :func:`create_model`, :func:`model_config`,
+  :func:`default_target_layer`;
+* :func:`dead_zone` (structural, exact, eval mode; per output with ``target=``),
+  :func:`dead_zones` (``K x H x W``, one per output), :func:`dead_zone_summary`,
   :func:`verify_wall` -> :class:`WallCheck`;
 * :func:`save_model`, :func:`load_model`, :func:`checkpoint_paths` (safetensors + JSON);
 * any torchvision classifier: :func:`walled_torchvision` (name + walls, saved and rebuilt by
@@ -20,7 +24,20 @@ output. Public API (import from ``camwall.walls``):
 """
 
 from camwall.walls._checkpoint import checkpoint_paths, load_model, save_model
-from camwall.walls._deadzone import WallCheck, dead_zone, dead_zone_summary, verify_wall
+from camwall.walls._deadzone import (
+    WallCheck,
+    dead_zone,
+    dead_zone_summary,
+    dead_zones,
+    verify_wall,
+)
+from camwall.walls._grid import (
+    cell_walls,
+    fashion_grid_vgg,
+    model_kind,
+    model_task,
+    output_groups,
+)
 from camwall.walls._models import (
     MODELS,
     create_model,
@@ -50,12 +67,15 @@ __all__ = [
     "WallCheck",
     "WallSpec",
     "WalledLinear",
+    "cell_walls",
     "checkpoint_paths",
     "create_model",
     "dead_zone",
     "dead_zone_summary",
+    "dead_zones",
     "default_target_layer",
     "enforce_walls",
+    "fashion_grid_vgg",
     "fashion_resnet",
     "fashion_vgg",
     "format_wall",
@@ -64,6 +84,9 @@ __all__ = [
     "load_model",
     "load_weights",
     "model_config",
+    "model_kind",
+    "model_task",
+    "output_groups",
     "parse_wall",
     "resolve_model",
     "save_model",

@@ -22,7 +22,8 @@ from torch import nn
 import camwall
 from camwall.errors import CamwallError, did_you_mean
 from camwall.walls._checks import check_finite_state, check_wall_zeros, input_shape_of
-from camwall.walls._deadzone import dead_zone, dead_zone_summary
+from camwall.walls._deadzone import dead_zone, dead_zone_summary, dead_zones
+from camwall.walls._grid import output_groups
 from camwall.walls._models import MODELS, create_model, model_config, unwrap
 from camwall.walls._modules import WalledLinear, walls_of
 from camwall.walls._torchvision import TORCHVISION_ARCH, check_inserted_walls, rebuild_torchvision
@@ -101,6 +102,7 @@ def save_model(
         "camwall_version": camwall.__version__,
         "torch_version": torch.__version__,
     }
+    record.update(_task_keys(model, shape))
     for key, value in meta.items():
         record.setdefault(key, value)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -112,6 +114,24 @@ def save_model(
     os.replace(tmp_w, weights_path)
     os.replace(tmp_j, json_path)
     return weights_path
+
+
+def _task_keys(model: nn.Module, shape: list[int] | None) -> dict[str, Any]:
+    """``task`` and ``kind`` of a model that declares them, and for a grid task
+    ``output_dead_zones``: ``[{"outputs": [start, stop], **dead_zone_summary}, ...]``, one per
+    cell (absent for other models, so their JSON is unchanged)."""
+    out: dict[str, Any] = {}
+    for key in ("task", "kind"):
+        value = getattr(model, f"camwall_{key}", None)
+        if value is not None:
+            out[key] = _jsonable(value, key)
+    groups = output_groups(model)
+    if len(groups) > 1 and shape is not None:
+        zones = dead_zones(model, tuple(shape), [range(a, b) for a, b in groups])
+        out["output_dead_zones"] = [
+            {"outputs": [a, b], **dead_zone_summary(zone)} for (a, b), zone in zip(groups, zones)
+        ]
+    return out
 
 
 def _read_json(json_path: Path) -> dict[str, Any]:

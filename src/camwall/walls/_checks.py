@@ -64,10 +64,8 @@ def check_wall_zeros(model: nn.Module, state: Mapping[str, Tensor], source: str)
         w = state.get(f"{name}.weight" if name else "weight")
         if w is None or tuple(w.shape) != tuple(m.weight.shape):
             continue
-        walled = m._walled_weights(w)
-        bad = int(torch.count_nonzero(walled))
+        bad, worst = m.walled_stats(w)
         if bad:
-            worst = float(walled.abs().max())
             raise CamwallError(
                 f"{source}: the wall of layer {name!r} is broken: {bad} weights that must be "
                 f"exactly 0 are not (max |w| = {worst:.3g}). The file was modified, trained "

@@ -29,7 +29,7 @@ mode afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +42,11 @@ from torch.overrides import TorchFunctionMode
 from camwall.errors import CamwallError
 from camwall.walls._modules import Wall, WalledLinear
 
-__all__ = ["WallCheck", "dead_zone", "dead_zone_summary", "verify_wall"]
+__all__ = ["WallCheck", "dead_zone", "dead_zone_summary", "dead_zones", "verify_wall"]
+
+Target = int | Sequence[int] | None
+"""Which outputs a dead zone is for: one output index, several (the pixels none of them sees),
+or ``None`` for all outputs."""
 
 _IDENTITY_TYPES: tuple[type[nn.Module], ...] = (
     nn.BatchNorm1d,
@@ -157,6 +161,11 @@ def _conv(m: nn.Conv2d) -> Callable[[Tensor], Tensor]:
 
 def _linear(m: nn.Linear) -> Callable[[Tensor], Tensor]:
     def forward(x: Tensor) -> Tensor:
+        if isinstance(m, WalledLinear) and m.per_output:  # group g reads its own cells
+            keep = m.group_keep.to(x.dtype)
+            y = (x.unsqueeze(-2) * keep).sum(-1) / m.in_features
+            size = m.out_features // len(m.walls)
+            return _positive(y.repeat_interleave(size, dim=-1))
         if isinstance(m, WalledLinear):
             keep = m.keep.to(x.dtype)
             y = (x * keep).sum(-1, keepdim=True) / m.in_features
@@ -348,7 +357,51 @@ def _finite(logits: Tensor) -> Tensor:
     return logits
 
 
-def dead_zone(model: nn.Module, input_shape: tuple[int, ...]) -> Tensor:
+def _outputs(target: Target, count: int) -> list[int] | None:
+    """``target`` as a list of output indices in ``[0, count)`` (``None``: all outputs)."""
+    if target is None:
+        return None
+    items: list[Any] = [target] if isinstance(target, int) else list(target)
+    bad = [t for t in items if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < count]
+    if not items or bad:
+        raise CamwallError(
+            f"target {target!r} is not an output index of this model (0 .. {count - 1}); give "
+            "one index, a list of indices, or None for all outputs."
+        )
+    return items
+
+
+def _structural_grads(
+    model: nn.Module, input_shape: tuple[int, ...], targets: Sequence[Target]
+) -> list[Tensor]:
+    """One structural forward at ``(C, H, W)``; for each target, the bool ``[H, W]`` of the
+    pixels with no path to any of its outputs (see the module docstring)."""
+    c, h, w = _check_shape(input_shape)
+    x = torch.ones(1, c, h, w, device=_device(model), requires_grad=True)
+    guard = _Guard()
+    zones: list[Tensor] = []
+    with torch.enable_grad(), _eval_mode(model), _structural(model, guard):
+        with guard:
+            try:
+                out = _logits(model(x)).reshape(-1)
+            except RuntimeError as err:
+                raise CamwallError(
+                    f"the model cannot run on an input of shape {(c, h, w)}: {err}"
+                ) from None
+        for k, target in enumerate(targets):
+            picked = _outputs(target, out.numel())
+            chosen = out if picked is None else out[picked]
+            (grad,) = torch.autograd.grad(
+                chosen.sum(), x, allow_unused=True, retain_graph=k + 1 < len(targets)
+            )
+            if grad is None:
+                zones.append(torch.ones(h, w, dtype=torch.bool, device=x.device))
+            else:
+                zones.append((grad[0] == 0).all(0))
+    return zones
+
+
+def dead_zone(model: nn.Module, input_shape: tuple[int, ...], target: Target = None) -> Tensor:
     """The pixels of a ``C x H x W`` input that influence no output of ``model`` (eval mode).
 
     Structural and exact: pixel ``(h, w)`` is dead iff no path of non-zero connections leads
@@ -359,29 +412,37 @@ def dead_zone(model: nn.Module, input_shape: tuple[int, ...]) -> Tensor:
     Args:
         model: the network; put in eval mode for the call and restored afterwards.
         input_shape: ``(C, H, W)``.
+        target: ``None`` (all outputs: the pixels *no* output sees), an output index ``k``
+            (the pixels that cannot change ``logits[:, k]``, exact per output: a per-output
+            wall gives each output its own dead zone), or a list of indices.
 
     Returns:
         Bool ``[H, W]`` on the model's device, True where the pixel is dead.
 
     Raises:
         CamwallError: a layer type or functional call it cannot analyze; a model that does not
-        return a tensor; a bad ``input_shape``.
+        return a tensor; a bad ``input_shape`` or ``target``.
     """
+    return _structural_grads(model, input_shape, [target])[0]
+
+
+def dead_zones(
+    model: nn.Module, input_shape: tuple[int, ...], targets: Sequence[Target] | None = None
+) -> Tensor:
+    """Several dead zones from one structural forward: bool ``[len(targets), H, W]``, row ``j``
+    = ``dead_zone(model, input_shape, targets[j])``; by default one per output (``[K, H, W]``,
+    row ``k`` for output ``k``)."""
     c, h, w = _check_shape(input_shape)
-    x = torch.ones(1, c, h, w, device=_device(model), requires_grad=True)
-    guard = _Guard()
-    with torch.enable_grad(), _eval_mode(model), _structural(model, guard):
-        with guard:
-            try:
-                out = _logits(model(x))
-            except RuntimeError as err:
-                raise CamwallError(
-                    f"the model cannot run on an input of shape {(c, h, w)}: {err}"
-                ) from None
-        (grad,) = torch.autograd.grad(out.sum(), x, allow_unused=True)
-    if grad is None:
-        return torch.ones(h, w, dtype=torch.bool, device=x.device)
-    return (grad[0] == 0).all(0)
+    if targets is None:
+        targets = list(range(_output_count(model, (c, h, w))))
+    return torch.stack(_structural_grads(model, (c, h, w), list(targets)))
+
+
+def _output_count(model: nn.Module, shape: tuple[int, int, int]) -> int:
+    """Number of outputs (logits per image) of ``model`` at input ``shape``."""
+    x = torch.zeros(1, *shape, device=_device(model))
+    with torch.no_grad(), _eval_mode(model):
+        return int(_logits(model(x)).reshape(-1).numel())
 
 
 @dataclass(frozen=True)
@@ -423,30 +484,77 @@ def verify_wall(
     trials: int = 8,
     generator: torch.Generator | None = None,
     channels: int | None = None,
+    target: Target = None,
 ) -> WallCheck:
     """Check empirically that ``dead_zone`` cannot change the output of ``model`` (eval mode).
 
     Each trial draws ``x ~ U[0, 1]^(1 x C x H x W)`` and ``x'`` equal to ``x`` off the dead zone
     and redrawn on it (alternately ``N(0, 10^2)`` noise and zeros), then requires
-    ``torch.equal(model(x), model(x'))`` and ``d sum(model(x')) / dx' == 0`` exactly on the
-    dead zone.
+    ``torch.equal(y(x), y(x'))`` and ``d (r . y(x')) / dx' == 0`` exactly on the dead zone,
+    where ``y`` are the checked outputs and ``r`` is all ones (all outputs) or drawn from
+    ``U[1, 2]`` per trial (selected outputs, so that no two gradients can cancel).
 
     Args:
         model: the network; eval mode during the check, modes restored afterwards.
-        dead_zone: bool ``[H, W]``, True where the input should not matter.
-        trials: number of random inputs.
+        dead_zone: bool ``[H, W]``, True where the input should not matter to the ``target``
+            outputs; or bool ``[K, H, W]``, one dead zone per output (e.g. from
+            :func:`dead_zones`): every output is checked against its own zone (outputs sharing
+            a zone are checked together).
+        trials: number of random inputs (per distinct zone).
         generator: CPU generator for the draws (default: a fresh one seeded 0).
         channels: input channels; default from the model record or its first Conv2d.
+        target: with an ``[H, W]`` zone: ``None`` (all outputs), an output index or a list.
+
+    Returns:
+        A :class:`WallCheck`; for ``[K, H, W]`` zones its maxima are over every zone and
+        ``dead_pixels`` is the sum over the distinct zones.
     """
-    if dead_zone.dim() != 2 or dead_zone.dtype != torch.bool:
+    if dead_zone.dtype != torch.bool or dead_zone.dim() not in (2, 3):
         raise CamwallError(
-            f"dead_zone must be a bool [H, W] tensor, got {dead_zone.dtype} "
-            f"{tuple(dead_zone.shape)}."
+            f"dead_zone must be a bool [H, W] (or [K, H, W], one per output) tensor, got "
+            f"{dead_zone.dtype} {tuple(dead_zone.shape)}."
         )
     if trials < 1:
         raise CamwallError(f"trials must be >= 1, got {trials}.")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     c = channels if channels is not None else _channels(model)
+    checks = [
+        _verify_one(model, zone, outputs, trials, gen, c)
+        for zone, outputs in _zone_groups(dead_zone, target)
+    ]
+    return WallCheck(
+        all(ch.ok for ch in checks),
+        max(ch.max_logit_change for ch in checks),
+        max(ch.max_dead_grad for ch in checks),
+        max(ch.live_grad_max for ch in checks),
+        trials,
+        sum(ch.dead_pixels for ch in checks),
+    )
+
+
+def _zone_groups(dead_zone: Tensor, target: Target) -> list[tuple[Tensor, Target]]:
+    """``[(zone [H, W], its outputs)]``: one entry for a 2-D zone, one per distinct zone of a
+    ``[K, H, W]`` stack (with the outputs that share it)."""
+    if dead_zone.dim() == 2:
+        return [(dead_zone, target)]
+    if target is not None:
+        raise CamwallError("verify_wall: target is implied by a [K, H, W] dead_zone; omit it.")
+    groups: dict[bytes, tuple[Tensor, list[int]]] = {}
+    for k, zone in enumerate(dead_zone):
+        key = zone.cpu().numpy().tobytes()
+        groups.setdefault(key, (zone, []))[1].append(k)
+    return list(groups.values())
+
+
+def _verify_one(
+    model: nn.Module,
+    dead_zone: Tensor,
+    target: Target,
+    trials: int,
+    gen: torch.Generator,
+    c: int,
+) -> WallCheck:
+    """:func:`verify_wall` for one ``[H, W]`` zone and the outputs ``target``."""
     h, w = dead_zone.shape
     device = _device(model)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
@@ -459,9 +567,17 @@ def verify_wall(
             x2 = torch.where(dead, noise if t % 2 == 0 else torch.zeros_like(x), x)
             x2.requires_grad_(True)
             with torch.no_grad():  # both forwards in the same mode, so the same kernels
-                y = _finite(_logits(model(x)))
-                y2 = _logits(model(x2))
-            (grad,) = torch.autograd.grad(_logits(model(x2)).sum(), x2)
+                y = _finite(_logits(model(x))).reshape(1, -1)
+                y2 = _logits(model(x2)).reshape(1, -1)
+            picked = _outputs(target, y.shape[1])
+            out = _logits(model(x2)).reshape(1, -1)
+            if picked is None:
+                score = out.sum()
+            else:
+                y, y2 = y[:, picked], y2[:, picked]
+                weights = 1.0 + torch.rand(len(picked), generator=gen).to(device, out.dtype)
+                score = (out[:, picked] * weights).sum()
+            (grad,) = torch.autograd.grad(score, x2)
             if not torch.equal(y, y2):
                 diff = (y - y2).abs().max()
                 max_change = max(max_change, float(diff) if diff.isfinite() else float("inf"))

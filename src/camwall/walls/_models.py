@@ -66,12 +66,7 @@ def _check_args(walled: Any, **sizes: Any) -> None:
 
 
 def _linear_wall_entry(layer: str, lin: WalledLinear) -> dict[str, Any]:
-    return {
-        "kind": "linear",
-        "layer": layer,
-        "feature_shape": list(lin.feature_shape),
-        "region": lin.wall.to_dict(),
-    }
+    return lin.wall_entry(layer)
 
 
 def _init_vgg(model: nn.Module) -> None:

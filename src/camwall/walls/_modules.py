@@ -14,6 +14,7 @@ Both hold their wall as structure, not as learned values:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -63,19 +64,25 @@ class Wall(nn.Module):
 class WalledLinear(nn.Linear):
     """``nn.Linear`` over a flattened ``C x H x W`` map, with the weights of a region fixed at 0.
 
-    ``y = W (x * keep) + b`` where ``keep[c*H*W + h*W + w] = not blocked[h, w]``
-    (``torch.flatten`` order) and ``W[:, ~keep] == 0`` (set at construction, kept by the zero
-    gradient and by :func:`enforce_walls`).
+    One wall for all outputs: ``y = W (x * keep) + b`` where ``keep[c*H*W + h*W + w] = not
+    blocked[h, w]`` (``torch.flatten`` order) and ``W[:, ~keep] == 0`` (set at construction,
+    kept by the zero gradient and by :func:`enforce_walls`).
+
+    A wall per output (``wall`` a sequence of ``G`` specs): the outputs are split into ``G``
+    equal consecutive groups, and group ``g`` (outputs ``g*out/G .. (g+1)*out/G - 1``) reads
+    only the cells that ``wall[g]`` leaves open: ``y_g = W_g (x * keep_g) + b_g`` with
+    ``W_g[:, ~keep_g] == 0``. So output ``o`` provably sees only the open region of its group.
 
     Args:
         in_features: must equal ``C * H * W`` of ``feature_shape``.
-        out_features: output size.
+        out_features: output size (a multiple of the number of walls).
         bias: whether to learn a bias.
         feature_shape: ``(C, H, W)`` of the map that is flattened into this layer.
-        wall: the blocked region of that map.
+        wall: the blocked region of that map, or one region per output group.
     """
 
     keep: Tensor
+    group_keep: Tensor
 
     def __init__(
         self,
@@ -84,7 +91,7 @@ class WalledLinear(nn.Linear):
         bias: bool = True,
         *,
         feature_shape: tuple[int, int, int],
-        wall: WallSpec,
+        wall: WallSpec | Sequence[WallSpec],
         device: Any = None,
         dtype: Any = None,
     ) -> None:
@@ -94,56 +101,116 @@ class WalledLinear(nn.Linear):
                 f"WalledLinear: feature_shape {feature_shape} has {c * h * w} values but "
                 f"in_features is {in_features}; give the (C, H, W) that is flattened into it."
             )
+        walls = (wall,) if isinstance(wall, WallSpec) else tuple(wall)
+        if not walls or out_features % len(walls):
+            raise CamwallError(
+                f"WalledLinear: {len(walls)} per-output walls do not split {out_features} "
+                "outputs into equal groups; give one wall per group of outputs."
+            )
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.feature_shape = (c, h, w)
-        self.wall = wall
+        self.walls = walls
+        self.wall = walls[0]  # the wall of every output when there is one
         # Not persistent: the wall is part of the architecture and is rebuilt from the spec,
         # so a checkpoint cannot change it.
-        self.register_buffer("keep", self._keep(self.weight.device), persistent=False)
+        self.register_buffer("keep", self._keep(self.weight.device)[0], persistent=False)
+        self.register_buffer("group_keep", self._keep(self.weight.device), persistent=False)
         self.enforce()
 
+    @property
+    def per_output(self) -> bool:
+        """Whether each group of outputs has its own wall."""
+        return len(self.walls) > 1
+
     def _keep(self, device: torch.device) -> Tensor:
+        """Bool ``[G, C*H*W]``: True where group ``g`` reads the input (row 0 is the union
+        when there is one group)."""
         c, h, w = self.feature_shape
-        blocked = self.wall.blocked(h, w, device=torch.device("cpu")).expand(c, h, w)
-        return ~blocked.reshape(-1).to(device)
+        cpu = torch.device("cpu")
+        rows = [~spec.blocked(h, w, device=cpu).expand(c, h, w).reshape(-1) for spec in self.walls]
+        return torch.stack(rows).to(device)
 
     def _apply(self, fn: Any, recurse: bool = True) -> WalledLinear:
         super()._apply(fn, recurse)
-        # Rebuild the mask from the spec: ``to_empty`` (after building on the meta device)
-        # would leave it uninitialised, and no conversion may change it.
-        self.keep = self._keep(self.weight.device)
+        # Rebuild the masks from the specs: ``to_empty`` (after building on the meta device)
+        # would leave them uninitialised, and no conversion may change them.
+        self.group_keep = self._keep(self.weight.device)
+        self.keep = self.group_keep.any(0)
         return self
 
-    def _walled_weights(self, weight: Tensor | None = None) -> Tensor:
-        """View ``[out, C, rows, cols]`` of the walled entries of ``weight`` (default: this
-        layer's own ``out x C*H*W`` weight; no copy: the wall is a box)."""
-        c, h, w = self.feature_shape
-        rows = slice(*self.wall.rows) if self.wall.rows is not None else slice(None)
-        cols = slice(*self.wall.cols) if self.wall.cols is not None else slice(None)
+    def output_groups(self) -> list[tuple[int, int]]:
+        """``[(start, stop), ...]``: the outputs of each wall, in order."""
+        size = self.out_features // len(self.walls)
+        return [(g * size, (g + 1) * size) for g in range(len(self.walls))]
+
+    def _walled_pieces(self, weight: Tensor | None = None) -> list[Tensor]:
+        """The walled entries of ``weight`` (default: this layer's own ``out x C*H*W``
+        weight), as views where the wall is one box for all outputs (no copy), else per group."""
         weight = self.weight if weight is None else weight
-        return weight.reshape(self.out_features, c, h, w)[:, :, rows, cols]
+        c, h, w = self.feature_shape
+        spec = self.walls[0]
+        if not self.per_output and spec.mask is None and not spec.outside:
+            rows = slice(*spec.rows) if spec.rows is not None else slice(None)
+            cols = slice(*spec.cols) if spec.cols is not None else slice(None)
+            return [weight.reshape(self.out_features, c, h, w)[:, :, rows, cols]]
+        blocked = ~self.group_keep.to(weight.device)
+        return [
+            weight[a:b].index_select(1, blocked[g].nonzero().flatten())
+            for g, (a, b) in enumerate(self.output_groups())
+        ]
+
+    def walled_stats(self, weight: Tensor | None = None) -> tuple[int, float]:
+        """``(number of walled weights that are not 0, their max |w|)`` of ``weight``."""
+        pieces = [p.detach() for p in self._walled_pieces(weight)]
+        count = sum(int(torch.count_nonzero(p)) for p in pieces)
+        worst = max((float(p.abs().max()) for p in pieces if p.numel()), default=0.0)
+        return count, worst
 
     @torch.no_grad()
     def enforce(self) -> int:
         """Set the walled weights to exactly 0; returns how many were not 0 before."""
         if self.weight.is_meta:
             return 0
-        walled = self._walled_weights()
-        broken = int(torch.count_nonzero(walled))
+        broken, _ = self.walled_stats()
         if broken:
-            walled.zero_()
+            for g, (a, b) in enumerate(self.output_groups()):
+                self.weight[a:b].masked_fill_(~self.group_keep[g], 0)
         return broken
 
     def wall_intact(self) -> bool:
         """Whether every walled weight is exactly 0."""
-        return int(torch.count_nonzero(self._walled_weights().detach())) == 0
+        return self.walled_stats()[0] == 0
+
+    def wall_entry(self, layer: str) -> dict[str, Any]:
+        """The JSON record of this wall: ``{"kind": "linear", "layer", "feature_shape",
+        "region"}``, or ``"per_output": [{"outputs": [start, stop], "region"}, ...]`` instead
+        of ``"region"`` for per-output walls."""
+        entry: dict[str, Any] = {
+            "kind": "linear",
+            "layer": layer,
+            "feature_shape": list(self.feature_shape),
+        }
+        if not self.per_output:
+            return {**entry, "region": self.wall.to_dict()}
+        groups = [
+            {"outputs": [a, b], "region": spec.to_dict()}
+            for (a, b), spec in zip(self.output_groups(), self.walls)
+        ]
+        return {**entry, "per_output": groups}
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x.masked_fill(~self.keep, 0), self.weight, self.bias)
+        if not self.per_output:
+            return F.linear(x.masked_fill(~self.keep, 0), self.weight, self.bias)
+        g = len(self.walls)
+        xs = x.unsqueeze(-2).masked_fill(~self.group_keep, 0)  # ... x G x in
+        weight = self.weight.reshape(g, self.out_features // g, self.in_features)
+        y = torch.einsum("...gi,goi->...go", xs, weight).flatten(-2)
+        return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
         shape = self.feature_shape
-        return f"{super().extra_repr()}, feature_shape={shape}, wall={self.wall.describe()}"
+        walls = " | ".join(spec.describe() for spec in self.walls)
+        return f"{super().extra_repr()}, feature_shape={shape}, wall={walls}"
 
 
 def enforce_walls(model: nn.Module) -> int:
@@ -201,12 +268,16 @@ def insert_wall(model: nn.Module, layer_name: str, region: WallSpec) -> Wall:
 
 
 def wall_head(
-    model: nn.Module, layer_name: str, feature_shape: tuple[int, int, int], region: WallSpec
+    model: nn.Module,
+    layer_name: str,
+    feature_shape: tuple[int, int, int],
+    region: WallSpec | Sequence[WallSpec],
 ) -> WalledLinear:
     """Wall the ``nn.Linear`` called ``layer_name`` that reads a flattened ``C x H x W`` map.
 
     It is replaced by a :class:`WalledLinear` with the same weights, except that the weights
-    reading ``region`` are set to 0 (and kept there).
+    reading ``region`` are set to 0 (and kept there). A sequence of regions walls each group
+    of outputs separately (see :class:`WalledLinear`).
     """
     parent, child_name, child = _resolve(model, layer_name)
     if not isinstance(child, nn.Linear):
@@ -229,13 +300,5 @@ def wall_head(
             new.bias.copy_(child.bias)
     new.enforce()
     setattr(parent, child_name, new)
-    _record(
-        model,
-        {
-            "kind": "linear",
-            "layer": layer_name,
-            "feature_shape": list(new.feature_shape),
-            "region": region.to_dict(),
-        },
-    )
+    _record(model, new.wall_entry(layer_name))
     return new

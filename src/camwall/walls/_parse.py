@@ -4,14 +4,15 @@ Grammar (whitespace around the parts is ignored)::
 
     wall   := LAYER ":" region
     LAYER  := dotted module name, e.g. layer3, features.29, layer2.0.0
-    region := axis "=" range [ "," axis "=" range ]
+    region := part [ "," part ]*
+    part   := axis "=" range | "outside"
     axis   := "rows" | "cols"          (each at most once)
     range  := [START] ":" [STOP]       (integers, negative from the end, empty = open end)
 
 ``range`` has Python slice semantics in the coordinates of the layer's *output* map (stop
 excluded). Examples: ``layer3:rows=4:`` (rows 4 to the end), ``layer3:rows=4:8,cols=0:2``
 (a 4 x 2 rectangle), ``features.29:rows=-3:`` (the bottom 3 rows), ``layer4:cols=:2``
-(the 2 leftmost columns).
+(the 2 leftmost columns), ``layer4:rows=0:4,cols=0:4,outside`` (everything but a 4 x 4 box).
 """
 
 from __future__ import annotations
@@ -64,7 +65,11 @@ def parse_wall(text: str) -> tuple[str, WallSpec]:
     if not region.strip():
         raise _error(text, "no region after the layer name")
     spans: dict[str, Span] = {}
+    outside = False
     for part in region.split(","):
+        if part.strip() == "outside":
+            outside = True
+            continue
         axis, eq, rng = part.partition("=")
         axis = axis.strip()
         if not eq:
@@ -83,7 +88,9 @@ def parse_wall(text: str) -> tuple[str, WallSpec]:
         if ":" in stop:
             raise _error(text, f"{axis}={rng.strip()} has more than one ':' (no step allowed)")
         spans[axis] = (_bound(text, start), _bound(text, stop))
-    return layer, WallSpec(rows=spans.get("rows"), cols=spans.get("cols"))
+    if not spans:
+        raise _error(text, "'outside' needs rows=... and/or cols=... (the box left open)")
+    return layer, WallSpec(rows=spans.get("rows"), cols=spans.get("cols"), outside=outside)
 
 
 def format_wall(layer: str, spec: WallSpec) -> str:
@@ -93,9 +100,11 @@ def format_wall(layer: str, spec: WallSpec) -> str:
         a, b = span
         return f"{'' if a is None else a}:{'' if b is None else b}"
 
+    if spec.mask is not None:
+        raise CamwallError("a mask wall has no command-line form; build it in Python.")
     kept = [
         f"{axis}={fmt(span)}"
         for axis, span in (("rows", spec.rows), ("cols", spec.cols))
         if span is not None
     ]
-    return f"{layer}:{','.join(kept)}"
+    return f"{layer}:{','.join([*kept, *(['outside'] if spec.outside else [])])}"

@@ -15,6 +15,7 @@ from camwall._cliargs import (
     add_seed,
     int_in,
     name_or_path,
+    non_negative_int,
     positive_int,
 )
 from camwall.errors import CamwallError
@@ -73,6 +74,11 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--baseline", action="store_true", help="build the registered model with walled=False"
     )
+    p.add_argument(
+        "--target", type=non_negative_int, default=None, metavar="K",
+        help="the dead zone of output K only (exact per output: e.g. 0..9 are cell 0's logits "
+        "of fashion-grid-vgg); default: the pixels no output sees",
+    )  # fmt: skip
     p.set_defaults(func=run_deadzone)
 
 
@@ -163,12 +169,11 @@ def run_deadzone(args: argparse.Namespace) -> int:
     c, h, w = (int(v) for v in shape)
     if args.input_size is not None:
         h, w = args.input_size
-    zone = dead_zone(model, (c, h, w))
+    zone = dead_zone(model, (c, h, w), target=args.target)
     info = dead_zone_summary(zone)
-    check = verify_wall(
-        model, zone, trials=args.trials, generator=torch.Generator().manual_seed(args.seed)
-    )
-    print(f"model: {label}")
+    gen = torch.Generator().manual_seed(args.seed)
+    check = verify_wall(model, zone, trials=args.trials, generator=gen, target=args.target)
+    print(f"model: {label}" + ("" if args.target is None else f", output {args.target}"))
     print(f"input: {c} x {h} x {w}")
     print(f"dead rows: {_spans(info['rows'], 'row')}")
     print(f"dead columns: {_spans(info['cols'], 'column')}")
