@@ -7,7 +7,9 @@ output. Public API (import from ``camwall.walls``):
   (zero a region of a feature map), :class:`WalledLinear` (a Flatten head with walled weights),
   :func:`insert_wall`, :func:`wall_head`, :func:`enforce_walls`, :func:`walls_of`;
 * models: :func:`walled_vgg16` (the paper's), :func:`simple_cnn` (the paper's Section 2 CNN),
-  :func:`fashion_vgg`, :func:`fashion_resnet`; :data:`MODELS`, :func:`create_model`,
+  :func:`fashion_vgg`, :func:`fashion_resnet`, :func:`walled_vit` / :func:`fashion_vit`
+  (Vision Transformers walled by a structural attention mask, :class:`WalledViT`,
+  :func:`token_grid`); :data:`MODELS`, :func:`create_model`,
   :func:`model_config`, :func:`default_target_layer`;
 * :func:`dead_zone` (structural, exact, eval mode), :func:`dead_zone_summary`,
   :func:`verify_wall` -> :class:`WallCheck`;
@@ -43,6 +45,7 @@ from camwall.walls._parse import format_wall, parse_wall
 from camwall.walls._resolve import is_checkpoint, resolve_model
 from camwall.walls._spec import WallSpec
 from camwall.walls._torchvision import load_weights, torchvision_names, walled_torchvision
+from camwall.walls._vit import WalledViT, fashion_vit, token_grid, walled_vit
 
 __all__ = [
     "MODELS",
@@ -50,6 +53,7 @@ __all__ = [
     "WallCheck",
     "WallSpec",
     "WalledLinear",
+    "WalledViT",
     "checkpoint_paths",
     "create_model",
     "dead_zone",
@@ -58,6 +62,7 @@ __all__ = [
     "enforce_walls",
     "fashion_resnet",
     "fashion_vgg",
+    "fashion_vit",
     "format_wall",
     "insert_wall",
     "is_checkpoint",
@@ -68,10 +73,12 @@ __all__ = [
     "resolve_model",
     "save_model",
     "simple_cnn",
+    "token_grid",
     "torchvision_names",
     "verify_wall",
     "wall_head",
     "walled_torchvision",
     "walled_vgg16",
+    "walled_vit",
     "walls_of",
 ]
