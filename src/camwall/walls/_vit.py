@@ -29,6 +29,7 @@ layer's ``B x N x D`` tokens into a ``B x D x h x w`` map for the CAM engine.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -176,17 +177,25 @@ class MaskedSoftmax(nn.Module):
         m = (scores * keep).sum(-1, keepdim=True) / keep.sum(-1, keepdim=True)
         return m / m.detach() * keep
 
-    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
-        mask = state_dict.get(prefix + "allowed")
-        if mask is not None and (
-            tuple(mask.shape) != tuple(self.allowed.shape)
-            or not torch.equal(mask.to(torch.bool).cpu(), self.allowed.cpu())
+    def camwall_check_state(self, state: Mapping[str, Tensor], prefix: str) -> str | None:
+        """What is wrong with the mask ``state[prefix + "allowed"]`` (``None``: it is this
+        layer's mask, or absent; a strict load reports a missing key)."""
+        mask = state.get(prefix + "allowed")
+        if mask is None:
+            return None
+        if tuple(mask.shape) == tuple(self.allowed.shape) and torch.equal(
+            mask.to(torch.bool).cpu(), self.allowed.cpu()
         ):
-            raise CamwallError(
-                f"the attention mask {prefix}allowed in the weights is not the architecture's "
-                "mask (the wall would break); the file was modified or holds another model. "
-                "Refusing to load it."
-            )
+            return None
+        return (
+            f"the attention mask {prefix}allowed is not the architecture's mask (the wall would "
+            "break); the file was modified or holds another model"
+        )
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        problem = self.camwall_check_state(state_dict, prefix)
+        if problem:
+            raise CamwallError(f"{problem}; refusing to load it.")
         super()._load_from_state_dict(state_dict, prefix, *args)
 
 
