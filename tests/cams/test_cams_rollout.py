@@ -74,7 +74,8 @@ def test_torchvision_vit_probabilities_match_multihead_attention() -> None:
     for h in handles:
         h.remove()
     probs = attention_probabilities(model, x)
-    assert len(probs) == 2 and probs[0].shape == (2, 2, 17, 17)
+    assert len(probs) == 2
+    assert probs[0].shape == (2, 2, 17, 17)
     for layer, q, p in zip(layers, inputs, probs, strict=True):
         with torch.no_grad():
             _, ref = layer(q, q, q, need_weights=True, average_attn_weights=False)
@@ -92,7 +93,8 @@ def test_rollout_respects_the_fashion_vit_wall() -> None:
     x = torch.rand(3, 1, 64, 64)
     raw = attention_rollout(model, x)
     assert raw.shape == (3, 8, 8)
-    assert bool((raw[:, 5:] == 0).all()) and bool((raw[:, :5] > 0).all())
+    assert bool((raw[:, 5:] == 0).all())
+    assert bool((raw[:, :5] > 0).all())
     maps = compute_cams(model, x, "conv_proj", ["rollout", "gradcam"], targets=[0, 1, 2])
     # bilinear upsampling from the 8 x 8 grid spreads live row 4 into pixel rows 40..43 only
     assert bool((maps["rollout"][:, 44:] == 0).all())
@@ -100,7 +102,8 @@ def test_rollout_respects_the_fashion_vit_wall() -> None:
 
 
 def test_rollout_refuses_other_models_and_leaves_no_hooks() -> None:
-    assert "rollout" in METHODS and "rollout" not in DEFAULT_METHODS
+    assert "rollout" in METHODS
+    assert "rollout" not in DEFAULT_METHODS
     cnn = create_model("fashion-vgg", width=8)
     with pytest.raises(CamwallError, match="rollout needs a Vision Transformer"):
         compute_cams(cnn, torch.rand(1, 1, 64, 64), "9", ["rollout"])

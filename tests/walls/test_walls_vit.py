@@ -49,12 +49,14 @@ def _jacobian_live(model: nn.Module, shape: tuple[int, int, int], seeds: int) ->
 
 
 def test_registry_and_fashion_vit_record() -> None:
-    assert "fashion-vit" in MODELS and "walled-vit" in MODELS
+    assert "fashion-vit" in MODELS
+    assert "walled-vit" in MODELS
     model = create_model("fashion-vit")
     assert isinstance(model, WalledViT)
     assert model.camwall_target_layer == "blocks.3.ln_1"  # type: ignore[attr-defined]
     (entry,) = model.camwall_walls  # type: ignore[attr-defined]
-    assert entry["kind"] == "attention" and entry["grid"] == [8, 8]
+    assert entry["kind"] == "attention"
+    assert entry["grid"] == [8, 8]
     assert entry["region"] == {"rows": [5, None], "cols": None}
     assert entry["dead_patches"] == list(range(40, 64))
     assert create_model("fashion-vit", walled=False).camwall_walls == []  # type: ignore[attr-defined]
@@ -79,7 +81,8 @@ def test_attention_mask_live_rows_never_point_at_dead_tokens() -> None:
     assert torch.equal(allowed, expected)
     model = create_model("fashion-vit")
     masks = [m.allowed for m in model.modules() if isinstance(m, MaskedSoftmax)]
-    assert len(masks) == 4 and all(torch.equal(m, masks[0]) for m in masks)
+    assert len(masks) == 4
+    assert all(torch.equal(m, masks[0]) for m in masks)
     dead_tok = torch.zeros(65, dtype=torch.bool)
     dead_tok[41:] = True
     assert not masks[0][~dead_tok][:, dead_tok].any()  # no live row points at a dead token
@@ -100,7 +103,9 @@ def test_fashion_vit_dead_zone_is_rows_40_to_63_and_holds() -> None:
     assert torch.equal(zone, _rows(40))
     assert dead_zone_summary(zone)["rows"] == [[40, 64]]
     check = verify_wall(model, zone, trials=4)
-    assert check.ok and check.dead_pixels == 24 * 64 and check.live_grad_max > 0
+    assert check.ok
+    assert check.dead_pixels == 24 * 64
+    assert check.live_grad_max > 0
     # one live patch row claimed dead: the check sees it
     assert not verify_wall(model, _rows(32), trials=2).ok
 

@@ -44,8 +44,10 @@ def _vit_layout(model: nn.Module) -> tuple[list[nn.Module], tuple[int, int]]:
     from torchvision.models import VisionTransformer
 
     if isinstance(model, VisionTransformer):
-        side = model.image_size // model.patch_size
-        layers = [m for m in model.encoder.modules() if isinstance(m, nn.MultiheadAttention)]
+        side = int(model.image_size // model.patch_size)
+        layers: list[nn.Module] = [
+            m for m in model.encoder.modules() if isinstance(m, nn.MultiheadAttention)
+        ]
         return layers, (side, side)
     raise CamwallError(
         f"rollout needs a Vision Transformer: a camwall WalledViT (camwall.walls.walled_vit, "

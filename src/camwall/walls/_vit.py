@@ -371,9 +371,7 @@ def walled_vit(
     }  # fmt: skip
     sizes = {"dim": dim, "depth": depth, "heads": heads, "mlp_dim": mlp_dim}
     shape = (channels, image_size, image_size)
-    return build_vit(
-        "walled-vit", kwargs, shape, patch_size, sizes, dead_rows if walled else None
-    )
+    return build_vit("walled-vit", kwargs, shape, patch_size, sizes, dead_rows if walled else None)
 
 
 @MODELS.add
