@@ -60,6 +60,11 @@ def test_registry_and_fashion_vit_record() -> None:
     assert entry["region"] == {"rows": [5, None], "cols": None}
     assert entry["dead_patches"] == list(range(40, 64))
     assert create_model("fashion-vit", walled=False).camwall_walls == []  # type: ignore[attr-defined]
+    stem = create_model("fashion-vit", conv_stem=True)
+    assert isinstance(stem.conv_proj, nn.Sequential)
+    assert torch.equal(dead_zone(stem, (1, 64, 64)), _rows(40))
+    with pytest.raises(CamwallError, match="conv_stem needs patch_size"):
+        create_model("walled-vit", patch_size=2, image_size=16, dead_rows=2, conv_stem=True)
     with pytest.raises(CamwallError, match="dead_rows"):
         create_model("walled-vit", dead_rows=8)
 
@@ -116,14 +121,19 @@ def test_unwalled_vit_has_no_dead_zone() -> None:
     assert bool(attention_mask(torch.zeros(8, 8, dtype=torch.bool)).all())
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_structural_dead_zone_equals_brute_force_jacobian_support(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "conv_stem"), [(0, False), (1, False), (2, True)])
+def test_structural_dead_zone_equals_brute_force_jacobian_support(
+    seed: int, conv_stem: bool
+) -> None:
     # A box and a corner of a 4 x 4 patch grid are dead (not only a band).
     dead = torch.zeros(4, 4, dtype=torch.bool)
     dead[1:3, 1:3] = True
     dead[3, 3] = True
     torch.manual_seed(seed)
-    model = WalledViT(16, 2, 4, dim=8, depth=2, heads=2, mlp_dim=16, num_classes=3, dead=dead)
+    model = WalledViT(
+        16, 2, 4, dim=8, depth=2, heads=2, mlp_dim=16, num_classes=3, dead=dead,
+        conv_stem=conv_stem,
+    )  # fmt: skip
     model = model.double().eval()
     zone = dead_zone(model, (2, 16, 16))
     expected = dead.repeat_interleave(4, 0).repeat_interleave(4, 1)

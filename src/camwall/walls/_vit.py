@@ -252,6 +252,10 @@ class WalledViT(nn.Module):
         dim, depth, heads, mlp_dim: transformer sizes.
         num_classes: outputs.
         dead: bool ``[S/P, S/P]`` dead patches, or ``None`` (no wall: every token sees all).
+        conv_stem: ``conv_proj`` is three non-overlapping convs (``2 x 2`` stride 2 to
+            ``D/4`` channels, GELU, ``2 x 2`` stride 2 to ``D/2``, GELU, ``P/4 x P/4`` stride
+            ``P/4`` to ``D``) instead of one ``P x P`` conv: still one token per patch, reading
+            only its patch, with a non-linear patch embedding (``P`` a multiple of 4).
     """
 
     def __init__(
@@ -265,6 +269,7 @@ class WalledViT(nn.Module):
         mlp_dim: int,
         num_classes: int,
         dead: Tensor | None,
+        conv_stem: bool = False,
     ) -> None:
         super().__init__()
         side = image_size // patch_size
@@ -272,7 +277,7 @@ class WalledViT(nn.Module):
         dead = torch.zeros(side, side, dtype=torch.bool) if dead is None else dead
         allowed = attention_mask(dead)
         self.grid = (side, side)
-        self.conv_proj = nn.Conv2d(channels, dim, patch_size, stride=patch_size)
+        self.conv_proj = _patch_embedding(channels, dim, patch_size, conv_stem)
         self.tokens = PatchTokens(dim, n)
         self.blocks = nn.Sequential(
             *[EncoderBlock(dim, heads, mlp_dim, allowed) for _ in range(depth)]
@@ -286,13 +291,33 @@ class WalledViT(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
-        fan_in = self.conv_proj.in_channels * math.prod(self.conv_proj.kernel_size)
-        nn.init.trunc_normal_(self.conv_proj.weight, std=math.sqrt(1 / fan_in))
-        nn.init.zeros_(self.conv_proj.bias)  # type: ignore[arg-type]
+        convs = [m for m in self.conv_proj.modules() if isinstance(m, nn.Conv2d)]
+        for i, conv in enumerate(convs):  # He (fan-in) before a GELU, unit gain for the last
+            fan_in = conv.in_channels * math.prod(conv.kernel_size)
+            gain = 1.0 if i == len(convs) - 1 else 2.0
+            nn.init.trunc_normal_(conv.weight, std=math.sqrt(gain / fan_in))
+            nn.init.zeros_(conv.bias)  # type: ignore[arg-type]
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.ln(self.blocks(self.tokens(self.conv_proj(x))))
         return self.head(x[:, 0])
+
+
+def _patch_embedding(channels: int, dim: int, patch_size: int, conv_stem: bool) -> nn.Module:
+    if not conv_stem:
+        return nn.Conv2d(channels, dim, patch_size, stride=patch_size)
+    if patch_size % 4 or dim % 4:
+        raise CamwallError(
+            f"a ViT conv_stem needs patch_size ({patch_size}) and dim ({dim}) multiples of 4."
+        )
+    last = patch_size // 4
+    return nn.Sequential(
+        nn.Conv2d(channels, dim // 4, 2, stride=2),
+        nn.GELU(),
+        nn.Conv2d(dim // 4, dim // 2, 2, stride=2),
+        nn.GELU(),
+        nn.Conv2d(dim // 2, dim, last, stride=last),
+    )
 
 
 def dead_patches(side: int, dead_rows: int) -> Tensor:
@@ -344,6 +369,7 @@ def walled_vit(
     heads: int = 4,
     mlp_dim: int = 128,
     dead_rows: int = 3,
+    conv_stem: bool = False,
 ) -> WalledViT:
     """A walled ViT (or its unwalled twin with ``walled=False``) for ``channels x image_size x
     image_size`` inputs: the bottom ``dead_rows`` patch rows are dead tokens.
@@ -367,9 +393,10 @@ def walled_vit(
     kwargs = {
         "num_classes": num_classes, "walled": walled, "image_size": image_size,
         "channels": channels, "patch_size": patch_size, "dim": dim, "depth": depth,
-        "heads": heads, "mlp_dim": mlp_dim, "dead_rows": dead_rows,
+        "heads": heads, "mlp_dim": mlp_dim, "dead_rows": dead_rows, "conv_stem": conv_stem,
     }  # fmt: skip
-    sizes = {"dim": dim, "depth": depth, "heads": heads, "mlp_dim": mlp_dim}
+    sizes = {"dim": dim, "depth": depth, "heads": heads, "mlp_dim": mlp_dim,
+             "conv_stem": conv_stem}  # fmt: skip
     shape = (channels, image_size, image_size)
     return build_vit("walled-vit", kwargs, shape, patch_size, sizes, dead_rows if walled else None)
 
@@ -382,6 +409,7 @@ def fashion_vit(
     depth: int = 4,
     heads: int = 4,
     mlp_dim: int = 128,
+    conv_stem: bool = False,
 ) -> WalledViT:
     """The embedded walled ViT (or baseline) for 1 x 64 x 64 canvases in [0, 1].
 
@@ -394,5 +422,8 @@ def fashion_vit(
                 mlp_dim=mlp_dim)  # fmt: skip
     kwargs = {"num_classes": num_classes, "walled": walled, "dim": dim, "depth": depth,
               "heads": heads, "mlp_dim": mlp_dim}  # fmt: skip
-    sizes = {"dim": dim, "depth": depth, "heads": heads, "mlp_dim": mlp_dim}
+    if conv_stem:  # recorded only when set, so older checkpoints keep their kwargs
+        kwargs["conv_stem"] = True
+    sizes = {"dim": dim, "depth": depth, "heads": heads, "mlp_dim": mlp_dim,
+             "conv_stem": conv_stem}  # fmt: skip
     return build_vit("fashion-vit", kwargs, (1, 64, 64), 8, sizes, 3 if walled else None)

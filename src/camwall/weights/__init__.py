@@ -1,7 +1,8 @@
-"""Trained weights shipped inside the package: the default ``fashion-vgg`` walled + baseline pair.
+"""Trained weights shipped inside the package: the default ``fashion-vgg`` walled + baseline pair,
+and the ``fashion-vit`` pair (a walled Vision Transformer and its unwalled twin).
 
 Each model is a camwall checkpoint (``NAME.safetensors`` + ``NAME.json``, read with
-:func:`camwall.walls.load_model`), about 0.5 MB each. The JSON's ``training`` entry is the
+:func:`camwall.walls.load_model`), about 0.5 MB each (``fashion-vit``: 0.6 MB). The JSON's ``training`` entry is the
 training manifest: preset, config (seed included), steps, final epoch metrics, library versions,
 and ``test_accuracy``: top-1 on the 10,000 Fashion-MNIST test canvases measured with
 :func:`camwall.train.evaluate` (``"fashion-canvases"``), which the tests check exactly.
@@ -20,7 +21,7 @@ from camwall.errors import CamwallError
 
 __all__ = ["SHIPPED", "shipped_manifest", "shipped_pair"]
 
-SHIPPED = ("fashion-vgg",)
+SHIPPED = ("fashion-vgg", "fashion-vit")
 """Presets whose trained pair ships with camwall."""
 
 _ROOT = Path(__file__).resolve().parent
