@@ -170,12 +170,14 @@ for _arch in ("fashion-vgg", "fashion-resnet"):
             threads=1,
         ),
     )
-# The walled ViT (camwall.walls.fashion_vit): same data and loop, a transformer's recipe
-# (AdamW with a lower peak lr and more weight decay, more epochs; one thread).
+# The walled ViT (camwall.walls.fashion_vit, with its patch-local conv stem): same data and
+# loop, a transformer's recipe (AdamW with a lower peak lr and more weight decay, more epochs;
+# one thread).
 PRESETS.add(
     TrainConfig(
         name="fashion-vit",
         arch="fashion-vit",
+        arch_kwargs={"conv_stem": True},
         epochs=10,
         batch_size=64,
         lr=2e-3,
