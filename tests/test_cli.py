@@ -72,14 +72,17 @@ def test_every_registry_keeps_its_names_and_order():
         "gradcam", "hirescam", "gradcampp", "xgradcam", "layercam",
         "gradcamelementwise", "shapleycam", "eigencam", "eigengradcam", "kpcacam",
         "scorecam", "ablationcam", "opticam", "fem", "randomcam", "finercam", "cam", "fullgrad",
+        "rollout",
     ]  # fmt: skip
-    assert MODELS.names() == ["walled-vgg16", "simple-cnn", "fashion-vgg", "fashion-resnet"]
+    assert MODELS.names() == [
+        "walled-vgg16", "simple-cnn", "fashion-vgg", "fashion-resnet", "walled-vit", "fashion-vit",
+    ]  # fmt: skip
     assert METRICS.names() == [
         "wall_leakage", "l1_leakage", "any_leak", "peak_ratio", "relative_leakage",
     ]  # fmt: skip
     assert CONTROLS.names() == ["uniform", "random"]
     assert DATASETS.names() == ["fashion-stackmix", "fashion-stackpair"]
-    assert PRESETS.names() == ["fashion-vgg", "fashion-resnet", "imagenet-vgg16"]
+    assert PRESETS.names() == ["fashion-vgg", "fashion-resnet", "fashion-vit", "imagenet-vgg16"]
     for reg in (METHODS, METRICS, CONTROLS, DATASETS, PRESETS):
         for name, entry in reg.items():
             assert entry.name == name  # the name is written once, on the object

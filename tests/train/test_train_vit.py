@@ -28,6 +28,7 @@ def test_preset_is_the_fashion_pipeline_with_the_vit() -> None:
     assert config.arch == "fashion-vit"
     assert config.dataset == vgg.dataset == "fashion-canvases"
     assert config.threads == 1
+    assert config.arch_kwargs == {"conv_stem": True}
     assert "fashion-vit" in SHIPPED
 
 

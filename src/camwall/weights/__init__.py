@@ -2,10 +2,11 @@
 and the ``fashion-vit`` pair (a walled Vision Transformer and its unwalled twin).
 
 Each model is a camwall checkpoint (``NAME.safetensors`` + ``NAME.json``, read with
-:func:`camwall.walls.load_model`), about 0.5 MB each (``fashion-vit``: 0.6 MB). The JSON's ``training`` entry is the
-training manifest: preset, config (seed included), steps, final epoch metrics, library versions,
-and ``test_accuracy``: top-1 on the 10,000 Fashion-MNIST test canvases measured with
-:func:`camwall.train.evaluate` (``"fashion-canvases"``), which the tests check exactly.
+:func:`camwall.walls.load_model`), about 0.5 MB each (``fashion-vit``: 0.6 MB). The JSON's
+``training`` entry is the training manifest: preset, config (seed included), steps, final epoch
+metrics, library versions, and ``test_accuracy``: top-1 on the 10,000 Fashion-MNIST test
+canvases measured with :func:`camwall.train.evaluate` (``"fashion-canvases"``), which the tests
+check exactly.
 
 ``camwall bench`` uses this pair unless told otherwise (``--model``/``--baseline``);
 ``camwall bench --retrain`` trains the pair from scratch (:func:`camwall.train.cached_pair`).
