@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from camwall.errors import CamwallError
 from camwall.train import PRESETS, train
 from camwall.walls import dead_zone, load_model, verify_wall
-from camwall.weights import SHIPPED, shipped_manifest, shipped_pair
+from camwall.weights import SHIPPED_MODELS, shipped_manifest, shipped_model, shipped_pair
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 needs_fashion = pytest.mark.skipif(not os.path.isdir(FASHION), reason="Fashion-MNIST missing")
@@ -29,7 +30,7 @@ def test_preset_is_the_fashion_pipeline_with_the_vit() -> None:
     assert config.dataset == vgg.dataset == "fashion-canvases"
     assert config.threads == 1
     assert config.arch_kwargs == {"conv_stem": True}
-    assert "fashion-vit" in SHIPPED
+    assert SHIPPED_MODELS["fashion-vit"] == ("walled",)
 
 
 @needs_fashion
@@ -51,42 +52,48 @@ def test_a_few_steps_keep_the_wall(tmp_path: Path) -> None:
     assert meta["training"]["preset"] == "fashion-vit"
 
 
-@pytest.mark.parametrize("variant", ["walled", "baseline"])
-def test_shipped_vit_loads_with_its_manifest(variant: str) -> None:
-    walled, baseline = shipped_pair("fashion-vit")
-    path = walled if variant == "walled" else baseline
+def test_shipped_vit_loads_verifies_and_records_its_training() -> None:
+    path = shipped_model("fashion-vit", "walled")
     assert path.stat().st_size < 2_000_000
     model, meta = load_model(path)  # refuses a tampered mask
     training = meta["training"]
-    assert training == shipped_manifest("fashion-vit", variant)
+    assert training == shipped_manifest("fashion-vit", "walled")
     assert (training["preset"], training["variant"], training["completed"]) == (
         "fashion-vit",
-        variant,
+        "walled",
         True,
     )
-    assert training["config"] == {**PRESETS.get("fashion-vit").to_dict(), "name": "fashion-vit"}
+    assert training["config"] == PRESETS.get("fashion-vit").to_dict()
     assert training["test_accuracy"]["n"] == 10_000
     assert training["test_accuracy"]["top1"] >= 0.85
     assert training["final"]["seconds"] > 0
     zone = dead_zone(model, (1, 64, 64))
-    if variant == "walled":
-        assert torch.equal(zone, _rows(40))
-        check = verify_wall(model, zone)
-        assert check.ok
-        assert check.max_logit_change == 0.0
-    else:
-        assert not zone.any()
+    assert torch.equal(zone, _rows(40))
+    check = verify_wall(model, zone)
+    assert check.ok
+    assert check.max_logit_change == 0.0
+    with pytest.raises(CamwallError, match="no trained baseline model ships for preset"):
+        shipped_model("fashion-vit", "baseline")
+    with pytest.raises(CamwallError, match="no trained pair ships"):
+        shipped_pair("fashion-vit")
 
 
 @needs_fashion
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["walled", "baseline"])
-def test_shipped_vit_accuracy_equals_the_manifest(variant: str) -> None:
+def test_shipped_vit_accuracy_equals_the_manifest() -> None:
     from camwall.train import evaluate
 
-    walled, baseline = shipped_pair("fashion-vit")
-    result = evaluate(walled if variant == "walled" else baseline, "fashion-canvases", device="cpu")
-    recorded = shipped_manifest("fashion-vit", variant)["test_accuracy"]
+    result = evaluate(shipped_model("fashion-vit"), "fashion-canvases", device="cpu")
+    recorded = shipped_manifest("fashion-vit")["test_accuracy"]
     assert result.n == 10_000
     assert result.top1 == recorded["top1"]  # deterministic: exactly
     assert result.top1 >= 0.85
+
+
+@needs_fashion
+def test_shipped_vit_accuracy_on_the_first_1000_test_canvases() -> None:
+    from camwall.train import evaluate
+
+    result = evaluate(shipped_model("fashion-vit"), "fashion-canvases", n=1000, device="cpu")
+    assert result.n == 1000
+    assert result.top1 == shipped_manifest("fashion-vit")["test_accuracy"]["top1_first_1000"]

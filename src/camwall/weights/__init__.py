@@ -1,5 +1,5 @@
 """Trained weights shipped inside the package: the default ``fashion-vgg`` walled + baseline pair,
-and the ``fashion-vit`` pair (a walled Vision Transformer and its unwalled twin).
+and the walled ``fashion-vit`` (a Vision Transformer walled by its attention mask).
 
 Each model is a camwall checkpoint (``NAME.safetensors`` + ``NAME.json``, read with
 :func:`camwall.walls.load_model`), about 0.5 MB each (``fashion-vit``: 0.6 MB). The JSON's
@@ -20,12 +20,40 @@ from typing import Any
 
 from camwall.errors import CamwallError
 
-__all__ = ["SHIPPED", "shipped_manifest", "shipped_pair"]
+__all__ = ["SHIPPED", "SHIPPED_MODELS", "shipped_manifest", "shipped_model", "shipped_pair"]
 
-SHIPPED = ("fashion-vgg", "fashion-vit")
-"""Presets whose trained pair ships with camwall."""
+SHIPPED = ("fashion-vgg",)
+"""Presets whose trained walled + baseline pair ships with camwall."""
+
+SHIPPED_MODELS: dict[str, tuple[str, ...]] = {
+    "fashion-vgg": ("walled", "baseline"),
+    "fashion-vit": ("walled",),
+}
+"""Every shipped checkpoint: preset -> its shipped variants."""
 
 _ROOT = Path(__file__).resolve().parent
+
+
+def shipped_model(preset: str = "fashion-vgg", variant: str = "walled") -> Path:
+    """The ``.safetensors`` path of one shipped model (``variant``: walled or baseline).
+
+    Raises:
+        CamwallError: no such model ships, or its files are missing from the install.
+    """
+    variants = SHIPPED_MODELS.get(preset, ())
+    if variant not in variants:
+        shipped = ", ".join(f"{p} ({'/'.join(v)})" for p, v in SHIPPED_MODELS.items())
+        raise CamwallError(
+            f"no trained {variant} model ships for preset {preset!r} (shipped: {shipped}); "
+            "train one with `camwall train --preset NAME` or `camwall bench --retrain`."
+        )
+    path = _ROOT / preset / f"{variant}.safetensors"
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        raise CamwallError(
+            f"the shipped {preset} weights are missing ({path.with_suffix('')}.safetensors / "
+            ".json); reinstall camwall, or use `camwall bench --retrain` to train the pair."
+        )
+    return path
 
 
 def shipped_pair(preset: str = "fashion-vgg") -> tuple[Path, Path]:
@@ -39,19 +67,10 @@ def shipped_pair(preset: str = "fashion-vgg") -> tuple[Path, Path]:
             f"no trained pair ships for preset {preset!r} (shipped: {', '.join(SHIPPED)}); "
             "train one with `camwall train --preset NAME` or `camwall bench --retrain`."
         )
-    paths = (_ROOT / preset / "walled.safetensors", _ROOT / preset / "baseline.safetensors")
-    for p in paths:
-        if not p.is_file() or not p.with_suffix(".json").is_file():
-            raise CamwallError(
-                f"the shipped {preset} weights are missing ({p.with_suffix('')}.safetensors / "
-                ".json); "
-                "reinstall camwall, or use `camwall bench --retrain` to train the pair."
-            )
-    return paths
+    return shipped_model(preset, "walled"), shipped_model(preset, "baseline")
 
 
 def shipped_manifest(preset: str = "fashion-vgg", variant: str = "walled") -> dict[str, Any]:
     """The training manifest (the JSON's ``training`` entry) of a shipped model."""
-    walled, baseline = shipped_pair(preset)
-    path = {"walled": walled, "baseline": baseline}[variant].with_suffix(".json")
+    path = shipped_model(preset, variant).with_suffix(".json")
     return dict(json.loads(path.read_text())["training"])
