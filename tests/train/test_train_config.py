@@ -15,7 +15,7 @@ from camwall.train._state import _flatten, _unflatten, capture_rng, restore_rng
 
 
 def test_presets_registered() -> None:
-    assert PRESETS.names() == ["fashion-vgg", "fashion-resnet", "imagenet-vgg16"]
+    assert PRESETS.names() == ["fashion-vgg", "fashion-resnet", "fashion-vit", "imagenet-vgg16"]
 
 
 @pytest.mark.parametrize("name", PRESETS.names())
