@@ -60,6 +60,7 @@ BAD = [
     ("cam {R}/ck/width {R}/img.png --out {T}/o", "ck/width"),
     ("cam {R}/ck/net {R}/" + NON_UTF8 + ".png --out {T}/o", "is not valid UTF-8"),
     ("cam {R}/ck/net {R}/img.png --methods gradcan --out {T}/o", "Did you mean 'gradcam'"),
+    ("cam {R}/ck/net {R}/img.png --methods opticam --eigen-smooth --out {T}/o", "not apply to"),
     # bench and report
     ("methods nothing*", "no method matches 'nothing*'"),
     ("bench --images 1000000000000 --out {T}/o", "--images: must be at most 1000000"),

@@ -25,6 +25,7 @@ from camwall.cams import _rollout  # noqa: F401
 from camwall.cams._base import METHODS, CamContext, CamMethod
 from camwall.cams._engine import CamEngine, compute_cams, resolve_layer
 from camwall.cams._post import finalize_maps, normalize_maps
+from camwall.cams._reshape import TokenGrid, token_grid
 from camwall.cams._rollout import attention_rollout
 from camwall.cams._targets import ClassTarget
 
@@ -38,9 +39,11 @@ __all__ = [
     "CamEngine",
     "CamMethod",
     "ClassTarget",
+    "TokenGrid",
     "attention_rollout",
     "compute_cams",
     "finalize_maps",
     "normalize_maps",
     "resolve_layer",
+    "token_grid",
 ]

@@ -32,6 +32,7 @@ class AblationCAM(CamMethod, name="ablationcam"):
     """
 
     options: ClassVar[dict[str, Any]] = {"ablationcam_chunk": 32, "ablation_value": 0.0}
+    reruns_tail = True
 
     def weights(self, ctx: CamContext) -> Tensor:
         chunk = chunk_option(self.opts["ablationcam_chunk"], "ablationcam_chunk")
@@ -49,7 +50,7 @@ class AblationCAM(CamMethod, name="ablationcam"):
             chans = chans_all[start : start + chunk]
             batch = a[owners].clone()
             batch[torch.arange(len(owners), device=a.device), chans] = value
-            logits = ctx.engine.run_tail(batch, ctx.x[owners])
+            logits = ctx.run_tail(batch, owners)
             values.append(score_rows(logits, owners.tolist(), ctx.targets))
         ablated = torch.cat(values).view(b, k)
         s0 = ctx.scores[:, None]

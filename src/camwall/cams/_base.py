@@ -43,6 +43,11 @@ class CamContext:
         input_gradient: ``dy/dx`` (B x C x H x W), only if a method needs bias gradients.
         bias_gradients: ``(layer, dy/dz)`` for every biased Conv2d / BatchNorm2d (output ``z``),
             same pass, only if a method needs them (fullgrad); ``None`` where unused.
+        layer_output: the target layer's raw output before ``reshape_transform`` (detached),
+            only when the engine has a reshape transform (for :meth:`run_tail`).
+        volume: ``(d, h, w)`` for a 3-D convolutional layer (B x K x d x h x w); the engine
+            then hands methods ``activations`` (and gradients) viewed as B x K x d x (h*w), so
+            that every per-position formula applies unchanged; ``None`` for 2-D layers.
     """
 
     x: Tensor
@@ -57,10 +62,27 @@ class CamContext:
     explicit_targets: bool = False
     input_gradient: Tensor | None = None
     bias_gradients: tuple[tuple[nn.Module, Tensor | None], ...] = ()
+    layer_output: Tensor | None = None
+    volume: tuple[int, ...] | None = None
 
     @property
     def input_size(self) -> tuple[int, int]:
         return (int(self.x.shape[-2]), int(self.x.shape[-1]))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """All spatial sizes of the input: ``(H, W)``, or ``(D, H, W)`` for volumes."""
+        return tuple(int(n) for n in self.x.shape[2:])
+
+    def run_tail(self, a: Tensor, rows: Sequence[int] | Tensor | None = None) -> Tensor:
+        """Logits for modified feature maps ``a`` of the images ``rows`` (default: all).
+
+        Re-runs the model's part after the target layer (see :meth:`CamEngine.run_tail`); with
+        a ``reshape_transform`` the maps go back to raw outputs through its ``inverse``.
+        """
+        idx = list(range(self.x.shape[0])) if rows is None else rows
+        original = None if self.layer_output is None else self.layer_output[idx]
+        return self.engine.run_tail(a, self.x[idx], original)
 
 
 class CamMethod:
@@ -86,6 +108,12 @@ class CamMethod:
     #: Whether the method is one of the nine of the wall benchmark's default run
     #: (:data:`camwall.cams.DEFAULT_METHODS`); methods added later set it to ``False``.
     default: ClassVar[bool] = True
+    #: ``True``: the method re-runs the model from modified target-layer activations
+    #: (:meth:`CamContext.run_tail`); it then needs ``reshape_transform.inverse`` and one layer.
+    reruns_tail: ClassVar[bool] = False
+    #: ``True``: the method treats positions as a set (sums, means, per-position products,
+    #: decompositions), so it also applies to 3-D layers (:attr:`CamContext.volume`).
+    volumetric: ClassVar[bool] = False
     options: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, name: str = "", **kwargs: Any) -> None:
@@ -100,12 +128,17 @@ class CamMethod:
         """Channel weights, B x K or B x K x h x w."""
         raise NotImplementedError(f"{type(self).__name__} must define weights() or raw_map()")
 
-    def raw_map(self, ctx: CamContext) -> Tensor:
-        """The map before the ReLU, B x h x w float32: ``sum_k w_bk A_bk``."""
+    def weighted(self, ctx: CamContext) -> Tensor:
+        """The per-channel terms ``w_bk A_bk`` (B x K x h x w) whose channel sum is the raw map;
+        ``eigen_smooth`` replaces that sum by their first principal component."""
         w = self.weights(ctx)
         if w.dim() == 2:
             w = w[:, :, None, None]
-        return (w * ctx.activations).sum(dim=1)
+        return w * ctx.activations
+
+    def raw_map(self, ctx: CamContext) -> Tensor:
+        """The map before the ReLU, B x h x w float32: ``sum_k w_bk A_bk``."""
+        return self.weighted(ctx).sum(dim=1)
 
     def final_map(self, ctx: CamContext) -> Tensor:
         """The final map, B x H x W float32 in [0, 1]."""

@@ -67,6 +67,8 @@ class EigenCAM(CamMethod, name="eigencam"):
     positively with the channel-mean activation map (the reference leaves it to LAPACK).
     """
 
+    volumetric = True
+
     def raw_map(self, ctx: CamContext) -> Tensor:
         return first_component(ctx.activations)
 

@@ -13,6 +13,7 @@ restores) the model's own modes and flags.
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -25,6 +26,9 @@ from torch import Tensor, nn
 
 from camwall.cams._base import METHODS, CamContext, CamMethod
 from camwall.cams._biases import bias_layers, capture_outputs, check_bias_calls
+from camwall.cams._layers import LayerArg, check_methods, method_map, resolve_layers
+from camwall.cams._reshape import ReshapeTransform, inverse_of
+from camwall.cams._smooth import SMOOTH_OPTIONS, augmentations, smooth_options
 from camwall.cams._targets import Target, TargetsArg, resolve_targets, score_rows
 from camwall.errors import CamwallError, did_you_mean
 
@@ -33,7 +37,7 @@ __all__ = ["CamEngine", "compute_cams", "model_lock", "resolve_layer"]
 OutputFn = Callable[[Any], Tensor]
 Head = Callable[[Tensor], Any]
 
-_ENGINE_OPTIONS = ("output_fn", "head", "channels_last")
+_ENGINE_OPTIONS = ("output_fn", "head", "channels_last", "reshape_transform")
 
 _LOCKS: dict[int, threading.RLock] = {}
 _LOCKS_GUARD = threading.Lock()
@@ -121,19 +125,32 @@ def sequential_tail(model: nn.Module, layer_name: str) -> Callable[[Tensor], Any
 
 @dataclass
 class _Capture:
+    """One pass's per-layer records: ``outputs[i]`` is layer i's raw output (a tensor that
+    requires grad when gradients are asked), ``views[i]`` its reshaped feature map."""
+
     grad: bool
-    full_graph: bool = False  # keep the graph before the layer (fullgrad: dy/dx, bias layers)
-    replacement: Tensor | None = None
-    activation: Tensor | None = None
-    calls: int = 0
+    layers: int = 1
+    replacement: Tensor | None = None  # run_tail without a known tail: layer 0's new output
+    outputs: list[Tensor | None] = field(default_factory=list)
+    views: list[Tensor | None] = field(default_factory=list)
+    calls: list[int] = field(default_factory=list)
     thread: int = field(default_factory=threading.get_ident)
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every record (a pass that failed and is run again)."""
+        self.outputs = [None] * self.layers
+        self.views = [None] * self.layers
+        self.calls = [0] * self.layers
 
 
 @dataclass
 class _Session:
     modes: list[tuple[nn.Module, bool]] = field(default_factory=list)
     flags: list[tuple[nn.Parameter, bool]] = field(default_factory=list)
-    handle: Any = None
+    handles: list[Any] = field(default_factory=list)
 
 
 class CamEngine:
@@ -151,7 +168,9 @@ class CamEngine:
 
     Args:
         model: a classifier; its output (after ``output_fn``) is B x num_classes logits.
-        target_layer: a submodule or its dotted name.
+        target_layer: a submodule or its dotted name, or a list of them: several layers are
+            recorded in the same pass and their maps aggregated as pytorch-grad-cam
+            (``docs/cam-methods.md``, "Options").
         output_fn: maps the model's raw output to the logits tensor (for models that return a
             tuple, a dict or an object).
         head: the part of the model after the target layer, ``head(A) -> model output``; used
@@ -161,25 +180,36 @@ class CamEngine:
             values to float rounding). ``None`` (default): on CPU only. If the model rejects such
             an input (e.g. it calls ``.view`` on a feature map), the engine falls back to plain
             contiguous inputs for the rest of its life.
+        reshape_transform: ``f(raw_output) -> B x K x h x w`` for layers whose output is not a
+            feature map (e.g. :func:`camwall.cams.token_grid` for ViT tokens); gradients are
+            reshaped the same way (as pytorch-grad-cam). Default: ``model.camwall_reshape`` if
+            the model declares one. ablationcam and finercam also need ``f.inverse``.
     """
 
     def __init__(
         self,
         model: nn.Module,
-        target_layer: nn.Module | str,
+        target_layer: LayerArg,
         *,
         output_fn: OutputFn | None = None,
         head: Head | None = None,
         channels_last: bool | None = None,
+        reshape_transform: ReshapeTransform | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise CamwallError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
         self.model = model
-        self.layer_name, self.layer = resolve_layer(model, target_layer)
+        self.layers = resolve_layers(model, target_layer)
+        self.layer_name, self.layer = self.layers[0]
+        self.layer_names = tuple(name for name, _ in self.layers)
         self.output_fn = output_fn
         self.head = head
         self.channels_last = channels_last
+        self.reshape_transform = _reshape_option(model, reshape_transform)
+        single = len(self.layers) == 1
         self._tail = head if head is not None else sequential_tail(model, self.layer_name)
+        if not single:
+            self._tail = None
         self._session: _Session | None = None
         self._depth = 0
         self._capture: _Capture | None = None
@@ -212,7 +242,9 @@ class CamEngine:
             self.model.eval()
             for p, _ in session.flags:
                 p.requires_grad_(False)
-            session.handle = self.layer.register_forward_hook(self._hook)
+            for index, (_, layer) in enumerate(self.layers):
+                hook = functools.partial(self._hook, index)
+                session.handles.append(layer.register_forward_hook(hook))
         except BaseException:
             self._close()
             raise
@@ -228,8 +260,8 @@ class CamEngine:
             self._capture = None
             if session is None:
                 return
-            if session.handle is not None:
-                session.handle.remove()
+            for handle in session.handles:
+                handle.remove()
             for m, mode in session.modes:
                 m.training = mode
             for p, flag in session.flags:
@@ -237,41 +269,61 @@ class CamEngine:
         finally:
             self._lock.release()
 
-    def _hook(self, module: nn.Module, inputs: Any, output: Any) -> Any:
+    def _hook(self, index: int, module: nn.Module, inputs: Any, output: Any) -> Any:
         cap = self._capture
         if cap is None or cap.thread != threading.get_ident():
             return None  # disarmed, or a plain forward of the model in another thread
-        cap.calls += 1
-        if cap.calls > 1:
+        name = self.layer_names[index]
+        cap.calls[index] += 1
+        if cap.calls[index] > 1:
             raise CamwallError(
-                f"target layer {self.layer_name!r} runs more than once in one forward pass (a "
-                f"shared module such as a reused ReLU); choose a layer that runs once, e.g. the "
-                f"enclosing block."
+                f"target layer {name!r} runs more than once in one forward pass (a shared module "
+                f"such as a reused ReLU); choose a layer that runs once, e.g. the enclosing block."
             )
         if cap.replacement is not None:
             if not isinstance(output, Tensor) or output.shape[1:] != cap.replacement.shape[1:]:
                 raise CamwallError(
-                    f"target layer {self.layer_name!r} changed its output shape between passes."
+                    f"target layer {name!r} changed its output shape between passes."
                 )
             return cap.replacement
         if not isinstance(output, Tensor):
             raise CamwallError(
-                f"target layer {self.layer_name!r} returns {type(output).__name__}, not a "
-                f"tensor; choose a layer whose output is a B x K x h x w tensor."
+                f"target layer {name!r} returns {type(output).__name__}, not a tensor; choose a "
+                f"layer whose output is a tensor (B x K x h x w, or tokens with reshape_transform)."
             )
-        if output.dim() != 4:
-            raise CamwallError(
-                f"target layer {self.layer_name!r} returns shape {tuple(output.shape)}; CAMs "
-                f"need a B x K x h x w feature map (a convolutional layer or its activation)."
-            )
-        if cap.full_graph:
-            cap.activation = output  # a non-leaf: gradients also flow to the layers before it
-            return output.clone()
-        a = output.detach()
-        if cap.grad:
+        with torch.no_grad():
+            cap.views[index] = self._check_view(name, self.view(output.detach()))
+        # a later layer's output already depends on an earlier (recorded) one: keep that graph
+        a = output if output.requires_grad else output.detach()
+        if cap.grad and not a.requires_grad:
             a.requires_grad_(True)
-        cap.activation = a
+        cap.outputs[index] = a
         return a.clone()
+
+    def view(self, output: Tensor) -> Tensor:
+        """The target layer's raw output as a feature map (``reshape_transform`` applied)."""
+        if self.reshape_transform is None:
+            return output
+        return self.reshape_transform(output)
+
+    def _check_view(self, name: str, view: Any) -> Tensor:
+        if self.reshape_transform is not None and not isinstance(view, Tensor):
+            raise CamwallError(
+                f"reshape_transform returned {type(view).__name__} for target layer {name!r}; "
+                f"it must return a B x K x h x w tensor."
+            )
+        if view.dim() not in (4, 5):
+            fix = (
+                "fix reshape_transform"
+                if self.reshape_transform is not None
+                else "pass reshape_transform= (e.g. camwall.cams.token_grid() for ViT tokens)"
+            )
+            raise CamwallError(
+                f"target layer {name!r} gives shape {tuple(view.shape)}; CAMs need a B x K x h x w "
+                f"feature map (or B x K x d x h x w for 3-D convolutions); choose a convolutional "
+                f"layer or {fix}."
+            )
+        return view
 
     # ----------------------------------------------------------------- running the model
     def logits(self, output: Any, batch: int) -> Tensor:
@@ -306,15 +358,24 @@ class CamEngine:
             except RuntimeError:
                 self.channels_last = False  # e.g. a .view() on a feature map: go plain
                 if cap is not None:
-                    cap.calls, cap.activation = 0, None
+                    cap.reset()
         return self.model(x)
 
-    def run_tail(self, a: Tensor, x: Tensor) -> Tensor:
-        """Logits for target-layer outputs ``a`` (N x K x h x w) of inputs ``x`` (N x C x H x W).
+    def run_tail(self, a: Tensor, x: Tensor, original: Tensor | None = None) -> Tensor:
+        """Logits for target-layer feature maps ``a`` (N x K x h x w) of inputs ``x``.
 
         Uses the model's tail after the target layer (Sequential split or ``head``) when known;
         otherwise re-runs the whole model on ``x`` with the layer's output replaced by ``a``.
+        With a ``reshape_transform``, ``a`` is first mapped back to the layer's raw output by
+        ``reshape_transform.inverse(a, original)`` (``original``: the N rows' raw outputs).
+        One target layer only.
         """
+        if len(self.layers) > 1:
+            raise CamwallError("run_tail needs a single target layer.")
+        if self.reshape_transform is not None:
+            if original is None:
+                raise CamwallError("run_tail needs the original raw output with reshape_transform.")
+            a = inverse_of(self.reshape_transform, "run_tail")(a, original)
         if self._tail is not None:
             return self.logits(self._tail(a), a.shape[0])
         self._capture = _Capture(grad=False, replacement=a)
@@ -329,22 +390,22 @@ class CamEngine:
         """Whether :meth:`run_tail` can skip the part of the model before the target layer."""
         return self._tail is not None
 
-    def _forward(
-        self, x: Tensor, grad: bool, full_graph: bool = False, plain: bool = False
-    ) -> tuple[Tensor, Tensor]:
-        cap = _Capture(grad=grad, full_graph=full_graph)
+    def _forward(self, x: Tensor, grad: bool, plain: bool = False) -> tuple[_Capture, Tensor]:
+        """One forward pass with every target layer recorded; returns the records and logits."""
+        cap = _Capture(grad=grad, layers=len(self.layers))
         self._capture = cap
         try:
             with torch.set_grad_enabled(grad):
                 out = self._call_model(x, plain=plain)
         finally:
             self._capture = None
-        if cap.activation is None:
-            raise CamwallError(
-                f"target layer {self.layer_name!r} did not run during the forward pass; choose "
-                f"a layer that the model's forward uses."
-            )
-        return cap.activation, self.logits(out, x.shape[0])
+        for name, view in zip(self.layer_names, cap.views, strict=True):
+            if view is None:
+                raise CamwallError(
+                    f"target layer {name!r} did not run during the forward pass; choose a layer "
+                    f"that the model's forward uses."
+                )
+        return cap, self.logits(out, x.shape[0])
 
     # ----------------------------------------------------------------- public call
     def __call__(
@@ -357,49 +418,89 @@ class CamEngine:
         """Compute the requested maps.
 
         Args:
-            x: B x C x H x W input on the model's device, same dtype as the model.
+            x: B x C x H x W input on the model's device, same dtype as the model
+                (B x C x D x H x W for models with ``nn.Conv3d``: maps are B x D x H x W).
             methods: a name or a sequence of names from ``METHODS``.
             targets: ``None`` (argmax of the raw logits), an int, a list of class indices or of
                 callables ``f(logits_row) -> scalar``.
             **options: method options, e.g. ``scorecam_chunk=16``, ``ablationcam_chunk=32``,
-                ``ablation_value=0.0``, ``opticam_iters=50``, ``opticam_lr=0.1``, ``seed``.
+                ``ablation_value=0.0``, ``opticam_iters=50``, ``opticam_lr=0.1``, ``seed``;
+                and pytorch-grad-cam's ``eigen_smooth`` / ``aug_smooth`` (see
+                ``docs/cam-methods.md``, "Options").
 
         Returns:
             ``{name: B x H x W float32 map in [0, 1] on x.device}``.
         """
         classes = _resolve_methods(methods)
+        eigen, aug = smooth_options(options)
         _check_options(options)
         self._check_input(x)
+        check_methods(self, classes, volumes=x.dim() == 5, eigen_smooth=eigen)
         self._open()
         try:
             with torch.inference_mode(False):  # gradients work under torch.inference_mode() too
                 x = x.clone() if x.is_inference() else x.detach()
-                need = _Needs(
-                    grad=any(c.needs_gradient or c.needs_hvp for c in classes),
-                    hvp=any(c.needs_hvp for c in classes),
-                    biases=any(c.needs_bias_gradients for c in classes),
-                    plain=not all(c.channels_last_ok for c in classes),
-                )
-                ctx = self._capture_pass(x, targets, need)
-                result: dict[str, Tensor] = {}
-                for cls in classes:
-                    method: CamMethod = cls(**options)
-                    with torch.no_grad():
-                        result[_name_of(cls)] = method.final_map(ctx).float()
-            return result
+                if aug:
+                    return self._augmented_maps(x, classes, targets, options, eigen)
+                return self._maps(x, classes, targets, options, eigen)
         finally:
             self._close()
+
+    def _augmented_maps(
+        self,
+        x: Tensor,
+        classes: list[type[CamMethod]],
+        targets: TargetsArg,
+        options: Any,
+        eigen: bool,
+    ) -> dict[str, Tensor]:
+        """``aug_smooth``: the mean of the de-augmented maps over grad-cam's six transforms."""
+        runs: list[dict[str, Tensor]] = []
+        for augment, deaugment in augmentations():
+            maps = self._maps(augment(x), classes, targets, options, eigen)
+            runs.append({name: deaugment(m) for name, m in maps.items()})
+        return {name: torch.stack([r[name] for r in runs]).mean(dim=0) for name in runs[0]}
+
+    def _maps(
+        self,
+        x: Tensor,
+        classes: list[type[CamMethod]],
+        targets: TargetsArg,
+        options: Any,
+        eigen: bool = False,
+    ) -> dict[str, Tensor]:
+        """Capture once, then every method's final map from the shared contexts."""
+        need = _Needs(
+            grad=any(c.needs_gradient or c.needs_hvp for c in classes),
+            hvp=any(c.needs_hvp for c in classes),
+            biases=any(c.needs_bias_gradients for c in classes),
+            plain=not all(c.channels_last_ok for c in classes),
+        )
+        ctxs = self._capture_layers(x, targets, need)
+        result: dict[str, Tensor] = {}
+        for cls in classes:
+            method: CamMethod = cls(**options)
+            with torch.no_grad():
+                result[_name_of(cls)] = method_map(method, ctxs, eigen).float()
+        return result
 
     def _capture_pass(
         self, x: Tensor, targets: TargetsArg, need: _Needs | bool = False
     ) -> CamContext:
-        """One forward pass (and one backward pass if any gradient is needed) for all methods.
+        """The first target layer's context of :meth:`_capture_layers`."""
+        return self._capture_layers(x, targets, need)[0]
 
-        ``need.hvp``: the backward pass builds its own graph and one more batched backward gives
-        the Hessian-vector product ``H A``. ``need.biases`` (fullgrad): the same backward also
-        gives ``dy/dx`` and ``dy/dz`` at every biased Conv2d / BatchNorm2d output ``z``; the
-        pass then keeps the whole graph. ``need.plain``: plain (not channels-last) inputs, for
-        methods that amplify float rounding (``CamMethod.channels_last_ok = False``).
+    def _capture_layers(
+        self, x: Tensor, targets: TargetsArg, need: _Needs | bool = False
+    ) -> list[CamContext]:
+        """One forward pass (and one backward pass if any gradient is needed) for all methods
+        and all target layers; one :class:`CamContext` per target layer.
+
+        ``need.hvp``: the backward pass builds its own graph and one more batched backward per
+        layer gives the Hessian-vector product ``H A``. ``need.biases`` (fullgrad): the same
+        backward also gives ``dy/dx`` and ``dy/dz`` at every biased Conv2d / BatchNorm2d output
+        ``z``; the pass then keeps the whole graph. ``need.plain``: plain (not channels-last)
+        inputs, for methods that amplify float rounding (``CamMethod.channels_last_ok = False``).
         Gradients are enabled here whatever the caller's grad mode (``torch.no_grad()``).
         """
         if isinstance(need, bool):
@@ -409,13 +510,14 @@ class CamEngine:
         with torch.enable_grad(), capture_outputs(layers, store):
             if need.biases:
                 x = x.detach().requires_grad_(True)
-            a, logits = self._forward(
-                x, need.grad or need.biases, full_graph=need.biases, plain=need.plain
-            )
-            self._check_finite(a, logits)
+            cap, logits = self._forward(x, need.grad or need.biases, plain=need.plain)
+            outputs = [t for t in cap.outputs if t is not None]
+            views = [v for v in cap.views if v is not None]
+            self._check_finite(views, logits)
             fns: list[Target] = resolve_targets(targets, logits.detach())
             scores = score_rows(logits, range(x.shape[0]), fns)
-            grads = hvp = None
+            grads: list[Tensor | None] = [None] * len(outputs)
+            hvps: list[Tensor | None] = [None] * len(outputs)
             extra: list[Tensor | None] = []
             if need.grad or need.biases:
                 if not scores.requires_grad:
@@ -425,34 +527,64 @@ class CamEngine:
                     )
                 check_bias_calls(self.model, layers, store)
                 others = [x, *store] if need.biases else []
-                grads, hvp, extra = _backward(scores, a, need.hvp, others)
-        raw = a.detach()
+                grads, hvps, extra = _backward(scores, outputs, need.hvp, others)
+        shared = _Shared(x.detach(), logits.detach(), scores.detach(), fns, targets is not None)
+        return [
+            self._context(shared, out, view, g, h, extra, layers)
+            for out, view, g, h in zip(outputs, views, grads, hvps, strict=True)
+        ]
+
+    def _context(
+        self,
+        shared: _Shared,
+        output: Tensor,
+        view: Tensor,
+        grad: Tensor | None,
+        hvp: Tensor | None,
+        extra: list[Tensor | None],
+        layers: list[nn.Module],
+    ) -> CamContext:
+        """One layer's context: gradients and ``H A`` reshaped like the activations (as
+        pytorch-grad-cam applies ``reshape_transform`` to the gradient)."""
+
+        volume = tuple(int(n) for n in view.shape[2:]) if view.dim() == 5 else None
+
+        def flat(t: Tensor) -> Tensor:  # B x K x d x h x w -> B x K x d x (h*w)
+            return t if volume is None else t.flatten(3)
+
+        def shaped(t: Tensor | None) -> Tensor | None:
+            return None if t is None else flat(self.view(t).float())
+
         return CamContext(
-            x=x.detach(),
-            activations=raw.float(),
-            raw_activations=raw,
-            gradients=grads,
-            logits=logits.detach(),
-            scores=scores.detach(),
-            targets=fns,
+            x=shared.x,
+            activations=flat(view.float()),
+            raw_activations=flat(view),
+            gradients=shaped(grad),
+            logits=shared.logits,
+            scores=shared.scores,
+            targets=shared.targets,
             engine=self,
-            hvp=hvp,
-            explicit_targets=targets is not None,
+            hvp=shaped(hvp),
+            explicit_targets=shared.explicit,
             input_gradient=extra[0] if extra else None,
             bias_gradients=tuple(zip(layers, extra[1:], strict=True)),
+            layer_output=output.detach() if self.reshape_transform is not None else None,
+            volume=volume,
         )
 
-    def _check_finite(self, a: Tensor, logits: Tensor) -> None:
+    def _check_finite(self, views: list[Tensor], logits: Tensor) -> None:
         """Refuse NaN/Inf target-layer activations or logits (for a finite input).
 
         One device synchronisation when all is finite; the error names where it starts.
         """
-        if bool(torch.isfinite(a).all() & torch.isfinite(logits).all()):
+        ok = torch.isfinite(logits).all()
+        for v in views:
+            ok = ok & torch.isfinite(v).all()
+        if bool(ok):
             return
+        bad = [n for n, v in zip(self.layer_names, views) if not bool(torch.isfinite(v).all())]
         where = (
-            f"the activations of target layer {self.layer_name!r}"
-            if not bool(torch.isfinite(a).all())
-            else "the model's output (logits)"
+            f"the activations of target layer {bad[0]!r}" if bad else "the model's output (logits)"
         )
         raise CamwallError(
             f"{where} contain NaN or Inf for a finite input, so every map would be NaN"
@@ -463,8 +595,11 @@ class CamEngine:
     def _check_input(self, x: Any) -> None:
         if not isinstance(x, Tensor):
             raise CamwallError(f"x must be a torch.Tensor, got {type(x).__name__}.")
-        if x.dim() != 4:
+        volumes = x.dim() == 5 and _has_conv3d(self.model)
+        if x.dim() != 4 and not volumes:
             hint = " Add a batch dimension with x.unsqueeze(0)." if x.dim() == 3 else ""
+            if x.dim() == 5:
+                hint = " B x C x D x H x W volumes need a model with nn.Conv3d layers."
             raise CamwallError(
                 f"x must be a B x C x H x W batch, got shape {tuple(x.shape)}.{hint}"
             )
@@ -501,28 +636,47 @@ class _Needs:
     plain: bool = False  # plain (not channels-last) inputs: a method amplifies rounding
 
 
+@dataclass(frozen=True)
+class _Shared:
+    """What every layer's context shares."""
+
+    x: Tensor
+    logits: Tensor
+    scores: Tensor
+    targets: list[Target]
+    explicit: bool
+
+
 def _backward(
-    scores: Tensor, a: Tensor, need_hvp: bool, others: Sequence[Tensor]
-) -> tuple[Tensor, Tensor | None, list[Tensor | None]]:
-    """One backward pass: ``G = d(sum_b y_b)/dA`` (float32) and ``d(sum_b y_b)/dt`` for each
-    of ``others``; if asked, ``H A = d(sum G * A_detached)/dA`` by one more batched call.
+    scores: Tensor, outputs: Sequence[Tensor], need_hvp: bool, others: Sequence[Tensor]
+) -> tuple[list[Tensor | None], list[Tensor | None], list[Tensor | None]]:
+    """One backward pass: ``G_l = d(sum_b y_b)/dA_l`` (float32) for every recorded layer output
+    and ``d(sum_b y_b)/dt`` for each of ``others``; if asked, ``H_l A_l =
+    d(sum G_l * A_l detached)/dA_l`` by one more batched call per layer.
 
     Images do not interact, so the summed score's Hessian is block-diagonal per image. A tail
     without a second derivative (ReLU, max pooling, linear layers) gives ``H A = 0``.
     """
     found = torch.autograd.grad(
-        scores.sum(), [a, *others], allow_unused=True, create_graph=need_hvp
+        scores.sum(), [*outputs, *others], allow_unused=True, create_graph=need_hvp
     )
-    g = found[0]
-    rest: list[Tensor | None] = [None if t is None else t.detach() for t in found[1:]]
-    zeros = torch.zeros_like(a, dtype=torch.float32)
-    hvp = None
-    if need_hvp:
+    n = len(outputs)
+    rest: list[Tensor | None] = [None if t is None else t.detach() for t in found[n:]]
+    grads: list[Tensor | None] = []
+    hvps: list[Tensor | None] = []
+    for a, g in zip(outputs, found[:n], strict=True):
+        zeros = torch.zeros_like(a, dtype=torch.float32)
+        grads.append(zeros if g is None else g.detach().float())
+        if not need_hvp:
+            hvps.append(None)
+            continue
         h = None
         if g is not None and g.requires_grad:
-            (h,) = torch.autograd.grad(g, a, grad_outputs=a.detach(), allow_unused=True)
-        hvp = zeros if h is None else h.detach().float()
-    return (zeros if g is None else g.detach().float()), hvp, rest
+            (h,) = torch.autograd.grad(
+                g, a, grad_outputs=a.detach(), allow_unused=True, retain_graph=True
+            )
+        hvps.append(zeros if h is None else h.detach().float())
+    return grads, hvps, rest
 
 
 def _nonfinite_parameters(model: nn.Module) -> str:
@@ -561,7 +715,7 @@ def _known_options() -> list[str]:
 
 
 def _check_options(options: dict[str, Any]) -> None:
-    known = _known_options()
+    known = [*_known_options(), *SMOOTH_OPTIONS]
     for name in options:
         if name not in known:
             raise CamwallError(
@@ -573,7 +727,7 @@ def _check_options(options: dict[str, Any]) -> None:
 def compute_cams(
     model: nn.Module,
     x: Tensor,
-    target_layer: nn.Module | str,
+    target_layer: LayerArg,
     methods: str | Sequence[str],
     targets: TargetsArg = None,
     **options: Any,
@@ -585,13 +739,14 @@ def compute_cams(
 
     Args:
         model: a classifier returning B x num_classes logits (or use ``output_fn``).
-        x: B x C x H x W input.
-        target_layer: a submodule or its dotted name, e.g. ``"features.29"``.
+        x: B x C x H x W input (B x C x D x H x W for models with 3-D convolutions).
+        target_layer: a submodule or its dotted name, e.g. ``"features.29"``, or a list.
         methods: a name or names from ``camwall.cams.METHODS``.
         targets: ``None`` (argmax of the raw logits), an int, class indices or callables on one
             logits row.
-        **options: ``output_fn``, ``head``, ``channels_last`` (see :class:`CamEngine`) and the
-            method options (see :meth:`CamEngine.__call__`).
+        **options: ``output_fn``, ``head``, ``channels_last``, ``reshape_transform`` (see
+            :class:`CamEngine`), ``eigen_smooth``, ``aug_smooth`` and the method options (see
+            :meth:`CamEngine.__call__`).
 
     Returns:
         ``{name: B x H x W float32 map in [0, 1] on x.device}``.
@@ -602,5 +757,23 @@ def compute_cams(
         output_fn=options.pop("output_fn", None),
         head=options.pop("head", None),
         channels_last=options.pop("channels_last", None),
+        reshape_transform=options.pop("reshape_transform", None),
     )
     return engine(x, methods, targets, **options)
+
+
+def _reshape_option(model: nn.Module, reshape: Any) -> ReshapeTransform | None:
+    """The caller's ``reshape_transform``, else the model's own ``camwall_reshape``, else None."""
+    if reshape is None:
+        reshape = getattr(model, "camwall_reshape", None)
+    if reshape is not None and not callable(reshape):
+        raise CamwallError(
+            f"reshape_transform must be a callable raw_output -> B x K x h x w (e.g. "
+            f"camwall.cams.token_grid()), got {type(reshape).__name__}."
+        )
+    return reshape
+
+
+def _has_conv3d(model: nn.Module) -> bool:
+    """Whether the model has a 3-D convolution (so B x C x D x H x W inputs make sense)."""
+    return any(isinstance(m, nn.Conv3d) for m in model.modules())

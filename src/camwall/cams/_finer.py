@@ -86,6 +86,7 @@ class FinerCAM(CamMethod, name="finercam"):
 
     needs_gradient = True
     default = False
+    reruns_tail = True
     options: ClassVar[dict[str, Any]] = {
         "finercam_alpha": 1.0,
         "finercam_comparison": None,
@@ -113,7 +114,7 @@ def _tail_gradient(ctx: CamContext, fns: Sequence[Target]) -> Tensor:
     """``d f_b / dA_b`` for new targets, from one pass through the tail (float32)."""
     a = ctx.raw_activations.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        logits = ctx.engine.run_tail(a, ctx.x)
+        logits = ctx.run_tail(a)
         scores = score_rows(logits, range(a.shape[0]), fns)
         (g,) = torch.autograd.grad(scores.sum(), a, allow_unused=True)
     return torch.zeros_like(ctx.activations) if g is None else g.float()

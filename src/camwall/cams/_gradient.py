@@ -34,6 +34,7 @@ class GradCAM(CamMethod, name="gradcam"):
     """
 
     needs_gradient = True
+    volumetric = True
 
     def weights(self, ctx: CamContext) -> Tensor:
         return _grads(ctx).mean(dim=(2, 3))
@@ -47,6 +48,7 @@ class HiResCAM(CamMethod, name="hirescam"):
     """
 
     needs_gradient = True
+    volumetric = True
 
     def weights(self, ctx: CamContext) -> Tensor:
         return _grads(ctx)
@@ -61,6 +63,7 @@ class GradCAMPlusPlus(CamMethod, name="gradcampp"):
     """
 
     needs_gradient = True
+    volumetric = True
 
     def weights(self, ctx: CamContext) -> Tensor:
         g = _grads(ctx)
@@ -80,6 +83,7 @@ class XGradCAM(CamMethod, name="xgradcam"):
     """
 
     needs_gradient = True
+    volumetric = True
 
     def weights(self, ctx: CamContext) -> Tensor:
         a = ctx.activations
@@ -95,6 +99,7 @@ class LayerCAM(CamMethod, name="layercam"):
     """
 
     needs_gradient = True
+    volumetric = True
 
     def weights(self, ctx: CamContext) -> Tensor:
         return _grads(ctx).clamp_min(0)
@@ -108,10 +113,14 @@ class GradCAMElementWise(CamMethod, name="gradcamelementwise"):
     """
 
     needs_gradient = True
+    volumetric = True
     default = False
 
+    def weighted(self, ctx: CamContext) -> Tensor:
+        return (_grads(ctx) * ctx.activations).clamp_min(0)
+
     def raw_map(self, ctx: CamContext) -> Tensor:
-        return (_grads(ctx) * ctx.activations).clamp_min(0).sum(dim=1)
+        return self.weighted(ctx).sum(dim=1)
 
 
 @METHODS.add

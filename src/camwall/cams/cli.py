@@ -20,9 +20,9 @@ from torch import Tensor
 
 from camwall._cliargs import (
     MAX_SIDE,
+    add_alias,
     add_device,
     add_out,
-    add_target_layer,
     input_path,
     non_negative_int,
     torch_device,
@@ -30,6 +30,7 @@ from camwall._cliargs import (
 from camwall.cams import DEFAULT_METHODS
 from camwall.cams._base import METHODS
 from camwall.cams._engine import CamEngine
+from camwall.cams._layers import whole_map
 from camwall.errors import CamwallError
 from camwall.runtime import IMAGENET_MEAN, IMAGENET_STD
 
@@ -57,9 +58,26 @@ def register(subparsers: Any) -> None:
         help=f"comma-separated, or 'all' ({', '.join(DEFAULT_METHODS)}); choose from: "
         f"{', '.join(METHODS.names())}",
     )
-    add_target_layer(p)
+    p.add_argument(
+        "--target-layer",
+        action="append",
+        metavar="NAME",
+        help="CAM target layer, dotted name (default: the model's); repeat it for several "
+        "layers, aggregated as pytorch-grad-cam (mean of the per-layer maps)",
+    )
+    add_alias(p, "--layer", "--target-layer")
     p.add_argument(
         "--target", type=non_negative_int, help="class index (default: the predicted class)"
+    )
+    p.add_argument(
+        "--aug-smooth",
+        action="store_true",
+        help="test-time augmentation: mean map over horizontal flips x input factors 0.9, 1, 1.1",
+    )
+    p.add_argument(
+        "--eigen-smooth",
+        action="store_true",
+        help="first principal component of the weighted channels instead of their sum",
     )
     p.add_argument(
         "--normalize",
@@ -103,6 +121,11 @@ def _overlay(image: Tensor, cam: Tensor) -> Any:
 def run_cam(args: argparse.Namespace) -> int:
     """Check everything, compute every map, and only then write the output folder."""
     methods = _parse_methods(args.methods)
+    eigen, aug = (
+        bool(getattr(args, "eigen_smooth", False)),
+        bool(getattr(args, "aug_smooth", False)),
+    )
+    _check_smooth(methods, eigen)
     device = torch_device(args.device)
     model, meta = _load_checkpoint(args.checkpoint, device)
     shape = _input_shape(args.checkpoint, meta)
@@ -114,11 +137,11 @@ def run_cam(args: argparse.Namespace) -> int:
             "channel(s). Use --normalize none or auto."
         )
     x = _imagenet(raw) if normalize else raw
-    layer = args.target_layer or meta.get("target_layer") or _default_layer(model)
+    layer = _layers(args.target_layer) or meta.get("target_layer") or _default_layer(model)
     with CamEngine(model, layer) as engine:
         predicted = _predict(engine, x.to(device), args.checkpoint, shape, args.target)
         targets = None if args.target is None else [args.target] * len(args.images)
-        maps = engine(x.to(device), methods, targets)
+        maps = engine(x.to(device), methods, targets, eigen_smooth=eigen, aug_smooth=aug)
     stems = _unique_stems([str(p) for p in args.images])
     manifest = {
         "checkpoint": str(args.checkpoint),
@@ -129,6 +152,8 @@ def run_cam(args: argparse.Namespace) -> int:
         "targets": targets if targets is not None else predicted,
         "predicted": predicted,
         "normalized": "imagenet" if normalize else "none",
+        "aug_smooth": aug,
+        "eigen_smooth": eigen,
     }
     _write_outputs(Path(args.out), raw, maps, methods, stems, manifest)
     for stem, pred in zip(stems, predicted):
@@ -143,6 +168,26 @@ def _parse_methods(text: str) -> list[str]:
     for name in methods:
         METHODS.get(name)
     return methods
+
+
+def _layers(given: Any) -> str | list[str] | None:
+    """``--target-layer`` as given: None, one name, or a list of several names."""
+    if given is None or isinstance(given, str):
+        return given
+    names = list(given)
+    return names[0] if len(names) == 1 else names
+
+
+def _check_smooth(methods: list[str], eigen: bool) -> None:
+    """``--eigen-smooth`` applies to methods whose map is a sum of channels."""
+    if not eigen:
+        return
+    bad = [name for name in methods if whole_map(METHODS.get(name))]
+    if bad:
+        raise CamwallError(
+            f"--eigen-smooth does not apply to {', '.join(bad)} (their maps are not weighted "
+            f"sums of channels); drop it or choose other --methods."
+        )
 
 
 def _load_checkpoint(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
