@@ -95,10 +95,14 @@ def test_rollout_respects_the_fashion_vit_wall() -> None:
     assert raw.shape == (3, 8, 8)
     assert bool((raw[:, 5:] == 0).all())
     assert bool((raw[:, :5] > 0).all())
-    maps = compute_cams(model, x, "conv_proj", ["rollout", "gradcam"], targets=[0, 1, 2])
+    layer = model.camwall_target_layer  # tokens, laid out by model.camwall_reshape
+    maps = compute_cams(model, x, layer, ["rollout", "gradcam", "hirescam"], targets=[0, 1, 2])
     # bilinear upsampling from the 8 x 8 grid spreads live row 4 into pixel rows 40..43 only
     assert bool((maps["rollout"][:, 44:] == 0).all())
     assert bool((maps["rollout"][:, 40:44] > 0).any())
+    # the predictions of docs/walls.md: hirescam is 0 there too, gradcam is not
+    assert bool((maps["hirescam"][:, 44:] == 0).all())
+    assert bool((maps["gradcam"][:, 44:] > 0).any())
 
 
 def test_rollout_refuses_other_models_and_leaves_no_hooks() -> None:
