@@ -330,7 +330,7 @@ def build_vit(
     kwargs: dict[str, Any],
     input_shape: tuple[int, int, int],
     patch_size: int,
-    sizes: dict[str, int],
+    sizes: dict[str, Any],
     dead_rows: int | None,
 ) -> WalledViT:
     """Build and tag a :class:`WalledViT` (``dead_rows=None``: the unwalled twin).
