@@ -19,7 +19,6 @@ from camwall.walls import (
     dead_zone_summary,
     load_model,
     save_model,
-    token_grid,
     verify_wall,
 )
 from camwall.walls._vit import MaskedSoftmax, attention_mask
@@ -150,18 +149,17 @@ def test_brute_force_sees_everything_without_the_mask() -> None:
     assert bool(_jacobian_live(model, (1, 16, 16), seeds=1).all())
 
 
-def test_token_grid_and_inverse() -> None:
-    tokens = torch.arange(2 * 7 * 3, dtype=torch.float32).reshape(2, 7, 3)
-    reshape = token_grid(prefix_tokens=1, grid=(2, 3))
+def test_camwall_reshape_is_the_engines_token_grid() -> None:
+    from camwall.cams import TokenGrid
+
+    model = create_model("fashion-vit")
+    reshape = model.camwall_reshape  # type: ignore[attr-defined]
+    assert reshape == TokenGrid(prefix_tokens=1, grid=(8, 8))
+    tokens = torch.randn(2, 65, 64)
     grid = reshape(tokens)
-    assert grid.shape == (2, 3, 2, 3)
-    assert torch.equal(grid[1, 2, 1, 0], tokens[1, 1 + 3, 2])  # patch (1, 0) = token 1 + 3
+    assert grid.shape == (2, 64, 8, 8)
+    assert torch.equal(grid[1, :, 5, 3], tokens[1, 1 + 5 * 8 + 3])  # patch (5, 3)
     assert torch.equal(reshape.inverse(grid, tokens), tokens)
-    assert token_grid()(torch.zeros(1, 5, 2)).shape == (1, 2, 2, 2)  # square by default
-    with pytest.raises(CamwallError, match="not a square grid"):
-        token_grid()(torch.zeros(1, 6, 2))
-    with pytest.raises(CamwallError, match="do not fill the grid"):
-        reshape(torch.zeros(1, 5, 2))
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ output. Public API (import from ``camwall.walls``):
 * models: :func:`walled_vgg16` (the paper's), :func:`simple_cnn` (the paper's Section 2 CNN),
   :func:`fashion_vgg`, :func:`fashion_resnet`, :func:`walled_vit` / :func:`fashion_vit`
   (Vision Transformers walled by a structural attention mask, :class:`WalledViT`,
-  :func:`token_grid`); :data:`MODELS`, :func:`create_model`,
+  ``camwall_reshape``: a :func:`camwall.cams.token_grid`); :data:`MODELS`, :func:`create_model`,
   :func:`model_config`, :func:`default_target_layer`;
 * :func:`dead_zone` (structural, exact, eval mode), :func:`dead_zone_summary`,
   :func:`verify_wall` -> :class:`WallCheck`;
@@ -45,7 +45,7 @@ from camwall.walls._parse import format_wall, parse_wall
 from camwall.walls._resolve import is_checkpoint, resolve_model
 from camwall.walls._spec import WallSpec
 from camwall.walls._torchvision import load_weights, torchvision_names, walled_torchvision
-from camwall.walls._vit import WalledViT, fashion_vit, token_grid, walled_vit
+from camwall.walls._vit import WalledViT, fashion_vit, walled_vit
 
 __all__ = [
     "MODELS",
@@ -73,7 +73,6 @@ __all__ = [
     "resolve_model",
     "save_model",
     "simple_cnn",
-    "token_grid",
     "torchvision_names",
     "verify_wall",
     "wall_head",

@@ -22,8 +22,9 @@ the input pixels of the dead patches cannot change the logits. Layer by layer (`
 :func:`camwall.walls.verify_wall` confirms it by perturbation.
 
 The module names follow torchvision's ``VisionTransformer`` (``conv_proj``, ``ln_1``,
-``self_attention``, ``ln_2``, ``mlp``, ``ln``, ``head``). :func:`token_grid` turns the target
-layer's ``B x N x D`` tokens into a ``B x D x h x w`` map for the CAM engine.
+``self_attention``, ``ln_2``, ``mlp``, ``ln``, ``head``). ``camwall_reshape``
+(:func:`camwall.cams.token_grid`) turns the target layer's ``B x N x D`` tokens into a
+``B x D x h x w`` map for the CAM engine.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from camwall.cams._reshape import token_grid
 from camwall.errors import CamwallError
 from camwall.walls._models import MODELS, _check_args, _tag
 from camwall.walls._modules import set_walls
@@ -45,66 +47,11 @@ __all__ = [
     "MaskedSelfAttention",
     "MaskedSoftmax",
     "PatchTokens",
-    "TokenGrid",
     "WalledViT",
     "attention_mask",
     "fashion_vit",
-    "token_grid",
     "walled_vit",
 ]
-
-
-class TokenGrid:
-    """Token-to-grid reshape: ``B x N x D`` tokens -> ``B x D x h x w`` map.
-
-    The first ``prefix_tokens`` tokens (the class token) are dropped and the other ``h * w``
-    are laid out row-major on the ``grid = (h, w)`` patch grid (``None``: a square grid).
-    :meth:`inverse` writes a grid back into a copy of the original tokens.
-    """
-
-    def __init__(self, prefix_tokens: int = 1, grid: tuple[int, int] | None = None) -> None:
-        if prefix_tokens < 0:
-            raise CamwallError(f"token_grid: prefix_tokens must be >= 0, got {prefix_tokens}.")
-        self.prefix_tokens = int(prefix_tokens)
-        self.grid = None if grid is None else (int(grid[0]), int(grid[1]))
-
-    def _shape(self, n: int) -> tuple[int, int]:
-        if self.grid is not None:
-            h, w = self.grid
-            if h * w != n:
-                raise CamwallError(
-                    f"token_grid: {n} patch tokens do not fill the grid {h} x {w}; pass the "
-                    "model's patch grid (grid=(h, w)) and its number of prefix tokens."
-                )
-            return h, w
-        side = math.isqrt(n)
-        if side * side != n:
-            raise CamwallError(
-                f"token_grid: {n} patch tokens are not a square grid; pass grid=(h, w)."
-            )
-        return side, side
-
-    def __call__(self, tokens: Tensor) -> Tensor:
-        """``B x N x D`` -> ``B x D x h x w`` (``N = prefix_tokens + h * w``)."""
-        if tokens.dim() != 3:
-            raise CamwallError(
-                f"token_grid expects B x N x D tokens, got shape {tuple(tokens.shape)}."
-            )
-        patches = tokens[:, self.prefix_tokens :]
-        h, w = self._shape(patches.shape[1])
-        return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
-
-    def inverse(self, grid: Tensor, original: Tensor) -> Tensor:
-        """``B x D x h x w`` grid back to tokens: a copy of ``original`` (``B x N x D``) whose
-        patch tokens are replaced by the grid's cells (the prefix tokens are kept)."""
-        b, d = grid.shape[:2]
-        patches = grid.reshape(b, d, -1).transpose(1, 2)
-        return torch.cat([original[:, : self.prefix_tokens], patches.to(original.dtype)], dim=1)
-
-
-def token_grid(prefix_tokens: int = 1, grid: tuple[int, int] | None = None) -> TokenGrid:
-    """A :class:`TokenGrid` reshape (drop ``prefix_tokens``, lay tokens out on ``grid``)."""
-    return TokenGrid(prefix_tokens, grid)
 
 
 def attention_mask(dead: Tensor) -> Tensor:
