@@ -72,9 +72,11 @@ def test_every_registry_keeps_its_names_and_order():
         "gradcam", "hirescam", "gradcampp", "xgradcam", "layercam",
         "gradcamelementwise", "shapleycam", "eigencam", "eigengradcam", "kpcacam",
         "scorecam", "ablationcam", "opticam", "fem", "randomcam", "finercam", "cam", "fullgrad",
+        "rollout",
     ]  # fmt: skip
     assert MODELS.names() == [
         "walled-vgg16", "simple-cnn", "fashion-vgg", "fashion-resnet", "fashion-grid-vgg",
+        "walled-vit", "fashion-vit",
     ]  # fmt: skip
     assert METRICS.names() == [
         "wall_leakage", "l1_leakage", "any_leak", "peak_ratio", "relative_leakage",
@@ -85,6 +87,7 @@ def test_every_registry_keeps_its_names_and_order():
     assert PRESETS.names() == [
         "fashion-vgg",
         "fashion-resnet",
+        "fashion-vit",
         "fashion-grid-vgg",
         "imagenet-vgg16",
     ]

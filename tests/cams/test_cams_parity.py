@@ -39,7 +39,10 @@ REFERENCE = {
 # eigengradcam (up to sign), shapleycam, finercam (their grad-cam classes fail in `with`) and
 # randomcam (draws), fullgrad are compared with grad-cam, cam with torchcam, in
 # test_cams_methods.py.
-NO_REFERENCE = {"opticam", "eigengradcam", "shapleycam", "finercam", "randomcam", "cam", "fullgrad"}
+NO_REFERENCE = {
+    "opticam", "eigengradcam", "shapleycam", "finercam", "randomcam", "cam", "fullgrad",
+    "rollout",  # no peer has it: tests/cams/test_cams_rollout.py checks it by hand
+}  # fmt: skip
 
 # (model, seed, batch, h, w): non-square inputs, several seeds and batch sizes.
 CASES = [

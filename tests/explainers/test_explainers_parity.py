@@ -104,6 +104,8 @@ def test_native_cams_equal_compute_cams(tiny):
 
     model, x, _ = tiny
     for name in METHODS.names():
+        if name == "rollout":  # ViTs only (tests/cams/test_cams_rollout.py)
+            continue
         # `cam` needs the layer right before the GAP head: the wall's output "4", not "3".
         layer = "4" if name == "cam" else LAYER
         ref = compute_cams(model, x, layer, [name], TARGETS, seed=0 if name == "opticam" else None)

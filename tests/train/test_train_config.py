@@ -18,6 +18,7 @@ def test_presets_registered() -> None:
     assert PRESETS.names() == [
         "fashion-vgg",
         "fashion-resnet",
+        "fashion-vit",
         "fashion-grid-vgg",
         "imagenet-vgg16",
     ]

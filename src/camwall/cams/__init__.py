@@ -19,12 +19,14 @@ from __future__ import annotations
 # Importing the method modules registers them, in this order.
 from camwall.cams import _gradient, _eigen, _score, _ablation, _opti  # noqa: F401
 from camwall.cams import _activation, _finer, _cam, _fullgrad  # noqa: F401
+from camwall.cams import _rollout  # noqa: F401
 
 # isort: on
 from camwall.cams._base import METHODS, CamContext, CamMethod
 from camwall.cams._engine import CamEngine, compute_cams, resolve_layer
 from camwall.cams._post import finalize_maps, normalize_maps
 from camwall.cams._reshape import TokenGrid, token_grid
+from camwall.cams._rollout import attention_rollout
 from camwall.cams._targets import ClassTarget
 
 #: The nine methods of the wall benchmark's default run (``CamMethod.default``), in order.
@@ -38,6 +40,7 @@ __all__ = [
     "CamMethod",
     "ClassTarget",
     "TokenGrid",
+    "attention_rollout",
     "compute_cams",
     "finalize_maps",
     "normalize_maps",

@@ -148,7 +148,7 @@ class TrainConfig:
 
 PRESETS: Registry[TrainConfig] = Registry("training preset")
 """Named training recipes: ``fashion-vgg``, ``fashion-resnet``, ``fashion-grid-vgg``,
-``imagenet-vgg16``.
+``fashion-vit``, ``imagenet-vgg16``.
 
 The Fashion presets are sized for a 2-core CPU (about 4 minutes per model with one thread,
 measured in ``benchmarks/train_speed.md``): width 8, AdamW, one-cycle schedule (peak lr 1e-2)
@@ -173,6 +173,25 @@ for _arch in ("fashion-vgg", "fashion-resnet"):
             threads=1,
         ),
     )
+# The walled ViT (camwall.walls.fashion_vit, with its patch-local conv stem): same data and
+# loop, a transformer's recipe (AdamW with a lower peak lr and more weight decay, more epochs;
+# one thread).
+PRESETS.add(
+    TrainConfig(
+        name="fashion-vit",
+        arch="fashion-vit",
+        arch_kwargs={"conv_stem": True},
+        epochs=10,
+        batch_size=64,
+        lr=2e-3,
+        momentum=0.9,
+        optimizer="adamw",
+        scheduler="onecycle",
+        weight_decay=0.05,
+        label_smoothing=0.1,
+        threads=1,
+    ),
+)
 PRESETS.add(
     TrainConfig(
         name="fashion-grid-vgg",

@@ -10,7 +10,9 @@ output. Public API (import from ``camwall.walls``):
 * models: :func:`walled_vgg16` (the paper's), :func:`simple_cnn` (the paper's Section 2 CNN),
   :func:`fashion_vgg`, :func:`fashion_resnet`, :func:`fashion_grid_vgg` (2 x 2 grid, a wall
   per cell's logits; :func:`model_task`, :func:`model_kind`, :func:`cell_walls`,
-  :func:`output_groups`); :data:`MODELS`, :func:`create_model`, :func:`model_config`,
+  :func:`output_groups`), :func:`walled_vit` / :func:`fashion_vit` (Vision Transformers walled
+  by a structural attention mask, :class:`WalledViT`, ``camwall_reshape``: a
+  :func:`camwall.cams.token_grid`); :data:`MODELS`, :func:`create_model`, :func:`model_config`,
   :func:`default_target_layer`;
 * :func:`dead_zone` (structural, exact, eval mode; per output with ``target=``),
   :func:`dead_zones` (``K x H x W``, one per output), :func:`dead_zone_summary`,
@@ -60,6 +62,7 @@ from camwall.walls._parse import format_wall, parse_wall
 from camwall.walls._resolve import is_checkpoint, resolve_model
 from camwall.walls._spec import WallSpec
 from camwall.walls._torchvision import load_weights, torchvision_names, walled_torchvision
+from camwall.walls._vit import WalledViT, fashion_vit, walled_vit
 
 __all__ = [
     "MODELS",
@@ -67,6 +70,7 @@ __all__ = [
     "WallCheck",
     "WallSpec",
     "WalledLinear",
+    "WalledViT",
     "cell_walls",
     "checkpoint_paths",
     "create_model",
@@ -78,6 +82,7 @@ __all__ = [
     "fashion_grid_vgg",
     "fashion_resnet",
     "fashion_vgg",
+    "fashion_vit",
     "format_wall",
     "insert_wall",
     "is_checkpoint",
@@ -96,5 +101,6 @@ __all__ = [
     "wall_head",
     "walled_torchvision",
     "walled_vgg16",
+    "walled_vit",
     "walls_of",
 ]

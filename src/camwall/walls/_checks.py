@@ -55,10 +55,15 @@ def check_finite_state(state: Mapping[str, Tensor], source: str) -> None:
 
 def check_wall_zeros(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
     """Refuse a state dict whose walled weights (of ``model``'s :class:`WalledLinear` layers,
-    under ``model``'s names) are not exactly 0. Weights of the wrong shape are skipped (the
-    strict load reports them).
+    under ``model``'s names) are not exactly 0, or that a layer's ``camwall_check_state(state,
+    prefix)`` finds wrong (a walled ViT's attention masks). Weights of the wrong shape are
+    skipped (the strict load reports them).
     """
     for name, m in model.named_modules():
+        check = getattr(m, "camwall_check_state", None)  # a layer that checks its own wall
+        problem = check(state, f"{name}." if name else "") if callable(check) else None
+        if problem:
+            raise CamwallError(f"{source}: {problem}; refusing to load it.")
         if not isinstance(m, WalledLinear):
             continue
         w = state.get(f"{name}.weight" if name else "weight")

@@ -13,6 +13,8 @@ linear map with strictly positive weights on exactly the connections the layer h
 * BatchNorm (eval: a per-channel affine map), dropout, stochastic depth and elementwise
   activations: identity; GroupNorm / LayerNorm: every output reads its whole normalised group;
 * ``Softmax`` / ``LogSoftmax``: every output along ``dim`` reads every input along ``dim``;
+* a layer with a ``camwall_structural(x)`` method (the walled ViT's token and masked-softmax
+  layers) states its own connections with it;
 * average pools, padding, Flatten, :class:`Wall` and the model's own adds / reshapes / concats
   run unchanged.
 
@@ -225,6 +227,9 @@ def _norm(m: nn.Module) -> Callable[[Tensor], Tensor]:
 
 def _surrogate(name: str, m: nn.Module) -> Callable[[Tensor], Tensor] | None:
     """The structural forward for leaf ``m``, or None to run its own forward."""
+    own = getattr(m, "camwall_structural", None)  # a layer that states its own connections
+    if callable(own):
+        return lambda x: _positive(own(x))
     if isinstance(m, _UNCHANGED_TYPES):
         return None
     if isinstance(m, _IDENTITY_TYPES) or type(m).__name__ == "StochasticDepth":

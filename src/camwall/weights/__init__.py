@@ -1,18 +1,18 @@
 """Trained weights shipped inside the package: the default ``fashion-vgg`` walled + baseline pair,
-and the walled ``fashion-grid-vgg`` grid model (0.6 MB; its baseline is not shipped, to keep
-the package small: ``camwall train --preset fashion-grid-vgg`` trains both).
+the walled ``fashion-grid-vgg`` grid model (its baseline is not shipped, to keep the package
+small: ``camwall train --preset fashion-grid-vgg`` trains both) and the walled ``fashion-vit`` (a
+Vision Transformer walled by its attention mask).
 
 Each model is a camwall checkpoint (``NAME.safetensors`` + ``NAME.json``, read with
-:func:`camwall.walls.load_model`), about 0.5 MB each. The JSON's ``training`` entry is the
-training manifest: preset, config (seed included), steps, final epoch metrics, library versions,
-and ``test_accuracy``: top-1 on the 10,000 Fashion-MNIST test canvases measured with
-:func:`camwall.train.evaluate` (``"fashion-canvases"``), which the tests check exactly.
+:func:`camwall.walls.load_model`), about 0.5 MB each (``fashion-vit``: 0.6 MB). The JSON's
+``training`` entry is the training manifest: preset, config (seed included), steps, final epoch
+metrics, library versions, and ``test_accuracy``: top-1 on the 10,000 Fashion-MNIST test
+canvases measured with :func:`camwall.train.evaluate` (``"fashion-canvases"``), which the tests
+check exactly. The grid model's ``test_accuracy`` is :func:`camwall.train.grid_accuracy` on the
+2,500 fixed test mosaics (``fashion_grids("test", seed=0, augment=False)``): overall and per cell.
 
 ``camwall bench`` uses this pair unless told otherwise (``--model``/``--baseline``);
 ``camwall bench --retrain`` trains the pair from scratch (:func:`camwall.train.cached_pair`).
-
-The grid model's ``test_accuracy`` is :func:`camwall.train.grid_accuracy` on the 2,500 fixed test
-mosaics (``fashion_grids("test", seed=0, augment=False)``): overall and per cell.
 """
 
 from __future__ import annotations
@@ -26,11 +26,38 @@ from camwall.errors import CamwallError
 __all__ = ["SHIPPED", "SHIPPED_MODELS", "shipped_manifest", "shipped_model", "shipped_pair"]
 
 SHIPPED = ("fashion-vgg",)
-"""Presets whose trained pair ships with camwall."""
-SHIPPED_MODELS = ("fashion-vgg", "fashion-grid-vgg")
-"""Presets whose trained walled model ships with camwall."""
+"""Presets whose trained walled + baseline pair ships with camwall."""
+
+SHIPPED_MODELS: dict[str, tuple[str, ...]] = {
+    "fashion-vgg": ("walled", "baseline"),
+    "fashion-grid-vgg": ("walled",),
+    "fashion-vit": ("walled",),
+}
+"""Every shipped checkpoint: preset -> its shipped variants."""
 
 _ROOT = Path(__file__).resolve().parent
+
+
+def shipped_model(preset: str = "fashion-vgg", variant: str = "walled") -> Path:
+    """The ``.safetensors`` path of one shipped model (``variant``: walled or baseline).
+
+    Raises:
+        CamwallError: no such model ships, or its files are missing from the install.
+    """
+    variants = SHIPPED_MODELS.get(preset, ())
+    if variant not in variants:
+        shipped = ", ".join(f"{p} ({'/'.join(v)})" for p, v in SHIPPED_MODELS.items())
+        raise CamwallError(
+            f"no trained {variant} model ships for preset {preset!r} (shipped: {shipped}); "
+            "train one with `camwall train --preset NAME` or `camwall bench --retrain`."
+        )
+    path = _ROOT / preset / f"{variant}.safetensors"
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        raise CamwallError(
+            f"the shipped {preset} weights are missing ({path.with_suffix('')}.safetensors / "
+            ".json); reinstall camwall, or use `camwall bench --retrain` to train the pair."
+        )
+    return path
 
 
 def shipped_pair(preset: str = "fashion-vgg") -> tuple[Path, Path]:
@@ -44,43 +71,10 @@ def shipped_pair(preset: str = "fashion-vgg") -> tuple[Path, Path]:
             f"no trained pair ships for preset {preset!r} (shipped: {', '.join(SHIPPED)}); "
             "train one with `camwall train --preset NAME` or `camwall bench --retrain`."
         )
-    paths = (_ROOT / preset / "walled.safetensors", _ROOT / preset / "baseline.safetensors")
-    for p in paths:
-        if not p.is_file() or not p.with_suffix(".json").is_file():
-            raise CamwallError(
-                f"the shipped {preset} weights are missing ({p.with_suffix('')}.safetensors / "
-                ".json); "
-                "reinstall camwall, or use `camwall bench --retrain` to train the pair."
-            )
-    return paths
-
-
-def shipped_model(preset: str = "fashion-grid-vgg") -> Path:
-    """The walled checkpoint (``.safetensors``) shipped for ``preset``.
-
-    Raises:
-        CamwallError: no model ships for ``preset``, or its files are missing.
-    """
-    if preset not in SHIPPED_MODELS:
-        raise CamwallError(
-            f"no trained model ships for preset {preset!r} (shipped: "
-            f"{', '.join(SHIPPED_MODELS)}); train one with `camwall train --preset NAME`."
-        )
-    path = _ROOT / preset / "walled.safetensors"
-    if not path.is_file() or not path.with_suffix(".json").is_file():
-        raise CamwallError(
-            f"the shipped {preset} weights are missing ({path.with_suffix('')}.safetensors / "
-            ".json); reinstall camwall, or train them with `camwall train --preset "
-            f"{preset}`."
-        )
-    return path
+    return shipped_model(preset, "walled"), shipped_model(preset, "baseline")
 
 
 def shipped_manifest(preset: str = "fashion-vgg", variant: str = "walled") -> dict[str, Any]:
     """The training manifest (the JSON's ``training`` entry) of a shipped model."""
-    if variant == "walled" and preset in SHIPPED_MODELS:
-        path = shipped_model(preset).with_suffix(".json")
-    else:
-        walled, baseline = shipped_pair(preset)
-        path = {"walled": walled, "baseline": baseline}[variant].with_suffix(".json")
+    path = shipped_model(preset, variant).with_suffix(".json")
     return dict(json.loads(path.read_text())["training"])
