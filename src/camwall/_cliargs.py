@@ -285,10 +285,12 @@ def out_png(text: str) -> Path:
 
 
 class _DeprecatedAlias(argparse.Action):
-    """Stores like the new flag, after one line on stderr naming the new spelling."""
+    """Acts as the new flag's own action (store, store_true, append, ...), after one line on
+    stderr naming the new spelling."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, **kw: Any) -> None:
         self.new_flag: str = kw.pop("new_flag")
+        self.target: argparse.Action = kw.pop("target")
         super().__init__(option_strings, dest, **kw)
 
     def __call__(
@@ -302,7 +304,7 @@ class _DeprecatedAlias(argparse.Action):
             f"camwall: warning: {option_string} is deprecated; use {self.new_flag}",
             file=sys.stderr,
         )
-        setattr(namespace, self.dest, True if self.nargs == 0 else values)
+        self.target(parser, namespace, values, option_string)
 
 
 def add_alias(p: argparse.ArgumentParser, old: str, new: str) -> None:
@@ -317,6 +319,7 @@ def add_alias(p: argparse.ArgumentParser, old: str, new: str) -> None:
         nargs=action.nargs,
         action=_DeprecatedAlias,
         new_flag=new,
+        target=action,
         default=argparse.SUPPRESS,
         help=argparse.SUPPRESS,
         **extra,

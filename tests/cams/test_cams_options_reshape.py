@@ -190,3 +190,28 @@ def test_finercam_takes_its_tail_gradient_through_the_inverse():
         cam.base_cam.activations_and_grads.release()
     assert float((ours - ref).abs().max()) <= 1e-5
     assert float(ours.max()) > 0.99
+
+
+def test_model_default_reshape_skips_feature_map_layers() -> None:
+    """A ViT's own ``camwall_reshape`` serves its token layers; its patch embedding (already
+    B x K x h x w) passes unchanged: the same maps as with an identity ``reshape_transform``."""
+    from camwall.walls import create_model
+
+    torch.manual_seed(0)
+    model = create_model("fashion-vit").eval()
+    x = torch.rand(2, 1, 64, 64)
+    methods = ["gradcam", "ablationcam"]
+    own = compute_cams(model, x, "conv_proj", methods)
+    identity = compute_cams(model, x, "conv_proj", methods, reshape_transform=_Identity())
+    for name in methods:
+        assert torch.equal(own[name], identity[name])
+    tokens = compute_cams(model, x, model.camwall_target_layer, ["gradcam"])["gradcam"]
+    assert tokens.shape == (2, 64, 64)
+
+
+class _Identity:
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        return output
+
+    def inverse(self, grid: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+        return grid

@@ -762,10 +762,33 @@ def compute_cams(
     return engine(x, methods, targets, **options)
 
 
+class _TokensOnly:
+    """A model's own ``camwall_reshape``, applied only to outputs that are not feature maps.
+
+    The model declares how its token layers become grids; its convolutional layers (a ViT's
+    patch embedding, B x K x h x w) are feature maps already and pass unchanged, both ways.
+    """
+
+    def __init__(self, fn: Callable[[Tensor], Tensor]) -> None:
+        self.fn = fn
+
+    def __call__(self, output: Tensor) -> Tensor:
+        if isinstance(output, Tensor) and output.dim() in (4, 5):
+            return output
+        return self.fn(output)
+
+    def inverse(self, grid: Tensor, original: Tensor) -> Tensor:
+        if original.dim() in (4, 5):
+            return grid
+        return inverse_of(self.fn, "run_tail")(grid, original)
+
+
 def _reshape_option(model: nn.Module, reshape: Any) -> ReshapeTransform | None:
-    """The caller's ``reshape_transform``, else the model's own ``camwall_reshape``, else None."""
+    """The caller's ``reshape_transform``, else the model's own ``camwall_reshape`` (used only
+    for layers whose output is not already a feature map), else None."""
     if reshape is None:
-        reshape = getattr(model, "camwall_reshape", None)
+        own = getattr(model, "camwall_reshape", None)
+        reshape = _TokensOnly(own) if callable(own) else own
     if reshape is not None and not callable(reshape):
         raise CamwallError(
             f"reshape_transform must be a callable raw_output -> B x K x h x w (e.g. "
