@@ -132,7 +132,8 @@ def test_a_new_subpackage_with_a_cli_module_is_found(tmp_path, monkeypatch, caps
 @pytest.mark.parametrize(
     ("argv", "dest", "value", "old", "new"),
     [
-        (["cam", "ck", "a.png", "--layer", "9"], "target_layer", ["9"], "--layer", "--target-layer"),
+        (["cam", "ck", "a.png", "--layer", "9"], "target_layer", ["9"], "--layer",
+         "--target-layer"),
         (["stackmix", "--source", ".", "--out", "o", "--force"], "overwrite", True, "--force",
          "--overwrite"),
         (["data", "export", "--dataset", "fashion-stackmix", "--out", "o", "--force"],
