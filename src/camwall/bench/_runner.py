@@ -55,7 +55,8 @@ CHUNK_BUDGET = {"scorecam_chunk": (16, 2**20), "ablationcam_chunk": (32, 2**21)}
 """``option: (floor, input elements per chunk)``: the bench forwards Score-CAM's masked inputs
 and Ablation-CAM's ablated copies in chunks of ``max(floor, elements // (C * H * W))`` rows
 (256 and 512 on 64 x 64 grey canvases; the library defaults on 224 x 224 RGB). Rows do not
-interact, so the maps do not depend on the chunk (checked bit for bit on the default run)."""
+interact, so the maps depend on the chunk only through float rounding (the default run's store
+is the same bit for bit as with the library defaults: benchmarks/bench_speed.md)."""
 
 
 @dataclass
@@ -666,7 +667,7 @@ def _compute(
 
 
 def chunk_options(x: Tensor, methods: Sequence[str]) -> dict[str, int]:
-    """The chunk options of :data:`CHUNK_BUDGET` of ``methods`` for a batch ``x`` (B x C x H x W)."""
+    """The :data:`CHUNK_BUDGET` options of ``methods`` for a batch ``x`` (B x C x H x W)."""
     per_row = max(1, x[0].numel())
     return {
         k: max(floor, budget // per_row)
