@@ -109,16 +109,18 @@ def test_cli_end_to_end_default_pair_and_resume(capsys, tmp_path, monkeypatch):
     captured = capsys.readouterr()
     assert "| hirescam | 0.0 ± 0.0 |" in captured.out
     summary = json.loads((out / "summary.json").read_text())
+    # the default run: the (retrained) pair, and the shipped grid model on fashion-grid
     assert set(summary["datasets"]) == {"fashion-stackmix", "fashion-stackpair"}
+    assert summary["config"]["datasets"][-1] == "fashion-grid"
     assert summary["dead_zone"][summary["model"]]["input_size"] == [64, 64]
     assert summary["model_info"][summary["model"]]["wall_check"]["ok"] is True
-    assert len(summary["accuracy"]) == 2  # walled and baseline
+    assert len(summary["accuracy"]) == 3  # walled, baseline and the grid model
     with Store(out / STORE_NAME) as store:
-        assert store.count() == 2 * 3 * 3
+        assert store.count() == 3 * 3 * 3
     # --resume with the same options adds nothing; with other options it is refused early.
     assert main([*argv, "--no-progress", "--resume"]) == 0
     with Store(out / STORE_NAME) as store:
-        assert store.count() == 18
+        assert store.count() == 27
         assert len(store.runs()) == 2
     capsys.readouterr()
     err = _err(capsys, [*argv[:-1], "gradcam", "--resume"])

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from camwall.bench.cli import GRID_SPEC
 from camwall.cli import main
 from camwall.weights import shipped_manifest, shipped_pair
 
@@ -69,13 +70,19 @@ def test_bench_uses_the_shipped_pair_by_default(tmp_path, monkeypatch, capsys):
     argv = ["bench", "--out", str(out), "--images", "2", "--methods", "hirescam,uniform"]
     assert main([*argv, "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["config"]["models"] == ["shipped:fashion-vgg:walled"]
+    # the default run also tests the shipped grid model (bench.cli.DEFAULT_MODELS)
+    assert summary["config"]["models"] == ["shipped:fashion-vgg:walled", GRID_SPEC]
+    assert summary["config"]["datasets"][-1] == "fashion-grid"
     assert summary["config"]["baselines"] == ["shipped:fashion-vgg:baseline"]
     walled, _ = shipped_pair()
     info = summary["model_info"]["fashion-vgg-walled"]
     assert info["spec"] == str(walled)
     assert info["training"]["test_accuracy"] == shipped_manifest()["test_accuracy"]
-    assert set(summary["accuracy"]) == {"fashion-vgg-walled", "fashion-vgg-baseline"}
+    assert set(summary["accuracy"]) == {
+        "fashion-vgg-walled",
+        "fashion-vgg-baseline",
+        "fashion-grid-vgg",
+    }
 
 
 def test_retrain_with_a_model_is_refused(capsys, tmp_path):

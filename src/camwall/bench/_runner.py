@@ -51,6 +51,13 @@ __all__ = [
 FIGURE_IMAGES = 8
 """Images per dataset whose maps are kept (as PNG) for the figure grids."""
 
+CHUNK_BUDGET = {"scorecam_chunk": (16, 2**20), "ablationcam_chunk": (32, 2**21)}
+"""``option: (floor, input elements per chunk)``: the bench forwards Score-CAM's masked inputs
+and Ablation-CAM's ablated copies in chunks of ``max(floor, elements // (C * H * W))`` rows
+(256 and 512 on 64 x 64 grey canvases; the library defaults on 224 x 224 RGB). Rows do not
+interact, so the maps depend on the chunk only through float rounding (the default run's store
+is the same bit for bit as with the library defaults: benchmarks/bench_speed.md)."""
+
 
 @dataclass
 class BenchModel:
@@ -643,9 +650,10 @@ def _compute(
     if cams:
         targets = _targets(bm, ids, preds, plan.seed)
         compute = _cam_fn()
+        options = {**chunk_options(x, cams), **plan.cam_options}
         out, t = _timed(
             plan.device,
-            lambda: compute(model, x, bm.target_layer, cams, targets=targets, **plan.cam_options),
+            lambda: compute(model, x, bm.target_layer, cams, targets=targets, **options),
         )
         maps.update({m: out[m] for m in cams})
         seconds.update(dict.fromkeys(cams, t / len(ids)))
@@ -656,6 +664,16 @@ def _compute(
             maps[m], t = _timed(plan.device, functools.partial(control, x, ids, plan.seed))
             seconds[m] = t / len(ids)
     return maps, seconds, batch
+
+
+def chunk_options(x: Tensor, methods: Sequence[str]) -> dict[str, int]:
+    """The :data:`CHUNK_BUDGET` options of ``methods`` for a batch ``x`` (B x C x H x W)."""
+    per_row = max(1, x[0].numel())
+    return {
+        k: max(floor, budget // per_row)
+        for k, (floor, budget) in CHUNK_BUDGET.items()
+        if k.removesuffix("_chunk") in methods
+    }
 
 
 def _explain(

@@ -40,9 +40,10 @@ def register(subparsers: Any) -> None:
         description=(
             "Run CAM methods on a walled model and measure how much saliency lands in the dead "
             "zone (pixels the model provably cannot see). With no arguments: the Fashion walled "
-            "+ baseline pair (trained once, then cached), fashion-stackmix and "
-            "fashion-stackpair (100 images each), all nine methods plus the uniform and random "
-            "controls. Results go to a resumable SQLite store and a report in --out. "
+            "+ baseline pair (shipped) on fashion-stackmix and fashion-stackpair, and the "
+            "shipped grid model fashion-grid-vgg on fashion-grid (100 images each), all nine "
+            "methods plus the uniform and random controls. Results go to a resumable SQLite "
+            "store and a report in --out. "
             "Under `torchrun --nproc_per_node N -m camwall bench ...` images are sharded."
         ),
     )
@@ -110,7 +111,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--grid",
         action="store_true",
-        help="also test the shipped fashion-grid-vgg (a wall per cell's logits) on fashion-grid",
+        help="test the shipped fashion-grid-vgg (a wall per cell's logits) on fashion-grid even "
+        "with --model (the default run includes it already)",
     )
     p.add_argument(
         "--images",
@@ -273,21 +275,36 @@ def _explainer_options(args: argparse.Namespace, methods: list[str]) -> dict[str
 
 
 def _default_specs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """``--model`` / ``--baseline`` specs; by default the shipped (or ``--retrain``) pair."""
+    """``--model`` / ``--baseline`` specs; by default the shipped (or ``--retrain``) pair and the
+    :data:`DEFAULT_MODELS` whose dataset runs (``--grid`` adds the grid model in any case)."""
     from camwall.bench._inputs import DEFAULT_PRESET
 
     source = "preset" if args.retrain else "shipped"
     models = args.model or [f"{source}:{DEFAULT_PRESET}:walled"]
     baselines = args.baseline or ([] if args.model else [f"{source}:{DEFAULT_PRESET}:baseline"])
-    if getattr(args, "grid", False):
+    if not args.model:
+        models += [s for s, d in DEFAULT_MODELS if d is None or d in _datasets(args)]
+    if getattr(args, "grid", False) and GRID_SPEC not in models:
         models = [*models, GRID_SPEC]
     return models, baselines
+
+
+def _datasets(args: argparse.Namespace) -> list[str]:
+    """``--dataset``, else the default datasets and those of :data:`DEFAULT_MODELS` (without
+    ``--model``) or of ``--grid``."""
+    from camwall.bench._inputs import DEFAULT_DATASETS
+
+    if args.dataset:
+        return list(args.dataset)
+    extra = [d for _, d in DEFAULT_MODELS if d is not None and not args.model]
+    if getattr(args, "grid", False):
+        extra.append(GRID_DATASET)
+    return list(dict.fromkeys([*DEFAULT_DATASETS, *extra]))
 
 
 def _bench_config(
     args: argparse.Namespace, methods: list[str], options: dict[str, Any]
 ) -> dict[str, Any]:
-    from camwall.bench._inputs import DEFAULT_DATASETS
     from camwall.bench._methods import method_config
 
     models, baselines = _default_specs(args)
@@ -296,7 +313,7 @@ def _bench_config(
         "baselines": baselines,
         "weights": args.weights,
         "walls": args.wall,
-        "datasets": args.dataset or [*DEFAULT_DATASETS, *(["fashion-grid"] if args.grid else [])],
+        "datasets": _datasets(args),
         "methods": methods,
         "target_layer": args.target_layer,
         "images": args.images,
@@ -364,6 +381,15 @@ def _run(
 
 GRID_SPEC = "shipped:fashion-grid-vgg"
 """The ``--model`` spec of the shipped grid model (what ``--grid`` adds)."""
+
+GRID_DATASET = "fashion-grid"
+"""The dataset the grid model reads."""
+
+DEFAULT_MODELS: tuple[tuple[str, str | None], ...] = ((GRID_SPEC, GRID_DATASET),)
+"""The walled models the default run tests besides the fashion-vgg pair: ``(spec, the dataset
+it needs, or None for a 64 x 64 single-output model that reads the default datasets)``. Left
+out when ``--model`` is given, or when ``--dataset`` leaves out the dataset it needs. One line
+per model, e.g. ``("shipped:fashion-vit", None)``."""
 
 
 def _spec_path(spec: str, paths: dict[str, str]) -> str:

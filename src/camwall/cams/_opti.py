@@ -76,41 +76,66 @@ class OptiCAM(CamMethod, name="opticam"):
         if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
             raise CamwallError(f"option opticam_iters must be a positive integer, got {iters!r}.")
         feats = ctx.activations.clamp_min(0)
-        x = ctx.x
+        xf = ctx.x.float()
         b, k = feats.shape[:2]
-        size = ctx.input_size
         device = feats.device
         u = self._start(b, k, device)
         m1 = torch.zeros_like(u)
         m2 = torch.zeros_like(u)
-        beta1, beta2, eps = 0.9, 0.999, 1e-8
         best_obj = torch.full((b,), -math.inf, device=device)
-        best_map = torch.zeros(b, *size, device=device)
+        best_map = torch.zeros(b, *ctx.input_size, device=device)
         last_obj = torch.full((b,), -math.inf, device=device)
         active = torch.ones(b, dtype=torch.bool, device=device)
+        idx = torch.arange(b, device=device)
+        rows = idx.tolist()
         check = max(1, iters // 10)
         for step in range(1, iters + 1):
-            idx = active.nonzero()[:, 0]
-            ui = u[idx].clone().requires_grad_(True)
-            with torch.enable_grad():
-                masks = opticam_masks(feats[idx], ui, size)
-                logits = ctx.engine.run_model((masks * x[idx].float()).to(x.dtype))
-                obj = score_rows(logits, idx.tolist(), ctx.targets)
-                (grad,) = torch.autograd.grad(-obj.sum(), ui)
-            obj = obj.detach()
+            # while every image runs, use the full tensors (no gathers or scatters: same values)
+            full = len(rows) == b
+            ui = u if full else u[idx]
+            obj, grad, masks = self._objective(
+                ctx, feats if full else feats[idx], ui, xf if full else xf[idx], rows
+            )
             better = obj > best_obj[idx]
             best_obj[idx[better]] = obj[better]
-            best_map[idx[better]] = masks.detach()[better, 0]
-            # Adam on the rows still running (rows are independent: Adam is elementwise)
-            m1[idx] = beta1 * m1[idx] + (1 - beta1) * grad
-            m2[idx] = beta2 * m2[idx] + (1 - beta2) * grad * grad
-            m1_hat = m1[idx] / (1 - beta1**step)
-            m2_hat = m2[idx] / (1 - beta2**step)
-            u[idx] = u[idx] - lr * m1_hat / (m2_hat.sqrt() + eps)
+            best_map[idx[better]] = masks[better, 0]
+            m1i, m2i = (m1, m2) if full else (m1[idx], m2[idx])
+            m1i, m2i, ui = _adam(m1i, m2i, ui, grad, step, lr)
+            if full:
+                m1, m2, u = m1i, m2i, ui
+            else:
+                m1[idx], m2[idx], u[idx] = m1i, m2i, ui
             if step % check == 0:
                 worse = obj < last_obj[idx]
                 last_obj[idx] = obj
                 active[idx[worse]] = False
                 if not bool(active.any()):
                     break
+                idx = active.nonzero()[:, 0]
+                rows = idx.tolist()
         return best_map
+
+    def _objective(
+        self, ctx: CamContext, feats: Tensor, u: Tensor, xf: Tensor, rows: list[int]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(y_b(model(n(S(u)) * x)), its gradient in u, n(S(u)))`` for the images ``rows``."""
+        x = ctx.x
+        ui = u.detach().requires_grad_(True)
+        with torch.enable_grad():
+            masks = opticam_masks(feats, ui, ctx.input_size)
+            logits = ctx.engine.run_model((masks * xf).to(x.dtype))
+            obj = score_rows(logits, rows, ctx.targets)
+            (grad,) = torch.autograd.grad(-obj.sum(), ui)
+        return obj.detach(), grad, masks.detach()
+
+
+def _adam(
+    m1: Tensor, m2: Tensor, u: Tensor, grad: Tensor, step: int, lr: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One Adam step (betas 0.9, 0.999, eps 1e-8), elementwise: ``(m1, m2, u)`` updated."""
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    m1 = beta1 * m1 + (1 - beta1) * grad
+    m2 = beta2 * m2 + (1 - beta2) * grad * grad
+    m1_hat = m1 / (1 - beta1**step)
+    m2_hat = m2 / (1 - beta2**step)
+    return m1, m2, u - lr * m1_hat / (m2_hat.sqrt() + eps)
