@@ -65,8 +65,9 @@ def test_shipped_vit_loads_verifies_and_records_its_training() -> None:
     )
     assert training["config"] == PRESETS.get("fashion-vit").to_dict()
     assert training["test_accuracy"]["n"] == 10_000
-    # 84.68%: 0.32 points short of the 85% target (10 epochs; see docs/walls.md)
-    assert training["test_accuracy"]["top1"] == 0.8468
+    # 85.82% (15 epochs; see docs/walls.md): the target is >= 85%
+    assert training["test_accuracy"]["top1"] == 0.8582
+    assert training["test_accuracy"]["top1"] >= 0.85
     assert training["train_seconds"]["total"] > 0
     zone = dead_zone(model, (1, 64, 64))
     assert torch.equal(zone, _rows(40))

@@ -181,7 +181,7 @@ PRESETS.add(
         name="fashion-vit",
         arch="fashion-vit",
         arch_kwargs={"conv_stem": True},
-        epochs=10,
+        epochs=15,
         batch_size=64,
         lr=2e-3,
         momentum=0.9,
