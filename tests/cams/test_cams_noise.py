@@ -85,7 +85,8 @@ def test_smoothgradcampp_raw_matches_torchcam_given_its_noise(arch, batch, h, w,
     model, layer, x = _setup(arch, batch, h, w)
     torch.manual_seed(11)
     ref, noise = _torchcam_raw(SmoothGradCAMpp, model, layer, x, monkeypatch, num_samples=3)
-    assert noise is not None and noise.shape == (3, batch, 3, h, w)
+    assert noise is not None
+    assert noise.shape == (3, batch, 3, h, w)
     ours = _camwall_raw(
         model,
         layer,
@@ -107,7 +108,8 @@ def test_sscam_raw_matches_torchcam_given_its_noise(arch, batch, h, w, monkeypat
     torch.manual_seed(12)
     ref, noise = _torchcam_raw(SSCAM, model, layer, x, monkeypatch, num_samples=2, batch_size=64)
     k = 6 if arch == "gap" else 512
-    assert noise is not None and noise.shape == (2, batch, k, h, w)
+    assert noise is not None
+    assert noise.shape == (2, batch, k, h, w)
     ours = _camwall_raw(
         model, layer, x, "sscam", sscam_samples=2, sscam_noise=noise, sscam_chunk=48
     )
