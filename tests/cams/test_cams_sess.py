@@ -86,3 +86,9 @@ def test_sess_options_are_checked(resnet):
         compute_cams(resnet, x, "layer3", "sess", sess_scales=[16])
     with pytest.raises(CamwallError, match="sess_pool must be 'mean' or 'max'"):
         compute_cams(resnet, x, "layer3", "sess", sess_pool="min")
+
+
+def test_sess_names_models_that_refuse_square_patches(make_tiny):
+    model, layer, x = make_tiny("flat")  # Flatten + Linear sized for 8 x 12 inputs
+    with pytest.raises(CamwallError, match=r"sess runs the model on \(8, 8\) patches"):
+        compute_cams(model, x, layer, "sess")

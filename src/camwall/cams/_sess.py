@@ -157,7 +157,15 @@ class SESS(CamMethod, name="sess"):
         out = []
         for start in range(0, len(patches), chunk):
             part = patches[start : start + chunk]
-            logits = ctx.engine.run_model(torch.stack([crop(p) for p in part]))
+            batch = torch.stack([crop(p) for p in part])
+            try:
+                logits = ctx.engine.run_model(batch)
+            except RuntimeError as err:
+                raise CamwallError(
+                    f"sess runs the model on {tuple(batch.shape[-2:])} patches and "
+                    f"{type(ctx.engine.model).__name__} refuses them ({str(err)[:80]}); use a "
+                    f"model with global pooling, or sess_window / sess_scales it accepts."
+                ) from None
             if self.opts["sess_softmax"]:
                 logits = torch.softmax(logits, dim=-1)
             out.append(score_rows(logits, [p.image for p in part], ctx.targets))
