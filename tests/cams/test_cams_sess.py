@@ -4,7 +4,8 @@ The 'mean' fusion counts, per pixel, the patch maps above ``theta`` (0 by defaul
 is exactly 0 in one library and 1e-7 in the other (a patch map's minimum, or a pasted patch's
 edge blended with the zeros around it) changes that count. The cases below are ones where no
 pixel sits within rounding of ``theta``; docs/cam-methods.md names the difference (seen: 48 x 56
-input, gradcampp base, 2 scales: 8e-3).
+input, gradcampp base, 2 scales: 8e-3; 56 x 48, gradcam, 3 scales: 1.3e-2, and 6.6e-7 with
+``theta=-1``, which counts every patch).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def resnet():
         (1, 48, 48, "gradcampp", {"num_scales": 2, "step_size": 30}),
         (2, 48, 48, "gradcam", {"scales": [48, 61], "pool": "max", "use_softmax_scores": False}),
         (1, 56, 48, "gradcam", {"num_scales": 2, "pre_filter_ratio": 0.5, "theta": 0.1}),
+        # theta = -1 counts every patch: this input differs by 1.3e-2 at theta = 0 (knife edge)
+        (1, 56, 48, "gradcam", {"num_scales": 3, "theta": -1.0}),
     ],
 )
 def test_sess_matches_grad_cam(resnet, batch, h, w, base, kwargs):
