@@ -51,7 +51,7 @@ UP_TO_SIGN = ("eigencam", "eigengradcam")
 #: global RNG; tests/cams/test_cams_methods.py feeds it our draws), torchcam normalizes CAM
 #: differently (its raw map is compared in the tests)
 NO_DIFF = {"randomcam": "different draws", "cam": "peer: torchcam; raw maps in tests"}
-NO_DIFF |= {m: "peer: torchcam; raw maps in tests" for m in ("smoothgradcampp", "sscam", "iscam")}
+NO_DIFF |= dict.fromkeys(("smoothgradcampp", "sscam", "iscam"), "peer: torchcam; raw maps in tests")
 NO_DIFF["sscam"] = "peer: torchcam; different draws; raw maps in tests"
 NO_DIFF["smoothgradcampp"] = NO_DIFF["sscam"]
 GROUP = "gradient+eigencam"
@@ -217,7 +217,9 @@ def worker(spec: dict[str, Any]) -> None:
                 if lib == "camwall":
                     maps = compute_cams(model, x, layer, methods, **spec["options"])
                 else:
-                    maps = {m: run_gradcam_lib(model, layer, x, m, spec["options"]) for m in methods}
+                    maps = {
+                        m: run_gradcam_lib(model, layer, x, m, spec["options"]) for m in methods
+                    }
             if device.type == "cuda":
                 torch.cuda.synchronize()
             best[lib] = min(best[lib], time.perf_counter() - start)

@@ -10,7 +10,8 @@ Public API::
 Methods follow ``docs/cam-methods.md`` and match pytorch-grad-cam 1.5.7 (torchcam 0.5 for
 ``cam``) to 1e-5 except for the deliberate differences named there (eigen sign, ablation value on
 negative layers, randomcam's explicit generator). ``DEFAULT_METHODS`` are the nine of the wall
-benchmark's default run; the others have ``CamMethod.default = False``.
+benchmark's default run plus the six added methods that keep it fast (gradcamelementwise,
+eigengradcam, fem, randomcam, finercam, fullgrad); the others have ``CamMethod.default = False``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from camwall.cams._engine import CamEngine, compute_cams, resolve_layer
 from camwall.cams._post import finalize_maps, normalize_maps
 from camwall.cams._targets import ClassTarget
 
-#: The nine methods of the wall benchmark's default run (``CamMethod.default``), in order.
+#: The methods of the wall benchmark's default run (``CamMethod.default``), in order.
 DEFAULT_METHODS: tuple[str, ...] = tuple(n for n, c in METHODS.items() if c.default)
 
 __all__ = [

