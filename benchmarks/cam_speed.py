@@ -41,13 +41,19 @@ from torch import nn
 GRADIENT = ["gradcam", "hirescam", "gradcampp", "xgradcam", "layercam"]
 NEW = ["gradcamelementwise", "eigengradcam", "kpcacam", "fem", "randomcam", "finercam"]
 NEW += ["shapleycam", "fullgrad", "cam"]  # cam's peer is torchcam 0.5 (grad-cam has no CAM)
-ALL = [*GRADIENT, "eigencam", "scorecam", "ablationcam", *NEW]  # opticam: no counterpart
+#: peers: torchcam 0.5 (smoothgradcampp, sscam, iscam, same number of samples), grad-cam SESS
+NOISE = ["smoothgradcampp", "sscam", "iscam", "sess"]
+TORCHCAM = {"cam", "smoothgradcampp", "sscam", "iscam"}
+ALL = [*GRADIENT, "eigencam", "scorecam", "ablationcam", *NEW, *NOISE]  # opticam: no peer
 DEFAULT = [*GRADIENT, "eigencam", "ablationcam", "scorecam"]
 UP_TO_SIGN = ("eigencam", "eigengradcam")
 #: methods whose maps are not compared here: randomcam's draws differ (grad-cam uses numpy's
 #: global RNG; tests/cams/test_cams_methods.py feeds it our draws), torchcam normalizes CAM
 #: differently (its raw map is compared in the tests)
 NO_DIFF = {"randomcam": "different draws", "cam": "peer: torchcam; raw maps in tests"}
+NO_DIFF |= dict.fromkeys(("smoothgradcampp", "sscam", "iscam"), "peer: torchcam; raw maps in tests")
+NO_DIFF["sscam"] = "peer: torchcam; different draws; raw maps in tests"
+NO_DIFF["smoothgradcampp"] = NO_DIFF["sscam"]
 GROUP = "gradient+eigencam"
 
 
@@ -58,6 +64,11 @@ def build_model(seed: int, arch: str = "walled-vgg16") -> tuple[nn.Module, str]:
         import torchvision
 
         return torchvision.models.resnet18(weights=None).eval(), "layer4"
+    if arch == "walled-resnet18":
+        from camwall.walls import default_target_layer, walled_torchvision
+
+        model = walled_torchvision("resnet18", ["layer3:rows=4:"], seed=seed).eval()
+        return model, default_target_layer(model)
     try:
         from camwall.walls import default_target_layer, walled_vgg16
     except ImportError:
@@ -130,10 +141,20 @@ def reference_class(name: str) -> Any:
     }[name]
 
 
-def run_gradcam_lib(model: nn.Module, layer_name: str, x: torch.Tensor, name: str) -> torch.Tensor:
+def run_gradcam_lib(
+    model: nn.Module, layer_name: str, x: torch.Tensor, name: str, options: dict[str, Any]
+) -> torch.Tensor:
     layer = model.get_submodule(layer_name)
-    if name == "cam":
-        return run_torchcam_cam(model, layer_name, x)
+    if name in TORCHCAM:
+        return run_torchcam(model, layer_name, x, name, options)
+    if name == "sess":
+        from pytorch_grad_cam.sess import SESS
+
+        cam = SESS(model, [layer], num_scales=options.get("sess_num_scales", 12))
+        try:
+            return torch.from_numpy(cam(x, targets=None))
+        finally:
+            cam.base_cam.activations_and_grads.release()
     cam = reference_class(name)(model, [layer])
     try:
         return torch.from_numpy(cam(input_tensor=x, targets=None))
@@ -143,14 +164,25 @@ def run_gradcam_lib(model: nn.Module, layer_name: str, x: torch.Tensor, name: st
         hooks.release()
 
 
-def run_torchcam_cam(model: nn.Module, layer_name: str, x: torch.Tensor) -> torch.Tensor:
-    """torchcam 0.5's CAM (forward + extraction; its own normalization, then upsampled)."""
+def run_torchcam(
+    model: nn.Module, layer_name: str, x: torch.Tensor, name: str, options: dict[str, Any]
+) -> torch.Tensor:
+    """torchcam 0.5's method (forward + extraction; its own normalization, then upsampled);
+    the noise methods with camwall's number of samples and chunk size."""
     import torch.nn.functional as F
-    from torchcam.methods import CAM
+    from torchcam import methods as tc
 
-    with CAM(model, layer_name, input_shape=tuple(x.shape[1:])) as extractor:
-        out = model(x)
-        cam = extractor(class_idx=out.argmax(dim=1).tolist())[0]
+    kwargs: dict[str, Any] = {}
+    if name in ("smoothgradcampp", "sscam", "iscam"):
+        kwargs["num_samples"] = options[f"{name}_samples"]
+    if name in ("sscam", "iscam"):
+        kwargs["batch_size"] = options[f"{name}_chunk"]
+    cls = {"cam": tc.CAM, "smoothgradcampp": tc.SmoothGradCAMpp, "sscam": tc.SSCAM}
+    cls["iscam"] = tc.ISCAM
+    with cls[name](model, layer_name, input_shape=tuple(x.shape[1:]), **kwargs) as extractor:
+        with torch.set_grad_enabled(name == "smoothgradcampp"):
+            out = model(x)
+        cam = extractor(class_idx=out.argmax(dim=1).tolist(), scores=out)[0]
     return F.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear")[:, 0]
 
 
@@ -183,9 +215,11 @@ def worker(spec: dict[str, Any]) -> None:
             start = time.perf_counter()
             with contextlib.redirect_stderr(io.StringIO()):  # grad-cam's tqdm bars
                 if lib == "camwall":
-                    maps = compute_cams(model, x, layer, methods)
+                    maps = compute_cams(model, x, layer, methods, **spec["options"])
                 else:
-                    maps = {m: run_gradcam_lib(model, layer, x, m) for m in methods}
+                    maps = {
+                        m: run_gradcam_lib(model, layer, x, m, spec["options"]) for m in methods
+                    }
             if device.type == "cuda":
                 torch.cuda.synchronize()
             best[lib] = min(best[lib], time.perf_counter() - start)
@@ -218,7 +252,17 @@ def flipped_eigen(model: nn.Module, layer_name: str, x: torch.Tensor, name: str)
 
 
 # --------------------------------------------------------------------------- driver side
-HEAVY = ("scorecam", "ablationcam", "fullgrad")
+HEAVY = ("scorecam", "ablationcam", "fullgrad", "sscam", "iscam", "sess")
+
+
+def noise_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The same number of samples (and forward chunk) for camwall and torchcam."""
+    n = args.samples
+    opts: dict[str, Any] = {"sess_num_scales": args.sess_scales}
+    for name in ("smoothgradcampp", "sscam", "iscam"):
+        opts[f"{name}_samples"] = n
+    opts["sscam_chunk"] = opts["iscam_chunk"] = args.chunk
+    return opts
 
 
 def measure(
@@ -236,6 +280,7 @@ def measure(
         "threads": args.threads,
         "device": args.device,
         "out": out,
+        "options": noise_options(args),
     }
     subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], check=True)
     from safetensors.torch import load_file
@@ -269,7 +314,7 @@ def measure_pair(
         for lib in order:
             results[lib].append(measure(lib, [method], args, tmp, r))
     ours, ref = merge(results["camwall"]), merge(results["gradcam"])
-    if method not in HEAVY:
+    if method not in HEAVY or method in NOISE:  # noise methods: also interleaved (loaded CPUs)
         both = measure("both", [method], args, tmp)["seconds"]
         ours["seconds"] = min(ours["seconds"], both["camwall"])
         ref["seconds"] = min(ref["seconds"], both["gradcam"])
@@ -332,9 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model",
         default="walled-vgg16",
-        choices=["walled-vgg16", "resnet18"],
+        choices=["walled-vgg16", "resnet18", "walled-resnet18"],
         help="walled-vgg16 (the paper's) or torchvision resnet18 (target layer4; cam needs it)",
     )
+    parser.add_argument("--samples", type=int, default=2, help="noise/integration samples")
+    parser.add_argument("--chunk", type=int, default=64, help="sscam/iscam inputs per forward")
+    parser.add_argument("--sess-scales", type=int, default=2, help="sess scales (grad-cam: 12)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "cam_speed.md"))
@@ -345,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.methods == "new":
         methods = NEW
+    elif args.methods == "noise":
+        methods = NOISE
     else:
         methods = ALL if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
     unknown = [m for m in methods if m not in ALL]
@@ -391,7 +441,7 @@ def report(
     from importlib.metadata import version
 
     lines = [
-        "# CAM speed: camwall vs pytorch-grad-cam",
+        "# CAM speed: camwall vs pytorch-grad-cam / torchcam",
         "",
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
         f"- machine: {machine()}; device: {args.device}; torch threads: {args.threads}",
@@ -405,7 +455,14 @@ def report(
             if args.model == "walled-vgg16"
             else f"- model: torchvision resnet18, random weights (seed {args.seed}), eval mode; "
             f"input {args.batch} x 3 x 224 x 224; target layer: layer4 (512 x 7 x 7)"
+            + ("; a wall after layer3 (rows 4:)" if args.model == "walled-resnet18" else "")
         ),
+        (
+            f"- peers: grad-cam 1.5.7; torchcam 0.5 for {', '.join(sorted(TORCHCAM))}. "
+            f"Noise methods: {args.samples} samples each, sscam/iscam {args.chunk} inputs per "
+            f"forward in both libraries; sess: {args.sess_scales} scales in both"
+        ),
+        f"- load average (1, 5, 15 min) at start / end: {LOAD_START} / {os.getloadavg()}",
         (
             f"- timing: after one untimed warm-up forward, best of {args.repeats} runs in a fresh "
             f"process per library plus best of {args.repeats} interleaved pairs (ABBA) in one "
@@ -434,6 +491,8 @@ def report(
     lines.append("")
     return "\n".join(lines)
 
+
+LOAD_START = os.getloadavg()
 
 if __name__ == "__main__":
     sys.exit(main())

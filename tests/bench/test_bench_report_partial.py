@@ -11,6 +11,9 @@ import pytest
 from camwall.bench import STORE_NAME, Store, write_report
 from camwall.bench._figures import _box_panel, row_labels
 from camwall.bench._results import load_results
+from camwall.cams import DEFAULT_METHODS
+
+CELLS = 2 * (len(DEFAULT_METHODS) + 2)  # 2 datasets x (default CAMs + 2 controls)
 
 matplotlib.use("Agg")
 
@@ -80,7 +83,7 @@ def test_partial_store_marks_exactly_the_incomplete_cells(tiny_run, tmp_path):
         ]
     assert short == [("scorecam", "tiny-mix")]
     html = (out / "report.html").read_text()
-    assert "2 of 22 (model, dataset, method) cells have fewer images" in html
+    assert f"2 of {CELLS} (model, dataset, method) cells have fewer images" in html
     assert "On tiny-mix (6 images; incomplete: scorecam 2/6):" in html
     assert "On tiny-pair (5 images; incomplete: opticam 0/5):" in html
     assert "scorecam (incomplete)</td>" in html
@@ -121,11 +124,11 @@ def test_dataset_with_no_rows(tiny_run, tmp_path):
     assert "leakage-tiny.png" in written
     cells = _table_cells((out / "table.md").read_text())
     pair = {m for (m, d), v in cells.items() if d == "tiny-pair" and v == "n/a (0/5)"}
-    assert len(pair) == 11  # every method
+    assert len(pair) == CELLS // 2  # every method
     assert not any(v.endswith("/6)") for (m, d), v in cells.items() if d == "tiny-mix")
     html = (out / "report.html").read_text()
     assert "On tiny-pair: no results yet (0 of 5 images)." in html
-    assert "11 of 22 (model, dataset, method) cells" in html
+    assert f"{CELLS // 2} of {CELLS} (model, dataset, method) cells" in html
 
 
 def test_complete_store_has_no_marks(tiny_run):

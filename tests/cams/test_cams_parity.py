@@ -38,11 +38,10 @@ REFERENCE = {
 # opticam has no implementation in grad-cam; tests/cams/test_cams_opticam.py covers it.
 # eigengradcam (up to sign), shapleycam, finercam (their grad-cam classes fail in `with`) and
 # randomcam (draws), fullgrad are compared with grad-cam, cam with torchcam, in
-# test_cams_methods.py.
-NO_REFERENCE = {
-    "opticam", "eigengradcam", "shapleycam", "finercam", "randomcam", "cam", "fullgrad",
-    "rollout",  # no peer has it: tests/cams/test_cams_rollout.py checks it by hand
-}  # fmt: skip
+# test_cams_methods.py; smoothgradcampp, sscam, iscam (torchcam) in test_cams_noise.py; sess in
+# test_cams_sess.py; rollout (no peer has it) in test_cams_rollout.py.
+NO_REFERENCE = {"opticam", "eigengradcam", "shapleycam", "finercam", "randomcam", "cam", "fullgrad"}
+NO_REFERENCE |= {"smoothgradcampp", "sscam", "iscam", "sess", "rollout"}
 
 # (model, seed, batch, h, w): non-square inputs, several seeds and batch sizes.
 CASES = [

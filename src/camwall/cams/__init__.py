@@ -10,7 +10,8 @@ Public API::
 Methods follow ``docs/cam-methods.md`` and match pytorch-grad-cam 1.5.7 (torchcam 0.5 for
 ``cam``) to 1e-5 except for the deliberate differences named there (eigen sign, ablation value on
 negative layers, randomcam's explicit generator). ``DEFAULT_METHODS`` are the nine of the wall
-benchmark's default run; the others have ``CamMethod.default = False``.
+benchmark's default run plus the six added methods that keep it fast (gradcamelementwise,
+eigengradcam, fem, randomcam, finercam, fullgrad); the others have ``CamMethod.default = False``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 from camwall.cams import _gradient, _eigen, _score, _ablation, _opti  # noqa: F401
 from camwall.cams import _activation, _finer, _cam, _fullgrad  # noqa: F401
 from camwall.cams import _rollout  # noqa: F401
+from camwall.cams import _noise, _sess  # noqa: F401
 
 # isort: on
 from camwall.cams._base import METHODS, CamContext, CamMethod
@@ -29,7 +31,7 @@ from camwall.cams._reshape import TokenGrid, token_grid
 from camwall.cams._rollout import attention_rollout
 from camwall.cams._targets import ClassTarget
 
-#: The nine methods of the wall benchmark's default run (``CamMethod.default``), in order.
+#: The methods of the wall benchmark's default run (``CamMethod.default``), in order.
 DEFAULT_METHODS: tuple[str, ...] = tuple(n for n, c in METHODS.items() if c.default)
 
 __all__ = [

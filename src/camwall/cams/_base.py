@@ -105,8 +105,8 @@ class CamMethod:
     #: ``False``: the call runs the model on plain (not channels-last) inputs, for methods whose
     #: map amplifies the ~1e-7 rounding of channels-last convolutions (fullgrad, randomcam).
     channels_last_ok: ClassVar[bool] = True
-    #: Whether the method is one of the nine of the wall benchmark's default run
-    #: (:data:`camwall.cams.DEFAULT_METHODS`); methods added later set it to ``False``.
+    #: Whether the method is in the wall benchmark's default run
+    #: (:data:`camwall.cams.DEFAULT_METHODS`); slow methods set it to ``False``.
     default: ClassVar[bool] = True
     #: ``True``: the method re-runs the model from modified target-layer activations
     #: (:meth:`CamContext.run_tail`); it then needs ``reshape_transform.inverse`` and one layer.

