@@ -6,15 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from pytorch_grad_cam import (
-    EigenCAM,
-    GradCAM,
-    GradCAMElementWise,
-    GradCAMPlusPlus,
-    HiResCAM,
-    LayerCAM,
-    XGradCAM,
-)
+from gradcam_refs import GRADIENT_REFERENCE
 from scipy.ndimage import zoom
 from torch import nn
 
@@ -22,26 +14,7 @@ from camwall.cams import compute_cams
 from camwall.cams._volume import resize_volume
 from camwall.errors import CamwallError
 
-
-class SignedEigenCAM(EigenCAM):
-    """grad-cam's EigenCAM with camwall's documented sign rule (positive correlation with the
-    channel-mean map)."""
-
-    def get_cam_image(self, input_tensor, target_layer, targets, activations, grads, smooth):
-        cam = super().get_cam_image(input_tensor, target_layer, targets, activations, grads, smooth)
-        corr = (cam * np.nan_to_num(activations).mean(axis=1)).sum(axis=tuple(range(1, cam.ndim)))
-        return np.where(corr.reshape(-1, *[1] * (cam.ndim - 1)) < 0, -cam, cam)
-
-
-REFERENCE = {
-    "gradcam": GradCAM,
-    "hirescam": HiResCAM,
-    "gradcampp": GradCAMPlusPlus,
-    "xgradcam": XGradCAM,
-    "layercam": LayerCAM,
-    "gradcamelementwise": GradCAMElementWise,
-    "eigencam": SignedEigenCAM,
-}
+REFERENCE = GRADIENT_REFERENCE
 
 
 def tiny_3d(d: int, h: int, w: int, seed: int) -> nn.Sequential:
