@@ -16,10 +16,10 @@ from torch import nn
 from camwall.walls._models import (
     MODELS,
     _check_args,
-    _conv,
     _init_kaiming,
     _linear_wall_entry,
     _tag,
+    fashion_trunk,
 )
 from camwall.walls._modules import WalledLinear, set_walls
 from camwall.walls._spec import WallSpec
@@ -88,16 +88,7 @@ def fashion_grid_vgg(num_classes: int = 10, walled: bool = True, width: int = 8)
             nn.Linear(cells * HIDDEN, cells * num_classes),
         ]
     model = nn.Sequential(
-        _conv(1, w),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-        _conv(w, 2 * w),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-        _conv(2 * w, 4 * w),
-        nn.ReLU(inplace=True),
-        _conv(4 * w, w),
-        nn.ReLU(inplace=True),
+        *fashion_trunk(w),
         nn.MaxPool2d(2),
         nn.Flatten(),
         *head,

@@ -192,6 +192,26 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1)
 
 
+def fashion_trunk(w: int) -> list[nn.Module]:
+    """Layers ``0..9`` of the Fashion VGG models: 1 x 64 x 64 -> ``w x 16 x 16``.
+
+    conv(1 -> w), ReLU, pool, conv(w -> 2w), ReLU, pool, conv(2w -> 4w), ReLU, conv(4w -> w),
+    ReLU (3 x 3 convs, padding 1). Shared by :func:`fashion_vgg` and ``fashion_grid_vgg``.
+    """
+    return [
+        _conv(1, w),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        _conv(w, 2 * w),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        _conv(2 * w, 4 * w),
+        nn.ReLU(inplace=True),
+        _conv(4 * w, w),
+        nn.ReLU(inplace=True),
+    ]
+
+
 @MODELS.add
 def fashion_vgg(num_classes: int = 10, walled: bool = True, width: int = 16) -> nn.Sequential:
     """A small VGG-style walled model (or baseline) for 1 x 64 x 64 inputs in [0, 1].
@@ -214,16 +234,7 @@ def fashion_vgg(num_classes: int = 10, walled: bool = True, width: int = 16) -> 
     wall = WallSpec(rows=(7, None)) if walled else None
     head = _head((w, 16, 16), wall, 64)
     model = nn.Sequential(
-        _conv(1, w),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-        _conv(w, 2 * w),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-        _conv(2 * w, 4 * w),
-        nn.ReLU(inplace=True),
-        _conv(4 * w, w),
-        nn.ReLU(inplace=True),
+        *fashion_trunk(w),
         nn.Flatten(),
         head,
         nn.ReLU(inplace=True),
