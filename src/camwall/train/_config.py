@@ -177,36 +177,23 @@ for _arch in ("fashion-vgg", "fashion-resnet"):
 # loop, a transformer's recipe (AdamW with a lower peak lr and more weight decay, more epochs;
 # one thread).
 PRESETS.add(
-    TrainConfig(
+    dataclasses.replace(
+        PRESETS.get("fashion-vgg"),
         name="fashion-vit",
         arch="fashion-vit",
         arch_kwargs={"conv_stem": True},
         epochs=15,
-        batch_size=64,
         lr=2e-3,
-        momentum=0.9,
-        optimizer="adamw",
-        scheduler="onecycle",
         weight_decay=0.05,
-        label_smoothing=0.1,
-        threads=1,
     ),
 )
 PRESETS.add(
-    TrainConfig(
+    dataclasses.replace(
+        PRESETS.get("fashion-vgg"),
         name="fashion-grid-vgg",
         arch="fashion-grid-vgg",
-        arch_kwargs={"width": 8},
         dataset="fashion-grid",
         epochs=10,
-        batch_size=64,
-        lr=1e-2,
-        momentum=0.9,
-        optimizer="adamw",
-        scheduler="onecycle",
-        weight_decay=1e-4,
-        label_smoothing=0.1,
-        threads=1,
     ),
 )
 """The grid preset: 2 x 2 mosaics (15,000 per epoch, re-drawn each epoch), otherwise the
