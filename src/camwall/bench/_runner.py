@@ -723,7 +723,7 @@ def _predict(
         _check_logits(bm, ds, logits, len(ids))
         labels = ds.labels[ids]
         if bm.cell_zones is not None:
-            cells = torch.tensor([explained_cell(i, plan.seed, len(bm.cell_zones)) for i in ids])
+            cells = _explained_cells(bm, ids, plan.seed)
             per_cell = logits.reshape(len(ids), len(bm.cell_zones), -1)
             logits = per_cell[torch.arange(len(ids)), cells.to(logits.device)]
             labels = labels[torch.arange(len(ids)), cells]
@@ -749,9 +749,15 @@ def _targets(
         return [preds[i][1] for i in ids]
     from camwall.walls import model_task
 
-    cells = len(bm.cell_zones)
     classes = int(model_task(bm.model).get("classes") or len(bm.class_names))
-    return [explained_cell(i, seed, cells) * classes + preds[i][1] for i in ids]
+    cells = _explained_cells(bm, ids, seed).tolist()
+    return [cell * classes + preds[i][1] for cell, i in zip(cells, ids, strict=True)]
+
+
+def _explained_cells(bm: BenchModel, ids: list[int], seed: int) -> Tensor:
+    """int64 ``B``: the cell each image of a grid model explains (:func:`explained_cell`)."""
+    assert bm.cell_zones is not None
+    return torch.tensor([explained_cell(i, seed, len(bm.cell_zones)) for i in ids])
 
 
 def _zones(bm: BenchModel, ids: list[int], seed: int) -> tuple[Tensor, Tensor | None]:
@@ -762,7 +768,7 @@ def _zones(bm: BenchModel, ids: list[int], seed: int) -> tuple[Tensor, Tensor | 
         return bm.dead_zone, None
     from camwall.data import cell_masks
 
-    cells = torch.tensor([explained_cell(i, seed, len(bm.cell_zones)) for i in ids])
+    cells = _explained_cells(bm, ids, seed)
     size = int(bm.dead_zone.shape[-1])
     return bm.cell_zones[cells], cell_masks(size)[cells]
 
