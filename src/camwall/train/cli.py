@@ -163,6 +163,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``train``, ``train-plot`` and ``evaluate`` to the ``camwall`` CLI."""
+    _add_train(subparsers)
+    _add_train_plot(subparsers)
+    _add_evaluate(subparsers)
+
+
+def _add_train(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a walled model and its baseline",
@@ -203,6 +209,8 @@ def register(subparsers: Any) -> None:
     add_no_progress(p)
     p.set_defaults(func=run_train)
 
+
+def _add_train_plot(subparsers: Any) -> None:
     q = subparsers.add_parser(
         "train-plot", help="plot loss and accuracy of walled vs baseline from a training run"
     )
@@ -210,6 +218,8 @@ def register(subparsers: Any) -> None:
     add_out(q, kind="png", help="figure file (default RUN/curves.png)")
     q.set_defaults(func=run_train_plot)
 
+
+def _add_evaluate(subparsers: Any) -> None:
     e = subparsers.add_parser("evaluate", help="top-1 / top-5 accuracy of a saved model")
     e.add_argument("--model", required=True, type=name_or_path, help="checkpoint NAME.safetensors")
     e.add_argument(
