@@ -2,9 +2,8 @@
 
 Public API:
 
-* :data:`PRESETS` (``fashion-vgg``, ``fashion-resnet``, ``fashion-grid-vgg``, ``imagenet-vgg16``),
-  :class:`TrainConfig`,
-  :func:`apply_overrides`, :func:`config_hash`
+* :data:`PRESETS` (``fashion-vgg``, ``fashion-resnet``, ``fashion-vit``, ``fashion-grid-vgg``,
+  ``imagenet-vgg16``), :class:`TrainConfig`, :func:`apply_overrides`, :func:`config_hash`
 * :func:`train` -> :class:`TrainResult`: a preset's walled model and baseline, same seed and data
   order, the wall re-applied after every step, checkpoints + ``--resume``, DDP under ``torchrun``
   (how it runs: :class:`TrainOptions`)
