@@ -166,7 +166,7 @@ def test_counts_in_docstrings_equal_the_registries(module: str, registries) -> N
                 f"{module}: {match.group(0)!r}, but the code has {len(registries[key])} {key}"
             )
     for paragraph in text.split("\n\n"):  # a paragraph listing PRESETS names all of them
-        words = set(re.findall(r"[\w:-]+", paragraph.replace("`", "")))
+        words = set(re.findall(r"[\w-]+", paragraph.replace("`", " ")))
         found = words & set(registries["presets"])
         if "PRESETS" in words and len(found) >= LIST_LIMITS["presets"]:
             assert found == set(registries["presets"]), f"{module}: PRESETS {sorted(found)}"
@@ -178,7 +178,7 @@ def test_no_unmarked_registry_lists(page: Path, registries) -> None:
     for line in text.splitlines():
         if line.lstrip().startswith("|") or "--methods " in line:
             continue  # result tables name methods row by row; a command line picks some
-        words = set(re.findall(r"[\w:-]+", line.replace("`", "")))
+        words = set(re.findall(r"[\w-]+", line.replace("`", " ")))
         for key, limit in LIST_LIMITS.items():
             found = words & set(registries[key])
             assert len(found) < limit, (
