@@ -226,7 +226,7 @@ def _add_evaluate(subparsers: Any) -> None:
         "--dataset",
         required=True,
         type=name_or_path,
-        help="fashion-canvases, fashion-stackmix, fashion-stackpair, or a folder",
+        help="fashion-canvases, fashion-stackmix, fashion-stackpair, fashion-grid, or a folder",
     )
     e.add_argument(
         "--n",
