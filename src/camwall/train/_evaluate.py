@@ -33,9 +33,9 @@ def evaluate(
 
     Args:
         checkpoint: ``NAME.safetensors`` (with ``NAME.json`` beside it).
-        dataset: ``fashion-canvases``, ``fashion-stackmix``, ``fashion-stackpair`` or a folder
-            (a model trained on an ImageFolder tree reads it with the val pipeline; others with
-            :func:`camwall.data.read_image_dataset`).
+        dataset: a name in :data:`EVAL_DATASETS` (``fashion-grid`` for a grid model, the others
+            for a single-output one) or a folder (a model trained on an ImageFolder tree reads it
+            with the val pipeline; others with :func:`camwall.data.read_image_dataset`).
         n: number of composites (default :data:`DEFAULT_COMPOSITES`, said on stderr) or a cap on
             the test canvases; must be >= 1.
         seed: seed of the composites.
@@ -47,7 +47,8 @@ def evaluate(
         :class:`EvalResult` (fractions in [0, 1]).
 
     Raises:
-        CamwallError: ``n`` < 1; a label outside ``0 .. K-1`` for a ``K``-class model; a
+        CamwallError: ``n`` < 1; labels per cell for a single-output model or one label per
+            image for a grid model; a label outside ``0 .. K-1`` for a ``K``-class model; a
             non-finite loss (NaN/inf weights or outputs).
     """
     from camwall.walls import load_model

@@ -26,6 +26,7 @@ from camwall._cliargs import (
 )
 from camwall.errors import CamwallError
 from camwall.train._config import PRESETS
+from camwall.train._data import EVAL_DATASETS
 
 __all__ = ["register", "run_evaluate", "run_train", "run_train_plot"]
 
@@ -226,7 +227,7 @@ def _add_evaluate(subparsers: Any) -> None:
         "--dataset",
         required=True,
         type=name_or_path,
-        help="fashion-canvases, fashion-stackmix, fashion-stackpair, fashion-grid, or a folder",
+        help=f"{', '.join(EVAL_DATASETS)}, or a folder",
     )
     e.add_argument(
         "--n",
