@@ -89,14 +89,14 @@ def strip_parentheses(text: str) -> str:
 
 def block_names(text: str) -> list[str]:
     """The names in a marked block: a table's first column (header row left out), else a comma
-    list (``a, b (note) and c``; backticks, parentheses and a leading ``camwall `` ignored)."""
+    list (``a, b (note)/d and c``; backticks, parentheses and a leading ``camwall `` ignored)."""
     rows = [r for r in text.strip().splitlines() if r.strip().startswith("|")]
     if rows:
         cells = [r.strip().strip("|").split("|")[0].strip() for r in rows]
         sep = next(i for i, c in enumerate(cells) if set(c) <= set("-: "))
         items = cells[sep + 1 :]
     else:  # a comma list; a parenthesis after a name annotates it
-        items = re.split(r",|\band\b", strip_parentheses(text))
+        items = re.split(r",|/|\band\b", strip_parentheses(text))
     names = []
     for item in items:
         item = item.replace("`", "").strip()
