@@ -40,11 +40,11 @@ def test_imagenet_preset_is_the_paper_recipe() -> None:
 
 
 def test_step_schedule_of_the_paper() -> None:
-    from camwall.train._loop import _make_scheduler
+    from camwall.train._optim import make_scheduler
 
     c = PRESETS.get("imagenet-vgg16")
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=c.lr, momentum=c.momentum)
-    sched = _make_scheduler(opt, c, steps_per_epoch=10)
+    sched = make_scheduler(opt, c, steps_per_epoch=10)
     lrs = []
     for _ in range(90):
         lrs.append(opt.param_groups[0]["lr"])

@@ -85,3 +85,29 @@ def test_a_nan_model_does_not_pass(tmp_path: Path, model: Path, capsys) -> None:
     args = ["evaluate", "--model", str(bad), "--dataset", "fashion-canvases", "--n", "8"]
     assert main([*args, "--device", "cpu"]) == 2
     assert "NaN/inf" in capsys.readouterr().err
+
+
+def test_grid_dataset_with_a_single_output_model_is_one_line(model: Path, capsys) -> None:
+    # issue 22 §5: was a RuntimeError traceback from reshaping 10 logits into 4 cells
+    args = ["evaluate", "--model", str(model), "--dataset", "fashion-grid", "--n", "4"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(
+        f"camwall: error: --dataset fashion-grid has 4 labels per image (one per grid cell), "
+        f"but --model {model}"
+    )
+    assert "is a single-output model" in err[0]
+    assert "--preset fashion-grid-vgg" in err[0]
+    assert "fashion-canvases" in err[0]
+    with pytest.raises(CamwallError, match="--dataset fashion-grid has 4 labels per image"):
+        evaluate(model, "fashion-grid", n=4, device="cpu")
+
+
+def test_single_label_dataset_with_a_grid_model_is_refused() -> None:
+    from camwall.weights import shipped_model
+
+    grid = shipped_model("fashion-grid-vgg", "walled")
+    with pytest.raises(CamwallError, match=r"is a grid model .*--dataset fashion-grid\.$"):
+        evaluate(grid, "fashion-stackmix", n=4, device="cpu")
+    assert evaluate(grid, "fashion-grid", n=4, device="cpu").n == 16  # 4 mosaics x 4 cells

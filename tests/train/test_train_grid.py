@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from camwall.data import fashion_grids
 from camwall.train import PRESETS, grid_accuracy
-from camwall.train._loop import per_cell
+from camwall.train._accuracy import per_cell
 from camwall.walls import dead_zones, load_model, verify_wall
 from camwall.weights import shipped_manifest, shipped_model
 

@@ -230,3 +230,38 @@ def test_set_epoch_reaches_a_limited_dataset(tmp_path) -> None:
     res = fit(tiny_model(), data, None, tiny_config(train_limit=32), tmp_path)
     assert data.epochs == [0, 1, 2]  # augmentation re-drawn each epoch, also through a Subset
     assert res.steps == 3 * 2  # 32 examples / batch 16
+
+
+def _untimed(history: list[dict]) -> list[dict]:
+    """Metric rows without the wall-clock fields."""
+    return [
+        {k: v for k, v in r.items() if k not in ("seconds", "images_per_second")} for r in history
+    ]
+
+
+def test_options_object_and_keywords_are_one_call(tmp_path, reference) -> None:
+    """``fit(..., FitOptions(...))`` and ``fit(..., **fields)`` train the same weights; the
+    keywords replace the object's fields; a keyword that is no field is refused."""
+    from camwall.train import FitOptions
+
+    seen: list[int] = []
+    options = FitOptions(progress=False, on_epoch_end=lambda epoch, row: seen.append(epoch))
+    model = tiny_model()
+    res = fit(model, tiny_data(), tiny_data(32, seed=1), tiny_config(), tmp_path / "a", options)
+    _assert_equal(_weights(model), reference[0])
+    assert seen == [1, 2, 3]
+    again = tiny_model()
+    fit(
+        again,
+        tiny_data(),
+        tiny_data(32, seed=1),
+        tiny_config(),
+        tmp_path / "a",
+        options,
+        resume=True,
+    )
+    assert seen == [1, 2, 3]  # resumed at the end: no epoch left to run
+    _assert_equal(_weights(again), _weights(model))
+    assert _untimed(res.history) == _untimed(reference[1])
+    with pytest.raises(TypeError, match="resumee"):
+        fit(tiny_model(), tiny_data(), None, tiny_config(), tmp_path / "b", resumee=True)

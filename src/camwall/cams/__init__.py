@@ -1,4 +1,4 @@
-"""CAM methods: eighteen class-activation-map methods behind one engine.
+"""CAM methods: every class-activation-map method of :data:`METHODS` behind one engine.
 
 Public API::
 

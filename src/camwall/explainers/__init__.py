@@ -1,7 +1,7 @@
 """Explainers: any saliency method behind one protocol, so that any of them can face the wall.
 
 An explainer maps ``(model, x B x C x H x W, targets) -> B x H x W`` float32 maps in [0, 1].
-One registry, :data:`EXPLAINERS`, holds camwall's nine CAMs (``gradcam``, ...), the controls
+One registry, :data:`EXPLAINERS`, holds camwall's CAMs (``gradcam``, ...), the controls
 (``uniform``, ``random``), captum (``captum:Saliency``, ...), pytorch-grad-cam 1.5.7
 (``gradcam:GradCAM``, ...) and torchcam 0.5 (``torchcam:SSCAM``, ...); ``py:pkg.mod:fn``
 names a user's callable. Peer libraries are optional extras, imported only when used.

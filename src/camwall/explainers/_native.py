@@ -1,4 +1,4 @@
-"""camwall's own explainers: the nine CAMs of :mod:`camwall.cams` and the controls."""
+"""camwall's own explainers: every CAM of :data:`camwall.cams.METHODS` and the controls."""
 
 from __future__ import annotations
 

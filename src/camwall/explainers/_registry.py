@@ -1,6 +1,6 @@
 """The one registry of explainers, the bound :class:`BoundExplainer`, and name resolution.
 
-Names: camwall's nine CAMs and the controls keep their names (``gradcam``, ``uniform``);
+Names: camwall's CAMs and the controls keep their names (``gradcam``, ``uniform``);
 ``captum:NAME``, ``gradcam:NAME`` (pytorch-grad-cam) and ``torchcam:NAME`` name a peer
 library's class; ``py:package.module:function`` names a user's callable (imported, never
 registered). Registering never imports a peer library; using an entry does.

@@ -2,12 +2,13 @@
 
 Public API:
 
-* :data:`PRESETS` (``fashion-vgg``, ``fashion-resnet``, ``fashion-grid-vgg``, ``imagenet-vgg16``),
-  :class:`TrainConfig`,
-  :func:`apply_overrides`, :func:`config_hash`
+* :data:`PRESETS` (``fashion-vgg``, ``fashion-resnet``, ``fashion-vit``, ``fashion-grid-vgg``,
+  ``imagenet-vgg16``), :class:`TrainConfig`, :func:`apply_overrides`, :func:`config_hash`
 * :func:`train` -> :class:`TrainResult`: a preset's walled model and baseline, same seed and data
   order, the wall re-applied after every step, checkpoints + ``--resume``, DDP under ``torchrun``
-* :func:`fit`: the generic loop for any model and dataset -> :class:`FitResult`
+  (how it runs: :class:`TrainOptions`)
+* :func:`fit`: the generic loop for any model and dataset -> :class:`FitResult` (how it runs:
+  :class:`FitOptions`)
 * :func:`evaluate` (a saved model on a dataset) and :func:`evaluate_model` -> :class:`EvalResult`;
   :func:`grid_accuracy`: top-1 per cell of a grid model
 * :func:`cached_pair`: train a pair once, reuse it from the cache (one trainer per entry);
@@ -16,13 +17,21 @@ Public API:
 """
 
 from camwall.runtime import DistInfo, dist_info, resolve_device
+from camwall.train._accuracy import EvalResult, evaluate_model
 from camwall.train._cache import cache_root, cached_pair, pair_cache_folder
 from camwall.train._config import PRESETS, TrainConfig, apply_overrides, config_hash
 from camwall.train._data import IMAGENET_MEAN, IMAGENET_STD, folder_transforms
 from camwall.train._evaluate import evaluate, grid_accuracy
-from camwall.train._loop import EvalResult, FitResult, evaluate_model, fit
+from camwall.train._loop import FitOptions, FitResult, fit
 from camwall.train._plot import plot_curves, read_history
-from camwall.train._run import VARIANTS, TrainResult, build_model, resolve_config, train
+from camwall.train._run import (
+    VARIANTS,
+    TrainOptions,
+    TrainResult,
+    build_model,
+    resolve_config,
+    train,
+)
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -31,8 +40,10 @@ __all__ = [
     "VARIANTS",
     "DistInfo",
     "EvalResult",
+    "FitOptions",
     "FitResult",
     "TrainConfig",
+    "TrainOptions",
     "TrainResult",
     "apply_overrides",
     "build_model",

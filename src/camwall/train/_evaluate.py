@@ -13,8 +13,8 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from camwall.errors import CamwallError
 from camwall.runtime import resolve_device
-from camwall.train._data import DEFAULT_COMPOSITES, eval_dataset
-from camwall.train._loop import EvalResult, evaluate_model
+from camwall.train._accuracy import EvalResult, evaluate_model
+from camwall.train._data import DEFAULT_COMPOSITES, EVAL_DATASETS, eval_dataset
 
 __all__ = ["evaluate", "grid_accuracy"]
 
@@ -33,9 +33,9 @@ def evaluate(
 
     Args:
         checkpoint: ``NAME.safetensors`` (with ``NAME.json`` beside it).
-        dataset: ``fashion-canvases``, ``fashion-stackmix``, ``fashion-stackpair`` or a folder
-            (a model trained on an ImageFolder tree reads it with the val pipeline; others with
-            :func:`camwall.data.read_image_dataset`).
+        dataset: a name in :data:`EVAL_DATASETS` (``fashion-grid`` for a grid model, the others
+            for a single-output one) or a folder (a model trained on an ImageFolder tree reads it
+            with the val pipeline; others with :func:`camwall.data.read_image_dataset`).
         n: number of composites (default :data:`DEFAULT_COMPOSITES`, said on stderr) or a cap on
             the test canvases; must be >= 1.
         seed: seed of the composites.
@@ -47,7 +47,8 @@ def evaluate(
         :class:`EvalResult` (fractions in [0, 1]).
 
     Raises:
-        CamwallError: ``n`` < 1; a label outside ``0 .. K-1`` for a ``K``-class model; a
+        CamwallError: ``n`` < 1; labels per cell for a single-output model or one label per
+            image for a grid model; a label outside ``0 .. K-1`` for a ``K``-class model; a
             non-finite loss (NaN/inf weights or outputs).
     """
     from camwall.walls import load_model
@@ -63,6 +64,7 @@ def evaluate(
     ds = eval_dataset(
         dataset, shape, n=n, seed=seed, folder_pipeline=folder_pipeline, data_root=data_root
     )
+    _check_task(model, meta, ds, dataset, checkpoint)
     _check_labels(model, ds, dataset, dev)
     result = evaluate_model(model, ds, batch_size=batch_size, device=dev)
     if not math.isfinite(result.loss):
@@ -101,6 +103,31 @@ def _labels(ds: Dataset[Any]) -> Tensor | None:
         if values is not None:
             return torch.as_tensor(values)
     return None
+
+
+def _check_task(
+    model: nn.Module, meta: dict[str, Any], ds: Dataset[Any], name: str, checkpoint: str | Path
+) -> None:
+    """One label per image (``N`` labels) needs a single-output model; one label per cell
+    (``N x cells`` labels, as ``fashion-grid``'s) needs a grid model (:func:`model_task`)."""
+    from camwall.walls import model_task
+
+    labels = _labels(ds)
+    if labels is None:
+        return
+    grid_model = model_task(model, meta)["name"] == "grid"
+    if labels.dim() == 2 and not grid_model:
+        raise CamwallError(
+            f"--dataset {name} has {labels.shape[1]} labels per image (one per grid cell), but "
+            f"--model {checkpoint} is a single-output model (one label per image); evaluate a "
+            "grid model on it (one trained with `camwall train --preset fashion-grid-vgg`), or "
+            f"this model on {', '.join(d for d in EVAL_DATASETS if d != name)}."
+        )
+    if labels.dim() == 1 and grid_model:
+        raise CamwallError(
+            f"--dataset {name} has one label per image, but --model {checkpoint} is a grid model "
+            "(one label per cell); evaluate it on --dataset fashion-grid."
+        )
 
 
 def _check_labels(model: nn.Module, ds: Dataset[Any], name: str, dev: torch.device) -> None:

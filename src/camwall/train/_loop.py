@@ -18,13 +18,10 @@ function), so the masked weights stay exactly zero despite momentum and weight d
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,50 +33,28 @@ from tqdm.auto import tqdm
 
 from camwall.errors import CamwallError
 from camwall.runtime import DistInfo, all_reduce_sum, dist_info, seed_everything
+from camwall.train._accuracy import evaluate_model, per_cell
 from camwall.train._config import TrainConfig
+from camwall.train._optim import make_optimizer, make_scheduler
 from camwall.train._state import (
-    atomic_write_text,
+    check_resume_config,
     latest_checkpoint,
     read_checkpoint,
     write_checkpoint,
+    write_metrics,
 )
 
 __all__ = [
     "EpochTotals",
-    "EvalResult",
+    "FitOptions",
     "FitResult",
     "FitState",
-    "evaluate_model",
     "fit",
     "limit_dataset",
 ]
 
-METRIC_FIELDS = (
-    "epoch",
-    "step",
-    "partial",
-    "lr",
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_top1",
-    "val_top5",
-    "seconds",
-    "images_per_second",
-)
-
 BatchHook = Callable[[int, int, list[int]], None]
 EpochHook = Callable[[int, dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Accuracy of a model on a dataset: fractions in [0, 1] and the mean cross-entropy."""
-
-    top1: float
-    top5: float
-    loss: float
-    n: int
 
 
 @dataclass(frozen=True)
@@ -99,190 +74,6 @@ def limit_dataset(dataset: Dataset[Any], limit: int | None) -> Dataset[Any]:
     if limit is None or limit >= n:
         return dataset
     return Subset(dataset, range(limit))
-
-
-class _RankSlice(torch.utils.data.Sampler[int]):
-    """Indices ``rank, rank + world, ...`` of ``range(n)``: an unpadded evaluation split."""
-
-    def __init__(self, n: int, info: DistInfo) -> None:
-        self.indices = list(range(info.rank, n, info.world))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-def per_cell(logits: Tensor, labels: Tensor) -> Tensor:
-    """Logits in the layout of ``labels``: ``B x K`` unchanged for ``B`` labels; for a grid
-    task (``B x cells`` labels, logits ``[k K/cells, (k+1) K/cells)`` are cell ``k``'s), the
-    ``B x K/cells x cells`` view that ``F.cross_entropy`` and ``argmax(1)`` read per cell."""
-    if labels.dim() != 2:
-        return logits
-    return logits.reshape(labels.shape[0], labels.shape[1], -1).transpose(1, 2)
-
-
-def _topk_correct(logits: Tensor, labels: Tensor, k: int) -> Tensor:
-    """Labels among the top ``k`` logits (``logits``: ``B x K`` or ``B x K x cells``)."""
-    k = min(k, logits.shape[1])
-    top = logits.topk(k, dim=1).indices
-    return (top == labels.unsqueeze(1)).any(dim=1).sum()
-
-
-@dataclass
-class _EvalTotals:
-    """Running sums of :func:`evaluate_model` (float64 tensors on the device)."""
-
-    loss: Tensor
-    top1: Tensor
-    top5: Tensor
-    seen: Tensor
-
-    @classmethod
-    def zeros(cls, device: torch.device) -> _EvalTotals:
-        z = [torch.zeros((), dtype=torch.float64, device=device) for _ in range(4)]
-        return cls(*z)
-
-    def add(self, logits: Tensor, labels: Tensor) -> None:
-        logits = per_cell(logits, labels)
-        self.loss += F.cross_entropy(logits, labels, reduction="sum").double()
-        self.top1 += _topk_correct(logits, labels, 1)
-        self.top5 += _topk_correct(logits, labels, 5)
-        self.seen += labels.numel()
-
-    def result(self) -> EvalResult:
-        """All-reduce over ranks and divide: the full-dataset :class:`EvalResult`."""
-        loss, top1, top5, seen = all_reduce_sum(
-            torch.stack([self.loss, self.top1, self.top5, self.seen])
-        ).tolist()
-        total = max(seen, 1.0)
-        return EvalResult(top1=top1 / total, top5=top5 / total, loss=loss / total, n=int(seen))
-
-
-@torch.no_grad()
-def evaluate_model(
-    model: nn.Module,
-    dataset: Dataset[Any],
-    *,
-    batch_size: int = 256,
-    device: torch.device | str | None = None,
-    amp: bool = False,
-    num_workers: int = 0,
-) -> EvalResult:
-    """Top-1 / top-5 accuracy and mean cross-entropy of ``model`` on ``dataset`` (eval mode).
-
-    Under ``torch.distributed`` each rank evaluates every ``world``-th example and the sums are
-    all-reduced, so every rank returns the full-dataset result. The model's train/eval mode is
-    restored afterwards.
-
-    Args:
-        model: maps ``B x C x H x W`` to logits ``B x K``.
-        dataset: ``(image, label)`` pairs.
-        batch_size: evaluation batch size.
-        device: where to run; default: the model's device.
-        amp: float16 autocast (CUDA only).
-        num_workers: DataLoader workers.
-    """
-    device = torch.device(device if device is not None else next(model.parameters()).device)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=_RankSlice(len(dataset), dist_info()),  # type: ignore[arg-type]
-        num_workers=num_workers,
-        generator=torch.Generator().manual_seed(0),
-        pin_memory=device.type == "cuda",
-    )
-    was_training = model.training
-    model.eval()
-    totals = _EvalTotals.zeros(device)
-    use_amp = amp and device.type == "cuda"
-    try:
-        for x, y in loader:
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                logits = model(x)
-            totals.add(logits.float(), y)
-    finally:
-        model.train(was_training)
-    return totals.result()
-
-
-def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(
-            params, lr=config.lr, betas=(config.momentum, 0.999), weight_decay=config.weight_decay
-        )
-    return torch.optim.SGD(
-        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-
-
-def _make_scheduler(
-    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    if config.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(
-            optimizer, step_size=config.step_size, gamma=config.gamma
-        )
-    total = config.epochs * steps_per_epoch
-    if config.scheduler == "onecycle" and total >= 3:
-        # warm up over 25% of the steps (at least 1.5 steps, so that tiny runs work too)
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=config.lr,
-            total_steps=total,
-            pct_start=min(0.5, max(0.25, 1.5 / total)),
-            cycle_momentum=config.optimizer == "sgd",
-            base_momentum=0.85 * config.momentum,
-            max_momentum=config.momentum,
-        )
-    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-
-
-def _write_metrics(run_dir: Path, history: Sequence[dict[str, Any]]) -> None:
-    """Rewrite ``metrics.csv`` and ``metrics.jsonl`` from the whole history (atomically)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: row.get(k) for k in METRIC_FIELDS})
-    atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
-    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
-
-
-# Options that may change when resuming; every other field must match the checkpoint's.
-_RESUME_FREE = frozenset(
-    {
-        "epochs",
-        "max_steps",
-        "checkpoint_every",
-        "num_workers",
-        "threads",
-        "val_limit",
-        "val_batch_size",
-        "data",
-    }
-)
-
-
-def _check_resume_config(saved: dict[str, Any], config: TrainConfig, where: Path) -> None:
-    now = json.loads(json.dumps(config.to_dict()))
-    diff = [
-        f"{k}={saved.get(k)!r} (now {now[k]!r})"
-        for k in now
-        if k not in _RESUME_FREE and k in saved and saved[k] != now[k]
-    ]
-    if config.scheduler == "onecycle" and saved.get("epochs", config.epochs) != config.epochs:
-        diff.append(f"epochs={saved.get('epochs')!r} (now {config.epochs}; fixed by onecycle)")
-    if diff:
-        raise CamwallError(
-            f"cannot resume from {where}: it was trained with {', '.join(diff)}. Resume with the "
-            "same options (only --epochs, --max-steps and loader options may change), or train "
-            "into a new --out folder."
-        )
 
 
 def _set_epoch(dataset: Dataset[Any], epoch: int) -> None:
@@ -333,6 +124,33 @@ class FitState:
     checkpoint: Path | None = None
 
 
+@dataclass(frozen=True)
+class FitOptions:
+    """How :func:`fit` runs, beside the model, the data and the hyperparameters.
+
+    Attributes:
+        device: training device (the model is already on it).
+        enforce_wall: called on the (unwrapped) model after every optimizer step.
+        resume: continue from the latest checkpoint in ``run_dir`` (bit-for-bit on CPU with
+            ``num_workers=0``); starts fresh when there is none.
+        progress: tqdm bar (``None``: on a terminal only).
+        label: the run's name in the bar and the log lines (``"walled"``).
+        on_batch: called as ``on_batch(epoch, step, indices)`` with each batch's dataset indices.
+        on_epoch_end: called as ``on_epoch_end(epoch, row)`` after each epoch's checkpoint.
+        log_epochs: one line per epoch on stderr (``train fashion-vgg walled: epoch 3/7 loss
+            0.512 acc 88.1% val 87.9% 31.2 s``); ``None``: when stderr is not a terminal.
+    """
+
+    device: torch.device | str = "cpu"
+    enforce_wall: Callable[[nn.Module], Any] | None = None
+    resume: bool = False
+    progress: bool | None = None
+    label: str = ""
+    on_batch: BatchHook | None = None
+    on_epoch_end: EpochHook | None = None
+    log_epochs: bool | None = None
+
+
 @dataclass
 class _Run:
     """What stays fixed during one :func:`fit` call."""
@@ -340,6 +158,7 @@ class _Run:
     model: nn.Module
     config: TrainConfig
     run_dir: Path
+    options: FitOptions
     device: torch.device
     info: DistInfo
     train_set: Dataset[Any]
@@ -351,12 +170,6 @@ class _Run:
     scaler: torch.amp.GradScaler
     use_amp: bool
     memory_format: torch.memory_format
-    enforce_wall: Callable[[nn.Module], Any] | None
-    label: str
-    bar_off: bool | None
-    log_epochs: bool
-    on_batch: BatchHook | None
-    on_epoch_end: EpochHook | None
     net: nn.Module | None = None
 
     @property
@@ -364,8 +177,24 @@ class _Run:
         return len(self.batches)
 
     @property
+    def label(self) -> str:
+        return self.options.label
+
+    @property
     def name(self) -> str:
         return self.label or self.config.name
+
+    @property
+    def bar_off(self) -> bool | None:
+        """tqdm's ``disable``: rank 0 only; ``None`` (the default) means "on a terminal"."""
+        progress = self.options.progress
+        return not self.info.is_main or progress is False or (None if progress is None else False)
+
+    @property
+    def log_epochs(self) -> bool:
+        """One line per epoch on stderr: rank 0 only; by default when stderr is no terminal."""
+        wanted = self.options.log_epochs
+        return self.info.is_main and (not sys.stderr.isatty() if wanted is None else wanted)
 
     def at_max_steps(self, state: FitState) -> bool:
         return self.config.max_steps is not None and state.step >= self.config.max_steps
@@ -377,15 +206,8 @@ def fit(
     val_set: Dataset[Any] | None,
     config: TrainConfig,
     run_dir: str | Path,
-    *,
-    device: torch.device | str = "cpu",
-    enforce_wall: Callable[[nn.Module], Any] | None = None,
-    resume: bool = False,
-    progress: bool | None = None,
-    label: str = "",
-    on_batch: BatchHook | None = None,
-    on_epoch_end: EpochHook | None = None,
-    log_epochs: bool | None = None,
+    options: FitOptions | None = None,
+    **changes: Any,
 ) -> FitResult:
     """Train ``model`` in place for ``config.epochs`` epochs (or ``config.max_steps`` steps).
 
@@ -396,28 +218,22 @@ def fit(
     steps and when ``max_steps`` stops the run). Rank 0 writes; :class:`FitState` is resumable.
 
     Args:
-        model: the model, already on ``device``; trained in place.
+        model: the model, already on the device; trained in place.
         train_set, val_set: ``(image, label)`` pairs (``config.train_limit`` / ``val_limit``
             keep the first ones); ``val_set=None`` skips validation.
-        config, run_dir, device: hyperparameters, this model's output folder, training device.
-        enforce_wall: called on the (unwrapped) model after every optimizer step.
-        resume: continue from the latest checkpoint in ``run_dir`` (bit-for-bit on CPU with
-            ``num_workers=0``); starts fresh when there is none.
-        progress, label: tqdm bar (``None``: on a terminal only) and its name (``"walled"``).
-        on_batch: called as ``on_batch(epoch, step, indices)`` with each batch's dataset indices.
-        on_epoch_end: called as ``on_epoch_end(epoch, row)`` after each epoch's checkpoint.
-        log_epochs: one line per epoch on stderr (``train fashion-vgg walled: epoch 3/7 loss
-            0.512 acc 88.1% val 87.9% 31.2 s``); ``None``: when stderr is not a terminal.
+        config, run_dir: hyperparameters and this model's output folder.
+        options: device, wall, resume, output and hooks (:class:`FitOptions`).
+        **changes: :class:`FitOptions` fields that replace those of ``options``
+            (``fit(..., resume=True, progress=False)``).
 
     Raises:
         CamwallError: when the loss or the input becomes NaN/inf (the last good checkpoint is
             kept), or when ``config.batch_size`` does not split evenly across ranks.
+        TypeError: a keyword that is no :class:`FitOptions` field.
     """
-    run = _prepare(model, train_set, val_set, config, Path(run_dir), torch.device(device))
-    run.enforce_wall, run.label, run.on_batch, run.on_epoch_end = (
-        enforce_wall, label, on_batch, on_epoch_end)  # fmt: skip
-    _set_output(run, progress, log_epochs)
-    state = _start(run, resume)
+    options = replace(options or FitOptions(), **changes)
+    run = _prepare(model, train_set, val_set, config, Path(run_dir), options)
+    state = _start(run)
     completed = not run.at_max_steps(state)  # nothing left when resumed at max_steps
     while completed and state.epoch < config.epochs:
         stopped = _train_epoch(run, state)
@@ -434,72 +250,61 @@ def fit(
     return FitResult(state.history, state.step, completed=completed, checkpoint=state.checkpoint)
 
 
+def _check_batch_size(config: TrainConfig, info: DistInfo) -> None:
+    if config.batch_size % info.world:
+        raise CamwallError(
+            f"--batch-size {config.batch_size} does not split evenly across {info.world} "
+            f"processes; use a multiple of {info.world}."
+        )
+
+
 def _prepare(
     model: nn.Module,
     train_set: Dataset[Any],
     val_set: Dataset[Any] | None,
     config: TrainConfig,
     run_dir: Path,
-    device: torch.device,
+    options: FitOptions,
 ) -> _Run:
     """Check the batch size, create the folder, sampler, optimizer, scheduler and scaler."""
+    device = torch.device(options.device)
     info = dist_info()
-    if config.batch_size % info.world:
-        raise CamwallError(
-            f"--batch-size {config.batch_size} does not split evenly across {info.world} "
-            f"processes; use a multiple of {info.world}."
-        )
+    _check_batch_size(config, info)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     train_set = limit_dataset(train_set, config.train_limit)
-    if val_set is not None:
-        val_set = limit_dataset(val_set, config.val_limit)
-    use_amp = config.amp and device.type == "cuda"
     sampler: DistributedSampler[Any] = DistributedSampler(
         train_set, num_replicas=info.world, rank=info.rank, shuffle=True, seed=config.seed
     )
     batches = BatchSampler(sampler, batch_size=config.batch_size // info.world, drop_last=False)
-    optimizer = _make_optimizer(model, config)
+    optimizer = make_optimizer(model, config)
+    use_amp = config.amp and device.type == "cuda"
     return _Run(
         model=model,
         config=config,
         run_dir=run_dir,
+        options=options,
         device=device,
         info=info,
         train_set=train_set,
-        val_set=val_set,
+        val_set=None if val_set is None else limit_dataset(val_set, config.val_limit),
         sampler=sampler,
         batches=batches,
         optimizer=optimizer,
-        scheduler=_make_scheduler(optimizer, config, len(batches)),
+        scheduler=make_scheduler(optimizer, config, len(batches)),
         scaler=torch.amp.GradScaler(device.type, enabled=use_amp),
         use_amp=use_amp,
         memory_format=torch.channels_last if config.channels_last else torch.contiguous_format,
-        enforce_wall=None,
-        label="",
-        bar_off=None,
-        log_epochs=False,
-        on_batch=None,
-        on_epoch_end=None,
     )
 
 
-def _set_output(run: _Run, progress: bool | None, log_epochs: bool | None) -> None:
-    """Progress bar and per-epoch lines: rank 0 only; ``None`` means "on a terminal" for the
-    bar (tqdm's ``disable=None``) and "when stderr is not a terminal" for the lines."""
-    run.bar_off = not run.info.is_main or progress is False or (None if progress is None else False)
-    run.log_epochs = run.info.is_main and (
-        not sys.stderr.isatty() if log_epochs is None else log_epochs
-    )
-
-
-def _start(run: _Run, resume: bool) -> FitState:
+def _start(run: _Run) -> FitState:
     """Resume from the latest checkpoint (weights, optimizer, RNG, counters) or seed a fresh
     run; apply the wall and the memory format; wrap the model in DDP when distributed."""
     state = FitState()
-    checkpoint = latest_checkpoint(run.run_dir) if resume else None
+    checkpoint = latest_checkpoint(run.run_dir) if run.options.resume else None
     if checkpoint is not None:
         saved = read_checkpoint(
             checkpoint,
@@ -508,7 +313,7 @@ def _start(run: _Run, resume: bool) -> FitState:
             scheduler=run.scheduler,
             scaler=run.scaler,
         )
-        _check_resume_config(saved.get("config", {}), run.config, checkpoint)
+        check_resume_config(saved.get("config", {}), run.config, checkpoint)
         state = FitState(
             epoch=saved["epoch"],
             step_in_epoch=saved["step_in_epoch"],
@@ -519,8 +324,8 @@ def _start(run: _Run, resume: bool) -> FitState:
         )
     else:
         seed_everything(run.config.seed)
-    if run.enforce_wall is not None:
-        run.enforce_wall(run.model)
+    if run.options.enforce_wall is not None:
+        run.options.enforce_wall(run.model)
     run.model.to(memory_format=run.memory_format)
     run.net = run.model
     if run.info.enabled:
@@ -616,8 +421,8 @@ def _train_step(run: _Run, state: FitState, x: Tensor, y: Tensor) -> None:
     run.scaler.scale(loss).backward()
     run.scaler.step(run.optimizer)
     run.scaler.update()
-    if run.enforce_wall is not None:
-        run.enforce_wall(run.model)
+    if run.options.enforce_wall is not None:
+        run.options.enforce_wall(run.model)
     if run.config.scheduler != "step":
         run.scheduler.step()
     state.step += 1
@@ -645,8 +450,8 @@ def _train_epoch(run: _Run, state: FitState) -> bool:
     totals = state.totals
     with bar:
         for indices, (x, y) in zip(order, loader):
-            if run.on_batch is not None:
-                run.on_batch(state.epoch, state.step, list(indices))
+            if run.options.on_batch is not None:
+                run.options.on_batch(state.epoch, state.step, list(indices))
             _train_step(run, state, x, y)
             bar.update(1)
             if state.step % 10 == 0 or state.step_in_epoch == run.steps_per_epoch:
@@ -716,7 +521,7 @@ def _record_partial_epoch(run: _Run, state: FitState, row: dict[str, Any]) -> No
     files (and the returned history) but not into the checkpoint's resumable history."""
     state.checkpoint = _save(run, state, completed_epoch=False) or state.checkpoint
     if run.info.is_main:
-        _write_metrics(run.run_dir, [*state.history, row])
+        write_metrics(run.run_dir, [*state.history, row])
     state.history = [*state.history, row]
 
 
@@ -728,9 +533,9 @@ def _record_epoch(run: _Run, state: FitState, row: dict[str, Any]) -> None:
         run.scheduler.step()
     state.checkpoint = _save(run, state, completed_epoch=True) or state.checkpoint
     if run.info.is_main:
-        _write_metrics(run.run_dir, state.history)
+        write_metrics(run.run_dir, state.history)
     state.epoch += 1
     state.step_in_epoch = 0
     state.totals = EpochTotals()
-    if run.on_epoch_end is not None:
-        run.on_epoch_end(state.epoch, row)
+    if run.options.on_epoch_end is not None:
+        run.options.on_epoch_end(state.epoch, row)

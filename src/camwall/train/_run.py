@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,14 @@ from camwall.errors import CamwallError
 from camwall.runtime import DistInfo, distributed
 from camwall.train._config import TrainConfig, apply_overrides, get_preset
 from camwall.train._data import check_data, training_datasets
-from camwall.train._loop import BatchHook, EpochHook, fit
+from camwall.train._loop import BatchHook, EpochHook, FitResult, fit
 from camwall.train._parallel import VariantOutcome, train_in_parallel, use_parallel
 from camwall.train._plot import plot_curves
 from camwall.train._state import atomic_write_text
 
 __all__ = [
     "VARIANTS",
+    "TrainOptions",
     "TrainResult",
     "build_model",
     "resolve_config",
@@ -89,18 +90,42 @@ def build_model(config: TrainConfig, walled: bool) -> nn.Module:
     )
 
 
+@dataclass(frozen=True)
+class TrainOptions:
+    """How :func:`train` runs, beside the preset, its overrides and the output folder.
+
+    Attributes:
+        variants: which of ``"walled"``, ``"baseline"`` to train, in order.
+        resume: continue each variant from its latest checkpoint.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        progress: tqdm bars (``None``: on a terminal only; never in parallel processes, which
+            print one line per epoch instead).
+        on_batch: ``on_batch(epoch, step, indices)`` hook, called with the variant's batches.
+        on_epoch_end: ``on_epoch_end(epoch, row)`` hook.
+        parallel: ``None``: both variants in parallel when possible (CPU, one process, >= 2
+            cores, no hooks, not a tiny run); ``True``: in parallel whatever the core count and
+            size; ``False``: one after the other.
+    """
+
+    variants: Sequence[str] = VARIANTS
+    resume: bool = False
+    device: str | torch.device = "auto"
+    progress: bool | None = None
+    on_batch: BatchHook | None = None
+    on_epoch_end: EpochHook | None = None
+    parallel: bool | None = None
+
+    @property
+    def hooks(self) -> bool:
+        return self.on_batch is not None or self.on_epoch_end is not None
+
+
 def train(
     preset: str | TrainConfig,
     overrides: Mapping[str, Any] | None = None,
     out_dir: str | Path | None = None,
-    *,
-    variants: Sequence[str] = VARIANTS,
-    resume: bool = False,
-    device: str | torch.device = "auto",
-    progress: bool | None = None,
-    on_batch: BatchHook | None = None,
-    on_epoch_end: EpochHook | None = None,
-    parallel: bool | None = None,
+    options: TrainOptions | None = None,
+    **changes: Any,
 ) -> TrainResult:
     """Train the walled model and/or its baseline of a preset.
 
@@ -116,36 +141,27 @@ def train(
         preset: a name in :data:`PRESETS` or a :class:`TrainConfig`.
         overrides: field -> value replacements (``{"epochs": 2, "lr": 0.01}``).
         out_dir: output folder (default ``runs/<preset>``); see the module docstring.
-        variants: which of ``"walled"``, ``"baseline"`` to train, in order.
-        resume: continue each variant from its latest checkpoint.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        progress: tqdm bars (``None``: on a terminal only; never in parallel processes, which
-            print one line per epoch instead).
-        on_batch: ``on_batch(epoch, step, indices)`` hook, called with the variant's batches.
-        on_epoch_end: ``on_epoch_end(epoch, row)`` hook.
-        parallel: ``None``: both variants in parallel when possible (CPU, one process, >= 2
-            cores, no hooks, not a tiny run); ``True``: in parallel whatever the core count and
-            size; ``False``: one after the other.
+        options: variants, resume, device, output, hooks, parallel (:class:`TrainOptions`).
+        **changes: :class:`TrainOptions` fields that replace those of ``options``
+            (``train("fashion-vgg", device="cpu", variants=("walled",))``).
 
     Returns:
         :class:`TrainResult` with the final checkpoint paths and metric histories.
     """
+    opts = replace(options or TrainOptions(), **changes)
     config = resolve_config(preset, overrides)
-    _check_variants(variants)
+    _check_variants(opts.variants)
     check_data(config)
     out = Path(out_dir) if out_dir is not None else Path("runs") / config.name
-    hooks = on_batch is not None or on_epoch_end is not None
-    with distributed(device) as (info, dev):  # joins (and leaves) a torchrun group
+    with distributed(opts.device) as (info, dev):  # joins (and leaves) a torchrun group
         threads_before = torch.get_num_threads()
         if config.threads and dev.type == "cpu" and info.world == 1:
             torch.set_num_threads(config.threads)
         try:
-            if use_parallel(parallel, config, variants, info, dev, hooks):
-                outcomes = train_in_parallel(config, variants, out, dev, resume)
+            if use_parallel(opts.parallel, config, opts.variants, info, dev, opts.hooks):
+                outcomes = train_in_parallel(config, opts.variants, out, dev, opts.resume)
             else:
-                outcomes = _train_sequentially(
-                    config, variants, out, info, dev, resume, progress, on_batch, on_epoch_end
-                )
+                outcomes = _train_sequentially(config, out, info, dev, opts)
             return _finish(config, out, info, dev, outcomes)
         finally:
             torch.set_num_threads(threads_before)
@@ -158,15 +174,7 @@ def _check_variants(variants: Sequence[str]) -> None:
 
 
 def _train_sequentially(
-    config: TrainConfig,
-    variants: Sequence[str],
-    out: Path,
-    info: DistInfo,
-    dev: torch.device,
-    resume: bool,
-    progress: bool | None,
-    on_batch: BatchHook | None,
-    on_epoch_end: EpochHook | None,
+    config: TrainConfig, out: Path, info: DistInfo, dev: torch.device, opts: TrainOptions
 ) -> list[VariantOutcome]:
     """Each variant in turn in this process (one data set, built once)."""
     datasets: dict[str, Any] = {}
@@ -177,13 +185,13 @@ def _train_sequentially(
             out,
             dev,
             info,
-            resume=resume,
+            resume=opts.resume,
             datasets=datasets,
-            progress=progress,
-            on_batch=on_batch,
-            on_epoch_end=on_epoch_end,
+            progress=opts.progress,
+            on_batch=opts.on_batch,
+            on_epoch_end=opts.on_epoch_end,
         )
-        for variant in variants
+        for variant in opts.variants
     ]
 
 
@@ -203,7 +211,7 @@ def train_variant(
     ``datasets`` memoizes ``(train_set, val_set, class_names)`` across variants; ``fit_options``
     go to :func:`fit` (``progress``, hooks, ``log_epochs``).
     """
-    from camwall.walls import enforce_walls, save_model
+    from camwall.walls import enforce_walls
 
     model = build_model(config, walled=variant == "walled").to(dev)
     memo = datasets if datasets is not None else {}
@@ -224,20 +232,35 @@ def train_variant(
     )
     path = out / f"{variant}.safetensors"
     if info.is_main:
-        meta = {
-            "class_names": memo["classes"],
-            "training": {
-                "preset": config.name,
-                "variant": variant,
-                "config": config.to_dict(),
-                "steps": result.steps,
-                "completed": result.completed,
-                "final": result.history[-1] if result.history else None,
-                "versions": versions(),
-            },
-        }
-        path = Path(save_model(model.eval(), path, meta))
+        path = _save_variant(model, path, config, variant, memo["classes"], result)
     return VariantOutcome(variant, path, result.history, result.steps, result.completed)
+
+
+def _save_variant(
+    model: nn.Module,
+    path: Path,
+    config: TrainConfig,
+    variant: str,
+    class_names: Sequence[str],
+    result: FitResult,
+) -> Path:
+    """``camwall.walls.save_model`` of the trained variant (eval mode) with its class names and
+    the training record (preset, variant, config, steps, completion, last row, versions)."""
+    from camwall.walls import save_model
+
+    meta = {
+        "class_names": class_names,
+        "training": {
+            "preset": config.name,
+            "variant": variant,
+            "config": config.to_dict(),
+            "steps": result.steps,
+            "completed": result.completed,
+            "final": result.history[-1] if result.history else None,
+            "versions": versions(),
+        },
+    }
+    return Path(save_model(model.eval(), path, meta))
 
 
 def _finish(

@@ -16,11 +16,13 @@ moment therefore leaves the previous complete checkpoint readable.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import random
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +33,37 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from camwall.errors import CamwallError
+from camwall.train._config import TrainConfig
 
 __all__ = [
+    "METRIC_FIELDS",
     "atomic_write_text",
     "capture_rng",
+    "check_resume_config",
     "latest_checkpoint",
     "read_checkpoint",
     "restore_rng",
     "write_checkpoint",
+    "write_metrics",
 ]
 
 _TENSOR = "__tensor__"
 _KEEP = 2  # checkpoint folders kept per run
+
+
+METRIC_FIELDS = (
+    "epoch",
+    "step",
+    "partial",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "seconds",
+    "images_per_second",
+)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -50,6 +71,51 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_metrics(run_dir: Path, history: Sequence[dict[str, Any]]) -> None:
+    """Rewrite ``metrics.csv`` and ``metrics.jsonl`` from the whole history (atomically)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: row.get(k) for k in METRIC_FIELDS})
+    atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+
+
+# Options that may change when resuming; every other field must match the checkpoint's.
+_RESUME_FREE = frozenset(
+    {
+        "epochs",
+        "max_steps",
+        "checkpoint_every",
+        "num_workers",
+        "threads",
+        "val_limit",
+        "val_batch_size",
+        "data",
+    }
+)
+
+
+def check_resume_config(saved: dict[str, Any], config: TrainConfig, where: Path) -> None:
+    """Refuse to resume from ``where`` when a field outside :data:`_RESUME_FREE` (or, under
+    ``onecycle``, the epoch count) differs between the checkpoint's config and ``config``."""
+    now = json.loads(json.dumps(config.to_dict()))
+    diff = [
+        f"{k}={saved.get(k)!r} (now {now[k]!r})"
+        for k in now
+        if k not in _RESUME_FREE and k in saved and saved[k] != now[k]
+    ]
+    if config.scheduler == "onecycle" and saved.get("epochs", config.epochs) != config.epochs:
+        diff.append(f"epochs={saved.get('epochs')!r} (now {config.epochs}; fixed by onecycle)")
+    if diff:
+        raise CamwallError(
+            f"cannot resume from {where}: it was trained with {', '.join(diff)}. Resume with the "
+            "same options (only --epochs, --max-steps and loader options may change), or train "
+            "into a new --out folder."
+        )
 
 
 def _flatten(obj: Any, prefix: str, tensors: dict[str, Tensor]) -> Any:

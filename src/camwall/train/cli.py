@@ -26,6 +26,7 @@ from camwall._cliargs import (
 )
 from camwall.errors import CamwallError
 from camwall.train._config import PRESETS
+from camwall.train._data import EVAL_DATASETS
 
 __all__ = ["register", "run_evaluate", "run_train", "run_train_plot"]
 
@@ -163,6 +164,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``train``, ``train-plot`` and ``evaluate`` to the ``camwall`` CLI."""
+    _add_train(subparsers)
+    _add_train_plot(subparsers)
+    _add_evaluate(subparsers)
+
+
+def _add_train(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a walled model and its baseline",
@@ -203,6 +210,8 @@ def register(subparsers: Any) -> None:
     add_no_progress(p)
     p.set_defaults(func=run_train)
 
+
+def _add_train_plot(subparsers: Any) -> None:
     q = subparsers.add_parser(
         "train-plot", help="plot loss and accuracy of walled vs baseline from a training run"
     )
@@ -210,13 +219,15 @@ def register(subparsers: Any) -> None:
     add_out(q, kind="png", help="figure file (default RUN/curves.png)")
     q.set_defaults(func=run_train_plot)
 
+
+def _add_evaluate(subparsers: Any) -> None:
     e = subparsers.add_parser("evaluate", help="top-1 / top-5 accuracy of a saved model")
     e.add_argument("--model", required=True, type=name_or_path, help="checkpoint NAME.safetensors")
     e.add_argument(
         "--dataset",
         required=True,
         type=name_or_path,
-        help="fashion-canvases, fashion-stackmix, fashion-stackpair, or a folder",
+        help=f"{', '.join(EVAL_DATASETS)}, or a folder",
     )
     e.add_argument(
         "--n",
