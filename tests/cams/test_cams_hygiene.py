@@ -201,22 +201,32 @@ class ViewNet(nn.Module):
         self.act = nn.ReLU()
         self.fc = nn.Linear(4 * 6 * 6, 3)
 
+        self.channels_last_inputs = 0  # forwards that got a channels-last input
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            self.channels_last_inputs += 1
         a = self.act(self.conv(x))
         return self.fc(a.view(a.shape[0], -1))
 
 
-def test_model_that_rejects_channels_last_falls_back():
+def test_model_that_rejects_channels_last_falls_back_for_that_call_only():
+    """The first forward of a call fails on channels-last; the rest of the call runs plain,
+    and the next call tries channels-last again (the setting itself is kept)."""
     torch.manual_seed(0)
     model = ViewNet()
     x = torch.randn(2, 3, 6, 6)
     names = [n for n in ANY_MODEL if n != "opticam"]
     with CamEngine(model, "act", channels_last=True) as engine:
         got = engine(x, names)
-        assert engine.channels_last is False
+        assert model.channels_last_inputs == 1
+        assert engine.channels_last is True
+        again = engine(x, names)
+        assert model.channels_last_inputs == 2
     plain = compute_cams(model, x, "act", names, channels_last=False)
     for n in names:
         torch.testing.assert_close(got[n], plain[n], rtol=0, atol=1e-6)
+        torch.testing.assert_close(again[n], plain[n], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", ANY_MODEL)

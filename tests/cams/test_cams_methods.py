@@ -152,7 +152,7 @@ def test_eigengradcam_sign_correlates_with_the_channel_mean(make_tiny):
 
     model, layer, x = make_tiny("nested", batch=3, h=10, w=10)
     with CamEngine(model, layer) as engine:
-        ctx = engine._capture_pass(x, None, True)
+        ctx = engine.runner.capture(x, None, True)
     p = ctx.gradients * ctx.activations
     proj = first_component(p)
     assert bool(((proj * p.mean(dim=1)).flatten(1).sum(dim=1) >= 0).all())
@@ -234,7 +234,7 @@ def _cam_raw(model, layer, x, targets=None):
     from camwall.cams import CamEngine
 
     with CamEngine(model, layer) as engine:
-        ctx = engine._capture_pass(x, targets, False)
+        ctx = engine.runner.capture(x, targets, False)
         return METHODS.get("cam")().raw_map(ctx)
 
 

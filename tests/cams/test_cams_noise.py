@@ -38,7 +38,7 @@ def _model(seed: int = 0) -> nn.Module:
 
 def _camwall_raw(model, layer, x, name, **opts):
     with CamEngine(model, layer, channels_last=False) as engine:
-        ctx = engine._capture_pass(x, None, METHODS.get(name).needs_gradient)
+        ctx = engine.runner.capture(x, None, METHODS.get(name).needs_gradient)
         return METHODS.get(name)(**opts).raw_map(ctx).clamp_min(0)
 
 
@@ -185,7 +185,7 @@ def test_zero_noise_sscam_is_torchcam_scorecam_of_its_upsampled_masks():
     model = _model(2)
     x = torch.randn(1, 3, 9, 11, generator=torch.Generator().manual_seed(1))
     with CamEngine(model, "conv2", channels_last=False) as engine:
-        ctx = engine._capture_pass(x, None, False)
+        ctx = engine.runner.capture(x, None, False)
         w = METHODS.get("sscam")(sscam_samples=2, sscam_std=0.0).weights(ctx)
         from camwall.cams._noise import normalized_masks
 

@@ -171,7 +171,7 @@ def test_non_finite_weight_after_the_layer_names_the_output(make_tiny):
 def test_model_lock_is_per_model_and_dropped_with_the_model(make_tiny):
     import gc
 
-    from camwall.cams._engine import _LOCKS, model_lock
+    from camwall.modelstate import _LOCKS, model_lock
 
     model, layer, x = make_tiny("flat")
     other, _, _ = make_tiny("flat")

@@ -6,6 +6,7 @@ Public API::
 
     maps = compute_cams(model, x, "features.29", ["gradcam", "hirescam"])
     maps["gradcam"]          # B x H x W float32 in [0, 1], on x.device
+    METHODS.get("sscam").stochastic, METHODS.get("sscam").chunk_option   # facts on the class
 
 Methods follow ``docs/cam-methods.md`` and match pytorch-grad-cam 1.5.7 (torchcam 0.5 for
 ``cam``) to 1e-5 except for the deliberate differences named there (eigen sign, ablation value on
@@ -24,8 +25,9 @@ from camwall.cams import _rollout  # noqa: F401
 from camwall.cams import _noise, _sess  # noqa: F401
 
 # isort: on
-from camwall.cams._base import METHODS, CamContext, CamMethod
+from camwall.cams._base import METHODS, CamContext, CamMethod, CamRunner, Needs, PassExtras
 from camwall.cams._engine import CamEngine, compute_cams, resolve_layer
+from camwall.cams._options import chunk_options
 from camwall.cams._post import finalize_maps, normalize_maps
 from camwall.cams._reshape import TokenGrid, token_grid
 from camwall.cams._rollout import attention_rollout
@@ -40,9 +42,13 @@ __all__ = [
     "CamContext",
     "CamEngine",
     "CamMethod",
+    "CamRunner",
     "ClassTarget",
+    "Needs",
+    "PassExtras",
     "TokenGrid",
     "attention_rollout",
+    "chunk_options",
     "compute_cams",
     "finalize_maps",
     "normalize_maps",

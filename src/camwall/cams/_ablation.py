@@ -8,9 +8,8 @@ import torch
 from torch import Tensor
 
 from camwall.cams._base import METHODS, CamContext, CamMethod
-from camwall.cams._score import chunk_option
+from camwall.cams._checks import Check, number, positive_int
 from camwall.cams._targets import score_rows
-from camwall.errors import CamwallError
 
 __all__ = ["AblationCAM"]
 
@@ -32,13 +31,17 @@ class AblationCAM(CamMethod, name="ablationcam"):
     """
 
     options: ClassVar[dict[str, Any]] = {"ablationcam_chunk": 32, "ablation_value": 0.0}
+    checks: ClassVar[dict[str, Check]] = {
+        "ablationcam_chunk": positive_int,
+        "ablation_value": number,
+    }
     reruns_tail = True
+    chunk_option = "ablationcam_chunk"
+    chunk_budget = 2**21  # 512 rows of 64 x 64 grey canvases; the default on 224 x 224 RGB
 
     def weights(self, ctx: CamContext) -> Tensor:
-        chunk = chunk_option(self.opts["ablationcam_chunk"], "ablationcam_chunk")
+        chunk = self.opts["ablationcam_chunk"]
         value = self.opts["ablation_value"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise CamwallError(f"option ablation_value must be a number, got {value!r}.")
         a = ctx.raw_activations
         b, k = a.shape[:2]
         total = b * k

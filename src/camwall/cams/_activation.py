@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from camwall.cams._base import METHODS, CamContext, CamMethod
+from camwall.cams._checks import Check, generator, number, seed
 from camwall.errors import CamwallError
 
 __all__ = ["FEM", "RandomCAM", "random_weights"]
@@ -24,11 +25,10 @@ class FEM(CamMethod, name="fem"):
 
     default = True  # in the default bench: ~1.6 s per 200 images on the shipped pair
     options: ClassVar[dict[str, Any]] = {"fem_k": 2.0}
+    checks: ClassVar[dict[str, Check]] = {"fem_k": number}
 
     def weights(self, ctx: CamContext) -> Tensor:
         k = self.opts["fem_k"]
-        if isinstance(k, bool) or not isinstance(k, (int, float)):
-            raise CamwallError(f"option fem_k must be a number, got {k!r}.")
         a = ctx.activations
         mean = a.mean(dim=(2, 3), keepdim=True)
         std = a.std(dim=(2, 3), correction=0, keepdim=True)
@@ -66,7 +66,9 @@ class RandomCAM(CamMethod, name="randomcam"):
 
     default = True  # in the default bench: ~0.3 s per 200 images on the shipped pair
     channels_last_ok = False
+    stochastic = True
     options: ClassVar[dict[str, Any]] = {"seed": None, "generator": None}
+    checks: ClassVar[dict[str, Check]] = {"seed": seed, "generator": generator}
 
     def weights(self, ctx: CamContext) -> Tensor:
         b, k = ctx.activations.shape[:2]

@@ -10,18 +10,88 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from torch import Tensor, nn
 
+from camwall.cams._checks import Check
 from camwall.cams._post import finalize_maps
-from camwall.cams._targets import Target
+from camwall.cams._targets import Target, TargetsArg
+from camwall.errors import CamwallError
 from camwall.registry import Registry
 
-if TYPE_CHECKING:
-    from camwall.cams._engine import CamEngine
+__all__ = ["METHODS", "CamContext", "CamMethod", "CamRunner", "Needs", "PassExtras"]
 
-__all__ = ["METHODS", "CamContext", "CamMethod"]
+
+@dataclass(frozen=True)
+class Needs:
+    """What a pass must compute beyond the activations (see :meth:`CamRunner.capture`).
+
+    Attributes:
+        grad: gradients ``dy/dA``.
+        hvp: the Hessian-vector product ``(d^2 y / dA^2) A`` (shapleycam).
+        biases: ``dy/dx`` and ``dy/dz`` at every biased Conv2d / BatchNorm2d output (fullgrad).
+        plain: plain (not channels-last) inputs, for methods that amplify float rounding.
+    """
+
+    grad: bool = False
+    hvp: bool = False
+    biases: bool = False
+    plain: bool = False
+
+    @classmethod
+    def of(cls, classes: Sequence[type[CamMethod]]) -> Needs:
+        """What one shared pass must compute for all of ``classes``."""
+        return cls(
+            grad=any(c.needs_gradient or c.needs_hvp for c in classes),
+            hvp=any(c.needs_hvp for c in classes),
+            biases=any(c.needs_bias_gradients for c in classes),
+            plain=not all(c.channels_last_ok for c in classes),
+        )
+
+
+class CamRunner(Protocol):
+    """What a method may ask of the model beyond its context: run it, capture it, run its tail.
+
+    :class:`camwall.cams.CamEngine` hands one to every method as :attr:`CamContext.runner`.
+    """
+
+    @property
+    def model(self) -> nn.Module: ...
+
+    @property
+    def layer_name(self) -> str: ...
+
+    def run_model(self, x: Tensor) -> Tensor:
+        """Logits of ``model(x)`` (N x ...), the target layer not recorded."""
+        ...
+
+    def capture(self, x: Tensor, targets: TargetsArg, need: Needs | bool = False) -> CamContext:
+        """A new pass on ``x`` recorded at the target layer (``need=True``: with gradients)."""
+        ...
+
+    def run_tail(self, a: Tensor, x: Tensor, original: Tensor | None = None) -> Tensor:
+        """Logits for target-layer feature maps ``a`` of inputs ``x`` (one target layer)."""
+        ...
+
+
+@dataclass(frozen=True)
+class PassExtras:
+    """What single methods ask of the shared pass, ``None`` / empty where no method asked.
+
+    Attributes:
+        hvp: B x K x h x w float32 ``(d^2 y_b / dA_b^2) A_b`` (shapleycam, ``needs_hvp``).
+        input_gradient: ``dy/dx``, B x C x H x W (fullgrad, ``needs_bias_gradients``).
+        bias_gradients: ``(layer, dy/dz)`` for every biased Conv2d / BatchNorm2d (output ``z``),
+            same pass (fullgrad).
+        explicit_targets: whether the caller passed ``targets`` (``False``: the argmax default;
+            finercam then picks its comparison classes).
+    """
+
+    hvp: Tensor | None = None
+    input_gradient: Tensor | None = None
+    bias_gradients: tuple[tuple[nn.Module, Tensor | None], ...] = ()
+    explicit_targets: bool = False
 
 
 @dataclass(frozen=True)
@@ -33,16 +103,11 @@ class CamContext:
         activations: B x K x h x w target-layer output, float32, detached.
         raw_activations: the same in the model's dtype (what the model's tail consumes).
         gradients: B x K x h x w float32 ``dy_b / dA_b``, or ``None`` if no method needs it.
-        hvp: B x K x h x w float32 Hessian-vector product ``(d^2 y_b / dA_b^2) A_b``, or ``None``
-            if no method needs it (only shapleycam does).
         logits: the model output (after ``output_fn``), detached.
         scores: B float32 target scores ``y_b``.
         targets: one callable per image.
-        engine: the running engine (for methods that re-run the model or its tail).
-        explicit_targets: whether the caller passed ``targets`` (``False``: the argmax default).
-        input_gradient: ``dy/dx`` (B x C x H x W), only if a method needs bias gradients.
-        bias_gradients: ``(layer, dy/dz)`` for every biased Conv2d / BatchNorm2d (output ``z``),
-            same pass, only if a method needs them (fullgrad); ``None`` where unused.
+        runner: runs the model, a new capture or the tail (:class:`CamRunner`).
+        extras: what single methods asked of the same pass (:class:`PassExtras`).
         layer_output: the target layer's raw output before ``reshape_transform`` (detached),
             only when the engine has a reshape transform (for :meth:`run_tail`).
         volume: ``(d, h, w)`` for a 3-D convolutional layer (B x K x d x h x w); the engine
@@ -57,11 +122,8 @@ class CamContext:
     logits: Tensor
     scores: Tensor
     targets: Sequence[Target]
-    engine: CamEngine
-    hvp: Tensor | None = None
-    explicit_targets: bool = False
-    input_gradient: Tensor | None = None
-    bias_gradients: tuple[tuple[nn.Module, Tensor | None], ...] = ()
+    runner: CamRunner
+    extras: PassExtras = PassExtras()
     layer_output: Tensor | None = None
     volume: tuple[int, ...] | None = None
 
@@ -77,25 +139,26 @@ class CamContext:
     def run_tail(self, a: Tensor, rows: Sequence[int] | Tensor | None = None) -> Tensor:
         """Logits for modified feature maps ``a`` of the images ``rows`` (default: all).
 
-        Re-runs the model's part after the target layer (see :meth:`CamEngine.run_tail`); with
+        Re-runs the model's part after the target layer (see :meth:`CamRunner.run_tail`); with
         a ``reshape_transform`` the maps go back to raw outputs through its ``inverse``.
         """
         idx = list(range(self.x.shape[0])) if rows is None else rows
         original = None if self.layer_output is None else self.layer_output[idx]
-        return self.engine.run_tail(a, self.x[idx], original)
+        return self.runner.run_tail(a, self.x[idx], original)
 
 
 class CamMethod:
-    """Base of all CAM methods.
+    """Base of all CAM methods; what a method is (its facts) lives on its class.
 
     The final map is ``finalize(raw_map)`` where, by default,
     ``raw_map = sum_k w_bk * A_bk`` with ``w = weights(ctx)`` of shape B x K (one weight per
     channel) or B x K x h x w (elementwise weights). ``finalize`` is ReLU, per-image min-max
     normalization, bilinear resize to the input size, and normalization again.
 
-    Subclasses set ``needs_gradient`` (``needs_hvp`` for a Hessian-vector product) and declare
-    their options in ``options`` (name -> default);
-    option names carry the method name as prefix (``scorecam_chunk``), except shared ones.
+    Subclasses set ``needs_gradient`` (``needs_hvp`` for a Hessian-vector product), declare
+    their options in ``options`` (name -> default) and a check per option in ``checks``
+    (:mod:`camwall.cams._checks`, run once when the method is built for a call); option names
+    carry the method name as prefix (``scorecam_chunk``), except shared ones (``seed``).
     """
 
     name: ClassVar[str] = ""  # the registry name, given as ``class X(CamMethod, name="x")``
@@ -114,15 +177,49 @@ class CamMethod:
     #: ``True``: the method treats positions as a set (sums, means, per-position products,
     #: decompositions), so it also applies to 3-D layers (:attr:`CamContext.volume`).
     volumetric: ClassVar[bool] = False
+    #: ``True``: the map depends on random draws, seeded by the option ``seed_option``.
+    stochastic: ClassVar[bool] = False
+    seed_option: ClassVar[str] = "seed"
+    #: The option that sets how many model inputs go through the model at once (``None``: the
+    #: method forwards the batch as it is) and the input elements a chunk may hold: callers with
+    #: small inputs may use ``max(default, chunk_budget // (C * H * W))`` rows
+    #: (:func:`camwall.cams.chunk_options`). Rows do not interact: only float rounding changes.
+    chunk_option: ClassVar[str | None] = None
+    chunk_budget: ClassVar[int] = 0
+    #: Whether the method makes its final map itself (overrides ``final_map``); derived.
+    whole_map: ClassVar[bool] = False
+    #: Whether the method applies with several target layers; derived (no tail re-runs, no
+    #: map of its own).
+    several_layers: ClassVar[bool] = True
+    #: Whether ``eigen_smooth`` applies (the map is a channel sum); derived.
+    eigen_smooth: ClassVar[bool] = True
     options: ClassVar[dict[str, Any]] = {}
+    checks: ClassVar[dict[str, Check]] = {}
 
     def __init_subclass__(cls, name: str = "", **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if name:
             cls.name = name
+        cls.whole_map = cls.final_map is not CamMethod.final_map
+        cls.several_layers = not (cls.reruns_tail or cls.whole_map)
+        cls.eigen_smooth = not cls.whole_map
+        missing = set(cls.options) ^ set(cls.checks)
+        if cls.options and missing:
+            raise TypeError(f"{cls.__name__}: options and checks differ on {sorted(missing)}")
+        if cls.stochastic != (cls.seed_option in cls.options):
+            raise TypeError(f"{cls.__name__}: stochastic iff it takes {cls.seed_option!r}")
+        if cls.chunk_option is not None and cls.chunk_option not in cls.options:
+            raise TypeError(f"{cls.__name__}: chunk option {cls.chunk_option!r} is not an option")
 
     def __init__(self, **options: Any) -> None:
-        self.opts = {**self.options, **{k: v for k, v in options.items() if k in self.options}}
+        unknown = [k for k in options if k not in self.options]
+        if unknown:
+            raise CamwallError(
+                f"{self.name} takes no option {unknown[0]!r}; its options: "
+                f"{', '.join(self.options) or 'none'}."
+            )
+        opts = {**self.options, **options}
+        self.opts = {k: self.checks[k](k, v) if k in options else v for k, v in opts.items()}
 
     def weights(self, ctx: CamContext) -> Tensor:
         """Channel weights, B x K or B x K x h x w."""

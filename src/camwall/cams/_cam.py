@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from camwall.cams._base import METHODS, CamContext, CamMethod
+from camwall.cams._checks import Check, as_given
 from camwall.cams._targets import ClassTarget
 from camwall.errors import CamwallError
 
@@ -52,9 +53,10 @@ class CAM(CamMethod, name="cam"):
 
     default = False
     options: ClassVar[dict[str, Any]] = {"cam_fc_layer": None}
+    checks: ClassVar[dict[str, Check]] = {"cam_fc_layer": as_given}  # a submodule name
 
     def weights(self, ctx: CamContext) -> Tensor:
-        model = ctx.engine.model
+        model = ctx.runner.model
         fc_name, fc = find_linear(model, self.opts["cam_fc_layer"])
         a = ctx.activations
         w = fc.weight.detach().float()
@@ -63,7 +65,7 @@ class CAM(CamMethod, name="cam"):
             raise CamwallError(
                 f"cam needs global average pooling + one nn.Linear after the target layer; in "
                 f"{type(model).__name__}, {fc_name!r} takes {w.shape[1]} features but target "
-                f"layer {ctx.engine.layer_name!r} has {a.shape[1]} channels."
+                f"layer {ctx.runner.layer_name!r} has {a.shape[1]} channels."
             )
         expected = torch.nn.functional.linear(a.mean(dim=(2, 3)), w, bias)
         logits = ctx.logits.float()
@@ -73,7 +75,7 @@ class CAM(CamMethod, name="cam"):
             raise CamwallError(
                 f"cam needs a model that ends in global average pooling + one nn.Linear; the "
                 f"logits of {type(model).__name__} are not {fc_name}(mean over space of "
-                f"{ctx.engine.layer_name!r}). Choose the last feature layer or use gradcam."
+                f"{ctx.runner.layer_name!r}). Choose the last feature layer or use gradcam."
             )
         classes = [t.index for t in ctx.targets if isinstance(t, ClassTarget)]
         if len(classes) != len(ctx.targets):

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from camwall.cams._base import METHODS, CamContext, CamMethod
-from camwall.errors import CamwallError
+from camwall.cams._checks import Check, number, one_of, optional
 
 __all__ = ["EigenCAM", "EigenGradCAM", "KernelPCACAM", "first_component"]
 
@@ -105,6 +105,10 @@ class KernelPCACAM(CamMethod, name="kpcacam"):
 
     default = False
     options: ClassVar[dict[str, Any]] = {"kpcacam_kernel": "sigmoid", "kpcacam_gamma": None}
+    checks: ClassVar[dict[str, Check]] = {
+        "kpcacam_kernel": one_of("sigmoid", "rbf"),
+        "kpcacam_gamma": optional(number),
+    }
 
     def raw_map(self, ctx: CamContext) -> Tensor:
         a = torch.nan_to_num(ctx.activations, nan=0.0).double()
@@ -125,9 +129,7 @@ class KernelPCACAM(CamMethod, name="kpcacam"):
         kind = self.opts["kpcacam_kernel"]
         if kind == "sigmoid":
             return torch.tanh(gamma * (m @ m.transpose(1, 2)) + 1.0)
-        if kind == "rbf":
-            return torch.exp(-gamma * torch.cdist(m, m).square())
-        raise CamwallError(f"option kpcacam_kernel must be 'sigmoid' or 'rbf', got {kind!r}.")
+        return torch.exp(-gamma * torch.cdist(m, m).square())  # "rbf" (the check allows two)
 
 
 def _center_kernel(kmat: Tensor) -> Tensor:

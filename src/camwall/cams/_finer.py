@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from camwall.cams._base import METHODS, CamContext, CamMethod
+from camwall.cams._checks import Check, as_given, number
 from camwall.cams._targets import Target, score_rows
 from camwall.errors import CamwallError
 
@@ -92,9 +93,14 @@ class FinerCAM(CamMethod, name="finercam"):
         "finercam_comparison": None,
         "finercam_target_idx": None,
     }
+    checks: ClassVar[dict[str, Check]] = {
+        "finercam_alpha": number,
+        "finercam_comparison": as_given,  # ranks, checked against the classes
+        "finercam_target_idx": as_given,  # checked against the classes
+    }
 
     def weights(self, ctx: CamContext) -> Tensor:
-        if ctx.explicit_targets:
+        if ctx.extras.explicit_targets:
             assert ctx.gradients is not None
             return ctx.gradients.mean(dim=(2, 3))
         if ctx.logits.dim() != 2:

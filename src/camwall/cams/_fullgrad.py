@@ -41,11 +41,12 @@ class FullGrad(CamMethod, name="fullgrad"):
     channels_last_ok = False
 
     def final_map(self, ctx: CamContext) -> Tensor:
-        assert ctx.input_gradient is not None, "the engine computes dy/dx for fullgrad"
+        extras = ctx.extras
+        assert extras.input_gradient is not None, "the engine computes dy/dx for fullgrad"
         size = ctx.input_size
         x = ctx.x.float()
-        total = _channel_maps_sum((x * ctx.input_gradient.float()).abs(), size)
-        for layer, g in ctx.bias_gradients:
+        total = _channel_maps_sum((x * extras.input_gradient.float()).abs(), size)
+        for layer, g in extras.bias_gradients:
             if g is None:  # the layer does not reach the target score
                 continue
             bias = effective_bias(layer).to(g.device)[None, :, None, None]

@@ -137,5 +137,6 @@ class ShapleyCAM(CamMethod, name="shapleycam"):
     default = False
 
     def weights(self, ctx: CamContext) -> Tensor:
-        assert ctx.hvp is not None, "the engine computes the Hessian-vector product"
-        return (_grads(ctx) - 0.5 * ctx.hvp).mean(dim=(2, 3))
+        hvp = ctx.extras.hvp
+        assert hvp is not None, "the engine computes the Hessian-vector product"
+        return (_grads(ctx) - 0.5 * hvp).mean(dim=(2, 3))

@@ -8,21 +8,25 @@ exactly :func:`camwall.cams.finalize_maps`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
 from camwall.cams._base import METHODS, CamContext, CamMethod
 from camwall.cams._post import combine_layers
-from camwall.cams._reshape import inverse_of
+from camwall.cams._reshape import ReshapeTransform, inverse_of
 from camwall.cams._smooth import eigen_raw
-from camwall.errors import CamwallError
+from camwall.errors import CamwallError, did_you_mean
 
-if TYPE_CHECKING:
-    from camwall.cams._engine import CamEngine
-
-__all__ = ["LayerArg", "check_methods", "method_map", "resolve_layers", "whole_map"]
+__all__ = [
+    "LayerArg",
+    "check_methods",
+    "method_map",
+    "resolve_layer",
+    "resolve_layers",
+    "sequential_tail",
+]
 
 #: One target layer (a module or a dotted name) or a sequence of them.
 LayerArg = nn.Module | str | Sequence[nn.Module | str]
@@ -30,8 +34,6 @@ LayerArg = nn.Module | str | Sequence[nn.Module | str]
 
 def resolve_layers(model: nn.Module, target_layer: LayerArg) -> list[tuple[str, nn.Module]]:
     """``[(dotted_name, module), ...]`` for one layer or a list of layers (no repeats)."""
-    from camwall.cams._engine import resolve_layer
-
     if isinstance(target_layer, str | nn.Module):
         return [resolve_layer(model, target_layer)]
     if not isinstance(target_layer, Sequence) or not target_layer:
@@ -47,22 +49,17 @@ def resolve_layers(model: nn.Module, target_layer: LayerArg) -> list[tuple[str, 
     return found
 
 
-def whole_map(cls: type[CamMethod]) -> bool:
-    """Whether the method makes its final map itself (overrides ``final_map``)."""
-    return cls.final_map is not CamMethod.final_map
-
-
 def check_methods(
-    engine: CamEngine,
     classes: Sequence[type[CamMethod]],
+    layers: int = 1,
+    reshape_transform: ReshapeTransform | None = None,
     volumes: bool = False,
     eigen_smooth: bool = False,
 ) -> None:
-    """Refuse, before any pass, the methods that cannot run with the engine's options
-    (``volumes``: the input is B x C x D x H x W)."""
-    several = len(engine.layers) > 1
+    """Refuse, before any pass, the methods that cannot run with these options (``layers``
+    target layers; ``volumes``: the input is B x C x D x H x W), from the methods' class facts."""
     for cls in classes:
-        if eigen_smooth and whole_map(cls):
+        if eigen_smooth and not cls.eigen_smooth:
             raise CamwallError(
                 f"eigen_smooth does not apply to {cls.name} (its map is not a weighted sum of "
                 f"channels); call it without eigen_smooth."
@@ -72,19 +69,19 @@ def check_methods(
                 f"{cls.name} does not support 3-D inputs (B x C x D x H x W); use one of "
                 f"{', '.join(n for n, c in METHODS.items() if c.volumetric)}."
             )
-        if several and (cls.reruns_tail or whole_map(cls)):
+        if layers > 1 and not cls.several_layers:
             raise CamwallError(
                 f"{cls.name} does not support several target layers (it re-runs the model from "
                 f"one layer's activations or makes its map itself); pass one target_layer."
             )
-        if cls.reruns_tail and engine.reshape_transform is not None:
-            inverse_of(engine.reshape_transform, cls.name)
+        if cls.reruns_tail and reshape_transform is not None:
+            inverse_of(reshape_transform, cls.name)
 
 
 def method_map(method: CamMethod, ctxs: Sequence[CamContext], eigen_smooth: bool = False) -> Tensor:
     """The method's final B x H x W (or B x D x H x W) map over one or several target layers."""
     plain = len(ctxs) == 1 and ctxs[0].volume is None and not eigen_smooth
-    if whole_map(type(method)) or plain:
+    if type(method).whole_map or plain:
         return method.final_map(ctxs[0])
     raws = [layer_raw(method, ctx, eigen_smooth) for ctx in ctxs]
     return combine_layers(raws, ctxs[0].input_shape)
@@ -101,3 +98,69 @@ def layer_raw(method: CamMethod, ctx: CamContext, eigen_smooth: bool = False) ->
     if ctx.volume is None:
         return raw
     return raw.reshape(raw.shape[0], *ctx.volume)
+
+
+def resolve_layer(model: nn.Module, target_layer: nn.Module | str) -> tuple[str, nn.Module]:
+    """Find the target layer by dotted name (``"features.29"``) or by identity.
+
+    Returns:
+        ``(dotted_name, module)``.
+    """
+    names = {id(m): n for n, m in reversed(list(model.named_modules()))}
+    if isinstance(target_layer, str):
+        try:
+            module = model.get_submodule(target_layer)
+        except AttributeError:
+            choices = [n for n, _ in model.named_modules() if n]
+            raise CamwallError(
+                f"target_layer {target_layer!r} is not a submodule of "
+                f"{type(model).__name__}.{did_you_mean(target_layer, choices)} "
+                f"Layers: {', '.join(choices[-12:])}{' ...' if len(choices) > 12 else ''}"
+            ) from None
+        return target_layer, module
+    if not isinstance(target_layer, nn.Module):
+        raise CamwallError(
+            f"target_layer must be an nn.Module or a dotted name like 'features.29', "
+            f"got {type(target_layer).__name__}."
+        )
+    if id(target_layer) not in names:
+        raise CamwallError(
+            f"target_layer {type(target_layer).__name__} is not a submodule of "
+            f"{type(model).__name__}; pass one of its layers or a dotted name."
+        )
+    return names[id(target_layer)], target_layer
+
+
+def _is_plain_sequential(module: nn.Module) -> bool:
+    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+
+
+def sequential_tail(model: nn.Module, layer_name: str) -> Callable[[Tensor], Any] | None:
+    """The part of ``model`` after ``layer_name`` as a callable, if it is a chain of Sequentials.
+
+    Works when the model and every ancestor of the layer are plain ``nn.Sequential`` (e.g.
+    ``features.29`` in a Sequential whose ``features`` is a Sequential). Returns ``None`` otherwise.
+    """
+    if not layer_name:
+        return None
+    parts = layer_name.split(".")
+    chain: list[nn.Module] = []
+    parent = model
+    for depth, part in enumerate(parts):
+        if not _is_plain_sequential(parent):
+            return None
+        # _modules keeps repeated entries (a shared ReLU), exactly as Sequential.forward runs them
+        children = [(n, m) for n, m in parent._modules.items() if m is not None]
+        position = [n for n, _ in children].index(part)
+        chain.append(nn.Sequential(*[m for _, m in children[position + 1 :]]))
+        if depth < len(parts) - 1:
+            parent = children[position][1]
+    stages = list(reversed(chain))  # deepest first
+
+    def tail(a: Tensor) -> Any:
+        out: Any = a
+        for stage in stages:
+            out = stage(out)
+        return out
+
+    return tail

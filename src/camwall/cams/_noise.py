@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from camwall.cams._base import METHODS, CamContext, CamMethod
-from camwall.cams._score import chunk_option
+from camwall.cams._checks import Check, as_given, generator, non_negative, positive_int, seed
 from camwall.cams._targets import score_rows
 from camwall.errors import CamwallError
 
@@ -55,12 +55,6 @@ def image_generators(b: int, seed: Any, generator: Any) -> list[torch.Generator]
     return gens
 
 
-def _positive(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise CamwallError(f"option {name} must be a non-negative number, got {value!r}.")
-    return float(value)
-
-
 def _noise_source(
     opts: dict[str, Any], prefix: str, shape: tuple[int, ...], b: int, n: int, device: Any
 ) -> Callable[[int, int], Tensor]:
@@ -78,7 +72,7 @@ def _noise_source(
                 f"(samples x batch x ...), got {got}."
             )
         return lambda i, m: given[m, i].to(device=device, dtype=torch.float32)
-    std = _positive(opts[f"{prefix}_std"], f"{prefix}_std")
+    std = float(opts[f"{prefix}_std"])
     gens = image_generators(b, opts["seed"], opts["generator"])
     drawn: dict[int, int] = {}
 
@@ -92,8 +86,16 @@ def _noise_source(
     return draw
 
 
-def _samples(opts: dict[str, Any], name: str) -> int:
-    return chunk_option(opts[name], name)
+def _noise_checks(prefix: str) -> dict[str, Check]:
+    """The checks of a noisy method's options (the noise tensor's shape is checked on use)."""
+    return {
+        f"{prefix}_samples": positive_int,
+        f"{prefix}_std": non_negative,
+        f"{prefix}_chunk": positive_int,
+        f"{prefix}_noise": as_given,
+        "seed": seed,
+        "generator": generator,
+    }
 
 
 @METHODS.add
@@ -123,10 +125,14 @@ class SmoothGradCAMpp(CamMethod, name="smoothgradcampp"):
         "seed": None,
         "generator": None,
     }
+    checks: ClassVar[dict[str, Check]] = _noise_checks("smoothgradcampp")
+    stochastic = True
+    chunk_option = "smoothgradcampp_chunk"
+    chunk_budget = 2**19  # noisy inputs, each with a forward and a backward pass
 
     def raw_map(self, ctx: CamContext) -> Tensor:
-        n = _samples(self.opts, "smoothgradcampp_samples")
-        chunk = chunk_option(self.opts["smoothgradcampp_chunk"], "smoothgradcampp_chunk")
+        n = self.opts["smoothgradcampp_samples"]
+        chunk = self.opts["smoothgradcampp_chunk"]
         x = ctx.x
         b = x.shape[0]
         draw = _noise_source(self.opts, "smoothgradcampp", tuple(x.shape[1:]), b, n, x.device)
@@ -138,7 +144,7 @@ class SmoothGradCAMpp(CamMethod, name="smoothgradcampp"):
             part = jobs[start : start + chunk]
             noisy = torch.stack([x[i].float() + draw(i, m) for i, m in part]).to(x.dtype)
             owners = [i for i, _ in part]
-            sub = ctx.engine._capture_pass(noisy, [ctx.targets[i] for i in owners], True)
+            sub = ctx.runner.capture(noisy, [ctx.targets[i] for i in owners], True)
             assert sub.gradients is not None
             for row, (i, m) in enumerate(part):  # in sample order, as torchcam's running sums
                 g = sub.gradients[row]
@@ -176,7 +182,7 @@ def _score_stream(ctx: CamContext, rows: Iterator[Row], chunk: int, weight: Tens
     def flush() -> None:
         owners = [r[0] for r in pending]
         batch = torch.stack([r[3] for r in pending]).to(ctx.x.dtype)
-        scores = score_rows(ctx.engine.run_model(batch), owners, ctx.targets)
+        scores = score_rows(ctx.runner.run_model(batch), owners, ctx.targets)
         flat = torch.tensor([r[0] * weight.shape[1] + r[2] for r in pending], device=base.device)
         # index_add_ adds repeated indices in row order on CPU: torchcam's summation order
         weight.view(-1).index_add_(0, flat, scores - base[owners])
@@ -211,10 +217,14 @@ class SSCAM(CamMethod, name="sscam"):
         "seed": None,
         "generator": None,
     }
+    checks: ClassVar[dict[str, Check]] = _noise_checks("sscam")
+    stochastic = True
+    chunk_option = "sscam_chunk"
+    chunk_budget = 2**20  # masked inputs, forward only (as scorecam)
 
     def weights(self, ctx: CamContext) -> Tensor:
-        n = _samples(self.opts, "sscam_samples")
-        chunk = chunk_option(self.opts["sscam_chunk"], "sscam_chunk")
+        n = self.opts["sscam_samples"]
+        chunk = self.opts["sscam_chunk"]
         a, x = ctx.activations, ctx.x
         b, k = a.shape[:2]
         masks = normalized_masks(a, ctx.input_size)
@@ -246,10 +256,16 @@ class ISCAM(CamMethod, name="iscam"):
 
     default = False
     options: ClassVar[dict[str, Any]] = {"iscam_samples": 10, "iscam_chunk": 32}
+    checks: ClassVar[dict[str, Check]] = {
+        "iscam_samples": positive_int,
+        "iscam_chunk": positive_int,
+    }
+    chunk_option = "iscam_chunk"
+    chunk_budget = 2**20  # masked inputs, forward only (as scorecam)
 
     def weights(self, ctx: CamContext) -> Tensor:
-        n = _samples(self.opts, "iscam_samples")
-        chunk = chunk_option(self.opts["iscam_chunk"], "iscam_chunk")
+        n = self.opts["iscam_samples"]
+        chunk = self.opts["iscam_chunk"]
         a, x = ctx.activations, ctx.x
         b, k = a.shape[:2]
         masks = normalized_masks(a, ctx.input_size)
@@ -270,7 +286,7 @@ class ISCAM(CamMethod, name="iscam"):
         weight = torch.zeros(b, k, dtype=torch.float32, device=a.device)
         _score_stream(ctx, rows(), chunk, weight)
         if bool(zero.any()):
-            logits = ctx.engine.run_model(torch.zeros_like(x[:1]))
+            logits = ctx.runner.run_model(torch.zeros_like(x[:1]))
             s0 = score_rows(logits.expand(b, *logits.shape[1:]), range(b), ctx.targets)
             delta = (s0 - ctx.scores.float())[:, None].expand(b, k)
             for _ in range(n):

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from camwall.cams._base import METHODS, CamContext, CamMethod
+from camwall.cams._checks import Check, number, one_of, positive_int, seed
 from camwall.cams._targets import score_rows
-from camwall.errors import CamwallError
 
 __all__ = ["OptiCAM", "opticam_masks"]
 
@@ -58,23 +58,25 @@ class OptiCAM(CamMethod, name="opticam"):
         "opticam_init": "constant",
         "seed": None,
     }
+    checks: ClassVar[dict[str, Check]] = {
+        "opticam_iters": positive_int,
+        "opticam_lr": number,
+        "opticam_init": one_of("constant", "random"),
+        "seed": seed,
+    }
+    stochastic = True
 
     def _start(self, b: int, k: int, device: torch.device) -> Tensor:
-        init = self.opts["opticam_init"]
-        if init == "constant":
+        if self.opts["opticam_init"] == "constant":
             return torch.full((b, k), 0.5, device=device)
-        if init == "random":
-            seed = self.opts["seed"]
-            gen = torch.Generator(device="cpu")
-            gen.manual_seed(0 if seed is None else int(seed))
-            return torch.rand((b, k), generator=gen).to(device)
-        raise CamwallError(f"option opticam_init must be 'constant' or 'random', got {init!r}.")
+        seed = self.opts["seed"]
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(0 if seed is None else int(seed))
+        return torch.rand((b, k), generator=gen).to(device)
 
     def final_map(self, ctx: CamContext) -> Tensor:
         iters = self.opts["opticam_iters"]
         lr = float(self.opts["opticam_lr"])
-        if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
-            raise CamwallError(f"option opticam_iters must be a positive integer, got {iters!r}.")
         feats = ctx.activations.clamp_min(0)
         xf = ctx.x.float()
         b, k = feats.shape[:2]
@@ -123,7 +125,7 @@ class OptiCAM(CamMethod, name="opticam"):
         ui = u.detach().requires_grad_(True)
         with torch.enable_grad():
             masks = opticam_masks(feats, ui, ctx.input_size)
-            logits = ctx.engine.run_model((masks * xf).to(x.dtype))
+            logits = ctx.runner.run_model((masks * xf).to(x.dtype))
             obj = score_rows(logits, rows, ctx.targets)
             (grad,) = torch.autograd.grad(-obj.sum(), ui)
         return obj.detach(), grad, masks.detach()

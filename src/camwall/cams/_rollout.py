@@ -154,5 +154,5 @@ class Rollout(CamMethod, name="rollout"):
     default = False
 
     def final_map(self, ctx: CamContext) -> Tensor:
-        raw = attention_rollout(ctx.engine.model, ctx.x)
+        raw = attention_rollout(ctx.runner.model, ctx.x)
         return finalize_maps(raw, ctx.input_size)

@@ -9,17 +9,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from camwall.cams._base import METHODS, CamContext, CamMethod
+from camwall.cams._checks import Check, positive_int
 from camwall.cams._targets import score_rows
-from camwall.errors import CamwallError
 
-__all__ = ["ScoreCAM", "chunk_option"]
-
-
-def chunk_option(value: object, name: str) -> int:
-    """Validate a chunk-size option (a positive int)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CamwallError(f"option {name} must be a positive integer, got {value!r}.")
-    return value
+__all__ = ["ScoreCAM"]
 
 
 @METHODS.add
@@ -36,9 +29,12 @@ class ScoreCAM(CamMethod, name="scorecam"):
     """
 
     options: ClassVar[dict[str, Any]] = {"scorecam_chunk": 16}
+    checks: ClassVar[dict[str, Check]] = {"scorecam_chunk": positive_int}
+    chunk_option = "scorecam_chunk"
+    chunk_budget = 2**20  # 256 rows of 64 x 64 grey canvases; the default on 224 x 224 RGB
 
     def weights(self, ctx: CamContext) -> Tensor:
-        chunk = chunk_option(self.opts["scorecam_chunk"], "scorecam_chunk")
+        chunk = self.opts["scorecam_chunk"]
         a = ctx.activations
         x = ctx.x
         b, k = a.shape[:2]
@@ -70,7 +66,7 @@ class ScoreCAM(CamMethod, name="scorecam"):
             hi = flat.amax(dim=1)[:, None, None, None]
             masks = (up - lo) / (hi - lo + 1e-8)
             masked = (x[owners].float() * masks).to(x.dtype)
-            values = score_rows(ctx.engine.run_model(masked), owners, ctx.targets)
+            values = score_rows(ctx.runner.run_model(masked), owners, ctx.targets)
             chunk_values.append(values)
         if jobs:
             job_scores = torch.cat(chunk_values)
@@ -81,7 +77,7 @@ class ScoreCAM(CamMethod, name="scorecam"):
                 per_slot[i][slots[mine]] = job_scores[mine]
         if zeros:
             # every all-zero mask gives the same all-zero input: one forward pass for the call
-            logits = ctx.engine.run_model(torch.zeros_like(x[:1]))
+            logits = ctx.runner.run_model(torch.zeros_like(x[:1]))
             owners = [i for i, _ in zeros]
             values = score_rows(logits.expand(len(zeros), *logits.shape[1:]), owners, ctx.targets)
             for (i, slot), value in zip(zeros, values):  # at most one zero slot per image

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from camwall.cams._base import METHODS, CamContext, CamMethod
+from camwall.cams._base import METHODS, CamContext, CamMethod, Needs
+from camwall.cams._checks import Check, as_given, non_negative, one_of, positive_int
 from camwall.cams._post import normalize_maps
-from camwall.cams._score import chunk_option
 from camwall.cams._targets import score_rows
 from camwall.errors import CamwallError
 
@@ -70,11 +70,11 @@ class SessOptions:
         self.window = opts["sess_window"] or min(h, w)
         self.step = opts["sess_step"] or self.window
         for name, v in (("sess_window", self.window), ("sess_step", self.step)):
-            chunk_option(v, name)
+            positive_int(name, v)
         scales = opts["sess_scales"]
         if scales is None:
             step = round(self.window * float(opts["sess_scale_step_ratio"]))
-            n = chunk_option(opts["sess_num_scales"], "sess_num_scales")
+            n = opts["sess_num_scales"]
             scales = [self.window + step * i for i in range(n)]
         if any(s < self.window for s in scales):
             raise CamwallError(
@@ -85,15 +85,15 @@ class SessOptions:
         self.pre_filter = float(opts["sess_pre_filter"])
         if not 0.0 <= self.pre_filter < 1.0:
             raise CamwallError(f"option sess_pre_filter must be in [0, 1), got {self.pre_filter}.")
-        if opts["sess_pool"] not in ("mean", "max"):
-            raise CamwallError(
-                f"option sess_pool must be 'mean' or 'max', got {opts['sess_pool']!r}."
-            )
-        base = opts["sess_base"]
-        if base == "sess" or base not in METHODS:
-            known = ", ".join(n for n in METHODS if n != "sess")
-            raise CamwallError(f"option sess_base must be one of {known}; got {base!r}.")
-        self.chunk = chunk_option(opts["sess_chunk"], "sess_chunk")
+        self.chunk = opts["sess_chunk"]
+
+
+def _base_method(name: str, value: Any) -> str:
+    """A registered method other than sess itself."""
+    if value == "sess" or value not in METHODS:
+        known = ", ".join(n for n in METHODS if n != "sess")
+        raise CamwallError(f"option {name} must be one of {known}; got {value!r}.")
+    return value
 
 
 @METHODS.add
@@ -128,6 +128,22 @@ class SESS(CamMethod, name="sess"):
         "sess_softmax": True,
         "sess_chunk": 32,
     }
+    checks: ClassVar[dict[str, Check]] = {
+        "sess_base": _base_method,
+        "sess_scales": as_given,  # checked against the window size
+        "sess_num_scales": positive_int,
+        "sess_scale_step_ratio": non_negative,
+        "sess_window": as_given,  # None or 0: min(H, W); then checked by SessOptions
+        "sess_step": as_given,  # None or 0: the window; then checked by SessOptions
+        "sess_pre_filter": as_given,  # in [0, 1), checked by SessOptions
+        "sess_theta": as_given,
+        "sess_pool": one_of("mean", "max"),
+        "sess_smooth": as_given,
+        "sess_softmax": as_given,
+        "sess_chunk": positive_int,
+    }
+    chunk_option = "sess_chunk"
+    chunk_budget = 2**19  # patches, each scored and then explained by the base method
 
     def final_map(self, ctx: CamContext) -> Tensor:
         h, w = ctx.input_size
@@ -159,11 +175,11 @@ class SESS(CamMethod, name="sess"):
             part = patches[start : start + chunk]
             batch = torch.stack([crop(p) for p in part])
             try:
-                logits = ctx.engine.run_model(batch)
+                logits = ctx.runner.run_model(batch)
             except RuntimeError as err:
                 raise CamwallError(
                     f"sess runs the model on {tuple(batch.shape[-2:])} patches and "
-                    f"{type(ctx.engine.model).__name__} refuses them ({str(err)[:80]}); use a "
+                    f"{type(ctx.runner.model).__name__} refuses them ({str(err)[:80]}); use a "
                     f"model with global pooling, or sess_window / sess_scales it accepts."
                 ) from None
             if self.opts["sess_softmax"]:
@@ -189,12 +205,16 @@ class SESS(CamMethod, name="sess"):
         return kept, torch.cat(weights)
 
     def _patch_maps(self, ctx: CamContext, kept: list[_Patch], crop: Any, chunk: int) -> Tensor:
-        base = self.opts["sess_base"]
+        """The base method's final map of each kept patch (its defaults), chunk by chunk."""
+        base = METHODS.get(self.opts["sess_base"])()
+        need = Needs.of([type(base)])
         out = []
         for start in range(0, len(kept), chunk):
             part = kept[start : start + chunk]
             batch = torch.stack([crop(p) for p in part])
-            out.append(ctx.engine(batch, base, targets=[ctx.targets[p.image] for p in part])[base])
+            sub = ctx.runner.capture(batch, [ctx.targets[p.image] for p in part], need)
+            with torch.no_grad():
+                out.append(base.final_map(sub).float())
         return torch.cat(out)
 
     def _fuse(

@@ -30,7 +30,6 @@ from camwall._cliargs import (
 from camwall.cams import DEFAULT_METHODS
 from camwall.cams._base import METHODS
 from camwall.cams._engine import CamEngine
-from camwall.cams._layers import whole_map
 from camwall.errors import CamwallError
 from camwall.runtime import IMAGENET_MEAN, IMAGENET_STD
 
@@ -182,7 +181,7 @@ def _check_smooth(methods: list[str], eigen: bool) -> None:
     """``--eigen-smooth`` applies to methods whose map is a sum of channels."""
     if not eigen:
         return
-    bad = [name for name in methods if whole_map(METHODS.get(name))]
+    bad = [name for name in methods if not METHODS.get(name).eigen_smooth]
     if bad:
         raise CamwallError(
             f"--eigen-smooth does not apply to {', '.join(bad)} (their maps are not weighted "

@@ -1,4 +1,7 @@
-"""camwall's own explainers: every CAM of :data:`camwall.cams.METHODS` and the controls."""
+"""camwall's own explainers: every CAM of :data:`camwall.cams.METHODS` and the controls.
+
+Whether a CAM is stochastic (takes ``seed``) is the method's class fact
+(:attr:`camwall.cams.CamMethod.stochastic`)."""
 
 from __future__ import annotations
 
@@ -11,8 +14,6 @@ from camwall.explainers._registry import EXPLAINERS
 from camwall.metrics import CONTROLS
 
 __all__: list[str] = []
-
-_STOCHASTIC = {"opticam"}
 
 
 def _cam(method: str) -> ExplainFn:
@@ -45,7 +46,7 @@ def _control(name: str) -> ExplainFn:
     return fn
 
 
-for _name in METHODS.names():
+for _name, _method in METHODS.items():
     EXPLAINERS.add(
         ExplainerSpec(
             _name,
@@ -54,7 +55,7 @@ for _name in METHODS.names():
             _cam(_name),
             "final",
             needs_layer=True,
-            stochastic=_name in _STOCHASTIC,
+            stochastic=_method.stochastic,
             description=f"camwall.cams {_name}",
         ),
     )

@@ -280,13 +280,11 @@ class _Guard(TorchFunctionMode):
 
 @contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[None]:
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
+    """``model`` locked and in eval mode inside, its modes restored after (flags untouched)."""
+    from camwall.modelstate import held
+
+    with held(model, freeze=False):
         yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 @contextmanager

@@ -1,0 +1,405 @@
+"""The layer runner: one forward (and one backward) pass recorded at the target layers.
+
+:class:`LayerRunner` is what a method sees of the model (:class:`camwall.cams.CamRunner`):
+``run_model`` (the target layers not recorded), ``capture`` (a new recorded pass, with the
+gradients, Hessian-vector products or bias gradients asked) and ``run_tail`` (the model's part
+after the target layer on modified feature maps). :class:`camwall.cams.CamEngine` owns one, arms
+its hooks inside a call and holds the model's state (:mod:`camwall.modelstate`).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from camwall.cams._base import CamContext, Needs, PassExtras
+from camwall.cams._biases import bias_layers, capture_outputs, check_bias_calls
+from camwall.cams._reshape import ReshapeTransform, inverse_of
+from camwall.cams._targets import Target, TargetsArg, resolve_targets, score_rows
+from camwall.errors import CamwallError
+
+__all__ = ["LayerRunner"]
+
+OutputFn = Callable[[Any], Tensor]
+
+
+@dataclass
+class _Capture:
+    """One pass's per-layer records: ``outputs[i]`` is layer i's raw output (a tensor that
+    requires grad when gradients are asked), ``views[i]`` its reshaped feature map."""
+
+    grad: bool
+    layers: int = 1
+    replacement: Tensor | None = None  # run_tail without a known tail: layer 0's new output
+    outputs: list[Tensor | None] = field(default_factory=list)
+    views: list[Tensor | None] = field(default_factory=list)
+    calls: list[int] = field(default_factory=list)
+    thread: int = field(default_factory=threading.get_ident)
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every record (a pass that failed and is run again)."""
+        self.outputs = [None] * self.layers
+        self.views = [None] * self.layers
+        self.calls = [0] * self.layers
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What every layer's context shares."""
+
+    x: Tensor
+    logits: Tensor
+    scores: Tensor
+    targets: list[Target]
+    explicit: bool
+
+
+class LayerRunner:
+    """Runs one model and records its target layers (see the module docstring).
+
+    Args:
+        model: the classifier.
+        layers: ``[(dotted_name, module), ...]``, the target layers (at least one).
+        output_fn: maps the model's raw output to the logits tensor, or ``None``.
+        tail: the part of the model after the (single) target layer, ``tail(A) -> output``,
+            or ``None`` (then ``run_tail`` re-runs the whole model with the layer replaced).
+        channels_last: feed channels-last inputs (``None``: on CPU only). A model that rejects
+            them runs on plain inputs for the rest of the current call (:meth:`new_call`).
+        reshape_transform: raw layer output -> B x K x h x w, or ``None``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[tuple[str, nn.Module]],
+        output_fn: OutputFn | None,
+        tail: Callable[[Tensor], Any] | None,
+        channels_last: bool | None,
+        reshape_transform: ReshapeTransform | None,
+    ) -> None:
+        self._model = model
+        self.layers = list(layers)
+        self.layer_names = tuple(name for name, _ in self.layers)
+        self.output_fn = output_fn
+        self.tail = tail
+        self.channels_last = channels_last
+        self.reshape_transform = reshape_transform
+        self._capture: _Capture | None = None
+        self._plain = False  # this call fell back to plain inputs
+
+    @property
+    def model(self) -> nn.Module:
+        return self._model
+
+    @property
+    def layer_name(self) -> str:
+        return self.layer_names[0]
+
+    def new_call(self) -> None:
+        """Start a call: channels-last is tried again (a fallback lasts one call)."""
+        self._plain = False
+
+    def attach(self) -> list[Any]:
+        """Register the recording hook on every target layer; returns the handles."""
+        return [
+            layer.register_forward_hook(functools.partial(self._hook, index))
+            for index, (_, layer) in enumerate(self.layers)
+        ]
+
+    def detach(self) -> None:
+        """Drop any record in progress (the hooks are disarmed)."""
+        self._capture = None
+
+    # ----------------------------------------------------------------- the hook
+    def _hook(self, index: int, module: nn.Module, inputs: Any, output: Any) -> Any:
+        cap = self._capture
+        if cap is None or cap.thread != threading.get_ident():
+            return None  # disarmed, or a plain forward of the model in another thread
+        name = self.layer_names[index]
+        cap.calls[index] += 1
+        if cap.calls[index] > 1:
+            raise CamwallError(
+                f"target layer {name!r} runs more than once in one forward pass (a shared module "
+                f"such as a reused ReLU); choose a layer that runs once, e.g. the enclosing block."
+            )
+        if cap.replacement is not None:
+            if not isinstance(output, Tensor) or output.shape[1:] != cap.replacement.shape[1:]:
+                raise CamwallError(
+                    f"target layer {name!r} changed its output shape between passes."
+                )
+            return cap.replacement
+        if not isinstance(output, Tensor):
+            raise CamwallError(
+                f"target layer {name!r} returns {type(output).__name__}, not a tensor; choose a "
+                f"layer whose output is a tensor (B x K x h x w, or tokens with reshape_transform)."
+            )
+        with torch.no_grad():
+            cap.views[index] = self._check_view(name, self.view(output.detach()))
+        # a later layer's output already depends on an earlier (recorded) one: keep that graph
+        a = output if output.requires_grad else output.detach()
+        if cap.grad and not a.requires_grad:
+            a.requires_grad_(True)
+        cap.outputs[index] = a
+        return a.clone()
+
+    def view(self, output: Tensor) -> Tensor:
+        """The target layer's raw output as a feature map (``reshape_transform`` applied)."""
+        if self.reshape_transform is None:
+            return output
+        return self.reshape_transform(output)
+
+    def _check_view(self, name: str, view: Any) -> Tensor:
+        if self.reshape_transform is not None and not isinstance(view, Tensor):
+            raise CamwallError(
+                f"reshape_transform returned {type(view).__name__} for target layer {name!r}; "
+                f"it must return a B x K x h x w tensor."
+            )
+        if view.dim() not in (4, 5):
+            fix = (
+                "fix reshape_transform"
+                if self.reshape_transform is not None
+                else "pass reshape_transform= (e.g. camwall.cams.token_grid() for ViT tokens)"
+            )
+            raise CamwallError(
+                f"target layer {name!r} gives shape {tuple(view.shape)}; CAMs need a B x K x h x w "
+                f"feature map (or B x K x d x h x w for 3-D convolutions); choose a convolutional "
+                f"layer or {fix}."
+            )
+        return view
+
+    # ----------------------------------------------------------------- running the model
+    def logits(self, output: Any, batch: int) -> Tensor:
+        """Apply ``output_fn`` and check that the result is a B x ... tensor."""
+        if self.output_fn is not None:
+            output = self.output_fn(output)
+        if not isinstance(output, Tensor):
+            raise CamwallError(
+                f"the model returned a {type(output).__name__}, not a logits tensor. Wrap the "
+                f"model so that it returns the logits (e.g. nn.Sequential(model, PickLogits())) or "
+                f"pass output_fn=lambda out: out[0] (or out['logits'])."
+            )
+        if output.dim() == 0 or output.shape[0] != batch:
+            raise CamwallError(
+                f"the model output has shape {tuple(output.shape)} for a batch of {batch}; "
+                f"expected B x num_classes logits (use output_fn to select them)."
+            )
+        return output
+
+    def run_model(self, x: Tensor) -> Tensor:
+        """Full forward pass (hook disarmed), returning the logits."""
+        return self.logits(self._call_model(x), x.shape[0])
+
+    def _call_model(self, x: Tensor, plain: bool = False) -> Any:
+        use = False if plain or self._plain else self.channels_last
+        if use is None:
+            use = x.device.type == "cpu"
+        if use and x.dim() == 4:
+            cap = self._capture
+            try:
+                return self._model(x.contiguous(memory_format=torch.channels_last))
+            except RuntimeError:
+                self._plain = True  # e.g. a .view() on a feature map: plain for this call
+                if cap is not None:
+                    cap.reset()
+        return self._model(x)
+
+    def run_tail(self, a: Tensor, x: Tensor, original: Tensor | None = None) -> Tensor:
+        """Logits for target-layer feature maps ``a`` (N x K x h x w) of inputs ``x``.
+
+        Uses the model's tail after the target layer (Sequential split or ``head``) when known;
+        otherwise re-runs the whole model on ``x`` with the layer's output replaced by ``a``.
+        With a ``reshape_transform``, ``a`` is first mapped back to the layer's raw output by
+        ``reshape_transform.inverse(a, original)`` (``original``: the N rows' raw outputs).
+        One target layer only.
+        """
+        if len(self.layers) > 1:
+            raise CamwallError("run_tail needs a single target layer.")
+        if self.reshape_transform is not None:
+            if original is None:
+                raise CamwallError("run_tail needs the original raw output with reshape_transform.")
+            a = inverse_of(self.reshape_transform, "run_tail")(a, original)
+        if self.tail is not None:
+            return self.logits(self.tail(a), a.shape[0])
+        self._capture = _Capture(grad=False, replacement=a)
+        try:
+            out = self._call_model(x)
+        finally:
+            self._capture = None
+        return self.logits(out, a.shape[0])
+
+    def _forward(self, x: Tensor, grad: bool, plain: bool = False) -> tuple[_Capture, Tensor]:
+        """One forward pass with every target layer recorded; returns the records and logits."""
+        cap = _Capture(grad=grad, layers=len(self.layers))
+        self._capture = cap
+        try:
+            with torch.set_grad_enabled(grad):
+                out = self._call_model(x, plain=plain)
+        finally:
+            self._capture = None
+        for name, view in zip(self.layer_names, cap.views, strict=True):
+            if view is None:
+                raise CamwallError(
+                    f"target layer {name!r} did not run during the forward pass; choose a layer "
+                    f"that the model's forward uses."
+                )
+        return cap, self.logits(out, x.shape[0])
+
+    # ----------------------------------------------------------------- recorded passes
+    def capture(self, x: Tensor, targets: TargetsArg, need: Needs | bool = False) -> CamContext:
+        """The first target layer's context of :meth:`capture_layers`."""
+        return self.capture_layers(x, targets, need)[0]
+
+    def capture_layers(
+        self, x: Tensor, targets: TargetsArg, need: Needs | bool = False
+    ) -> list[CamContext]:
+        """One forward pass (and one backward pass if any gradient is needed) for all methods
+        and all target layers; one :class:`CamContext` per target layer.
+
+        ``need.hvp``: the backward pass builds its own graph and one more batched backward per
+        layer gives the Hessian-vector product ``H A``. ``need.biases`` (fullgrad): the same
+        backward also gives ``dy/dx`` and ``dy/dz`` at every biased Conv2d / BatchNorm2d output
+        ``z``; the pass then keeps the whole graph. ``need.plain``: plain (not channels-last)
+        inputs, for methods that amplify float rounding (``CamMethod.channels_last_ok = False``).
+        Gradients are enabled here whatever the caller's grad mode (``torch.no_grad()``).
+        """
+        if isinstance(need, bool):
+            need = Needs(grad=need)
+        layers = bias_layers(self._model) if need.biases else []
+        store: list[Tensor] = []
+        with torch.enable_grad(), capture_outputs(layers, store):
+            if need.biases:
+                x = x.detach().requires_grad_(True)
+            cap, logits = self._forward(x, need.grad or need.biases, plain=need.plain)
+            outputs = [t for t in cap.outputs if t is not None]
+            views = [v for v in cap.views if v is not None]
+            self._check_finite(views, logits)
+            fns: list[Target] = resolve_targets(targets, logits.detach())
+            scores = score_rows(logits, range(x.shape[0]), fns)
+            grads: list[Tensor | None] = [None] * len(outputs)
+            hvps: list[Tensor | None] = [None] * len(outputs)
+            extra: list[Tensor | None] = []
+            if need.grad or need.biases:
+                if not scores.requires_grad:
+                    raise CamwallError(
+                        f"the target scores do not depend on target layer {self.layer_name!r}; "
+                        f"choose a layer before the output (or check targets)."
+                    )
+                check_bias_calls(self._model, layers, store)
+                others = [x, *store] if need.biases else []
+                grads, hvps, extra = _backward(scores, outputs, need.hvp, others)
+        shared = _Shared(x.detach(), logits.detach(), scores.detach(), fns, targets is not None)
+        return [
+            self._context(shared, out, view, g, h, extra, layers)
+            for out, view, g, h in zip(outputs, views, grads, hvps, strict=True)
+        ]
+
+    def _context(
+        self,
+        shared: _Shared,
+        output: Tensor,
+        view: Tensor,
+        grad: Tensor | None,
+        hvp: Tensor | None,
+        extra: list[Tensor | None],
+        layers: list[nn.Module],
+    ) -> CamContext:
+        """One layer's context: gradients and ``H A`` reshaped like the activations (as
+        pytorch-grad-cam applies ``reshape_transform`` to the gradient)."""
+
+        volume = tuple(int(n) for n in view.shape[2:]) if view.dim() == 5 else None
+
+        def flat(t: Tensor) -> Tensor:  # B x K x d x h x w -> B x K x d x (h*w)
+            return t if volume is None else t.flatten(3)
+
+        def shaped(t: Tensor | None) -> Tensor | None:
+            return None if t is None else flat(self.view(t).float())
+
+        extras = PassExtras(
+            hvp=shaped(hvp),
+            input_gradient=extra[0] if extra else None,
+            bias_gradients=tuple(zip(layers, extra[1:], strict=True)),
+            explicit_targets=shared.explicit,
+        )
+        return CamContext(
+            x=shared.x,
+            activations=flat(view.float()),
+            raw_activations=flat(view),
+            gradients=shaped(grad),
+            logits=shared.logits,
+            scores=shared.scores,
+            targets=shared.targets,
+            runner=self,
+            extras=extras,
+            layer_output=output.detach() if self.reshape_transform is not None else None,
+            volume=volume,
+        )
+
+    def _check_finite(self, views: list[Tensor], logits: Tensor) -> None:
+        """Refuse NaN/Inf target-layer activations or logits (for a finite input).
+
+        One device synchronisation when all is finite; the error names where it starts.
+        """
+        ok = torch.isfinite(logits).all()
+        for v in views:
+            ok = ok & torch.isfinite(v).all()
+        if bool(ok):
+            return
+        bad = [n for n, v in zip(self.layer_names, views) if not bool(torch.isfinite(v).all())]
+        where = (
+            f"the activations of target layer {bad[0]!r}" if bad else "the model's output (logits)"
+        )
+        raise CamwallError(
+            f"{where} contain NaN or Inf for a finite input, so every map would be NaN"
+            f"{_nonfinite_parameters(self._model)}; check the model's weights (or its "
+            "numerical range, e.g. float16 overflow)."
+        )
+
+
+def _backward(
+    scores: Tensor, outputs: Sequence[Tensor], need_hvp: bool, others: Sequence[Tensor]
+) -> tuple[list[Tensor | None], list[Tensor | None], list[Tensor | None]]:
+    """One backward pass: ``G_l = d(sum_b y_b)/dA_l`` (float32) for every recorded layer output
+    and ``d(sum_b y_b)/dt`` for each of ``others``; if asked, ``H_l A_l =
+    d(sum G_l * A_l detached)/dA_l`` by one more batched call per layer.
+
+    Images do not interact, so the summed score's Hessian is block-diagonal per image. A tail
+    without a second derivative (ReLU, max pooling, linear layers) gives ``H A = 0``.
+    """
+    found = torch.autograd.grad(
+        scores.sum(), [*outputs, *others], allow_unused=True, create_graph=need_hvp
+    )
+    n = len(outputs)
+    rest: list[Tensor | None] = [None if t is None else t.detach() for t in found[n:]]
+    grads: list[Tensor | None] = []
+    hvps: list[Tensor | None] = []
+    for a, g in zip(outputs, found[:n], strict=True):
+        zeros = torch.zeros_like(a, dtype=torch.float32)
+        grads.append(zeros if g is None else g.detach().float())
+        if not need_hvp:
+            hvps.append(None)
+            continue
+        h = None
+        if g is not None and g.requires_grad:
+            (h,) = torch.autograd.grad(
+                g, a, grad_outputs=a.detach(), allow_unused=True, retain_graph=True
+            )
+        hvps.append(zeros if h is None else h.detach().float())
+    return grads, hvps, rest
+
+
+def _nonfinite_parameters(model: nn.Module) -> str:
+    """``": parameter NAME has N NaN / M Inf values"`` for the first such parameter, or ``""``."""
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            nan, inf = int(torch.isnan(p).sum()), int(torch.isinf(p).sum())
+            return f": parameter {name} has {nan} NaN / {inf} Inf values"
+    return ""
