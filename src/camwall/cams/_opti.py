@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from camwall.cams._base import METHODS, CamContext, CamMethod
-from camwall.cams._checks import Check, number, one_of, positive_int, seed
+from camwall.cams._checks import Check, one_of, positive, positive_int, seed
 from camwall.cams._targets import score_rows
 
 __all__ = ["OptiCAM", "opticam_masks"]
@@ -63,7 +63,7 @@ class OptiCAM(CamMethod, name="opticam"):
     }
     checks: ClassVar[dict[str, Check]] = {
         "opticam_iters": positive_int,
-        "opticam_lr": number,
+        "opticam_lr": positive,
         "opticam_init": one_of("constant", "random"),
         "seed": seed,
     }

@@ -112,4 +112,11 @@ def score_rows(logits: Tensor, owners: Sequence[int], targets: Sequence[Target])
                 + "."
             )
         scores.append(s.reshape(()))
-    return torch.stack(scores).float()
+    out = torch.stack(scores).float()
+    if not bool(torch.isfinite(out).all()):
+        row = int((~torch.isfinite(out)).nonzero()[0, 0])
+        raise CamwallError(
+            f"the target callable of image {owners[row]} returned {float(out[row].detach())}; a "
+            f"target must give a finite score for every image (check the callable)."
+        )
+    return out
