@@ -89,3 +89,16 @@ def test_threads_mixing_the_engine_and_peer_libraries(run):
     for name, maps in zip(names, got, strict=True):
         torch.testing.assert_close(maps, want[name], rtol=0, atol=0, msg=name)
     assert _state(model) == before
+
+
+@pytest.mark.parametrize("name", ["captum:NoiseTunnel", "gradcam:RandomCAM"])
+def test_seeded_explainers_on_two_models_in_threads_keep_their_streams(name):
+    """A seeded peer explainer draws from the global generators: threads on two different
+    models (two locks) must not interleave their seeded draws."""
+    models = [tiny_walled(seed=1), tiny_walled(seed=2)]
+    want = [explain(m, X, name, TARGETS, seed=5) for m in models]
+    calls = [lambda m=m: [explain(m, X, name, TARGETS, seed=5) for _ in range(10)] for m in models]
+    for _ in range(3):
+        for runs, expected in zip(run_in_threads(calls), want, strict=True):
+            for maps in runs:
+                torch.testing.assert_close(maps, expected, rtol=0, atol=0)
