@@ -174,3 +174,70 @@ def test_bad_chunk_option(make_tiny):
 def test_not_a_model():
     with pytest.raises(CamwallError, match=r"nn\.Module"):
         CamEngine(lambda x: x, "0")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["scorecam", "ablationcam", "cam", "sess", "opticam", "gradcam"])
+def test_empty_batch_is_one_clear_error(name):
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
+    with pytest.raises(CamwallError, match=r"empty batch.*at least one image"):
+        compute_cams(model, torch.rand(0, 3, 8, 8), "1", name)
+    assert hook_count(model) == 0
+
+
+@pytest.mark.parametrize("name", ["gradcam", "scorecam", "ablationcam", "fullgrad", "eigencam"])
+def test_target_callable_returning_nan_is_refused(name, make_tiny):
+    model, layer, x = make_tiny("flat", batch=2)
+    targets = [lambda row: row[0], lambda row: row[1] * float("nan")]
+    with pytest.raises(CamwallError, match=r"target callable of image 1 returned nan"):
+        compute_cams(model, x, layer, name, targets=targets)
+    assert hook_count(model) == 0
+
+
+def test_target_callable_returning_nan_only_on_masked_inputs_is_refused(make_tiny):
+    """scorecam scores masked copies with the same callable: a NaN there is refused too."""
+    model, layer, x = make_tiny("flat", batch=1)
+    clean = model(x)[0, 0].item()
+
+    def target(row: torch.Tensor) -> torch.Tensor:
+        return row[0] if abs(float(row[0]) - clean) < 1e-6 else row[0] * float("nan")
+
+    with pytest.raises(CamwallError, match=r"target callable of image 0 returned nan"):
+        compute_cams(model, x, layer, "scorecam", targets=[target])
+
+
+@pytest.mark.parametrize(
+    ("name", "option", "value"),
+    [
+        ("ablationcam", "ablation_value", float("inf")),
+        ("ablationcam", "ablation_value", float("nan")),
+        ("fem", "fem_k", float("nan")),
+        ("opticam", "opticam_lr", float("nan")),
+        ("opticam", "opticam_lr", 0.0),
+        ("opticam", "opticam_lr", float("inf")),
+        ("randomcam", "seed", 2**70),
+        ("sscam", "seed", -(2**64)),
+        ("opticam", "seed", 2**64),
+        ("sscam", "sscam_std", float("inf")),
+        ("kpcacam", "kpcacam_gamma", float("nan")),
+        ("finercam", "finercam_alpha", float("nan")),
+        ("sess", "sess_theta", float("nan")),
+    ],
+)
+def test_out_of_range_option_values_name_the_option(name, option, value, make_tiny):
+    model, layer, x = make_tiny("flat", batch=1)
+    with pytest.raises(CamwallError, match=f"option {option} must be"):
+        compute_cams(model, x, layer, name, **{option: value})
+    assert hook_count(model) == 0
+
+
+def test_seeds_at_the_ends_of_torchs_range_are_accepted(make_tiny):
+    model, layer, x = make_tiny("flat", batch=1)
+    for seed in (2**64 - 1, -(2**63), 0):
+        maps = compute_cams(model, x, layer, ["randomcam", "sscam"], seed=seed, sscam_samples=1)
+        assert all(bool(torch.isfinite(m).all()) for m in maps.values())

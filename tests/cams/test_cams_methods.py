@@ -209,7 +209,7 @@ def test_new_options_are_checked(make_tiny):
     model, layer, x = make_tiny("flat", batch=1)
     with pytest.raises(CamwallError, match="kpcacam_kernel must be"):
         compute_cams(model, x, layer, "kpcacam", kpcacam_kernel="poly")
-    with pytest.raises(CamwallError, match="fem_k must be a number"):
+    with pytest.raises(CamwallError, match="fem_k must be a finite number"):
         compute_cams(model, x, layer, "fem", fem_k="2")
     with pytest.raises(CamwallError, match="finercam_target_idx must be a class index 0 to 4"):
         compute_cams(model, x, layer, "finercam", finercam_target_idx=5)

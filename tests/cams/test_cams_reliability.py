@@ -120,6 +120,31 @@ def test_a_plain_forward_in_another_thread_is_not_captured(make_tiny):
             t.join()
 
 
+def test_fullgrad_does_not_count_another_threads_plain_forwards(make_tiny):
+    """fullgrad records every biased layer once per pass: only this call's pass counts."""
+    model, layer, x = make_tiny("flat", batch=2)
+    want = compute_cams(model, x, layer, "fullgrad")["fullgrad"]
+    done = threading.Event()
+    started = threading.Event()
+
+    def forward_loop() -> None:
+        while not done.is_set():
+            with torch.no_grad():
+                model(x)
+            started.set()
+
+    t = threading.Thread(target=forward_loop)
+    t.start()
+    started.wait()
+    try:
+        for _ in range(30):
+            got = compute_cams(model, x, layer, "fullgrad")["fullgrad"]
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+    finally:
+        done.set()
+        t.join()
+
+
 @pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
 def test_same_maps_under_no_grad_and_inference_mode(mode, make_tiny):
     model, layer, x = make_tiny("custom", batch=2)

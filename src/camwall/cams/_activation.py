@@ -9,7 +9,8 @@ from torch import Tensor
 
 from camwall.cams._base import METHODS, CamContext, CamMethod
 from camwall.cams._checks import Check, generator, number, seed
-from camwall.errors import CamwallError
+from camwall.cams._checks import generator as check_generator
+from camwall.cams._checks import seed as check_seed
 
 __all__ = ["FEM", "RandomCAM", "random_weights"]
 
@@ -41,15 +42,9 @@ def random_weights(b: int, k: int, seed: Any, generator: Any) -> Tensor:
     ``generator`` (a CPU ``torch.Generator``) wins; else a fresh generator seeded with ``seed``
     (default 0, so the control is reproducible).
     """
-    if generator is None:
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise CamwallError(f"option seed must be an integer or None, got {seed!r}.")
+    if check_generator("generator", generator) is None:
         generator = torch.Generator(device="cpu")
-        generator.manual_seed(0 if seed is None else seed)
-    elif not isinstance(generator, torch.Generator):
-        raise CamwallError(
-            f"option generator must be a torch.Generator, got {type(generator).__name__}."
-        )
+        generator.manual_seed(0 if check_seed("seed", seed) is None else seed)
     return torch.rand((b, k), generator=generator, dtype=torch.float64) * 2 - 1
 
 

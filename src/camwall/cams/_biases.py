@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -52,10 +53,14 @@ def capture_outputs(layers: list[nn.Module], store: list[Tensor]) -> Iterator[No
     """Record each layer's output and hand the model a copy, so that a following in-place op
     (``ReLU(inplace=True)``) leaves the recorded tensor, and its gradient, pre-activation.
 
-    Hooks exist only inside the block; no layers: nothing is registered.
+    Only this thread's forwards are recorded: another thread's plain ``model(x)`` during the
+    block passes untouched. Hooks exist only inside the block; no layers: nothing is registered.
     """
+    thread = threading.get_ident()
 
     def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
+        if threading.get_ident() != thread:
+            return None
         store.append(output)
         return output.clone()
 

@@ -7,6 +7,7 @@ unchanged (the method reads it as given).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = [
     "number",
     "one_of",
     "optional",
+    "positive",
     "positive_int",
     "seed",
 ]
@@ -48,16 +50,23 @@ def positive_int(name: str, value: Any) -> int:
 
 
 def number(name: str, value: Any) -> float:
-    """An int or a float."""
-    if not _is_number(value):
-        raise CamwallError(f"option {name} must be a number, got {value!r}.")
+    """A finite int or float."""
+    if not _is_number(value) or not math.isfinite(value):
+        raise CamwallError(f"option {name} must be a finite number, got {value!r}.")
     return value
 
 
 def non_negative(name: str, value: Any) -> float:
-    """An int or a float, at least 0."""
-    if not _is_number(value) or value < 0:
-        raise CamwallError(f"option {name} must be a non-negative number, got {value!r}.")
+    """A finite int or float, at least 0."""
+    if not _is_number(value) or not math.isfinite(value) or value < 0:
+        raise CamwallError(f"option {name} must be a finite non-negative number, got {value!r}.")
+    return value
+
+
+def positive(name: str, value: Any) -> float:
+    """A finite int or float, above 0 (a learning rate)."""
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+        raise CamwallError(f"option {name} must be a finite positive number, got {value!r}.")
     return value
 
 
@@ -68,10 +77,19 @@ def boolean(name: str, value: Any) -> bool:
     return value
 
 
+#: The seeds ``torch.Generator.manual_seed`` takes.
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
 def seed(name: str, value: Any) -> int | None:
-    """An integer seed, or None (the method's default seed)."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise CamwallError(f"option {name} must be an integer or None, got {value!r}.")
+    """An integer seed that torch's generators take, or None (the method's default seed)."""
+    if value is None:
+        return value
+    lo, hi = SEED_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise CamwallError(
+            f"option {name} must be an integer in [-2**63, 2**64 - 1] or None, got {value!r}."
+        )
     return value
 
 

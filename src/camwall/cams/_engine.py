@@ -304,6 +304,10 @@ def _check_input(model: nn.Module, x: Any) -> None:
         if x.dim() == 5:
             hint = " B x C x D x H x W volumes need a model with nn.Conv3d layers."
         raise CamwallError(f"x must be a B x C x H x W batch, got shape {tuple(x.shape)}.{hint}")
+    if x.shape[0] == 0:
+        raise CamwallError(
+            f"x is an empty batch (shape {tuple(x.shape)}); pass at least one image (B >= 1)."
+        )
     if not x.is_floating_point():
         raise CamwallError(
             f"x must be a floating-point tensor, got {x.dtype}; convert images with "

@@ -18,6 +18,8 @@ from torch import Tensor
 
 from camwall.cams._base import METHODS, CamContext, CamMethod
 from camwall.cams._checks import Check, as_given, generator, non_negative, positive_int, seed
+from camwall.cams._checks import generator as check_generator
+from camwall.cams._checks import seed as check_seed
 from camwall.cams._targets import score_rows
 from camwall.errors import CamwallError
 
@@ -34,15 +36,9 @@ _MASK64 = (1 << 63) - 1
 
 def _base_seed(seed: Any, generator: Any) -> int:
     """One integer from ``generator`` (a CPU ``torch.Generator``) or ``seed`` (default 0)."""
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise CamwallError(
-                f"option generator must be a torch.Generator, got {type(generator).__name__}."
-            )
+    if check_generator("generator", generator) is not None:
         return int(torch.randint(0, 1 << 62, (1,), generator=generator))
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise CamwallError(f"option seed must be an integer or None, got {seed!r}.")
-    return 0 if seed is None else seed
+    return 0 if check_seed("seed", seed) is None else seed
 
 
 def image_generators(b: int, seed: Any, generator: Any) -> list[torch.Generator]:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from camwall.cams._base import METHODS, CamContext, CamMethod
-from camwall.cams._checks import Check, number, one_of, positive_int, seed
+from camwall.cams._checks import Check, one_of, positive, positive_int, seed
 from camwall.cams._targets import score_rows
 
 __all__ = ["OptiCAM", "opticam_masks"]
@@ -48,8 +48,11 @@ class OptiCAM(CamMethod, name="opticam"):
     ``F = ReLU(A)``; parameters ``u`` (B x K, start 0.5, or uniform [0, 1) with ``opticam_init=
     "random"`` and ``seed``); ``x' = n(S(u)) * x``; maximize ``y_b(model(x'))`` with Adam
     (``opticam_lr`` 0.1, ``opticam_iters`` 50). Every ``iters // 10`` steps an image whose
-    objective got worse since the last check stops (decided per image; the authors' code
-    couples the batch). The output is ``n(S)`` with the best objective seen.
+    objective got worse since the last check stops. The output is ``n(S)`` with the best
+    objective seen. Each image is optimised on its own (one-image model runs, from its own
+    one-image pass), so its map does not depend on the other images of the batch (the
+    authors' code couples the batch; batched runs would also differ by the kernels' rounding,
+    which the optimisation amplifies).
     """
 
     options: ClassVar[dict[str, Any]] = {
@@ -60,7 +63,7 @@ class OptiCAM(CamMethod, name="opticam"):
     }
     checks: ClassVar[dict[str, Check]] = {
         "opticam_iters": positive_int,
-        "opticam_lr": number,
+        "opticam_lr": positive,
         "opticam_init": one_of("constant", "random"),
         "seed": seed,
     }
@@ -75,46 +78,32 @@ class OptiCAM(CamMethod, name="opticam"):
         return torch.rand((b, k), generator=gen).to(device)
 
     def final_map(self, ctx: CamContext) -> Tensor:
-        iters = self.opts["opticam_iters"]
-        lr = float(self.opts["opticam_lr"])
-        feats = ctx.activations.clamp_min(0)
-        xf = ctx.x.float()
-        b, k = feats.shape[:2]
-        device = feats.device
-        u = self._start(b, k, device)
-        m1 = torch.zeros_like(u)
-        m2 = torch.zeros_like(u)
-        best_obj = torch.full((b,), -math.inf, device=device)
-        best_map = torch.zeros(b, *ctx.input_size, device=device)
-        last_obj = torch.full((b,), -math.inf, device=device)
-        active = torch.ones(b, dtype=torch.bool, device=device)
-        idx = torch.arange(b, device=device)
-        rows = idx.tolist()
+        b, k = ctx.activations.shape[:2]
+        starts = self._start(b, k, ctx.x.device)
+        return torch.stack([self._image_map(ctx, i, starts[i : i + 1]) for i in range(b)])
+
+    def _image_map(self, ctx: CamContext, i: int, u: Tensor) -> Tensor:
+        """Image ``i``'s optimisation, on its own: its own one-image pass gives its features,
+        and every model run sees that image alone, so the map does not depend on the batch
+        (the same kernels as a one-image call, bit for bit). Returns the H x W map."""
+        iters, lr = self.opts["opticam_iters"], float(self.opts["opticam_lr"])
+        x = ctx.x[i : i + 1]
+        own = ctx.runner.capture(x, [ctx.targets[i]], False)
+        feats, xf = own.activations.clamp_min(0), x.float()
+        m1, m2 = torch.zeros_like(u), torch.zeros_like(u)
+        best_obj, last_obj = -math.inf, -math.inf
+        best_map = torch.zeros(*ctx.input_size, device=x.device)
         check = max(1, iters // 10)
         for step in range(1, iters + 1):
-            # while every image runs, use the full tensors (no gathers or scatters: same values)
-            full = len(rows) == b
-            ui = u if full else u[idx]
-            obj, grad, masks = self._objective(
-                ctx, feats if full else feats[idx], ui, xf if full else xf[idx], rows
-            )
-            better = obj > best_obj[idx]
-            best_obj[idx[better]] = obj[better]
-            best_map[idx[better]] = masks[better, 0]
-            m1i, m2i = (m1, m2) if full else (m1[idx], m2[idx])
-            m1i, m2i, ui = _adam(m1i, m2i, ui, grad, step, lr)
-            if full:
-                m1, m2, u = m1i, m2i, ui
-            else:
-                m1[idx], m2[idx], u[idx] = m1i, m2i, ui
+            obj, grad, masks = self._objective(own, feats, u, xf, [0])
+            value = float(obj[0])
+            if value > best_obj:
+                best_obj, best_map = value, masks[0, 0]
+            m1, m2, u = _adam(m1, m2, u, grad, step, lr)
             if step % check == 0:
-                worse = obj < last_obj[idx]
-                last_obj[idx] = obj
-                active[idx[worse]] = False
-                if not bool(active.any()):
+                if value < last_obj:  # worse than at the last check: this image stops
                     break
-                idx = active.nonzero()[:, 0]
-                rows = idx.tolist()
+                last_obj = value
         return best_map
 
     def _objective(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -34,53 +35,71 @@ class ScoreCAM(CamMethod, name="scorecam"):
     chunk_budget = 2**20  # 256 rows of 64 x 64 grey canvases; the default on 224 x 224 RGB
 
     def weights(self, ctx: CamContext) -> Tensor:
-        chunk = self.opts["scorecam_chunk"]
         a = ctx.activations
-        x = ctx.x
-        b, k = a.shape[:2]
-        size = ctx.input_size
-        per_slot: list[Tensor] = []
-        inverses: list[Tensor] = []
-        jobs: list[tuple[int, int, int]] = []  # (image, slot, representative channel)
-        zeros: list[tuple[int, int]] = []  # (image, slot) of the all-zero channels
-        for i in range(b):
-            uniq, inverse = torch.unique(a[i].flatten(1), dim=0, return_inverse=True)
-            first = torch.full((uniq.shape[0],), k, dtype=torch.long, device=a.device)
-            first = first.scatter_reduce(0, inverse, torch.arange(k, device=a.device), "amin")
-            is_zero = (uniq == 0).all(dim=1)
-            for slot, (ch, zero) in enumerate(zip(first.tolist(), is_zero.tolist())):
-                if zero:
-                    zeros.append((i, slot))
-                else:
-                    jobs.append((i, slot, ch))
-            inverses.append(inverse)
-            per_slot.append(torch.empty(uniq.shape[0], dtype=torch.float32, device=a.device))
+        b = a.shape[0]
+        slots = _distinct_channels(a)
+        if slots.jobs:
+            job_scores = self._masked_scores(ctx, slots.jobs)
+            where = torch.tensor([slot for _, slot, _ in slots.jobs], device=a.device)
+            images = torch.tensor([i for i, _, _ in slots.jobs], device=a.device)
+            for i in range(b):
+                mine = images == i
+                slots.scores[i][where[mine]] = job_scores[mine]
+        if slots.zeros:
+            # every all-zero mask gives the same all-zero input: one forward pass for the call
+            logits = ctx.runner.run_model(torch.zeros_like(ctx.x[:1]))
+            owners = [i for i, _ in slots.zeros]
+            n = len(slots.zeros)
+            values = score_rows(logits.expand(n, *logits.shape[1:]), owners, ctx.targets)
+            for (i, slot), value in zip(slots.zeros, values):  # at most one zero slot per image
+                slots.scores[i][slot] = value
+        scores = torch.stack([slots.scores[i][slots.inverses[i]] for i in range(b)])
+        return torch.softmax(scores, dim=1)
+
+    def _masked_scores(self, ctx: CamContext, jobs: list[tuple[int, int, int]]) -> Tensor:
+        """``y_i(model(x_i * mask))`` for each ``(image i, slot, channel)`` job, in chunks."""
+        a, x, chunk = ctx.activations, ctx.x, self.opts["scorecam_chunk"]
         chunk_values: list[Tensor] = []
         for start in range(0, len(jobs), chunk):
             part = jobs[start : start + chunk]
             owners = [i for i, _, _ in part]
             maps = a[owners, [c for _, _, c in part]][:, None]  # n x 1 x h x w
-            up = F.interpolate(maps, size=size, mode="bilinear", align_corners=True)
+            up = F.interpolate(maps, size=ctx.input_size, mode="bilinear", align_corners=True)
             flat = up.flatten(1)
             lo = flat.amin(dim=1)[:, None, None, None]
             hi = flat.amax(dim=1)[:, None, None, None]
             masks = (up - lo) / (hi - lo + 1e-8)
             masked = (x[owners].float() * masks).to(x.dtype)
-            values = score_rows(ctx.runner.run_model(masked), owners, ctx.targets)
-            chunk_values.append(values)
-        if jobs:
-            job_scores = torch.cat(chunk_values)
-            slots = torch.tensor([slot for _, slot, _ in jobs], device=a.device)
-            images = torch.tensor([i for i, _, _ in jobs], device=a.device)
-            for i in range(b):
-                mine = images == i
-                per_slot[i][slots[mine]] = job_scores[mine]
-        if zeros:
-            # every all-zero mask gives the same all-zero input: one forward pass for the call
-            logits = ctx.runner.run_model(torch.zeros_like(x[:1]))
-            owners = [i for i, _ in zeros]
-            values = score_rows(logits.expand(len(zeros), *logits.shape[1:]), owners, ctx.targets)
-            for (i, slot), value in zip(zeros, values):  # at most one zero slot per image
-                per_slot[i][slot] = value
-        scores = torch.stack([per_slot[i][inverses[i]] for i in range(b)])
-        return torch.softmax(scores, dim=1)
+            chunk_values.append(score_rows(ctx.runner.run_model(masked), owners, ctx.targets))
+        return torch.cat(chunk_values)
+
+
+@dataclass
+class _Slots:
+    """Each image's distinct channels: ``scores[i]`` (one per distinct channel, filled later),
+    ``inverses[i]`` (channel -> slot), the jobs ``(image, slot, first channel)`` to score and
+    the all-zero slots ``(image, slot)``."""
+
+    scores: list[Tensor] = field(default_factory=list)
+    inverses: list[Tensor] = field(default_factory=list)
+    jobs: list[tuple[int, int, int]] = field(default_factory=list)
+    zeros: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _distinct_channels(a: Tensor) -> _Slots:
+    """Group identical channels of each image of ``a`` (B x K x h x w) into slots."""
+    k = a.shape[1]
+    out = _Slots()
+    for i in range(a.shape[0]):
+        uniq, inverse = torch.unique(a[i].flatten(1), dim=0, return_inverse=True)
+        first = torch.full((uniq.shape[0],), k, dtype=torch.long, device=a.device)
+        first = first.scatter_reduce(0, inverse, torch.arange(k, device=a.device), "amin")
+        is_zero = (uniq == 0).all(dim=1)
+        for slot, (ch, zero) in enumerate(zip(first.tolist(), is_zero.tolist())):
+            if zero:
+                out.zeros.append((i, slot))
+            else:
+                out.jobs.append((i, slot, ch))
+        out.inverses.append(inverse)
+        out.scores.append(torch.empty(uniq.shape[0], dtype=torch.float32, device=a.device))
+    return out

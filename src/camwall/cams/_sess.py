@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from camwall.cams._base import METHODS, CamContext, CamMethod, Needs
-from camwall.cams._checks import Check, as_given, non_negative, one_of, positive_int
+from camwall.cams._checks import Check, as_given, non_negative, number, one_of, positive_int
 from camwall.cams._post import normalize_maps
 from camwall.cams._targets import score_rows
 from camwall.errors import CamwallError
@@ -136,7 +136,7 @@ class SESS(CamMethod, name="sess"):
         "sess_window": as_given,  # None or 0: min(H, W); then checked by SessOptions
         "sess_step": as_given,  # None or 0: the window; then checked by SessOptions
         "sess_pre_filter": as_given,  # in [0, 1), checked by SessOptions
-        "sess_theta": as_given,
+        "sess_theta": number,
         "sess_pool": one_of("mean", "max"),
         "sess_smooth": as_given,
         "sess_softmax": as_given,

@@ -66,24 +66,25 @@ def resolve_targets(targets: TargetsArg, logits: Tensor) -> list[Target]:
             f"got {len(items)} targets for a batch of {batch} images: pass one target per image "
             f"(or None for the predicted class)."
         )
-    resolved: list[Target] = []
     num_classes = logits.shape[1] if logits.dim() == 2 else None
-    for i, t in enumerate(items):
-        if isinstance(t, bool) or not (isinstance(t, int) or callable(t)):
-            raise CamwallError(
-                f"targets[{i}] = {t!r} is neither a class index nor a callable on a logits row."
-            )
-        if isinstance(t, int):
-            if t < 0 or (num_classes is not None and t >= num_classes):
-                top = "" if num_classes is None else f" to {num_classes - 1}"
-                raise CamwallError(
-                    f"targets[{i}] = {t} is out of range: a class index is 0{top} (the model has "
-                    f"{num_classes or 'these'} outputs; negative indices are not accepted)."
-                )
-            resolved.append(ClassTarget(t))
-        else:
-            resolved.append(t)
-    return resolved
+    return [_one_target(i, t, num_classes) for i, t in enumerate(items)]
+
+
+def _one_target(i: int, t: int | Target, num_classes: int | None) -> Target:
+    """Image ``i``'s target: a class index (checked against ``num_classes``) or a callable."""
+    if isinstance(t, bool) or not (isinstance(t, int) or callable(t)):
+        raise CamwallError(
+            f"targets[{i}] = {t!r} is neither a class index nor a callable on a logits row."
+        )
+    if not isinstance(t, int):
+        return t
+    if t < 0 or (num_classes is not None and t >= num_classes):
+        top = "" if num_classes is None else f" to {num_classes - 1}"
+        raise CamwallError(
+            f"targets[{i}] = {t} is out of range: a class index is 0{top} (the model has "
+            f"{num_classes or 'these'} outputs; negative indices are not accepted)."
+        )
+    return ClassTarget(t)
 
 
 def score_rows(logits: Tensor, owners: Sequence[int], targets: Sequence[Target]) -> Tensor:
@@ -112,4 +113,11 @@ def score_rows(logits: Tensor, owners: Sequence[int], targets: Sequence[Target])
                 + "."
             )
         scores.append(s.reshape(()))
-    return torch.stack(scores).float()
+    out = torch.stack(scores).float()
+    if not bool(torch.isfinite(out).all()):
+        row = int((~torch.isfinite(out)).nonzero()[0, 0])
+        raise CamwallError(
+            f"the target callable of image {owners[row]} returned {float(out[row].detach())}; a "
+            f"target must give a finite score for every image (check the callable)."
+        )
+    return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -112,13 +113,18 @@ def split_options(
     return ctor, kw
 
 
+#: Held by every seeded block: torch's and numpy's global generators serve one at a time.
+_GLOBAL_RNG = threading.RLock()
+
+
 @contextmanager
 def seeded(seed: int | None) -> Iterator[None]:
     """Seed torch's and numpy's global generators inside (when ``seed`` is not None).
 
     Both generators are restored afterwards, so a seeded explainer does not change the caller's
     random stream. Equivalent to ``torch.manual_seed(seed); np.random.seed(seed)`` before a
-    direct library call.
+    direct library call. The generators are global, so seeded blocks of all threads run one
+    after the other (:data:`_GLOBAL_RNG`): two threads on two models keep their own streams.
     """
     if seed is None:
         yield
@@ -126,11 +132,12 @@ def seeded(seed: int | None) -> Iterator[None]:
     import numpy as np
 
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    state = np.random.get_state()  # noqa: NPY002
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(int(seed))
-            np.random.seed(int(seed))  # noqa: NPY002 (libraries use the global stream)
-            yield
-    finally:
-        np.random.set_state(state)  # noqa: NPY002
+    with _GLOBAL_RNG:
+        state = np.random.get_state()  # noqa: NPY002
+        try:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(int(seed))
+                np.random.seed(int(seed))  # noqa: NPY002 (libraries use the global stream)
+                yield
+        finally:
+            np.random.set_state(state)  # noqa: NPY002
