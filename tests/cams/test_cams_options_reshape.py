@@ -19,6 +19,7 @@ from torchvision.models import VisionTransformer
 
 from camwall.cams import CamEngine, compute_cams, finalize_maps, token_grid
 from camwall.errors import CamwallError
+from camwall.walls import declare, describe
 
 LAYER = "encoder.layers.encoder_layer_1.ln_1"
 REFERENCE = {
@@ -127,7 +128,7 @@ def test_the_model_may_declare_its_own_reshape():
     model = tiny_vit(8)
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(9))
     explicit = compute_cams(model, x, LAYER, "gradcam", reshape_transform=token_grid())
-    model.camwall_reshape = token_grid()  # type: ignore[attr-defined]
+    declare(model, reshape=token_grid())
     declared = compute_cams(model, x, LAYER, "gradcam")
     torch.testing.assert_close(declared["gradcam"], explicit["gradcam"], rtol=0, atol=0)
     with CamEngine(model, LAYER) as engine:
@@ -193,7 +194,7 @@ def test_finercam_takes_its_tail_gradient_through_the_inverse():
 
 
 def test_model_default_reshape_skips_feature_map_layers() -> None:
-    """A ViT's own ``camwall_reshape`` serves its token layers; its patch embedding (already
+    """A ViT's declared reshape serves its token layers; its patch embedding (already
     B x K x h x w) passes unchanged: the same maps as with an identity ``reshape_transform``."""
     from camwall.walls import create_model
 
@@ -205,7 +206,7 @@ def test_model_default_reshape_skips_feature_map_layers() -> None:
     identity = compute_cams(model, x, "conv_proj", methods, reshape_transform=_Identity())
     for name in methods:
         assert torch.equal(own[name], identity[name])
-    tokens = compute_cams(model, x, model.camwall_target_layer, ["gradcam"])["gradcam"]
+    tokens = compute_cams(model, x, describe(model).target_layer, ["gradcam"])["gradcam"]
     assert tokens.shape == (2, 64, 64)
 
 

@@ -9,7 +9,7 @@ from torch import nn
 from camwall.cams import DEFAULT_METHODS, METHODS, attention_rollout, compute_cams
 from camwall.cams._rollout import attention_probabilities, rollout_matrix
 from camwall.errors import CamwallError
-from camwall.walls import WalledViT, create_model
+from camwall.walls import WalledViT, create_model, describe
 
 
 def _uniform_vit(dead: torch.Tensor | None, depth: int) -> WalledViT:
@@ -95,7 +95,7 @@ def test_rollout_respects_the_fashion_vit_wall() -> None:
     assert raw.shape == (3, 8, 8)
     assert bool((raw[:, 5:] == 0).all())
     assert bool((raw[:, :5] > 0).all())
-    layer = model.camwall_target_layer  # tokens, laid out by model.camwall_reshape
+    layer = describe(model).target_layer  # tokens, laid out by describe(model).reshape
     maps = compute_cams(model, x, layer, ["rollout", "gradcam", "hirescam"], targets=[0, 1, 2])
     # bilinear upsampling from the 8 x 8 grid spreads live row 4 into pixel rows 40..43 only
     assert bool((maps["rollout"][:, 44:] == 0).all())

@@ -17,7 +17,7 @@ from torch import nn
 
 from camwall.cams import finalize_maps, normalize_maps
 from camwall.explainers import reduce_attributions
-from camwall.walls import Wall, WallSpec
+from camwall.walls import Wall, WallSpec, declare
 
 
 def tiny_walled(seed: int = 0, classes: int = 5) -> nn.Sequential:
@@ -36,7 +36,7 @@ def tiny_walled(seed: int = 0, classes: int = 5) -> nn.Sequential:
         nn.Flatten(),
         nn.Linear(6, classes),
     )
-    model.camwall_target_layer = "3"  # type: ignore[assignment]
+    declare(model, target_layer="3")
     return model
 
 

@@ -17,6 +17,7 @@ from camwall.walls import (
     create_model,
     dead_zone,
     dead_zone_summary,
+    describe,
     load_model,
     save_model,
     verify_wall,
@@ -52,13 +53,13 @@ def test_registry_and_fashion_vit_record() -> None:
     assert "walled-vit" in MODELS
     model = create_model("fashion-vit")
     assert isinstance(model, WalledViT)
-    assert model.camwall_target_layer == "blocks.3.ln_1"  # type: ignore[attr-defined]
-    (entry,) = model.camwall_walls  # type: ignore[attr-defined]
+    assert describe(model).target_layer == "blocks.3.ln_1"
+    (entry,) = describe(model).walls
     assert entry["kind"] == "attention"
     assert entry["grid"] == [8, 8]
     assert entry["region"] == {"rows": [5, None], "cols": None}
     assert entry["dead_patches"] == list(range(40, 64))
-    assert create_model("fashion-vit", walled=False).camwall_walls == []  # type: ignore[attr-defined]
+    assert describe(create_model("fashion-vit", walled=False)).walls == ()
     stem = create_model("fashion-vit", conv_stem=True)
     assert isinstance(stem.conv_proj, nn.Sequential)
     assert torch.equal(dead_zone(stem, (1, 64, 64)), _rows(40))
@@ -149,11 +150,11 @@ def test_brute_force_sees_everything_without_the_mask() -> None:
     assert bool(_jacobian_live(model, (1, 16, 16), seeds=1).all())
 
 
-def test_camwall_reshape_is_the_engines_token_grid() -> None:
+def test_declared_reshape_is_the_engines_token_grid() -> None:
     from camwall.cams import TokenGrid
 
     model = create_model("fashion-vit")
-    reshape = model.camwall_reshape  # type: ignore[attr-defined]
+    reshape = describe(model).reshape
     assert reshape == TokenGrid(prefix_tokens=1, grid=(8, 8))
     tokens = torch.randn(2, 65, 64)
     grid = reshape(tokens)

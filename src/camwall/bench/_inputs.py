@@ -73,7 +73,9 @@ def _load(
 
 
 def _input_shape(model: nn.Module, meta: dict[str, Any], spec: str) -> tuple[int, int, int]:
-    shape = meta.get("input_shape") or getattr(model, "camwall_input_shape", None)
+    from camwall.walls import describe
+
+    shape = meta.get("input_shape") or describe(model).input_shape
     if not shape or len(shape) != 3:
         raise CamwallError(
             f"model {spec!r}: its input shape is unknown; save it with camwall.walls.save_model "

@@ -29,9 +29,9 @@ from camwall.cams._base import METHODS, CamContext, CamMethod, CamRunner, Needs,
 from camwall.cams._engine import CamEngine, compute_cams, resolve_layer
 from camwall.cams._options import chunk_options
 from camwall.cams._post import finalize_maps, normalize_maps
-from camwall.cams._reshape import TokenGrid, token_grid
 from camwall.cams._rollout import attention_rollout
 from camwall.cams._targets import ClassTarget
+from camwall.tokens import TokenGrid, token_grid
 
 #: The methods of the wall benchmark's default run (``CamMethod.default``), in order.
 DEFAULT_METHODS: tuple[str, ...] = tuple(n for n, c in METHODS.items() if c.default)

@@ -73,7 +73,7 @@ class CamEngine:
             contiguous inputs; the next call tries channels-last again.
         reshape_transform: ``f(raw_output) -> B x K x h x w`` for layers whose output is not a
             feature map (e.g. :func:`camwall.cams.token_grid` for ViT tokens); gradients are
-            reshaped the same way (as pytorch-grad-cam). Default: ``model.camwall_reshape`` if
+            reshaped the same way (as pytorch-grad-cam). Default: ``describe(model).reshape`` if
             the model declares one. ablationcam and finercam also need ``f.inverse``.
     """
 
@@ -330,7 +330,7 @@ def _check_input(model: nn.Module, x: Any) -> None:
 
 
 class _TokensOnly:
-    """A model's own ``camwall_reshape``, applied only to outputs that are not feature maps.
+    """A model's declared ``reshape``, applied only to outputs that are not feature maps.
 
     The model declares how its token layers become grids; its convolutional layers (a ViT's
     patch embedding, B x K x h x w) are feature maps already and pass unchanged, both ways.
@@ -351,10 +351,12 @@ class _TokensOnly:
 
 
 def _reshape_option(model: nn.Module, reshape: Any) -> ReshapeTransform | None:
-    """The caller's ``reshape_transform``, else the model's own ``camwall_reshape`` (used only
+    """The caller's ``reshape_transform``, else the model's declared reshape (used only
     for layers whose output is not already a feature map), else None."""
     if reshape is None:
-        own = getattr(model, "camwall_reshape", None)
+        from camwall.walls import describe
+
+        own = describe(model).reshape
         reshape = _TokensOnly(own) if callable(own) else own
     if reshape is not None and not callable(reshape):
         raise CamwallError(

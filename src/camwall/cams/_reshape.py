@@ -4,97 +4,22 @@ A transform is any callable ``reshape(raw_output) -> B x C x h x w`` (as pytorch
 ``reshape_transform``). Methods that re-run the model from modified activations (ablationcam,
 finercam) also need its inverse, given as an attribute
 ``reshape.inverse(grid, original_raw_output) -> raw_output``.
-:func:`token_grid` builds such a pair for vision-transformer tokens.
+:func:`camwall.tokens.token_grid` builds such a pair for vision-transformer tokens.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from camwall.errors import CamwallError
 
-__all__ = ["ReshapeTransform", "TokenGrid", "inverse_of", "token_grid"]
+__all__ = ["ReshapeTransform", "inverse_of"]
 
 #: ``reshape(raw_output) -> B x C x h x w`` (optionally with an ``inverse`` attribute).
 ReshapeTransform = Callable[[Any], Tensor]
-
-
-@dataclass(frozen=True)
-class TokenGrid:
-    """Tokens B x (P + N) x C to a grid B x C x h x w and back (``h * w = N``).
-
-    ``grid = tokens[:, P:, :].reshape(B, h, w, C).permute(0, 3, 1, 2)``: exactly
-    pytorch-grad-cam's documented ViT ``reshape_transform`` (there with ``P = 1``, ``h = w = 14``).
-
-    Attributes:
-        prefix_tokens: ``P``, the leading tokens that are not patches (class, distillation or
-            register tokens); dropped by the transform, restored by :meth:`inverse`.
-        grid: ``(h, w)``; ``None``: ``h = w = sqrt(N)`` (N must be a square).
-    """
-
-    prefix_tokens: int = 1
-    grid: tuple[int, int] | None = None
-
-    def _shape(self, tokens: Any) -> tuple[int, int]:
-        if not isinstance(tokens, Tensor) or tokens.dim() != 3:
-            got = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
-            raise CamwallError(
-                f"token_grid expects B x T x C tokens from the target layer, got {got}; choose a "
-                f"transformer block's layer (e.g. 'encoder.layers.encoder_layer_1.ln_1')."
-            )
-        n = tokens.shape[1] - self.prefix_tokens
-        if self.grid is not None:
-            h, w = self.grid
-        else:
-            h = w = math.isqrt(max(n, 0))
-        if n <= 0 or h * w != n:
-            raise CamwallError(
-                f"token_grid(prefix_tokens={self.prefix_tokens}, grid={self.grid}) cannot lay "
-                f"out {tokens.shape[1]} tokens as {self.prefix_tokens} + h x w; pass the right "
-                f"prefix_tokens or grid=(h, w)."
-            )
-        return h, w
-
-    def __call__(self, tokens: Any) -> Tensor:
-        """B x (P + N) x C tokens to the B x C x h x w grid of the N patch tokens."""
-        h, w = self._shape(tokens)
-        b, _, c = tokens.shape
-        return tokens[:, self.prefix_tokens :, :].reshape(b, h, w, c).permute(0, 3, 1, 2)
-
-    def inverse(self, grid: Tensor, original: Tensor) -> Tensor:
-        """B x C x h x w grid back to B x (P + N) x C tokens, prefix tokens from ``original``."""
-        body = grid.flatten(2).transpose(1, 2)
-        prefix = original[:, : self.prefix_tokens, :].to(body.dtype)
-        return torch.cat([prefix, body], dim=1)
-
-
-def token_grid(prefix_tokens: int = 1, grid: tuple[int, int] | None = None) -> TokenGrid:
-    """A reshape transform (with ``.inverse``) for vision-transformer tokens.
-
-    Args:
-        prefix_tokens: leading non-patch tokens (1 for a class token, 0 for none).
-        grid: ``(h, w)`` patch grid; default a square ``sqrt(N)`` grid.
-
-    Returns:
-        A callable ``B x (P + N) x C -> B x C x h x w`` with ``inverse(grid, original)``.
-    """
-    if isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int) or prefix_tokens < 0:
-        raise CamwallError(
-            f"token_grid: prefix_tokens must be a non-negative integer, got {prefix_tokens!r}."
-        )
-    if grid is not None:
-        if len(tuple(grid)) != 2 or any(
-            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in grid
-        ):
-            raise CamwallError(f"token_grid: grid must be (h, w) positive integers, got {grid!r}.")
-        grid = (int(grid[0]), int(grid[1]))
-    return TokenGrid(prefix_tokens, grid)
 
 
 def inverse_of(reshape: Any, method: str) -> Callable[[Tensor, Tensor], Tensor]:

@@ -37,7 +37,7 @@ __all__ = ["Rollout", "attention_probabilities", "attention_rollout", "rollout_m
 
 def _vit_layout(model: nn.Module) -> tuple[list[nn.Module], tuple[int, int]]:
     """The attention layers of ``model`` (in forward order) and its patch grid ``(h, w)``."""
-    from camwall.walls._vit import MaskedSoftmax, WalledViT
+    from camwall.walls import MaskedSoftmax, WalledViT
 
     if isinstance(model, WalledViT):
         return [m for m in model.modules() if isinstance(m, MaskedSoftmax)], model.grid

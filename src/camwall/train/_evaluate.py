@@ -51,13 +51,13 @@ def evaluate(
             image for a grid model; a label outside ``0 .. K-1`` for a ``K``-class model; a
             non-finite loss (NaN/inf weights or outputs).
     """
-    from camwall.walls import load_model
+    from camwall.walls import describe, load_model
 
     n = _image_count(n, dataset, seed)
     model, meta = load_model(checkpoint)
     dev = resolve_device(device)
     model = model.to(dev).eval()
-    recorded = meta.get("input_shape") or getattr(model, "camwall_input_shape", None)
+    recorded = meta.get("input_shape") or describe(model).input_shape
     shape = tuple(int(v) for v in (recorded or (3, 224, 224)))
     training = meta.get("training") or {}
     folder_pipeline = (training.get("config") or {}).get("dataset") == "imagefolder"

@@ -211,12 +211,12 @@ def train_variant(
     ``datasets`` memoizes ``(train_set, val_set, class_names)`` across variants; ``fit_options``
     go to :func:`fit` (``progress``, hooks, ``log_epochs``).
     """
-    from camwall.walls import enforce_walls
+    from camwall.walls import describe, enforce_walls
 
     model = build_model(config, walled=variant == "walled").to(dev)
     memo = datasets if datasets is not None else {}
     if "train" not in memo:
-        shape = getattr(model, "camwall_input_shape", None)
+        shape = describe(model).input_shape
         memo["train"], memo["val"], memo["classes"] = training_datasets(config, shape)
     result = fit(
         model,

@@ -11,9 +11,12 @@ output. Public API (import from ``camwall.walls``):
   :func:`fashion_vgg`, :func:`fashion_resnet`, :func:`fashion_grid_vgg` (2 x 2 grid, a wall
   per cell's logits; :func:`model_task`, :func:`model_kind`, :func:`cell_walls`,
   :func:`output_groups`), :func:`walled_vit` / :func:`fashion_vit` (Vision Transformers walled
-  by a structural attention mask, :class:`WalledViT`, ``camwall_reshape``: a
-  :func:`camwall.cams.token_grid`); :data:`MODELS`, :func:`create_model`, :func:`model_config`,
-  :func:`default_target_layer`;
+  by a structural attention mask, :class:`WalledViT`, :class:`MaskedSoftmax`; their declared
+  reshape is a :func:`camwall.tokens.token_grid`); :data:`MODELS`, :func:`create_model`,
+  :func:`model_config`, :func:`default_target_layer`;
+* what a model says about itself: :class:`ModelInfo` (frozen: arch, kwargs, input shape,
+  target layer, walls, reshape, task, kind, class names, per-output groups), read with
+  :func:`describe`, changed with :func:`declare`;
 * :func:`dead_zone` (structural, exact, eval mode; per output with ``target=``),
   :func:`dead_zones` (``K x H x W``, one per output), :func:`dead_zone_summary`,
   :func:`verify_wall` -> :class:`WallCheck`;
@@ -26,13 +29,7 @@ output. Public API (import from ``camwall.walls``):
 """
 
 from camwall.walls._checkpoint import checkpoint_paths, load_model, save_model
-from camwall.walls._deadzone import (
-    WallCheck,
-    dead_zone,
-    dead_zone_summary,
-    dead_zones,
-    verify_wall,
-)
+from camwall.walls._deadzone import dead_zone, dead_zone_summary, dead_zones
 from camwall.walls._grid import (
     cell_walls,
     fashion_grid_vgg,
@@ -40,6 +37,7 @@ from camwall.walls._grid import (
     model_task,
     output_groups,
 )
+from camwall.walls._info import ModelInfo, declare, describe
 from camwall.walls._models import (
     MODELS,
     create_model,
@@ -62,10 +60,13 @@ from camwall.walls._parse import format_wall, parse_wall
 from camwall.walls._resolve import is_checkpoint, resolve_model
 from camwall.walls._spec import WallSpec
 from camwall.walls._torchvision import load_weights, torchvision_names, walled_torchvision
-from camwall.walls._vit import WalledViT, fashion_vit, walled_vit
+from camwall.walls._verify import WallCheck, verify_wall
+from camwall.walls._vit import MaskedSoftmax, WalledViT, fashion_vit, walled_vit
 
 __all__ = [
     "MODELS",
+    "MaskedSoftmax",
+    "ModelInfo",
     "Wall",
     "WallCheck",
     "WallSpec",
@@ -77,7 +78,9 @@ __all__ = [
     "dead_zone",
     "dead_zone_summary",
     "dead_zones",
+    "declare",
     "default_target_layer",
+    "describe",
     "enforce_walls",
     "fashion_grid_vgg",
     "fashion_resnet",

@@ -24,6 +24,7 @@ from camwall.errors import CamwallError, did_you_mean
 from camwall.walls._checks import check_finite_state, check_wall_zeros, input_shape_of
 from camwall.walls._deadzone import dead_zone, dead_zone_summary, dead_zones
 from camwall.walls._grid import output_groups
+from camwall.walls._info import declare, describe
 from camwall.walls._models import MODELS, create_model, model_config, unwrap
 from camwall.walls._modules import WalledLinear, walls_of
 from camwall.walls._torchvision import TORCHVISION_ARCH, check_inserted_walls, rebuild_torchvision
@@ -121,8 +122,9 @@ def _task_keys(model: nn.Module, shape: list[int] | None) -> dict[str, Any]:
     ``output_dead_zones``: ``[{"outputs": [start, stop], **dead_zone_summary}, ...]``, one per
     cell (absent for other models, so their JSON is unchanged)."""
     out: dict[str, Any] = {}
-    for key in ("task", "kind"):
-        value = getattr(model, f"camwall_{key}", None)
+    info = describe(model)
+    task = dict(info.task) if info.task is not None else None
+    for key, value in (("task", task), ("kind", info.kind)):
         if value is not None:
             out[key] = _jsonable(value, key)
     groups = output_groups(model)
@@ -248,7 +250,8 @@ def load_model(
         device: where to put the model (default: CPU).
 
     Returns:
-        ``(model in eval mode, metadata dict)``.
+        ``(model in eval mode, metadata dict)``; the model's description
+        (:func:`~camwall.walls.describe`) also holds the ``class_names``.
 
     Raises:
         CamwallError: naming the file (and the key or parameter), when a file is missing or
@@ -264,6 +267,8 @@ def load_model(
     model = _rebuild(record, json_path)
     _load_tensors(model, weights_path, record)
     _check_record(record, model, json_path)
+    if record.get("class_names") is not None:
+        declare(model, class_names=tuple(record["class_names"]))
     if device is not None:
         model.to(device)
     model.eval()

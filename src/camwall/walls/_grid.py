@@ -1,18 +1,21 @@
 """``fashion-grid-vgg``: a 2 x 2 grid classifier whose cell-``k`` logits provably see only cell
 ``k`` (per-output walls; the DiFull construction of Rao, Böhle and Schiele, CVPR 2022).
 
-The model declares its task on itself (``camwall_task``, saved in checkpoints as ``"task"``):
-``{"name": "grid", "cells": [2, 2], "classes": 10}``; output ``10 k + c`` is the logit of class
-``c`` in cell ``k`` (row-major). Single-output models have no ``camwall_task`` (task
+The model declares its task in its description (``describe(model).task``, saved in checkpoints
+as ``"task"``): ``{"name": "grid", "cells": [2, 2], "classes": 10}``; output ``10 k + c`` is the
+logit of class ``c`` in cell ``k`` (row-major). Single-output models have no task (task
 ``"single"``); :func:`model_task` reads either.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
+from camwall.walls._info import describe
 from camwall.walls._models import (
     MODELS,
     _check_args,
@@ -95,9 +98,8 @@ def fashion_grid_vgg(num_classes: int = 10, walled: bool = True, width: int = 8)
     )
     _init_kaiming(model)
     kwargs = {"num_classes": num_classes, "walled": walled, "width": width}
-    _tag(model, "fashion-grid-vgg", kwargs, (1, 64, 64), "9")
-    setattr(model, "camwall_task", {"name": "grid", "cells": [2, 2], "classes": num_classes})  # noqa: B010
-    setattr(model, "camwall_kind", "grid")  # noqa: B010
+    task = {"name": "grid", "cells": [2, 2], "classes": num_classes}
+    _tag(model, "fashion-grid-vgg", kwargs, (1, 64, 64), "9", task=task, kind="grid")
     if walled:
         set_walls(model, [_linear_wall_entry("12", first), _linear_wall_entry("15", last)])
     return model
@@ -108,18 +110,18 @@ def model_task(
 ) -> dict[str, Any]:
     """The task a model solves: ``{"name": "grid", "cells": [2, 2], "classes": K}`` for a grid
     model, else ``{"name": "single"}`` (one label per image). Read from the model's
-    ``camwall_task`` attribute, else from a checkpoint's ``"task"`` key."""
-    task = getattr(model, "camwall_task", None) if model is not None else None
+    description (``describe(model).task``), else from a checkpoint's ``"task"`` key."""
+    task = describe(model).task if model is not None else None
     if task is None and meta is not None:
         task = meta.get("task")
-    return dict(task) if isinstance(task, dict) else {"name": "single"}
+    return copy.deepcopy(dict(task)) if isinstance(task, Mapping) else {"name": "single"}
 
 
 def model_kind(model: nn.Module | None = None, meta: dict[str, Any] | None = None) -> str:
-    """The kind of wall a model has, for grouping results: its ``camwall_kind`` (or the
+    """The kind of wall a model has, for grouping results: its declared ``kind`` (or the
     checkpoint's ``"kind"``) when declared; else ``"grid"`` for a grid task, ``"ViT"`` for a
     model with attention layers or a vision-transformer class, else ``"CNN"``."""
-    kind = getattr(model, "camwall_kind", None) if model is not None else None
+    kind = describe(model).kind if model is not None else None
     if kind is None and meta is not None:
         kind = meta.get("kind")
     if isinstance(kind, str) and kind:
@@ -133,15 +135,11 @@ def model_kind(model: nn.Module | None = None, meta: dict[str, Any] | None = Non
         for m in model.modules()
     ):
         return "ViT"
-    arch = str((meta or {}).get("arch") or getattr(model, "camwall_arch", ""))
+    arch = str((meta or {}).get("arch") or (describe(model).arch if model is not None else ""))
     return "ViT" if "vit" in arch.lower() else "CNN"
 
 
 def output_groups(model: nn.Module) -> list[tuple[int, int]]:
     """``[(start, stop), ...]``: the outputs of each cell of a grid model (row-major), or
     ``[]`` for a single-output model."""
-    task = model_task(model)
-    if task["name"] != "grid":
-        return []
-    cells, k = int(task["cells"][0]) * int(task["cells"][1]), int(task["classes"])
-    return [(c * k, (c + 1) * k) for c in range(cells)]
+    return describe(model).output_groups

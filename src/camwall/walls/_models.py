@@ -1,9 +1,9 @@
 """Walled models: the paper's VGG16, the paper's one-layer CNN, and small Fashion-MNIST models.
 
-Every builder records what is needed to rebuild and save the model, as plain attributes:
-``camwall_arch`` (registry name), ``camwall_kwargs``, ``camwall_walls`` (JSON-ready list),
-``camwall_input_shape`` ``(C, H, W)`` and ``camwall_target_layer`` (dotted name of the CAM
-target layer). :func:`model_config` returns them as a dict.
+Every builder records what is needed to rebuild and save the model in its frozen
+:class:`~camwall.walls.ModelInfo` (:func:`~camwall.walls.describe`): ``arch`` (registry name),
+``kwargs``, ``walls`` (JSON-ready entries), ``input_shape`` ``(C, H, W)`` and ``target_layer``
+(dotted name of the CAM target layer). :func:`model_config` returns them as a dict.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from camwall.errors import CamwallError
 from camwall.registry import Registry, function_name
 from camwall.walls._checks import positive_int
+from camwall.walls._info import declare, describe
 from camwall.walls._modules import Wall, WalledLinear, set_walls, walls_of
 from camwall.walls._spec import WallSpec
 
@@ -45,14 +46,19 @@ def _tag(
     arch: str,
     kwargs: dict[str, Any],
     input_shape: tuple[int, int, int],
-    target_layer: str,
+    target_layer: str | None,
+    **more: Any,
 ) -> nn.Module:
-    setattr(model, "camwall_arch", arch)  # noqa: B010 (plain attributes, not modules)
-    setattr(model, "camwall_kwargs", dict(kwargs))  # noqa: B010
-    setattr(model, "camwall_input_shape", tuple(input_shape))  # noqa: B010
-    setattr(model, "camwall_target_layer", target_layer)  # noqa: B010
-    if not hasattr(model, "camwall_walls"):
-        set_walls(model, [])
+    """Describe ``model`` (its walls, already recorded, are kept); ``more``: other
+    :class:`ModelInfo` fields (``reshape``, ``task``, ``kind``)."""
+    declare(
+        model,
+        arch=arch,
+        kwargs=kwargs,
+        input_shape=tuple(input_shape),
+        target_layer=target_layer,
+        **more,
+    )
     return model
 
 
@@ -339,7 +345,7 @@ def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a ``DistributedDataParallel`` / ``DataParallel``-style ``.module``
     wrapper (the model itself when it is not wrapped)."""
     inner = getattr(model, "module", None)
-    if getattr(model, "camwall_arch", None) is None and isinstance(inner, nn.Module):
+    if describe(model).arch is None and isinstance(inner, nn.Module):
         return inner
     return model
 
@@ -353,20 +359,21 @@ def model_config(model: nn.Module) -> dict[str, Any]:
         :func:`~camwall.walls.walled_torchvision`.
     """
     model = unwrap(model)
-    arch = getattr(model, "camwall_arch", None)
+    info = describe(model)
+    arch = info.arch
     if arch is None:
         raise CamwallError(
             f"{type(model).__name__} has no camwall architecture record; build it with "
             f"camwall.walls.create_model(name) (names: {', '.join(MODELS.names())}) or, for a "
             "torchvision classifier, camwall.walls.walled_torchvision(name, walls)."
         )
-    shape = getattr(model, "camwall_input_shape", None)
+    shape = info.input_shape
     return {
         "arch": arch,
-        "arch_kwargs": dict(getattr(model, "camwall_kwargs", {})),
+        "arch_kwargs": info.kwargs_dict(),
         "wall": walls_of(model),
         "input_shape": list(shape) if shape is not None else None,
-        "target_layer": getattr(model, "camwall_target_layer", None),
+        "target_layer": info.target_layer,
     }
 
 
@@ -400,7 +407,7 @@ def default_target_layer(model: nn.Module) -> str:
     last ReLU, before the last max-pool), ``features`` for EfficientNet, MobileNet and
     DenseNet, ``inception5b`` for GoogLeNet.
     """
-    recorded = getattr(model, "camwall_target_layer", None)
+    recorded = describe(model).target_layer
     if recorded:
         return str(recorded)
     names = dict(model.named_children())

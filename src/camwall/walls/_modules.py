@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camwall.errors import CamwallError, did_you_mean
+from camwall.walls._info import declare, describe
 from camwall.walls._spec import WallSpec
 
 __all__ = ["Wall", "WalledLinear", "enforce_walls", "insert_wall", "wall_head", "walls_of"]
@@ -240,13 +241,13 @@ def _record(model: nn.Module, entry: dict[str, Any]) -> None:
 
 
 def set_walls(model: nn.Module, walls: list[dict[str, Any]]) -> None:
-    """Record ``walls`` (JSON-ready dicts) on ``model`` as ``model.camwall_walls``."""
-    setattr(model, "camwall_walls", [dict(e) for e in walls])  # noqa: B010
+    """Record ``walls`` (JSON-ready dicts) as ``describe(model).walls``."""
+    declare(model, walls=tuple(walls))
 
 
 def walls_of(model: nn.Module) -> list[dict[str, Any]]:
     """The walls recorded on ``model`` (JSON-ready): ``[{"kind", "layer", "region", ...}]``."""
-    return [dict(e) for e in getattr(model, "camwall_walls", [])]
+    return describe(model).wall_list()
 
 
 def insert_wall(model: nn.Module, layer_name: str, region: WallSpec) -> Wall:
@@ -258,7 +259,7 @@ def insert_wall(model: nn.Module, layer_name: str, region: WallSpec) -> Wall:
     in coordinates of that layer's output map.
 
     Returns:
-        The inserted wall (also recorded in ``model.camwall_walls``).
+        The inserted wall (also recorded in ``describe(model).walls``).
     """
     parent, child_name, child = _resolve(model, layer_name)
     wall = Wall(region)

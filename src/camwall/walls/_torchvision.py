@@ -217,9 +217,7 @@ def walled_torchvision(
         "input_shape": list(shape),
         **arch_kwargs,
     }
-    _tag(model, TORCHVISION_ARCH, record, shape, target or "")
-    if target is None:
-        setattr(model, "camwall_target_layer", None)  # noqa: B010
+    _tag(model, TORCHVISION_ARCH, record, shape, target)
     return model
 
 

@@ -22,9 +22,9 @@ the input pixels of the dead patches cannot change the logits. Layer by layer (`
 :func:`camwall.walls.verify_wall` confirms it by perturbation.
 
 The module names follow torchvision's ``VisionTransformer`` (``conv_proj``, ``ln_1``,
-``self_attention``, ``ln_2``, ``mlp``, ``ln``, ``head``). ``camwall_reshape``
-(:func:`camwall.cams.token_grid`) turns the target layer's ``B x N x D`` tokens into a
-``B x D x h x w`` map for the CAM engine.
+``self_attention``, ``ln_2``, ``mlp``, ``ln``, ``head``). The declared reshape
+(``describe(model).reshape``, a :func:`camwall.tokens.token_grid`) turns the target layer's
+``B x N x D`` tokens into a ``B x D x h x w`` map for the CAM engine.
 """
 
 from __future__ import annotations
@@ -36,10 +36,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from camwall.cams._reshape import token_grid
 from camwall.errors import CamwallError
+from camwall.tokens import token_grid
 from camwall.walls._models import MODELS, _check_args, _tag
-from camwall.walls._modules import set_walls
 from camwall.walls._spec import WallSpec
 
 __all__ = [
@@ -282,16 +281,16 @@ def build_vit(
 ) -> WalledViT:
     """Build and tag a :class:`WalledViT` (``dead_rows=None``: the unwalled twin).
 
-    Records ``camwall_walls`` (one ``"attention"`` entry: the blocks, the patch grid, the
-    dead region on it and the dead patch indices), ``camwall_target_layer`` (the last block's
-    ``ln_1``: its output is the tokens the last attention reads) and ``camwall_reshape``.
+    Its description (:func:`~camwall.walls.describe`) records the walls (one ``"attention"``
+    entry: the blocks, the patch grid, the dead region on it and the dead patch indices), the
+    target layer (the last block's ``ln_1``: its output is the tokens the last attention reads)
+    and the reshape (:func:`camwall.tokens.token_grid` on the patch grid).
     """
     c, s, _ = input_shape
     side = s // patch_size
     dead = dead_patches(side, dead_rows) if dead_rows else None
     model = WalledViT(s, c, patch_size, num_classes=kwargs["num_classes"], dead=dead, **sizes)
-    _tag(model, arch, kwargs, input_shape, f"blocks.{sizes['depth'] - 1}.ln_1")
-    setattr(model, "camwall_reshape", token_grid(1, (side, side)))  # noqa: B010
+    walls: list[dict[str, Any]] = []
     if dead is not None:
         entry = {
             "kind": "attention",
@@ -300,7 +299,10 @@ def build_vit(
             "region": WallSpec(rows=(side - int(dead_rows or 0), None)).to_dict(),
             "dead_patches": torch.nonzero(dead.flatten()).flatten().tolist(),
         }
-        set_walls(model, [entry])
+        walls.append(entry)
+    target = f"blocks.{sizes['depth'] - 1}.ln_1"
+    reshape = token_grid(1, (side, side))
+    _tag(model, arch, kwargs, input_shape, target, reshape=reshape, walls=tuple(walls))
     return model
 
 
@@ -362,7 +364,7 @@ def fashion_vit(
 
     :func:`walled_vit` with 8 x 8 patches (8 x 8 grid + class token) and the bottom 3 patch
     rows dead: the dead zone is input rows **40..63** (24 rows, 37.5%), all columns. Target
-    layer ``blocks.{depth-1}.ln_1``; ``camwall_reshape`` drops the class token and lays the 64
+    layer ``blocks.{depth-1}.ln_1``; its declared reshape drops the class token and lays the 64
     patch tokens out on the 8 x 8 grid. ``conv_stem=True`` (the ``fashion-vit`` preset's
     choice) embeds each patch with three non-overlapping convs instead of one (see
     :class:`WalledViT`); the dead zone is the same. About 0.14 M parameters (0.15 M with the

@@ -19,9 +19,11 @@ from camwall._cliargs import (
     positive_int,
 )
 from camwall.errors import CamwallError
-from camwall.walls._deadzone import WallCheck, dead_zone, dead_zone_summary, verify_wall
+from camwall.walls._deadzone import dead_zone, dead_zone_summary
+from camwall.walls._info import describe
 from camwall.walls._models import MODELS
 from camwall.walls._resolve import resolve_model
+from camwall.walls._verify import WallCheck, verify_wall
 
 __all__ = ["register", "run_deadzone"]
 
@@ -163,7 +165,7 @@ def run_deadzone(args: argparse.Namespace) -> int:
         num_classes=args.num_classes,
     )
     label = meta["label"]
-    shape = getattr(model, "camwall_input_shape", None)
+    shape = describe(model).input_shape
     if shape is None:
         raise CamwallError(f"{label} does not record its input shape.")
     c, h, w = (int(v) for v in shape)
