@@ -4,6 +4,19 @@ The proof is :func:`~camwall.walls.dead_zone`'s (structural, for the path its on
 forward took); this is the independent check that the model, run on real numbers, agrees with
 it: ordinary draws (logits and gradients), extreme values in the dead zone (logits only), and
 a watch on the model's forward for input-dependent paths.
+
+**Extreme values.** After the ordinary trials, the dead zone of the first draw is filled with
+each of :data:`EXTREME_VALUES` (``+-1e30``, ``+-`` the float32 maximum, clipped to the model's
+dtype) and the logits must again be bit-identical: a branch such as ``if f.mean() > 1e9`` is
+taken only there. The gradient is not required at such values (autograd's ``0 x inf`` is NaN
+even where the derivative is 0). A NaN or Inf gradient or logit difference in any trial counts
+as infinite, never as 0.
+
+**The watch.** Every forward records the layers it runs (forward pre-hooks, this thread only)
+and the tensor values the model's code reads into Python (``Tensor.__bool__``, ``.item()``,
+...). Layers other than the first forward's (an input-dependent path, which ``dead_zone``'s one
+traced forward cannot prove) fail the check; a value read gives a ``UserWarning`` (a possible
+data-dependent branch). Both are listed in :attr:`WallCheck.notes`.
 """
 
 from __future__ import annotations
@@ -108,14 +121,9 @@ def verify_wall(
     where ``y`` are the checked outputs and ``r`` is all ones (all outputs) or drawn from
     ``U[1, 2]`` per trial (selected outputs, so that no two gradients can cancel).
 
-    Then the dead zone of the first draw is filled with each of :data:`EXTREME_VALUES`
-    (``+-1e30``, ``+-`` the float32 maximum) and the logits must again be bit-identical (the
-    gradient is not required there: autograd's ``0 x inf`` is NaN even where the derivative
-    is 0). Every forward is watched: when the layers it runs differ from the first forward's
-    (an input-dependent path, which :func:`dead_zone`'s one traced forward cannot prove),
-    the check fails; when the model reads tensor values into Python (``Tensor.__bool__``,
-    ``.item()``, ...: a possible data-dependent branch), a ``UserWarning`` says so. Both go
-    to :attr:`WallCheck.notes`.
+    Then the logits must stay bit-identical with the dead zone of the first draw set to each
+    of :data:`EXTREME_VALUES`, and every forward is watched for input-dependent paths (a
+    failure) and tensor values read into Python (a ``UserWarning``); see the module docstring.
 
     Args:
         model: the network; eval mode during the check, modes restored afterwards.
@@ -136,6 +144,22 @@ def verify_wall(
         CamwallError: a zone that is not bool ``[H, W]`` / ``[K, H, W]``, that the model
         cannot run at (``C x H x W``), or whose ``K`` is not the number of outputs.
     """
+    _check_args(dead_zone, trials)
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    c = channels if channels is not None else _channels(model)
+    _check_zone_fits(model, dead_zone, c)
+    checks = [
+        _verify_one(model, zone, outputs, trials, gen, c)
+        for zone, outputs in _zone_groups(dead_zone, target)
+    ]
+    notes = tuple(dict.fromkeys(n for ch in checks for n in ch.notes))
+    for note in notes:
+        warnings.warn(f"verify_wall: {note}", UserWarning, stacklevel=2)
+    return _combine(checks, trials, notes)
+
+
+def _check_args(dead_zone: Any, trials: Any) -> None:
+    """A bool ``[H, W]`` / ``[K, H, W]`` tensor and a positive integer number of trials."""
     if (
         not isinstance(dead_zone, Tensor)
         or dead_zone.dtype != torch.bool
@@ -150,17 +174,11 @@ def verify_wall(
             f"dead_zone must be a bool [H, W] (or [K, H, W], one per output) tensor, got {got}."
         )
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise CamwallError(f"trials must be an integer >= 1, got {trials!r}.")
-    gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    c = channels if channels is not None else _channels(model)
-    _check_zone_fits(model, dead_zone, c)
-    checks = [
-        _verify_one(model, zone, outputs, trials, gen, c)
-        for zone, outputs in _zone_groups(dead_zone, target)
-    ]
-    notes = tuple(dict.fromkeys(n for ch in checks for n in ch.notes))
-    for note in notes:
-        warnings.warn(f"verify_wall: {note}", UserWarning, stacklevel=2)
+        raise CamwallError(f"trials must be >= 1 (an integer), got {trials!r}.")
+
+
+def _combine(checks: list[WallCheck], trials: int, notes: tuple[str, ...]) -> WallCheck:
+    """One :class:`WallCheck` for several zones: all ok, the worst maxima, summed pixels."""
     return WallCheck(
         all(ch.ok for ch in checks),
         max(ch.max_logit_change for ch in checks),
