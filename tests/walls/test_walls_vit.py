@@ -205,3 +205,38 @@ def test_checkpoint_refuses_weights_that_break_the_mask(
     model = create_model("fashion-vit", dim=16, depth=2, heads=2, mlp_dim=32)
     with pytest.raises(CamwallError, match="refusing to load it"):
         model.load_state_dict(tensors)
+
+
+_F32_MAX = float(torch.finfo(torch.float32).max)
+
+
+@pytest.mark.parametrize("value", [1e25, -1e25, _F32_MAX, -_F32_MAX])
+def test_huge_dead_tokens_never_reach_a_live_one(value: float) -> None:
+    """1e25 overflows the dead tokens' LayerNorm (NaN); the masked attention must not read
+    them (``0 x NaN``): the shipped model's logits stay bit-identical."""
+    from camwall.weights import shipped_model
+
+    model, _ = load_model(shipped_model("fashion-vit"))
+    zone = dead_zone(model, (1, 64, 64))
+    x = torch.rand(4, 1, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        y = model(x)
+        y2 = model(torch.where(zone, torch.tensor(value), x))
+    assert bool(y.isfinite().all())
+    assert torch.equal(y, y2)
+
+
+def test_reading_only_allowed_values_is_bit_identical_to_p_times_v(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """For finite inputs, zeroing the values a row may not read changes nothing: the products
+    it replaces were ``0 x v_j`` already (same matmul shapes, so the same kernels)."""
+    from camwall.weights import shipped_model
+
+    model, _ = load_model(shipped_model("fashion-vit"))
+    x = torch.rand(8, 1, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ours = model(x)
+        monkeypatch.setattr(MaskedSoftmax, "read", lambda self, p, v: torch.matmul(p, v))
+        plain = model(x)
+    assert torch.equal(ours, plain)

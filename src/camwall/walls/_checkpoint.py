@@ -52,6 +52,10 @@ def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
 def _jsonable(value: Any, where: str) -> Any:
     try:
         return json.loads(json.dumps(value, allow_nan=False))
+    except RecursionError:
+        raise CamwallError(
+            f"metadata {where} is nested too deeply to be written as JSON; pass a flatter record."
+        ) from None
     except (TypeError, ValueError) as err:
         raise CamwallError(
             f"metadata {where} cannot be written as JSON ({err}); pass plain numbers, strings, "
@@ -146,8 +150,14 @@ def _read_json(json_path: Path) -> dict[str, Any]:
         record = json.loads(json_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CamwallError(f"checkpoint metadata {json_path} is not valid JSON: {err}") from None
+    except RecursionError:
+        raise CamwallError(
+            f"checkpoint metadata {json_path} is nested too deeply to be a camwall checkpoint "
+            "(save_model writes a few levels); the file was modified or is not one."
+        ) from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CamwallError(f'{json_path} is not a camwall checkpoint (no "format": "{FORMAT}").')
+    _check_version(record.get("version", VERSION), json_path)
     arch = record.get("arch")
     if not isinstance(arch, str) or (arch not in MODELS and arch != TORCHVISION_ARCH):
         raise CamwallError(
@@ -157,6 +167,22 @@ def _read_json(json_path: Path) -> dict[str, Any]:
     if not isinstance(record.get("arch_kwargs", {}), dict):
         raise CamwallError(f"{json_path}: arch_kwargs must be a JSON object.")
     return record
+
+
+def _check_version(version: Any, json_path: Path) -> None:
+    """Only format :data:`VERSION` is read (a file without ``version`` is taken as it): a
+    newer file may mean something this camwall would misread, so it is refused."""
+    if isinstance(version, bool) or not isinstance(version, int) or version != VERSION:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > VERSION
+        advice = (
+            "it was written by a newer camwall; upgrade camwall to load it"
+            if newer
+            else "the file was modified or is not a camwall checkpoint"
+        )
+        raise CamwallError(
+            f"{json_path}: checkpoint version {str(version)[:40]!s} is not {VERSION}, the "
+            f"version this camwall reads; {advice}."
+        )
 
 
 def _rebuild(record: dict[str, Any], json_path: Path) -> nn.Module:

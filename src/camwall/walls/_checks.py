@@ -16,20 +16,49 @@ from torch import Tensor, nn
 from camwall.errors import CamwallError
 from camwall.walls._modules import WalledLinear
 
-__all__ = ["check_finite_state", "check_wall_zeros", "input_shape_of", "positive_int"]
+__all__ = [
+    "MAX_CLASSES",
+    "check_finite_state",
+    "check_wall_zeros",
+    "class_count",
+    "input_shape_of",
+    "positive_int",
+]
+
+MAX_CLASSES = 100_000
+"""The most outputs a model may be built with: ImageNet-21k has 21,843 classes; 10^8 would
+allocate a head of billions of weights (e.g. 64 x 10^8 for fashion-vgg, 26 GB)."""
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def positive_int(value: Any, where: str) -> int:
     """``value`` if it is an integer >= 1 (not a bool), else a CamwallError naming ``where``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise CamwallError(f"{where} must be a positive integer, got {value!r}.")
+        raise CamwallError(f"{where} must be a positive integer, got {_shown(value)}.")
     return int(value)
+
+
+def class_count(value: Any, where: str) -> int:
+    """``value`` if it is an integer in ``1 .. MAX_CLASSES``, else a CamwallError."""
+    count = positive_int(value, where)
+    if count > MAX_CLASSES:
+        raise CamwallError(
+            f"{where} is {count:,}; at most {MAX_CLASSES:,} classes are supported (the "
+            "classifier head would not fit in memory)."
+        )
+    return count
 
 
 def input_shape_of(value: Any, where: str) -> tuple[int, int, int]:
     """``(C, H, W)`` from a 3-element sequence of positive integers (e.g. a JSON list)."""
     if not isinstance(value, (list, tuple)) or len(value) != 3:
-        raise CamwallError(f"{where} must be [C, H, W] (three positive integers), got {value!r}.")
+        raise CamwallError(
+            f"{where} must be [C, H, W] (three positive integers), got {_shown(value)}."
+        )
     c, h, w = (positive_int(v, f"{where} {value!r}: each entry") for v in value)
     return c, h, w
 

@@ -23,7 +23,13 @@ ReLUs called as functions pass it, and the gradient of the summed outputs is pos
 on the pixels that have a path to an output. Gradients are reset to 0/1 after every layer, so
 nothing underflows in deep nets. A pixel is dead when its gradient is 0 in every channel.
 
-:func:`~camwall.walls.verify_wall` (in ``_verify``) checks a dead zone by perturbation.
+**What the proof assumes.** It is about the one forward it traces (all-ones input): the
+model's leaf modules, replaced as above, and the tensor operations its own code runs on that
+call. It holds for every input only when the forward takes the same path for every input: no
+branch on tensor values (``if x.mean() > t``, ``.item()``, data-dependent indexing) and no
+layer changed after the call. A model that reads the dead rows only when ``f.mean() > 1e9``
+is certified by the trace; :func:`~camwall.walls.verify_wall` (in ``_verify``) tries extreme
+values in the dead zone and watches each forward for such paths.
 
 Dead zones are defined for **eval-mode** models: a BatchNorm layer in train mode normalises
 with statistics over all positions, so every pixel reaches the output and no wall holds.
@@ -400,7 +406,9 @@ def dead_zone(model: nn.Module, input_shape: tuple[int, ...], target: Target = N
     Structural and exact: pixel ``(h, w)`` is dead iff no path of non-zero connections leads
     from any channel of it to any output, with every conv/linear weight counted as a connection
     except the structural zeros of a wall (see the module docstring). It does not depend on the
-    weight values or on which ReLUs are on; a dead pixel is dead for every input.
+    weight values or on which ReLUs are on; a dead pixel is dead for every input, provided
+    the forward takes the traced path for every input (no branch on tensor values, see the
+    module docstring; :func:`~camwall.walls.verify_wall` checks extreme values for it).
 
     Args:
         model: the network; put in eval mode for the call and restored afterwards.

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from camwall.errors import CamwallError
 from camwall.registry import Registry, function_name
-from camwall.walls._checks import positive_int
+from camwall.walls._checks import class_count, positive_int
 from camwall.walls._info import declare, describe
 from camwall.walls._modules import Wall, WalledLinear, set_walls, walls_of
 from camwall.walls._spec import WallSpec
@@ -68,7 +68,10 @@ def _check_args(walled: Any, **sizes: Any) -> None:
     if not isinstance(walled, bool):
         raise CamwallError(f"model argument walled must be true or false, got {walled!r}.")
     for name, value in sizes.items():
-        positive_int(value, f"model argument {name}")
+        if name == "num_classes":
+            class_count(value, "model argument num_classes")
+        else:
+            positive_int(value, f"model argument {name}")
 
 
 def _linear_wall_entry(layer: str, lin: WalledLinear) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -27,8 +28,8 @@ from camwall.errors import CamwallError, did_you_mean
 from camwall.walls._checks import (
     check_finite_state,
     check_wall_zeros,
+    class_count,
     input_shape_of,
-    positive_int,
 )
 from camwall.walls._models import _tag, default_target_layer
 from camwall.walls._modules import Wall, insert_wall, walls_of
@@ -205,7 +206,7 @@ def walled_torchvision(
         builder arguments, or a layer that does not exist.
     """
     _check_builder_args(arch, arch_kwargs)
-    positive_int(num_classes, f"walled_torchvision({arch!r}): num_classes")
+    class_count(num_classes, f"walled_torchvision({arch!r}): num_classes")
     shape = input_shape_of(input_shape, f"walled_torchvision({arch!r}): input_shape")
     parsed = _walls(walls)
     model = _build_plain(arch, num_classes, seed, arch_kwargs)
@@ -307,11 +308,10 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise CamwallError(
-                f"weights {path} is not a plain state dict that torch.load(weights_only=True) "
-                f"accepts ({first}); save model.state_dict() (not the model object), or "
-                "convert it with safetensors.torch.save_file."
+                f"weights {path} is not a plain state dict ({_load_failure(err)}); camwall "
+                "never unpickles Python objects: save model.state_dict() (not the model "
+                "object), or convert it with safetensors.torch.save_file."
             ) from None
         if not isinstance(state, Mapping) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
@@ -330,6 +330,19 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
         f"weights {path}: unknown format {suffix or '(no suffix)'!r}; give a .safetensors state "
         "dict (or .pt/.pth holding only a state dict)."
     )
+
+
+def _load_failure(err: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in our words: never torch's
+    advice to retry with ``weights_only=False`` (which would run the file's code)."""
+    text = str(err)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds the Python object {found.group(1)}, which only unpickling could build"
+    if "Weights only load failed" in text or "operand" in text:
+        return "it is not a file that torch.save wrote from tensors only"
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return first[:200]
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:

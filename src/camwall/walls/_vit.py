@@ -14,8 +14,11 @@ the input pixels of the dead patches cannot change the logits. Layer by layer (`
 * patch embedding: a ``P x P`` conv with stride ``P``: token ``t`` reads only its own patch;
 * LayerNorm over the ``D`` channels of one token, the MLP and the residual adds: per token;
 * attention: ``out_i = sum_j p_ij v_j`` with ``p_ij = 0`` exactly where ``allowed[i, j]`` is
-  False (the scores are set to ``-inf`` before the softmax), so a live row reads only the
-  tokens its mask row allows.
+  False (the scores are set to ``-inf`` before the softmax), and the values of those tokens
+  are never read: row ``i`` multiplies ``p`` by ``v`` with the disallowed ``v_j`` set to 0
+  (:meth:`MaskedSoftmax.read`), so ``0 x inf`` cannot bring a NaN from a dead token (e.g. an
+  input of 1e25, whose LayerNorm overflows) into a live one. For finite values this is
+  bit-identical to ``p v``: the products it replaces were ``0 x v_j = 0`` already.
 
 :func:`camwall.walls.dead_zone` proves this with the structural surrogates of
 :class:`PatchTokens` and :class:`MaskedSoftmax` (their ``camwall_structural`` methods);
@@ -102,6 +105,8 @@ class MaskedSoftmax(nn.Module):
     """
 
     allowed: Tensor
+    patterns: Tensor
+    pattern_of_row: Tensor
 
     def __init__(self, allowed: Tensor) -> None:
         super().__init__()
@@ -110,9 +115,28 @@ class MaskedSoftmax(nn.Module):
         if not bool(allowed.diagonal().all()):
             raise CamwallError("attention mask must let every token attend to itself.")
         self.register_buffer("allowed", allowed.to(torch.bool).clone())
+        # The distinct mask rows (P x N) and each row's pattern (N): not saved, derived.
+        patterns, inverse = torch.unique(self.allowed, dim=0, return_inverse=True)
+        self.register_buffer("patterns", patterns, persistent=False)
+        self.register_buffer("pattern_of_row", inverse, persistent=False)
+        self._reads_all = [bool(row.all()) for row in patterns]
 
     def forward(self, scores: Tensor) -> Tensor:
         return torch.softmax(scores.masked_fill(~self.allowed, float("-inf")), dim=-1)
+
+    def read(self, p: Tensor, v: Tensor) -> Tensor:
+        """``p v`` (``B x heads x N x N`` by ``B x heads x N x d``) where row ``i`` reads only
+        the values its mask row allows: for each distinct mask row, ``p (v with the
+        disallowed tokens set to 0)``, kept on the rows with that mask. A disallowed value,
+        even inf or NaN, never reaches the row (``p_ij v_j`` would be ``0 x inf = NaN``)."""
+        out: Tensor | None = None
+        for k, reads_all in enumerate(self._reads_all):
+            values = v if reads_all else v.masked_fill(~self.patterns[k][:, None], 0)
+            part = torch.matmul(p, values)
+            rows = (self.pattern_of_row == k)[:, None]
+            out = part if out is None else torch.where(rows, part, out)
+        assert out is not None  # at least one row
+        return out
 
     def camwall_structural(self, scores: Tensor) -> Tensor:
         """Structural surrogate: ``p_ij`` reads every allowed score of row ``i`` and is 0
@@ -150,7 +174,8 @@ class MaskedSelfAttention(nn.Module):
 
     ``q, k, v = split(qkv(x))`` (``B x heads x N x D/heads``),
     ``p = attend(q k^T / sqrt(D / heads))`` (:class:`MaskedSoftmax`; hook ``attend`` to read
-    the attention probabilities, ``B x heads x N x N``), ``out_proj(p v)`` (heads merged).
+    the attention probabilities, ``B x heads x N x N``), ``out_proj(p v)`` (heads merged; each
+    row reads only its allowed values, :meth:`MaskedSoftmax.read`).
     """
 
     def __init__(self, dim: int, heads: int, allowed: Tensor) -> None:
@@ -167,7 +192,7 @@ class MaskedSelfAttention(nn.Module):
         qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         p = self.attend(torch.matmul(q, k.transpose(-2, -1)) * (d // self.heads) ** -0.5)
-        return self.out_proj(torch.matmul(p, v).transpose(1, 2).reshape(b, n, d))
+        return self.out_proj(self.attend.read(p, v).transpose(1, 2).reshape(b, n, d))
 
 
 class EncoderBlock(nn.Module):
