@@ -21,16 +21,16 @@ from camwall.compat.pytorch_grad_cam.ablation_layer import (
 )
 
 __all__ = [
+    "FEM",
+    "KPCA_CAM",
     "AblationCAM",
     "EigenCAM",
     "EigenGradCAM",
-    "FEM",
     "FullGrad",
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
     "HiResCAM",
-    "KPCA_CAM",
     "LayerCAM",
     "RandomCAM",
     "ScoreCAM",
@@ -109,7 +109,7 @@ class EigenGradCAM(BaseCAM):
     method = "eigengradcam"
 
 
-class KPCA_CAM(BaseCAM):  # noqa: N801 (grad-cam's name)
+class KPCA_CAM(BaseCAM):
     """Kernel-PCA CAM of the activations (kernels ``"sigmoid"``, ``"rbf"``).
 
     Dense float64 eigendecomposition with scikit-learn's sign rule; grad-cam's float32
@@ -305,5 +305,5 @@ class RandomCAM(BaseCAM):
         **options: Any,
     ) -> np.ndarray:
         if self._draw_seed:
-            options["seed"] = int(np.random.randint(0, 2**31 - 1))
+            options["seed"] = int(np.random.randint(0, 2**31 - 1))  # noqa: NPY002 (as grad-cam)
         return super().compute(input_tensor, targets, **options)

@@ -25,7 +25,7 @@ def fasterrcnn_reshape_transform(x: Any) -> Tensor:
     )
 
 
-def swinT_reshape_transform(tensor: Tensor, height: int = 7, width: int = 7) -> Tensor:  # noqa: N802
+def swinT_reshape_transform(tensor: Tensor, height: int = 7, width: int = 7) -> Tensor:
     """B x (h*w) x C (or B x h x w x C) Swin tokens -> B x C x h x w."""
     return tensor.reshape(tensor.size(0), height, width, tensor.size(-1)).permute(0, 3, 1, 2)
 
