@@ -73,7 +73,12 @@ def vit() -> nn.Module:
     """
     torch.manual_seed(0)
     model = torchvision.models.VisionTransformer(
-        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+        image_size=32,
+        patch_size=8,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=16,
+        mlp_dim=32,
         num_classes=5,
     ).eval()
     g = torch.Generator().manual_seed(4)

@@ -82,7 +82,14 @@ def test_readme_usage_example_runs() -> None:
     """grad-cam's README "Usage examples" with its imports changed; resnet18 with random
     weights replaces ResNet50_Weights.DEFAULT (offline), a random image stands in for rgb_img."""
     from camwall.compat.pytorch_grad_cam import (  # noqa: F401 (the README's import line)
-        AblationCAM, EigenCAM, FullGrad, GradCAM, GradCAMPlusPlus, HiResCAM, ScoreCAM, XGradCAM,
+        AblationCAM,
+        EigenCAM,
+        FullGrad,
+        GradCAM,
+        GradCAMPlusPlus,
+        HiResCAM,
+        ScoreCAM,
+        XGradCAM,
     )  # fmt: skip
     from camwall.compat.pytorch_grad_cam.utils.image import preprocess_image, show_cam_on_image
 
@@ -129,7 +136,10 @@ def test_detection_outputs_name_the_missing_feature() -> None:
         (lambda m: cw.FinerCAM(m, [m[2], m[5]]), "several target layers"),
         (lambda m: cw.FinerCAM(m, [m[5]], base_method=cw.HiResCAM), "base_method=HiResCAM"),
         (lambda m: cw.AblationCAM(m, [m[5]], ratio_channels_to_ablate=0.5), "ratio"),
-        (lambda m: cw.AblationCAM(m, [m[5]], ablation_layer=cw.AblationLayerFasterRCNN()), "FasterRCNN"),
+        (
+            lambda m: cw.AblationCAM(m, [m[5]], ablation_layer=cw.AblationLayerFasterRCNN()),
+            "FasterRCNN",
+        ),
         (lambda m: cw.FullGrad(m, [])(torch.rand(1, 3, 8, 8), eigen_smooth=True), "eigen_smooth"),
         (lambda m: cw.SESS(m, [m[5]])(torch.rand(1, 3, 8, 8), None, True), "eigen_smooth"),
     ],

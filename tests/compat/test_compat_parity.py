@@ -61,8 +61,12 @@ def both(name: str, model, layers, x, targets=None, call=None, **kw) -> tuple:
     call = call or {}
     ours = getattr(cw, name)(model=model, target_layers=layers, **kw)
     theirs = getattr(gc, name)(model=model, target_layers=layers, **kw)
-    theirs_targets = None if targets is None else [gc_targets.ClassifierOutputTarget(t) for t in targets]
-    ours_targets = None if targets is None else [cw_targets.ClassifierOutputTarget(t) for t in targets]
+    theirs_targets = (
+        None if targets is None else [gc_targets.ClassifierOutputTarget(t) for t in targets]
+    )
+    ours_targets = (
+        None if targets is None else [cw_targets.ClassifierOutputTarget(t) for t in targets]
+    )
     a = ours(x, ours_targets, **call)
     b = theirs(x, theirs_targets, **call)
     return a, b
@@ -146,7 +150,9 @@ def test_sess(resnet) -> None:
     check(ours, theirs)
 
 
-@pytest.mark.parametrize("kw", [{"alpha": 0.5}, {"comparison_categories": [1, 2]}, {"target_idx": 4}])
+@pytest.mark.parametrize(
+    "kw", [{"alpha": 0.5}, {"comparison_categories": [1, 2]}, {"target_idx": 4}]
+)
 def test_finer_cam_options(cnn, kw) -> None:
     x = torch.rand(2, 3, 12, 10, generator=torch.Generator().manual_seed(10))
     ours = cw.FinerCAM(cnn, [cnn[5]])(x, None, False, **kw)
