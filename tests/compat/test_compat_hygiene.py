@@ -70,7 +70,8 @@ def test_guided_backprop_restores_relus_and_writes_no_grad(cnn) -> None:
 def test_pytorch_grad_cam_is_never_imported() -> None:
     code = (
         "import sys, camwall.compat.pytorch_grad_cam as g\n"
-        "import camwall.compat.pytorch_grad_cam.metrics.road, camwall.compat.pytorch_grad_cam.sobel_cam\n"
+        "import camwall.compat.pytorch_grad_cam.metrics.road\n"
+        "import camwall.compat.pytorch_grad_cam.sobel_cam\n"
         "import camwall.compat.pytorch_grad_cam.utils.image\n"
         "print(sorted(m for m in sys.modules if m.startswith('pytorch_grad_cam')))"
     )
@@ -123,7 +124,7 @@ class Detector(nn.Module):
 
 def test_detection_outputs_name_the_missing_feature() -> None:
     model = Detector()
-    with pytest.raises(CamwallError, match="list of dicts.*not supported by camwall.s engine yet"):
+    with pytest.raises(CamwallError, match=r"list of dicts.*not supported by camwall.s engine yet"):
         cw.GradCAM(model, [model.conv])(torch.rand(1, 3, 8, 8))
 
 

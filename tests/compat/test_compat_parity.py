@@ -134,9 +134,9 @@ def test_random_cam_given_the_same_draws(cnn, monkeypatch: pytest.MonkeyPatch) -
 def test_random_cam_follows_numpy_seed(cnn) -> None:
     x = torch.rand(1, 3, 12, 10, generator=torch.Generator().manual_seed(8))
     cam = cw.RandomCAM(cnn, [cnn[5]])
-    np.random.seed(0)
+    np.random.seed(0)  # noqa: NPY002 (grad-cam's global RNG is the point)
     first, second = cam(x), cam(x)
-    np.random.seed(0)
+    np.random.seed(0)  # noqa: NPY002
     again = cam(x)
     assert np.array_equal(first, again)
     assert not np.array_equal(first, second)

@@ -236,7 +236,7 @@ def test_cam_mult_image_metrics(cnn, name: str) -> None:
     ours = getattr(cw_mult, name)()(x, cams, targets, cnn)
     theirs = getattr(gc_mult, name)()(x, cams, targets, cnn)
     assert np.abs(ours - theirs).max() <= 1e-6
-    scores, images = cw_mult.CamMultImageConfidenceChange()(
+    _, images = cw_mult.CamMultImageConfidenceChange()(
         x, cams, targets, cnn, return_visualization=True
     )
     assert images.shape == x.shape

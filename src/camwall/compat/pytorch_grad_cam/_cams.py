@@ -253,7 +253,7 @@ class FullGrad(BaseCAM):
     def engine_layers(self) -> list[nn.Module]:
         if self.target_layers:
             return self.target_layers[:1]
-        convs = [m for m in self.model.modules() if isinstance(m, nn.Conv2d)]
+        convs: list[nn.Module] = [m for m in self.model.modules() if isinstance(m, nn.Conv2d)]
         if not convs:
             raise require_engine("FullGrad without Conv2d layers", "explain a CNN.")
         return convs[:1]

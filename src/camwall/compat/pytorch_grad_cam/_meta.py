@@ -50,10 +50,10 @@ class FinerCAM(BaseCAM):
         self.base_method = base_method
         super().__init__(model, target_layers, reshape_transform)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:  # type: ignore[override]
+    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:
         return self.forward(*args, **kwargs)
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         input_tensor: Tensor,
         targets: Targets = None,
@@ -130,7 +130,7 @@ class SESS(BaseCAM):
         }
         super().__init__(model, target_layers, reshape_transform, **options)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:  # type: ignore[override]
+    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:
         return self.forward(*args, **kwargs)
 
     def forward(

@@ -55,10 +55,12 @@ class AblationLayer(nn.Module):
         flat = np.abs(activations).reshape(activations.shape[0], -1)
         flat = flat - flat.min(axis=1, keepdims=True)
         flat = flat / flat.max(axis=1, keepdims=True)
-        scores = np.float32((flat * mask.reshape(1, -1)).sum(axis=1) / flat.sum(axis=1))
+        scores = np.asarray(
+            (flat * mask.reshape(1, -1)).sum(axis=1) / flat.sum(axis=1), dtype=np.float32
+        )
         order = list(np.argsort(scores))
         n = int(len(order) * ratio_channels_to_ablate)
-        self.indices = np.int32(order[::-1][:n] + order[:n])
+        self.indices = np.asarray(order[::-1][:n] + order[:n], dtype=np.int32)
         return self.indices
 
     def set_next_batch(

@@ -43,7 +43,7 @@ class GuidedBackpropReLUasModule(nn.Module):
 
 def _relu_slots(module: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
     """``(parent, name, relu)`` for every ``nn.ReLU`` child in the module tree."""
-    slots = []
+    slots: list[tuple[nn.Module, str, nn.Module]] = []
     for parent in module.modules():
         for name, child in parent._modules.items():
             if isinstance(child, nn.ReLU):

@@ -1,10 +1,11 @@
 """``sobel_cam``: an edge map as a model-free baseline (grad-cam's ``sobel_cam``, NumPy).
 
-gray = OpenCV's RGB -> gray (uint8: ``(9798 R + 19235 G + 3735 B + 2^14) >> 15``, the fixed point of
-opencv-python 5.0, checked on 160,000 random pixels; older OpenCV releases round some pixels
-differently; float: ``0.299 R + 0.587 G + 0.114 B``, within 5e-7 of OpenCV); 3 x 3 Sobel derivatives in x and y with reflect-101 borders;
-result ``round(0.5 round(|gx|) + 0.5 round(|gy|))`` as uint8 (each rounding saturates to
-0..255, ties to even as OpenCV).
+gray = OpenCV's RGB -> gray (uint8: ``(9798 R + 19235 G + 3735 B + 2^14) >> 15``, the fixed
+point of opencv-python 5.0, checked on 160,000 random pixels; older OpenCV releases round some
+pixels differently; float: ``0.299 R + 0.587 G + 0.114 B``, within 5e-7 of OpenCV); 3 x 3 Sobel
+derivatives in x and y with reflect-101 borders; result
+``round(0.5 round(|gx|) + 0.5 round(|gy|))`` as uint8 (each rounding saturates to 0..255, ties
+to even as OpenCV).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ __all__ = ["sobel_cam"]
 
 
 def _gray(img: np.ndarray) -> np.ndarray:
-    rgb = img.astype(np.int64) if img.dtype == np.uint8 else img.astype(np.float64)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     if img.dtype == np.uint8:
-        return ((r * 9798 + g * 19235 + b * 3735 + (1 << 14)) >> 15).astype(np.float64)
-    return np.float32(0.299 * r + 0.587 * g + 0.114 * b).astype(np.float64)
+        q = img.astype(np.int64)
+        fixed = (q[..., 0] * 9798 + q[..., 1] * 19235 + q[..., 2] * 3735 + (1 << 14)) >> 15
+        return fixed.astype(np.float64)
+    f = img.astype(np.float64)
+    gray = 0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]
+    return np.asarray(gray, dtype=np.float32).astype(np.float64)
 
 
 def _sobel(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

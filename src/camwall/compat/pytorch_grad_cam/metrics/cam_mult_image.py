@@ -42,4 +42,4 @@ class IncreaseInConfidence(CamMultImageConfidenceChange):
     """``1.0`` where the score increases, else ``0.0``."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return np.float32(super().__call__(*args, **kwargs) > 0)
+        return np.asarray(super().__call__(*args, **kwargs) > 0, dtype=np.float32)

@@ -30,7 +30,7 @@ def target_scores(model: nn.Module, x: Tensor, targets: Targets) -> np.ndarray:
     """``target_b(model(x)[b])`` for each image, float32 numpy (no gradients)."""
     with torch.no_grad():
         outputs = model(x)
-    return np.float32([t(o).cpu().numpy() for t, o in zip(targets, outputs)])
+    return np.asarray([t(o).cpu().numpy() for t, o in zip(targets, outputs)], dtype=np.float32)
 
 
 class PerturbationConfidenceMetric:
@@ -72,9 +72,12 @@ def _otsu_keep(mask: Tensor) -> np.ndarray:
             "percentile='auto' uses OpenCV's Otsu threshold: pip install opencv-python-headless."
         ) from None
     _, binary = cv2.threshold(
-        np.uint8(mask.cpu().numpy() * 255), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU
+        np.asarray(mask.cpu().numpy() * 255).astype(np.uint8),
+        0,
+        255,
+        cv2.THRESH_BINARY + cv2.THRESH_OTSU,
     )
-    return np.float32(binary)
+    return np.asarray(binary, dtype=np.float32)
 
 
 class RemoveMostRelevantFirst:
@@ -90,7 +93,7 @@ class RemoveMostRelevantFirst:
             keep = _otsu_keep(mask)
         else:
             threshold = np.percentile(mask.cpu().numpy(), self.percentile)
-            keep = np.float32(mask.cpu().numpy() < threshold)
+            keep = np.asarray(mask.cpu().numpy() < threshold, dtype=np.float32)
         return self.imputer(input_tensor, torch.from_numpy(keep).to(mask.device))
 
 
@@ -116,4 +119,4 @@ class AveragerAcrossThresholds:
         self, input_tensor: Tensor, cams: np.ndarray, targets: Targets, model: nn.Module
     ) -> np.ndarray:
         scores = [self.imputer(p)(input_tensor, cams, targets, model) for p in self.percentiles]
-        return np.mean(np.float32(scores), axis=0)
+        return np.mean(np.asarray(scores, dtype=np.float32), axis=0)

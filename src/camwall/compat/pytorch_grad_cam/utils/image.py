@@ -56,7 +56,7 @@ def deprocess_image(img: np.ndarray) -> np.ndarray:
     img = img - np.mean(img)
     img = img / (np.std(img) + 1e-5)
     img = np.clip(img * 0.1 + 0.5, 0, 1)
-    return np.uint8(img * 255)
+    return np.asarray(img * 255).astype(np.uint8)
 
 
 def show_cam_on_image(
@@ -76,11 +76,11 @@ def show_cam_on_image(
             f"show_cam_on_image: image_weight must be in [0, 1], got {image_weight}."
         )
     cv2 = _cv2()
-    heatmap = cv2.applyColorMap(np.uint8(255 * mask), colormap)
+    heatmap = cv2.applyColorMap(np.asarray(255 * mask).astype(np.uint8), colormap)
     if use_rgb:
         heatmap = cv2.cvtColor(heatmap, cv2.COLOR_BGR2RGB)
-    cam = (1 - image_weight) * (np.float32(heatmap) / 255) + image_weight * img
-    return np.uint8(255 * (cam / np.max(cam)))
+    cam = (1 - image_weight) * (np.asarray(heatmap, dtype=np.float32) / 255) + image_weight * img
+    return np.asarray(255 * (cam / np.max(cam))).astype(np.uint8)
 
 
 def create_labels_legend(
@@ -124,11 +124,13 @@ def show_factorization_on_image(
         colour = np.zeros((img.shape[0], img.shape[1], 3))
         colour[:, :, :] = colors[i][:3]
         explanations[i][winner != i] = 0
-        hsv = cv2.cvtColor(np.uint8(colour * 255), cv2.COLOR_RGB2HSV)
-        hsv[:, :, 2] = np.uint8(255 * explanations[i])
-        masks.append(np.float32(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)) / 255)
-    blend = img * image_weight + np.sum(np.float32(masks), axis=0) * (1 - image_weight)
-    return np.uint8(blend * 255)
+        hsv = cv2.cvtColor(np.asarray(colour * 255).astype(np.uint8), cv2.COLOR_RGB2HSV)
+        hsv[:, :, 2] = np.asarray(255 * explanations[i]).astype(np.uint8)
+        masks.append(np.asarray(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), dtype=np.float32) / 255)
+    blend = img * image_weight + np.sum(np.asarray(masks, dtype=np.float32), axis=0) * (
+        1 - image_weight
+    )
+    return np.asarray(blend * 255).astype(np.uint8)
 
 
 def _min_max(img: np.ndarray) -> np.ndarray:
@@ -146,7 +148,7 @@ def _resize(img: np.ndarray, target_size: Sequence[int]) -> np.ndarray:
                 "scale_cam_image of 3-D maps needs scipy: pip install scipy."
             ) from None
         factors = [t / s for s, t in zip(img.shape, target_size[::-1])]
-        return zoom(np.float32(img), factors)
+        return zoom(np.asarray(img, dtype=np.float32), factors)
     width, height = int(target_size[0]), int(target_size[1])
     t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
     out = F.interpolate(t, size=(height, width), mode="bilinear", align_corners=False)
@@ -162,7 +164,7 @@ def scale_cam_image(cam: Any, target_size: Sequence[int] | None = None) -> np.nd
         if target_size is not None:
             img = _resize(img, target_size)
         result.append(img)
-    return np.float32(result)
+    return np.asarray(result, dtype=np.float32)
 
 
 def scale_accross_batch_and_channels(tensor: np.ndarray, target_size: Sequence[int]) -> np.ndarray:

@@ -32,7 +32,7 @@ def _project(activations: np.ndarray) -> np.ndarray:
 
 def get_2d_projection(activation_batch: np.ndarray) -> np.ndarray:
     """B x K x h x w -> B x h x w float32 first-principal-component maps."""
-    return np.float32([_project(a) for a in activation_batch])
+    return np.asarray([_project(a) for a in activation_batch], dtype=np.float32)
 
 
 def get_2d_projection_with_sign_correction(activation_batch: np.ndarray) -> np.ndarray:
@@ -42,7 +42,7 @@ def get_2d_projection_with_sign_correction(activation_batch: np.ndarray) -> np.n
     for a in activation_batch:
         p = _project(a)
         maps.append(-p if abs(p.min()) > abs(p.max()) else p)
-    return np.float32(maps)
+    return np.asarray(maps, dtype=np.float32)
 
 
 def _kernel(rows: np.ndarray, kernel: str, gamma: float | None) -> np.ndarray:
@@ -87,4 +87,6 @@ def get_2d_projection_kernel(
     activation_batch: np.ndarray, kernel: str = "sigmoid", gamma: float | None = None
 ) -> np.ndarray:
     """B x K x h x w -> B x h x w float32 first kernel-PCA component maps."""
-    return np.float32([_kernel_project(a, kernel, gamma) for a in activation_batch])
+    return np.asarray(
+        [_kernel_project(a, kernel, gamma) for a in activation_batch], dtype=np.float32
+    )
