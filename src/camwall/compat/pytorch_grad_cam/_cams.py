@@ -13,7 +13,12 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from camwall.compat.pytorch_grad_cam._base import BaseCAM, engine_default, require_engine
+from camwall.compat.pytorch_grad_cam._base import (
+    BaseCAM,
+    engine_default,
+    require_engine,
+    require_one_layer,
+)
 from camwall.compat.pytorch_grad_cam.ablation_layer import (
     AblationLayer,
     AblationLayerFasterRCNN,
@@ -227,11 +232,7 @@ class AblationCAM(BaseCAM):
                 f"ratio_channels_to_ablate={ratio_channels_to_ablate} (ablating a subset)",
                 "pass ratio_channels_to_ablate=1.0.",
             )
-        if len(target_layers) > 1:
-            raise require_engine(
-                f"AblationCAM with several target layers ({len(target_layers)})",
-                "pass one target layer.",
-            )
+        require_one_layer("AblationCAM", target_layers)
         self.ablation_layer = ablation_layer if ablation_layer is not None else AblationLayer()
         self.ratio_channels_to_ablate = ratio_channels_to_ablate
         chunk = engine_default("ablationcam", "ablationcam_chunk")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from camwall.compat.pytorch_grad_cam._base import BaseCAM, require_engine
+from camwall.compat.pytorch_grad_cam._base import BaseCAM, require_engine, require_one_layer
 from camwall.compat.pytorch_grad_cam._cams import GradCAM, GradCAMPlusPlus
 
 __all__ = ["SESS", "FinerCAM", "RefineCAM", "SegEigenCAM"]
@@ -42,11 +42,7 @@ class FinerCAM(BaseCAM):
                 f"FinerCAM with base_method={getattr(base_method, '__name__', base_method)}",
                 "use base_method=GradCAM.",
             )
-        if len(target_layers) > 1:
-            raise require_engine(
-                f"FinerCAM with several target layers ({len(target_layers)})",
-                "pass one target layer.",
-            )
+        require_one_layer("FinerCAM", target_layers)
         self.base_method = base_method
         super().__init__(model, target_layers, reshape_transform)
 
