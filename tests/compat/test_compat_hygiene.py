@@ -148,3 +148,18 @@ def test_detection_outputs_name_the_missing_feature() -> None:
 def test_engine_gaps_raise_camwall_errors(cnn, build, feature: str) -> None:
     with pytest.raises(CamwallError, match=f"(?s){feature}.*not supported by camwall's engine"):
         build(cnn)
+
+
+def test_vit_ablation_needs_an_invertible_transform(vit) -> None:
+    """AblationCAM re-runs the model from ablated token grids: with camwall's token_grid (it has
+    an inverse) it gives the engine's map; a plain lambda gets a CamwallError naming the fix."""
+    from camwall.cams import compute_cams, token_grid
+
+    layer = vit.encoder.layers.encoder_layer_1.ln_1
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    ours = cw.AblationCAM(vit, [layer], token_grid(), ablation_layer=cw.AblationLayerVit())(x)
+    engine = compute_cams(vit, x, layer, "ablationcam", reshape_transform=token_grid())
+    assert ours.max() > 0.5
+    assert np.array_equal(ours, engine["ablationcam"].numpy())
+    with pytest.raises(CamwallError, match="inverse"):
+        cw.AblationCAM(vit, [layer], lambda t: token_grid()(t))(x)

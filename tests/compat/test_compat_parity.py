@@ -75,6 +75,7 @@ def both(name: str, model, layers, x, targets=None, call=None, **kw) -> tuple:
 def check(a: np.ndarray, b: np.ndarray) -> None:
     assert a.dtype == np.float32
     assert a.shape == b.shape
+    assert b.max() > 0.5  # not all zero: the comparison is not trivial
     assert float(np.abs(a - b).max()) <= TOL
 
 
@@ -87,8 +88,10 @@ def test_tiny_cnn(cnn, name: str, targets) -> None:
 
 @pytest.mark.parametrize("name", [*PLAIN, *CNN_ONLY])
 def test_resnet18(resnet, name: str) -> None:
-    x = torch.rand(1, 3, 32, 40, generator=torch.Generator().manual_seed(2))
-    check(*both(name, resnet, [resnet.layer4[-1]], x, [7]))
+    """layer3 (4 x 5 positions at 64 x 80): layer4 would be 2 x 3, where FEM's mean + 2 std
+    threshold is never exceeded and several maps are all zero (trivially equal)."""
+    x = torch.rand(1, 3, 64, 80, generator=torch.Generator().manual_seed(2))
+    check(*both(name, resnet, [resnet.layer3[-1]], x))
 
 
 # ShapleyCAM needs a double backward through attention, which torch lacks on CPU
@@ -102,8 +105,8 @@ def test_vit_reshape_transform(vit, name: str) -> None:
 
 @pytest.mark.parametrize("name", ["GradCAM", "HiResCAM", "EigenCAM", "ScoreCAM"])
 def test_several_layers(resnet, name: str) -> None:
-    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
-    check(*both(name, resnet, [resnet.layer4[-1], resnet.layer4[-2]], x))
+    x = torch.rand(2, 3, 64, 80, generator=torch.Generator().manual_seed(4))
+    check(*both(name, resnet, [resnet.layer4[-1], resnet.layer3[-1]], x))
 
 
 @pytest.mark.parametrize("name", ["GradCAM", "HiResCAM", "GradCAMElementWise", "ScoreCAM"])
@@ -114,7 +117,7 @@ def test_eigen_smooth(cnn, name: str) -> None:
 
 def test_aug_smooth(cnn) -> None:
     x = torch.rand(2, 3, 12, 10, generator=torch.Generator().manual_seed(6))
-    check(*both("GradCAM", cnn, [cnn[5]], x, [0, 2], call={"aug_smooth": True}))
+    check(*both("GradCAM", cnn, [cnn[5]], x, call={"aug_smooth": True}))
 
 
 def test_random_cam_given_the_same_draws(cnn, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,10 +146,10 @@ def test_random_cam_follows_numpy_seed(cnn) -> None:
 
 
 def test_sess(resnet) -> None:
-    x = torch.rand(1, 3, 32, 40, generator=torch.Generator().manual_seed(9))
-    kw = {"scales": [32, 44], "theta": -1.0}  # theta below 0: away from the count's knife edge
-    ours = cw.SESS(resnet, [resnet.layer4[-1]], **kw)(x)
-    theirs = gc.SESS(resnet, [resnet.layer4[-1]], **kw)(x)
+    x = torch.rand(1, 3, 64, 80, generator=torch.Generator().manual_seed(9))
+    kw = {"scales": [64, 82], "theta": -1.0}  # theta below 0: away from the count's knife edge
+    ours = cw.SESS(resnet, [resnet.layer3[-1]], **kw)(x)
+    theirs = gc.SESS(resnet, [resnet.layer3[-1]], **kw)(x)
     check(ours, theirs)
 
 
