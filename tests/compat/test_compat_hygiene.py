@@ -157,8 +157,11 @@ def test_vit_ablation_needs_an_invertible_transform(vit) -> None:
 
     layer = vit.encoder.layers.encoder_layer_1.ln_1
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    ours = cw.AblationCAM(vit, [layer], token_grid(), ablation_layer=cw.AblationLayerVit())(x)
-    engine = compute_cams(vit, x, layer, "ablationcam", reshape_transform=token_grid())
+    ours = cw.AblationCAM(vit, [layer], token_grid(), ablation_layer=cw.AblationLayerVit())(
+        x,
+        [ClassifierOutputTarget(1)],  # the argmax class gives an all-zero map on this input
+    )
+    engine = compute_cams(vit, x, layer, "ablationcam", [1], reshape_transform=token_grid())
     assert ours.max() > 0.5
     assert np.array_equal(ours, engine["ablationcam"].numpy())
     with pytest.raises(CamwallError, match="inverse"):
