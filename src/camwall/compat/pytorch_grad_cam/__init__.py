@@ -1,0 +1,74 @@
+"""pytorch-grad-cam 1.5.7's API on camwall's engine: change the import, keep the code.
+
+``from camwall.compat.pytorch_grad_cam import GradCAM`` (and every module path of grad-cam:
+``...utils.model_targets``, ``...utils.image``, ``...metrics.road``, ...). The CAM classes take
+grad-cam's constructor and call and return grad-cam's B x H x W float32 maps, equal to 1e-5
+except for the deliberate differences in ``docs/cam-methods.md`` and ``docs/compat.md``
+(EigenCAM sign, AblationCAM's ablation value, RandomCAM's generator). It never imports
+``pytorch_grad_cam``. SegEigenCAM and RefineCAM, and a few options (several layers for
+AblationCAM / FinerCAM, FullGrad's and SESS's eigen_smooth, detection outputs), need engine
+work and raise a CamwallError that names the missing feature.
+"""
+
+from camwall.compat.pytorch_grad_cam import metrics, utils
+from camwall.compat.pytorch_grad_cam._base import BaseCAM
+from camwall.compat.pytorch_grad_cam._cams import (
+    FEM,
+    KPCA_CAM,
+    AblationCAM,
+    EigenCAM,
+    EigenGradCAM,
+    FullGrad,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    RandomCAM,
+    ScoreCAM,
+    ShapleyCAM,
+    XGradCAM,
+)
+from camwall.compat.pytorch_grad_cam._meta import SESS, FinerCAM, RefineCAM, SegEigenCAM
+from camwall.compat.pytorch_grad_cam.ablation_layer import (
+    AblationLayer,
+    AblationLayerFasterRCNN,
+    AblationLayerVit,
+)
+from camwall.compat.pytorch_grad_cam.guided_backprop import GuidedBackpropReLUModel
+from camwall.compat.pytorch_grad_cam.metrics import arcc, cam_mult_image, road
+from camwall.compat.pytorch_grad_cam.utils import model_targets, reshape_transforms
+
+__all__ = [
+    "FEM",
+    "KPCA_CAM",
+    "SESS",
+    "AblationCAM",
+    "AblationLayer",
+    "AblationLayerFasterRCNN",
+    "AblationLayerVit",
+    "BaseCAM",
+    "EigenCAM",
+    "EigenGradCAM",
+    "FinerCAM",
+    "FullGrad",
+    "GradCAM",
+    "GradCAMElementWise",
+    "GradCAMPlusPlus",
+    "GuidedBackpropReLUModel",
+    "HiResCAM",
+    "LayerCAM",
+    "RandomCAM",
+    "RefineCAM",
+    "ScoreCAM",
+    "SegEigenCAM",
+    "ShapleyCAM",
+    "XGradCAM",
+    "arcc",
+    "cam_mult_image",
+    "metrics",
+    "model_targets",
+    "reshape_transforms",
+    "road",
+    "utils",
+]

@@ -1,0 +1,167 @@
+"""grad-cam's meta-methods over a base CAM: FinerCAM and SESS (engine-native), and the two
+whose method camwall's engine does not have yet (SegEigenCAM, RefineCAM: CamwallError)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from torch import Tensor, nn
+
+from camwall.compat.pytorch_grad_cam._base import BaseCAM, require_engine, require_one_layer
+from camwall.compat.pytorch_grad_cam._cams import GradCAM, GradCAMPlusPlus
+
+__all__ = ["SESS", "FinerCAM", "RefineCAM", "SegEigenCAM"]
+
+Reshape = Callable[[Any], Tensor] | None
+Targets = Sequence[Callable[[Tensor], Tensor]] | None
+
+
+class FinerCAM(BaseCAM):
+    """Finer-CAM: Grad-CAM of ``sum_j p_j (y_m - alpha y_j) / (sum_j p_j + 1e-9)`` over the
+    classes most similar to the main one (targets ``None``), else of the given targets.
+
+    Same maps as grad-cam (1e-5). The call is grad-cam's ``forward(input_tensor, targets=None,
+    eigen_smooth=False, alpha=1, comparison_categories=None, target_idx=None)`` (no
+    ``aug_smooth``). The engine supports ``base_method=GradCAM`` and one target layer; other
+    bases or several layers raise a CamwallError.
+    """
+
+    method = "finercam"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layers: Sequence[nn.Module],
+        reshape_transform: Reshape = None,
+        base_method: type = GradCAM,
+    ) -> None:
+        if base_method is not GradCAM:
+            raise require_engine(
+                f"FinerCAM with base_method={getattr(base_method, '__name__', base_method)}",
+                "use base_method=GradCAM.",
+            )
+        require_one_layer("FinerCAM", target_layers)
+        self.base_method = base_method
+        super().__init__(model, target_layers, reshape_transform)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        return self.forward(*args, **kwargs)
+
+    def forward(
+        self,
+        input_tensor: Tensor,
+        targets: Targets = None,
+        eigen_smooth: bool = False,
+        alpha: float = 1,
+        comparison_categories: Sequence[int] | None = None,
+        target_idx: int | None = None,
+    ) -> np.ndarray:
+        options: dict[str, Any] = {"finercam_alpha": alpha, "eigen_smooth": eigen_smooth}
+        if comparison_categories is not None:
+            options["finercam_comparison"] = tuple(comparison_categories)
+        if target_idx is not None:
+            options["finercam_target_idx"] = target_idx
+        return self.compute(input_tensor, targets, **options)
+
+
+class SESS(BaseCAM):
+    """SESS: the base method's maps over scaled, sliding-window patches, weighted and fused.
+
+    Same maps as grad-cam (1e-5 on most inputs; the ``theta`` count is a knife edge, see
+    ``docs/cam-methods.md``). Patches of all images share forward chunks of ``batch_size``.
+    The call is ``forward(input_tensor, targets=None, eigen_smooth=False)``; the engine has no
+    ``eigen_smooth`` for SESS and no options for its base method (``**kwargs``) yet: both raise
+    a CamwallError.
+    """
+
+    method = "sess"
+    batch_option = "sess_chunk"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layers: Sequence[nn.Module],
+        reshape_transform: Reshape = None,
+        base_method: type = GradCAM,
+        scales: Sequence[int] | None = None,
+        num_scales: int = 12,
+        scale_step_ratio: float = 2.0 / 7.0,
+        window_size: int | None = None,
+        step_size: int | None = None,
+        pre_filter_ratio: float = 0.0,
+        theta: float = 0.0,
+        pool: str = "mean",
+        smooth: bool = True,
+        use_softmax_scores: bool = True,
+        batch_size: int = 32,
+        **kwargs: Any,
+    ) -> None:
+        base = getattr(base_method, "method", None)
+        if not isinstance(base, str) or base in ("", "sess"):
+            raise require_engine(
+                f"SESS with base_method={getattr(base_method, '__name__', base_method)}",
+                "use one of the CAM classes of camwall.compat.pytorch_grad_cam.",
+            )
+        if kwargs:
+            raise require_engine(
+                f"SESS with options for its base method ({', '.join(kwargs)})",
+                "call SESS without them.",
+            )
+        self.base_method = base_method
+        self.batch_size = batch_size
+        options = {
+            "sess_base": base,
+            "sess_scales": None if scales is None else [int(s) for s in scales],
+            "sess_num_scales": num_scales,
+            "sess_scale_step_ratio": scale_step_ratio,
+            "sess_window": window_size,
+            "sess_step": step_size,
+            "sess_pre_filter": pre_filter_ratio,
+            "sess_theta": theta,
+            "sess_pool": pool,
+            "sess_smooth": smooth,
+            "sess_softmax": use_softmax_scores,
+        }
+        super().__init__(model, target_layers, reshape_transform, **options)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        return self.forward(*args, **kwargs)
+
+    def forward(
+        self, input_tensor: Tensor, targets: Targets = None, eigen_smooth: bool = False
+    ) -> np.ndarray:
+        if eigen_smooth:
+            raise require_engine("SESS with eigen_smooth=True", "call it without it.")
+        return self.compute(input_tensor, targets)
+
+
+class SegEigenCAM:
+    """Seg-Eigen-CAM (Chung & Ying 2025): not in camwall's engine yet; constructing it raises
+    a CamwallError (the engine needs the method: first principal component of ``|G| * A`` with
+    the ``|min| > |max|`` sign correction)."""
+
+    def __init__(self, model: nn.Module, target_layers: Sequence[nn.Module], *args: Any, **kw: Any):
+        raise require_engine(
+            "SegEigenCAM (principal component of |G| * A with its sign correction)",
+            "use EigenGradCAM or EigenCAM meanwhile.",
+        )
+
+
+class RefineCAM:
+    """RefineCAM: not in camwall's engine yet; constructing it raises a CamwallError (the engine
+    needs the method: the product over target layers of each layer's base map, then min-max)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layers: Sequence[nn.Module],
+        reshape_transform: Reshape = None,
+        base_method: type = GradCAMPlusPlus,
+        **kwargs: Any,
+    ) -> None:
+        raise require_engine(
+            "RefineCAM (the product of per-layer base maps)",
+            "use the base method with several target_layers (their mean) meanwhile.",
+        )
