@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +21,7 @@ __all__ = [
     "BenchDataset",
     "BenchModel",
     "BenchPlan",
+    "BenchSettings",
     "check_inputs",
     "explained_cell",
     "paired",
@@ -95,6 +96,19 @@ def explained_cell(image: int, seed: int, cells: int = 4) -> int:
 # --------------------------------------------------------------------------- the plan
 
 
+class BenchSettings(TypedDict, total=False):
+    """The keywords of :meth:`BenchPlan.build` (and of ``run_bench``'s ``**settings``)."""
+
+    device: str | torch.device
+    batch_size: int | None
+    seed: int
+    figure_images: int
+    progress: bool
+    cam_options: Mapping[str, Any] | None
+    explainer_options: Mapping[str, Mapping[str, Any]] | None
+    explainers: Mapping[str, Any] | None
+
+
 @dataclass(frozen=True)
 class BenchPlan:
     """What the loop does, decided once: the methods by kind, device, batching, seed, figures,
@@ -135,8 +149,21 @@ class BenchPlan:
         explainer_options: Mapping[str, Mapping[str, Any]] | None = None,
         explainers: Mapping[str, Any] | None = None,
     ) -> BenchPlan:
-        """The validated plan (``batch_size=None``: sized later from the models, see
-        :meth:`sized`).
+        """The validated plan.
+
+        Args:
+            methods: CAM method names, controls and explainer names, in row order.
+            device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or a ``torch.device``.
+            batch_size: images per batch; None: sized from the models (:meth:`sized`).
+            seed: seeds torch and the random control, in ``[0, 2**63 - 1]``.
+            figure_images: images per dataset whose maps are kept for the figures.
+            progress: show tqdm progress bars (rank 0 only).
+            cam_options: extra keyword options for :func:`camwall.cams.compute_cams`.
+            explainer_options: ``{explainer name: {option: value}}`` for the non-engine
+                explainers (:func:`camwall.explainers.parse_explainer_options`).
+            explainers: ``{name: callable}``: explainer objects (the
+                :class:`camwall.explainers.Explainer` protocol) run under ``name``, a name in
+                ``methods`` (used by :func:`camwall.wall_test`).
 
         Raises:
             CamwallError: a batch size below 1, a seed outside ``[0, 2**63 - 1]``, an unknown

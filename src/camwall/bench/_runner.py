@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -25,6 +25,7 @@ from camwall.bench._plan import (
     BenchDataset,
     BenchModel,
     BenchPlan,
+    BenchSettings,
     check_inputs,
     explained_cell,
     paired,
@@ -33,6 +34,9 @@ from camwall.bench._session import Session, check_out_dir, open_session, shard_s
 from camwall.bench._store import STORE_NAME, BatchRecord, Store
 from camwall.errors import CamwallError
 from camwall.runtime import DistInfo, resolve_device
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 __all__ = [
     "FIGURE_IMAGES",
@@ -60,7 +64,7 @@ def run_bench(
     config: dict[str, Any] | None = None,
     resume: bool = False,
     report: bool = True,
-    **settings: Any,
+    **settings: Unpack[BenchSettings],
 ) -> Path:
     """Run the wall benchmark and write the store (and, on rank 0, the report) into ``out``.
 
@@ -86,15 +90,9 @@ def run_bench(
             is kept aside as ``results.<started UTC>.sqlite`` (never deleted) and a fresh one
             started.
         report: write the report files when done.
-        **settings: the :meth:`BenchPlan.build` keywords: ``device`` (``auto``, ``cpu``,
-            ``cuda``, ``cuda:N`` or a ``torch.device``), ``batch_size`` (images per batch,
-            default 16; None: 64 for inputs up to 128 x 128, else 16), ``seed`` (seeds torch
-            and the random control, in ``[0, 2**63 - 1]``), ``figure_images`` (images per
-            dataset whose maps are kept for the figures), ``progress`` (tqdm bars, rank 0),
-            ``cam_options`` (extra :func:`camwall.cams.compute_cams` options),
-            ``explainer_options`` (``{explainer: {option: value}}``, recorded in the config)
-            and ``explainers`` (``{name: callable}`` explainer objects run under a name in
-            ``methods``, as :func:`camwall.wall_test` does).
+        **settings: the :meth:`BenchPlan.build` keywords (``device``, ``batch_size``, ``seed``,
+            ``figure_images``, ``progress``, ``cam_options``, ``explainer_options``,
+            ``explainers``), documented there.
 
     Returns:
         The path of the store.
