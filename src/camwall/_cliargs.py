@@ -3,10 +3,12 @@
 Every typed option of every sub-command goes through one of the argparse *types* below, so a bad
 value is refused at parse time, before any work starts, with one line on stderr and exit status 2:
 
-* numbers: :func:`positive_int`, :func:`non_negative_int`, :func:`seed` (``[0, 2**63 - 1]``),
+* numbers: :func:`positive_int`, :func:`non_negative_int`, :func:`seed` (``[0, 2**63 - 1]``,
+  :func:`check_seed`),
   :func:`fraction` (``[0, 1]``), :func:`positive_float`, :func:`non_negative_float`,
   :func:`int_in` (a bounded int, e.g. ``--images`` or an image side);
-* :func:`device` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``);
+* :func:`device` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``: the one check,
+  :func:`camwall.runtime.resolve_device`);
 * paths: :func:`input_path` (UTF-8, non-empty), :func:`out_dir` and :func:`out_file` (also
   checked writable: not under a regular file, not in ``/proc``, ``/sys`` or ``/dev``, not a
   device). Nothing is created at parse time.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import operator
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -40,6 +43,7 @@ __all__ = [
     "add_overwrite",
     "add_seed",
     "add_target_layer",
+    "check_seed",
     "device",
     "fraction",
     "input_path",
@@ -134,12 +138,32 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def check_seed(value: object, what: str = "--seed") -> int:
+    """``value`` as an int if it is an integer in ``[0, 2**63 - 1]`` (what
+    ``torch.Generator.manual_seed`` accepts; a bool is not a seed), else a CamwallError.
+
+    The one seed check: the ``--seed`` argparse type and the library (``run_bench``, datasets)
+    both use it.
+    """
+    from camwall.errors import CamwallError
+
+    try:
+        number = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        number = -1
+    if isinstance(value, bool) or not 0 <= number <= MAX_SEED:
+        raise CamwallError(f"{what} must be an integer in [0, 2**63 - 1], got {value!r}.")
+    return number
+
+
 def seed(text: str) -> int:
-    """A seed in ``[0, 2**63 - 1]`` (what ``torch.Generator.manual_seed`` accepts)."""
-    value = _int(text)
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"a seed must be in [0, 2**63 - 1], got {value}")
-    return value
+    """A seed in ``[0, 2**63 - 1]`` (:func:`check_seed`)."""
+    from camwall.errors import CamwallError
+
+    try:
+        return check_seed(_int(text), "a seed")
+    except CamwallError as err:
+        raise argparse.ArgumentTypeError(str(err).removesuffix(".")) from None
 
 
 def fraction(text: str) -> float:
@@ -167,20 +191,18 @@ def non_negative_float(text: str) -> float:
 
 
 def device(text: str) -> str:
-    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; CUDA only where a GPU is visible."""
-    name = text.strip().lower()
-    kind, _, index = name.partition(":")
-    if name not in ("auto", "cpu", "cuda") and not (kind == "cuda" and index.isdigit()):
-        raise argparse.ArgumentTypeError(f"unknown device {text!r}: use auto, cpu, cuda or cuda:N")
-    if kind == "cuda":
-        import torch
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``, checked by :func:`camwall.runtime.resolve_device`
+    (the one device check: CUDA only where a GPU is visible); the name is kept, lower-cased."""
+    from camwall.errors import CamwallError
+    from camwall.runtime import resolve_device
 
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise argparse.ArgumentTypeError(f"{text!r}: no CUDA device is visible; use cpu")
-        if index and int(index) >= count:
-            raise argparse.ArgumentTypeError(f"{text!r}: only {count} CUDA device(s) visible")
-    return name
+    try:
+        resolve_device(text)
+    except CamwallError as err:
+        raise argparse.ArgumentTypeError(
+            str(err).removeprefix(f"--device {text}: ").removesuffix(".")
+        ) from None
+    return text.strip().lower()
 
 
 def _utf8_path(text: str) -> Path:
@@ -395,9 +417,7 @@ def add_overwrite(p: argparse.ArgumentParser, help: str) -> None:
 
 
 def torch_device(name: str) -> Any:
-    """The ``torch.device`` of a :func:`device` value (``auto`` -> CUDA when available)."""
-    import torch
+    """The ``torch.device`` of a :func:`device` value: :func:`camwall.runtime.resolve_device`."""
+    from camwall.runtime import resolve_device
 
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    return resolve_device(name)

@@ -83,7 +83,7 @@ def resolve_device(
     match = _DEVICE.match(name)
     if match is None or (match.group(1) != "cuda" and match.group(2) is not None):
         raise CamwallError(
-            f"--device {device!r} is not a device camwall knows; use auto, cpu, cuda or cuda:N."
+            f"--device {device}: unknown device {str(device)!r}; use auto, cpu, cuda or cuda:N."
         )
     kind, index = match.group(1), match.group(2)
     if kind == "auto":

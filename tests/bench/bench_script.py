@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_tiny import tiny_bench_model, tiny_dataset
 
-from camwall.bench import _runner, run_bench
+from camwall.bench import _compute, run_bench
 
 METHODS = ["gradcam", "hirescam", "scorecam", "uniform", "random"]
 
@@ -28,13 +28,13 @@ def main() -> None:
     p.add_argument("--images", type=int, default=7)
     args = p.parse_args()
     if args.slow:
-        real = _runner._cam_fn()
+        real = _compute._cam_fn()
 
         def slow(*a, **kw):  # a slow method: gives the test time to kill the run midway
             time.sleep(args.slow)
             return real(*a, **kw)
 
-        _runner._cam_fn = lambda: slow
+        _compute._cam_fn = lambda: slow
     run_bench(
         [tiny_bench_model(), tiny_bench_model(walled=False)],
         [tiny_dataset("tiny-mix", args.images), tiny_dataset("tiny-pair", 5, seed=1)],

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from bench_tiny import tiny_bench_model, tiny_dataset, tiny_model, torchrun_two_ranks
 
-from camwall.bench import STORE_NAME, Store, _runner, run_bench
+from camwall.bench import STORE_NAME, Store, _compute, run_bench
 from camwall.errors import CamwallError
 
 HERE = Path(__file__).parent
@@ -99,7 +99,7 @@ def test_kill_midway_then_resume(tmp_path, reference):
 
 
 def test_injected_interruption_then_resume(tmp_path, monkeypatch):
-    real = _runner._cam_fn()
+    real = _compute._cam_fn()
     calls = {"n": 0}
 
     def flaky(*a, **kw):
@@ -108,7 +108,7 @@ def test_injected_interruption_then_resume(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **kw)
 
-    monkeypatch.setattr(_runner, "_cam_fn", lambda: flaky)
+    monkeypatch.setattr(_compute, "_cam_fn", lambda: flaky)
     models = [tiny_bench_model()]
     data = [tiny_dataset("d", 6)]
     with pytest.raises(KeyboardInterrupt):

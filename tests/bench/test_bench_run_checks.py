@@ -54,7 +54,7 @@ def test_run_bench_refuses_a_huge_seed(tmp_path):
     ("argv", "message"),
     [
         (["--images", str(10**12)], "argument --images: must be at most 1000000"),
-        (["--seed", str(2**70)], "argument --seed: a seed must be in [0, 2**63 - 1]"),
+        (["--seed", str(2**70)], "argument --seed: a seed must be an integer in [0, 2**63 - 1]"),
     ],
 )
 def test_cli_huge_images_or_seed_one_line(capsys, tmp_path, argv, message):

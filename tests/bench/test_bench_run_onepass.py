@@ -7,7 +7,7 @@ import math
 import torch
 from bench_tiny import ALL, tiny_bench_model, tiny_dataset, tiny_model
 
-from camwall.bench import STORE_NAME, Store, _runner, run_bench
+from camwall.bench import STORE_NAME, Store, _compute, run_bench
 from camwall.cams import DEFAULT_METHODS, compute_cams
 from camwall.metrics import METRICS
 
@@ -19,14 +19,14 @@ CAMS = list(DEFAULT_METHODS)
 
 
 def test_all_methods_of_a_batch_in_one_call_equal_per_method_calls(tmp_path, monkeypatch):
-    real = _runner._cam_fn()
+    real = _compute._cam_fn()
     calls: list[list[str]] = []
 
     def counting(model, x, layer, methods, **kw):
         calls.append(list(methods))
         return real(model, x, layer, methods, **kw)
 
-    monkeypatch.setattr(_runner, "_cam_fn", lambda: counting)
+    monkeypatch.setattr(_compute, "_cam_fn", lambda: counting)
     data = [tiny_dataset("d", 6), tiny_dataset("e", 5, seed=1)]
     run_bench([tiny_bench_model()], data, ALL, tmp_path, batch_size=4, progress=False)
     assert calls == [CAMS] * 4  # 2 + 2 batches, every CAM method in each call

@@ -9,7 +9,7 @@ import pytest
 import torch
 from bench_tiny import tiny_model
 
-from camwall.bench._runner import chunk_options
+from camwall.bench._compute import chunk_options
 from camwall.bench.cli import DEFAULT_MODELS, GRID_DATASET, GRID_SPEC, _datasets, _default_specs
 from camwall.cams import compute_cams
 

@@ -8,7 +8,8 @@ import time
 from bench_tiny import tiny_bench_model, tiny_dataset
 
 from camwall.bench import STORE_NAME, Store, run_bench
-from camwall.bench._store import ResultRow, archive_store
+from camwall.bench._archive import archive_store
+from camwall.bench._store import ResultRow
 from camwall.metrics import METRICS
 
 KEPT = re.compile(r"results\.(\d{8}T\d{6}Z)(-\d+)?\.sqlite")

@@ -10,15 +10,9 @@ Public API (import from ``camwall.bench``)::
 The command line is ``camwall bench`` (see ``docs/bench.md``) and ``camwall report DIR``.
 """
 
+from camwall.bench._plan import FIGURE_IMAGES, BenchDataset, BenchModel, BenchPlan
 from camwall.bench._report import reading, write_report
-from camwall.bench._runner import (
-    FIGURE_IMAGES,
-    BenchDataset,
-    BenchModel,
-    check_out_dir,
-    resolve_device,
-    run_bench,
-)
+from camwall.bench._runner import Loader, check_out_dir, resolve_device, run_bench
 from camwall.bench._store import STORE_NAME, ResultRow, Store, config_hash
 from camwall.bench._summary import PAPER, build_summary
 
@@ -28,6 +22,8 @@ __all__ = [
     "STORE_NAME",
     "BenchDataset",
     "BenchModel",
+    "BenchPlan",
+    "Loader",
     "ResultRow",
     "Store",
     "build_summary",

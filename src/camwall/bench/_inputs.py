@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from camwall.bench._runner import BenchDataset, BenchModel
+from camwall.bench._plan import BenchDataset, BenchModel
 from camwall.errors import CamwallError
 from camwall.walls import WallCheck, is_checkpoint
 
@@ -33,6 +33,7 @@ __all__ = [
     "MAX_IMAGES",
     "check_dataset_spec",
     "check_images",
+    "model_facts",
     "resolve_dataset",
     "resolve_model",
 ]
@@ -72,10 +73,24 @@ def _load(
     return model, meta
 
 
-def _input_shape(model: nn.Module, meta: dict[str, Any], spec: str) -> tuple[int, int, int]:
-    from camwall.walls import describe
+def model_facts(model: nn.Module, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a model says about itself (the one place the bench reads it): ``input_shape``
+    (``C, H, W`` or None), ``task`` (``"single"`` or ``"grid"``), ``classes`` (per cell, for a
+    grid model; else None) and ``kind`` (``CNN``, ``grid``, ``ViT``); ``meta`` is a checkpoint's
+    metadata, read first for the input shape and after the model for the rest."""
+    from camwall.walls import describe, model_kind, model_task
 
-    shape = meta.get("input_shape") or describe(model).input_shape
+    task = model_task(model, meta)
+    return {
+        "input_shape": (meta or {}).get("input_shape") or describe(model).input_shape,
+        "task": str(task["name"]),
+        "classes": task.get("classes"),
+        "kind": model_kind(model, meta),
+    }
+
+
+def _input_shape(facts: dict[str, Any], spec: str) -> tuple[int, int, int]:
+    shape = facts["input_shape"]
     if not shape or len(shape) != 3:
         raise CamwallError(
             f"model {spec!r}: its input shape is unknown; save it with camwall.walls.save_model "
@@ -103,11 +118,10 @@ def resolve_model(
         CamwallError: unknown name, unreadable checkpoint, no such target layer, or (for a
         model under test) no dead zone at all or a wall that fails the check.
     """
-    from camwall.walls import model_kind, model_task
-
     model, meta = _load(spec, weights, walls, baseline=not walled)
     model.eval()
-    c, h, w = _input_shape(model, meta, spec)
+    facts = model_facts(model, meta)
+    c, h, w = _input_shape(facts, spec)
     info: dict[str, Any] = {"spec": spec, "arch": meta.get("arch"), "input_shape": [c, h, w]}
     layer, zone, cells = "", torch.zeros(h, w, dtype=torch.bool), None
     if walled:
@@ -139,8 +153,8 @@ def resolve_model(
         info=info,
         walled=walled,
         channels=c,
-        task=str(model_task(model, meta)["name"]),
-        kind=model_kind(model, meta),
+        task=facts["task"],
+        kind=facts["kind"],
         cell_zones=cells,
     )
 
@@ -237,7 +251,7 @@ def resolve_dataset(spec: str, n: int, seed: int, channels: int | None = None) -
         CamwallError: ``n`` outside ``[1, MAX_IMAGES]``, ``seed`` outside ``[0, 2**63 - 1]``,
         unknown name, missing folder, unreadable images or images of mixed sizes.
     """
-    from camwall.bench._runner import check_seed
+    from camwall._cliargs import check_seed
     from camwall.data import DATASETS
 
     check_images(n)

@@ -30,10 +30,7 @@ DEFAULT_OUT = "bench-out"
 
 
 def register(subparsers: Any) -> None:
-    from camwall.cams import DEFAULT_METHODS, METHODS
-    from camwall.data import DATASETS
-    from camwall.metrics import CONTROLS
-
+    """Add ``camwall bench``, ``camwall report`` and ``camwall methods``."""
     p = subparsers.add_parser(
         "bench",
         help="run the wall benchmark: CAM leakage into the dead zone, table, figures, report",
@@ -47,6 +44,18 @@ def register(subparsers: Any) -> None:
             "Under `torchrun --nproc_per_node N -m camwall bench ...` images are sharded."
         ),
     )
+    _model_arguments(p)
+    _dataset_arguments(p)
+    _method_arguments(p)
+    _run_arguments(p)
+    p.set_defaults(func=run_bench)
+    _register_report(subparsers)
+    _register_methods(subparsers)
+
+
+def _model_arguments(p: argparse.ArgumentParser) -> None:
+    """``--model``, ``--baseline``, ``--weights``, ``--wall``, ``--target-layer``, ``--grid``,
+    ``--retrain``, ``--cache-dir``."""
     p.add_argument(
         "--model",
         action="append",
@@ -76,6 +85,28 @@ def register(subparsers: Any) -> None:
         metavar="LAYER:REGION",
         help="wall to insert into a torchvision --model, e.g. 'layer3:rows=4:' (repeatable)",
     )
+    add_target_layer(p)
+    p.add_argument(
+        "--grid",
+        action="store_true",
+        help="test the shipped fashion-grid-vgg (a wall per cell's logits) on fashion-grid even "
+        "with --model (the default run includes it already)",
+    )
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train the default pair from scratch (camwall.train.cached_pair, then cached) "
+        "instead of using the pair shipped with camwall",
+    )
+    p.add_argument(
+        "--cache-dir", type=input_path, metavar="DIR", help="cache of --retrain'ed models"
+    )
+
+
+def _dataset_arguments(p: argparse.ArgumentParser) -> None:
+    """``--dataset``, ``--images``, ``--seed``."""
+    from camwall.data import DATASETS
+
     p.add_argument(
         "--dataset",
         action="append",
@@ -84,6 +115,21 @@ def register(subparsers: Any) -> None:
         help=f"registry dataset ({', '.join(DATASETS.names())}) or a folder from "
         "`camwall stackmix` / `camwall stackgen` / an ImageFolder tree; repeatable",
     )
+    p.add_argument(
+        "--images",
+        type=int_in(1, MAX_IMAGES),
+        default=100,
+        metavar="N",
+        help="images per dataset (default 100)",
+    )
+    add_seed(p, "dataset and control seed")
+
+
+def _method_arguments(p: argparse.ArgumentParser) -> None:
+    """``--methods``, ``--explainer-option``, ``--list-methods``."""
+    from camwall.cams import DEFAULT_METHODS, METHODS
+    from camwall.metrics import CONTROLS
+
     p.add_argument(
         "--methods",
         default="all",
@@ -107,37 +153,18 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="list every method name with its family and source, and exit",
     )
-    add_target_layer(p)
-    p.add_argument(
-        "--grid",
-        action="store_true",
-        help="test the shipped fashion-grid-vgg (a wall per cell's logits) on fashion-grid even "
-        "with --model (the default run includes it already)",
-    )
-    p.add_argument(
-        "--images",
-        type=int_in(1, MAX_IMAGES),
-        default=100,
-        metavar="N",
-        help="images per dataset (default 100)",
-    )
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    """``--out``, ``--device``, ``--batch-size``, ``--resume``, ``--no-progress``."""
     add_out(p, DEFAULT_OUT)
     add_device(p)
     add_batch_size(p, None, "images per batch (default: 64 for inputs up to 128x128, else 16)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    add_seed(p, "dataset and control seed")
-    p.add_argument(
-        "--retrain",
-        action="store_true",
-        help="train the default pair from scratch (camwall.train.cached_pair, then cached) "
-        "instead of using the pair shipped with camwall",
-    )
-    p.add_argument(
-        "--cache-dir", type=input_path, metavar="DIR", help="cache of --retrain'ed models"
-    )
     add_no_progress(p)
-    p.set_defaults(func=run_bench)
 
+
+def _register_report(subparsers: Any) -> None:
     r = subparsers.add_parser(
         "report",
         help="regenerate the tables, figures and report.html of a bench output folder",
@@ -147,6 +174,8 @@ def register(subparsers: Any) -> None:
     r.add_argument("dir", type=input_path, metavar="DIR", help="a `camwall bench --out` folder")
     r.set_defaults(func=run_report)
 
+
+def _register_methods(subparsers: Any) -> None:
     m = subparsers.add_parser(
         "methods",
         help="list every saliency method the bench takes: name, family, source, installed",
@@ -226,31 +255,34 @@ def run_methods(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from camwall.bench._runner import _dist_setup, check_out_dir, out_lock, resolve_device
+    """``camwall bench``: the arguments, checked, then :func:`camwall.bench.run_bench` (which
+    locks ``--out`` and checks ``--resume`` before :func:`_loader` loads or trains a model)."""
+    from camwall.bench import _inputs as inputs
+    from camwall.bench._runner import run_bench as run
 
     if args.list_methods:
         return run_methods(args)
     methods = parse_methods(args.methods)
     _check_bench_args(args)
     options = _explainer_options(args, methods)
-    out = check_out_dir(args.out)  # an unwritable folder fails before any work
-    device = resolve_device(args.device)
     config = _bench_config(args, methods, options)
-    from camwall.bench import _inputs as inputs
-
     for spec in config["datasets"]:
         inputs.check_dataset_spec(spec)
-    dist, owned = _dist_setup(device)
-    try:
-        with out_lock(out, dist.rank):  # one writer: a second bench or report fails at once
-            _check_resume(args, out, config)  # before any training or loading
-            _run(args, out, device, config, methods, dist)
-    finally:
-        if owned:
-            import torch.distributed
-
-            torch.distributed.destroy_process_group()
-    if dist.rank == 0:
+    out = Path(args.out)
+    run(
+        _loader(args, config),
+        None,
+        methods,
+        out,
+        config=config,
+        device=args.device,
+        batch_size=args.batch_size,
+        resume=args.resume,
+        seed=args.seed,
+        progress=not args.no_progress,
+        explainer_options=config.get("explainer_options") or {},
+    )
+    if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 prints
         print(f"camwall bench: wrote {out / 'report.html'} and {out / 'table.md'}")
         print((out / "table.md").read_text().split("\n## ")[0])
     return 0
@@ -322,61 +354,35 @@ def _bench_config(
     }
 
 
-def _check_resume(args: argparse.Namespace, out: Path, config: dict[str, Any]) -> None:
-    from camwall.bench._store import STORE_NAME, Store
-
-    if args.resume and (out / STORE_NAME).exists():
-        with Store(out / STORE_NAME) as store:
-            store.check_resume(config)
-
-
-def _run(
-    args: argparse.Namespace,
-    out: Path,
-    device: Any,
-    config: dict[str, Any],
-    methods: list[str],
-    dist: Any,
-) -> None:
-    """Load the models and datasets, then :func:`camwall.bench.run_bench`."""
+def _loader(args: argparse.Namespace, config: dict[str, Any]) -> Any:
+    """The loader :func:`camwall.bench.run_bench` calls once ``--out`` is locked: the models
+    (default pair shipped or ``--retrain``ed, ``--model``, ``--baseline``), then the datasets."""
     from camwall.bench import _inputs as inputs
-    from camwall.bench._runner import run_bench as run
 
-    paths = _default_pair(args, dist) if not args.model else {}
-    models = [
-        inputs.resolve_model(
-            _spec_path(s, paths),
-            name=_shipped_name(s),
-            weights=args.weights,
-            target_layer=args.target_layer,
-            walls=args.wall,
-        )
-        for s in config["models"]
-    ]
-    models += [
-        inputs.resolve_model(_spec_path(s, paths), name=_shipped_name(s), walled=False)
-        for s in config["baselines"]
-    ]
-    _dedupe_names(models)
-    channels = next((m.channels for m in models if m.walled), None)
-    datasets = [
-        inputs.resolve_dataset(d, args.images, args.seed, channels) for d in config["datasets"]
-    ]
-    walled = next(m for m in models if m.walled)
-    small = walled.dead_zone.numel() <= 128 * 128
-    run(
-        models,
-        datasets,
-        methods,
-        out,
-        config=config,
-        device=device,
-        batch_size=args.batch_size or (64 if small else 16),
-        resume=args.resume,
-        seed=args.seed,
-        progress=not args.no_progress,
-        explainer_options=config.get("explainer_options") or {},
-    )
+    def load(dist: Any) -> tuple[list[Any], list[Any]]:
+        paths = _default_pair(args, dist) if not args.model else {}
+        models = [
+            inputs.resolve_model(
+                _spec_path(s, paths),
+                name=_shipped_name(s),
+                weights=args.weights,
+                target_layer=args.target_layer,
+                walls=args.wall,
+            )
+            for s in config["models"]
+        ]
+        models += [
+            inputs.resolve_model(_spec_path(s, paths), name=_shipped_name(s), walled=False)
+            for s in config["baselines"]
+        ]
+        _dedupe_names(models)
+        channels = next((m.channels for m in models if m.walled), None)
+        datasets = [
+            inputs.resolve_dataset(d, args.images, args.seed, channels) for d in config["datasets"]
+        ]
+        return models, datasets
+
+    return load
 
 
 GRID_SPEC = "shipped:fashion-grid-vgg"
