@@ -58,11 +58,23 @@ def test_a_symlink_at_the_lock_is_never_followed(tmp_path):
 # -- §2: a full disk -----------------------------------------------------------------------------
 
 
-def test_a_full_disk_while_storing_is_one_line_naming_the_folder(tmp_path, monkeypatch):
-    def full(*_a, **_k):
-        raise sqlite3.OperationalError("database or disk is full")
+def _sqlite_full(*_a, **_k):
+    raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(Store, "add_batch", full)
+
+def _no_space(out):
+    raise OSError(errno.ENOSPC, "No space left on device", str(Path(out) / "table.md"))
+
+
+@pytest.mark.parametrize(
+    ("where", "fail", "rows"),
+    [
+        ("camwall.bench._store.Store.add_batch", _sqlite_full, 0),  # storing a batch
+        ("camwall.bench._report.write_report", _no_space, 4),  # writing the report
+    ],
+)
+def test_a_full_disk_is_one_line_naming_the_folder(tmp_path, monkeypatch, where, fail, rows):
+    monkeypatch.setattr(where, fail)
     with pytest.raises(CamwallError) as err:
         _bench(tmp_path)
     text = _one_line(err)
@@ -70,32 +82,14 @@ def test_a_full_disk_while_storing_is_one_line_naming_the_folder(tmp_path, monke
     assert "disk is full" in text
     assert "remove" not in text
     assert "not a camwall results store" not in text
-
-
-def test_a_full_disk_while_writing_the_report_is_one_line(tmp_path, monkeypatch):
-    import camwall.bench._report as report
-
-    def full(out):
-        raise OSError(errno.ENOSPC, "No space left on device", str(Path(out) / "table.md"))
-
-    monkeypatch.setattr(report, "write_report", full)
-    with pytest.raises(CamwallError) as err:
-        _bench(tmp_path)
-    text = _one_line(err)
-    assert str(tmp_path) in text
-    assert "disk is full" in text
-    assert "remove" not in text
     with Store(tmp_path / STORE_NAME) as store:
-        assert store.count() == 4  # the rows stored before are kept
+        assert store.count() == rows  # the rows stored before are kept
 
 
 def test_a_full_disk_on_open_never_advises_removing_the_store(tmp_path, monkeypatch):
     _bench(tmp_path)
 
-    def full(self, readonly):
-        raise sqlite3.OperationalError("database or disk is full")
-
-    monkeypatch.setattr(Store, "_connect", full)
+    monkeypatch.setattr(Store, "_connect", _sqlite_full)
     with pytest.raises(CamwallError) as err:
         Store(tmp_path / STORE_NAME)
     text = _one_line(err)
