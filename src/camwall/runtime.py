@@ -20,6 +20,7 @@ import json
 import os
 import random
 import re
+import stat
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -241,7 +242,20 @@ def file_lock(lock: str | Path, what: str, *, wait: bool = False) -> Iterator[Pa
         CamwallError: another process holds the lock and ``wait`` is false.
     """
     lock = Path(lock)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:  # never follow a link planted there: it would overwrite its target with our PID
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as err:
+        if not lock.is_symlink() and err.errno != errno.ELOOP:
+            raise
+        raise CamwallError(
+            f"{what}: {lock} is a symbolic link, which camwall never follows; remove the link "
+            "(not its target) or choose another folder."
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CamwallError(
+            f"{what}: {lock} is not a regular file; remove it or choose another folder."
+        )
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

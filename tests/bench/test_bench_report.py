@@ -13,6 +13,7 @@ from bench_tiny import tiny_bench_model, tiny_dataset
 
 from camwall.bench import run_bench
 from camwall.bench._results import MethodResult, Stats
+from camwall.bench._tables import SIGN_DEPENDENT
 from camwall.bench._verdict import Verdict, classify
 from camwall.metrics import METRICS
 
@@ -89,7 +90,7 @@ def test_every_walled_model_gets_its_section(two_models):
     ]
     for model, section in zip(("tiny", "tiny2"), sections):
         per = summary["metrics"][model]["tiny-mix"]
-        row = next(x for x in section.splitlines() if x.startswith("| eigencam |"))
+        row = next(x for x in section.splitlines() if x.startswith("| eigencam † |"))
         mu = per["eigencam"]["wall_leakage"]
         assert row.split("|")[2].strip() == f"{100 * mu['mean']:.1f} ± {100 * mu['std']:.1f}"
     # The two models' maps differ, so their eigencam rows do too.
@@ -146,7 +147,8 @@ def test_table_reading_and_html_share_the_verdict(tiny_run):
     for method, s in per.items():
         stats = {n: Stats(**v) for n, v in s.items()}
         verdict = classify(MethodResult(method, stats, 0.0, (), 6))
-        row = re.search(rf"<tr[^>]*><td>{method}( \(control\))?</td><td class=\"(\w*)\"", table)
+        label = rf"{method}( \(control\))?{' †' if method in SIGN_DEPENDENT else ''}"
+        row = re.search(rf"<tr[^>]*><td>{label}</td><td class=\"(\w*)\"", table)
         want = "" if verdict is Verdict.CONTROL else verdict.value
         assert row is not None, method
         assert row.group(2) == want, method

@@ -28,11 +28,23 @@ def _started_at(path: Path) -> float:
 
 
 def _move_with_sidecars(src: Path, dest: Path) -> None:
-    """Rename ``src`` and its ``-wal`` / ``-shm`` files (if any) to ``dest`` (+ same suffix)."""
-    for suffix in ("-wal", "-shm", ""):  # the main file last: a reader never sees it alone
-        old = Path(f"{src}{suffix}")
-        if old.exists():
-            old.rename(Path(f"{dest}{suffix}"))
+    """Rename ``src`` and its ``-wal`` / ``-shm`` files (if any) to ``dest`` (+ same suffix),
+    all or none: if one rename fails, those done are undone, so a database never loses its
+    sidecars (they hold committed rows)."""
+    moved: list[tuple[Path, Path]] = []
+    try:
+        for suffix in ("-wal", "-shm", ""):  # the main file last: a reader never sees it alone
+            old, new = Path(f"{src}{suffix}"), Path(f"{dest}{suffix}")
+            if old.exists():
+                old.rename(new)
+                moved.append((old, new))
+    except OSError as err:
+        for old, new in reversed(moved):
+            new.rename(old)
+        raise CamwallError(
+            f"{src}: cannot move the previous store aside ({err.strerror or err}); it is left as "
+            "it was. Make its folder writable, run with --resume, or choose another --out."
+        ) from None
 
 
 def archive_store(out: Path) -> Path | None:

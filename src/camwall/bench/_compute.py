@@ -26,6 +26,7 @@ from camwall.bench._plan import BenchModel, BenchPlan
 from camwall.bench._store import BatchRecord
 
 __all__ = [
+    "BATCH_DEPENDENT",
     "CHUNK_BUDGET",
     "CamRunner",
     "ControlRunner",
@@ -41,6 +42,10 @@ and Ablation-CAM's ablated copies in chunks of ``max(floor, elements // (C * H *
 (256 and 512 on 64 x 64 grey canvases; the library defaults on 224 x 224 RGB). Rows do not
 interact, so the maps depend on the chunk only through float rounding (the default run's store
 is the same bit for bit as with the library defaults: benchmarks/bench_speed.md)."""
+
+BATCH_DEPENDENT = ("opticam",)
+"""Methods whose maps depend on the other images of their batch (opticam's optimisation stops
+on a batch-wide criterion): ``--resume`` refuses another ``--batch-size`` when one is run."""
 
 Maps = dict[str, Tensor]
 Seconds = dict[str, float]
@@ -93,6 +98,8 @@ class CamRunner:
         if not cams:
             return {}, {}
         options = {**chunk_options(batch.x, cams), **self.plan.cam_options}
+        if "finercam" in cams:  # FinerCAM's comparison for the explained class, as grad-cam's
+            options.setdefault("finercam_target_idx", list(batch.targets))
         compute, layer, targets = _cam_fn(), batch.model.target_layer, list(batch.targets)
         out, t = timed(
             self.plan.device,

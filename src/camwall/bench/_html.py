@@ -27,6 +27,7 @@ from camwall.bench._tables import (
     pct,
     progress,
     shown_metrics,
+    sign_note,
     table_rows,
 )
 from camwall.metrics import METRICS
@@ -141,6 +142,7 @@ def _model_head(
     """A model's Table 1 section and its figure sections."""
     parts = [f"<h2>Wall leakage μ (Table 1 layout){_suffix(model, multi)}</h2>", TABLE_NOTE]
     parts.append(_table(results, model))
+    parts += [f"<p class='small'>{html.escape(n)}</p>" for n in sign_note(results)]
     if not model.complete:
         parts.append(f"<p class='small'>{html.escape(INCOMPLETE_NOTE)}</p>")
     for title, key in FIGURE_KINDS:

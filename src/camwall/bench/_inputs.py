@@ -293,16 +293,20 @@ def _read_folder(spec: str, path: Path, n: int, channels: int | None) -> BenchDa
             "images as they are, so resize and centre-crop them all to the model's input size "
             "first (e.g. camwall.data.read_image_dataset(path, size=...) in Python)."
         ) from None
+    from camwall.bench._session import data_fingerprint
+
     keep = min(n, len(data))
+    images, labels = data.images[:keep], data.labels[:keep]
     return BenchDataset(
         name=path.resolve().name,
-        images=data.images[:keep],
-        labels=data.labels[:keep],
+        images=images,
+        labels=labels,
         class_names=list(data.class_names),
         info={
             "spec": spec,
             "folder": str(path.resolve()),
             "total_images": len(data),
+            "fingerprint": data_fingerprint(images, labels),  # --resume refuses other contents
             **{k: v for k, v in data.meta.items() if isinstance(v, (str, int, float, bool))},
         },
     )

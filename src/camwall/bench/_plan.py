@@ -249,11 +249,52 @@ def check_inputs(models: Sequence[BenchModel], datasets: Sequence[BenchDataset])
         for m in (m for m in models if paired(m, d)):
             _check_fit(m, d)
     for m in models:
+        _check_task(m)
         if m.walled and not bool(m.dead_zone.any()):
             raise CamwallError(
                 f"model {m.name!r} has no dead zone, so no wall: the test would be meaningless. "
                 "Pass a walled model (see `camwall walls`)."
             )
+        if m.walled and m.target_layer:
+            image = next(d.images[:1] for d in datasets if paired(m, d))
+            _check_layer(m, torch.zeros_like(image))
+
+
+def _check_task(m: BenchModel) -> None:
+    """A model's task is ``single``, or ``grid`` with per-cell dead zones (a walled grid model)."""
+    if m.task not in ("single", "grid") or (m.task == "grid" and m.cell_zones is None):
+        raise CamwallError(
+            f'model {m.name!r} declares the task {m.task!r} (its checkpoint\'s "task"), but it '
+            "is not a walled grid model (per-cell outputs and dead zones) and the bench knows no "
+            'other task; fix or remove the "task" entry of its checkpoint JSON.'
+        )
+
+
+def _check_layer(m: BenchModel, x: Tensor) -> None:
+    """The target layer gives a spatial map: ``B x C x H x W`` (or ``B x tokens x C``), found
+    by one forward pass of ``x`` (a ``1 x C x H x W`` zero image) in eval mode (the model's
+    mode is restored)."""
+    from camwall.cams import resolve_layer
+
+    name, layer = resolve_layer(m.model, m.target_layer)
+    shapes: list[tuple[int, ...]] = []
+    hook = layer.register_forward_hook(
+        lambda _m, _i, out: shapes.append(tuple(out.shape)) if isinstance(out, Tensor) else None
+    )
+    param = next(m.model.parameters(), None)
+    training = m.model.training
+    try:
+        with torch.no_grad():
+            m.model.eval()(x if param is None else x.to(param.device))
+    finally:
+        hook.remove()
+        m.model.train(training)
+    if shapes and len(shapes[0]) < 3:
+        raise CamwallError(
+            f"--target-layer {name!r} of model {m.name!r} gives {shapes[0]} outputs, not a "
+            "spatial B x C x H x W map (or B x tokens x C), so no CAM can be drawn from it; "
+            "choose a convolutional (or token) layer, or leave --target-layer out."
+        )
 
 
 def _check_pairing(models: Sequence[BenchModel], datasets: Sequence[BenchDataset]) -> None:

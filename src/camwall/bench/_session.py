@@ -11,8 +11,10 @@ once, naming the holder's PID.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,11 +26,18 @@ from torch import Tensor, nn
 from camwall._versions import versions
 from camwall.bench._archive import archive_store
 from camwall.bench._plan import BenchDataset, BenchModel
-from camwall.bench._store import STORE_NAME, Store, to_png
+from camwall.bench._store import STORE_NAME, Store, store_error, to_png
 from camwall.errors import CamwallError
 from camwall.runtime import DistInfo, dist_setup, folder_lock
 
-__all__ = ["Session", "check_out_dir", "fingerprint", "open_session", "shard_store_path"]
+__all__ = [
+    "Session",
+    "check_out_dir",
+    "data_fingerprint",
+    "fingerprint",
+    "open_session",
+    "shard_store_path",
+]
 
 
 def check_out_dir(out: str | Path) -> Path:
@@ -56,11 +65,28 @@ def open_session(out: Path, device: torch.device, resume: bool) -> Iterator[Sess
     yield the :class:`Session`; leave the group again if this call joined it."""
     dist, owned = dist_setup(device)
     try:
-        with folder_lock(out, "--out") if dist.rank == 0 else contextlib.nullcontext():
+        with _store_errors(out), folder_lock(out) if dist.rank == 0 else contextlib.nullcontext():
             yield Session(out, dist, resume)
     finally:
         if owned:
             torch.distributed.destroy_process_group()
+
+
+_FULL_OR_READONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+@contextlib.contextmanager
+def _store_errors(out: Path) -> Iterator[None]:
+    """A SQLite error (a full disk, a read-only store) or a full or read-only disk while
+    writing ``out`` becomes one line naming the folder and the cause (:func:`store_error`)."""
+    try:
+        yield
+    except sqlite3.OperationalError as err:
+        raise store_error(out / STORE_NAME, err) from None
+    except OSError as err:
+        if err.errno not in _FULL_OR_READONLY:
+            raise
+        raise store_error(out / STORE_NAME, err) from None
 
 
 class Session:
@@ -124,8 +150,9 @@ class Session:
             )
         with Store(self.main_path) as store:
             if self.resume:
+                _check_batch_size(store, self.main_path, config)
                 _check_models(store, self.main_path, models)
-                _check_dataset_versions(store, datasets, self.main_path)
+                _check_datasets(store, datasets, self.main_path)
                 _merge_shards(store, self.out)
             run_id = store.start_run(config, versions())
             for m in models:
@@ -142,17 +169,40 @@ def _merge_shards(main: Store, out: Path) -> None:
             Path(f"{shard}{suffix}").unlink(missing_ok=True)
 
 
-def _check_dataset_versions(store: Store, datasets: Sequence[BenchDataset], path: Path) -> None:
+def _check_datasets(store: Store, datasets: Sequence[BenchDataset], path: Path) -> None:
     """Refuse to resume on a dataset whose design version (``info["version"]``, 1 if absent)
-    differs from the stored one: the same name and seed would give other images."""
+    differs from the stored one (the same name and seed would give other images), or a folder
+    dataset whose contents changed (``info["fingerprint"]``, :func:`data_fingerprint`)."""
     stored = store.info("datasets")
-    for d in datasets:
-        old, new = stored.get(d.name, {}).get("version", 1), d.info.get("version", 1)
-        if d.name in stored and old != new:
+    for d in (d for d in datasets if d.name in stored):
+        old, new = stored[d.name].get("version", 1), d.info.get("version", 1)
+        if old != new:
             raise CamwallError(
                 f"--resume: dataset {d.name!r} is version {new} but the stored results in {path} "
                 f"were computed on version {old}; choose another --out."
             )
+        old, new = stored[d.name].get("fingerprint"), d.info.get("fingerprint")
+        if old is not None and old != new:
+            where = d.info.get("folder", d.name)
+            raise CamwallError(
+                f"--resume: the images or labels of dataset {where} differ from those the stored "
+                f"results in {path} were computed on; choose another --out."
+            )
+
+
+def _check_batch_size(store: Store, path: Path, config: dict[str, Any]) -> None:
+    """Refuse ``--resume`` with another batch size when a method's maps depend on the batch
+    (:data:`camwall.bench._compute.BATCH_DEPENDENT`)."""
+    from camwall.bench._compute import BATCH_DEPENDENT
+
+    old, new = (store.config() or {}).get("batch_size"), config.get("batch_size")
+    dependent = [m for m in config.get("methods", []) if m in BATCH_DEPENDENT]
+    if dependent and old is not None and old != new:
+        raise CamwallError(
+            f"--resume: the stored results in {path} were computed with --batch-size {old}, and "
+            f"the maps of {', '.join(dependent)} depend on the batch; resume with --batch-size "
+            f"{old}, or choose another --out."
+        )
 
 
 def _check_models(store: Store, path: Path, models: Sequence[BenchModel]) -> None:
@@ -197,6 +247,15 @@ def fingerprint(model: nn.Module) -> str:
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def data_fingerprint(images: Tensor, labels: Tensor) -> str:
+    """SHA-256 (16 hex digits) of a dataset's images and labels: shapes, dtypes and bytes."""
+    h = hashlib.sha256()
+    for t in (images, labels):
+        h.update(f"{tuple(t.shape)}:{t.dtype}".encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 

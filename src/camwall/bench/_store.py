@@ -29,6 +29,7 @@ camwall (a higher schema) is refused with a message saying so.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import math
@@ -50,10 +51,12 @@ __all__ = [
     "SCHEMA_VERSION",
     "STORE_NAME",
     "BatchRecord",
+    "ReadOnlyStore",
     "ResultRow",
     "Store",
     "config_hash",
     "png_to_array",
+    "store_error",
     "to_png",
 ]
 
@@ -177,6 +180,32 @@ class BatchRecord:
     seconds: float
 
 
+class ReadOnlyStore(CamwallError):
+    """The store (or its folder) cannot be written; it can still be opened ``readonly``."""
+
+
+def store_error(path: Path, err: BaseException) -> CamwallError:
+    """One line for a store that cannot be opened or written: a full disk and a read-only
+    store name the folder and the cause (the results stored so far are kept; never remove the
+    store); only a file that is not a SQLite store at all is called that."""
+    text = str(err)
+    if getattr(err, "errno", None) == errno.ENOSPC or "disk is full" in text:
+        return CamwallError(
+            f"{path.parent}: the disk is full ({text}); the results stored so far in {path.name} "
+            "are kept. Free some space there and run again with --resume, or choose another --out."
+        )
+    if "readonly" in text or "read-only" in text or getattr(err, "errno", None) == errno.EROFS:
+        return ReadOnlyStore(
+            f"{path}: the store is read-only ({text}); make it and its folder writable to add "
+            "to it (`camwall report` only reads it), or choose another --out."
+        )
+    if isinstance(err, (sqlite3.OperationalError, OSError)):  # locked, cannot open, I/O error
+        return CamwallError(f"{path}: cannot use the results store ({text}); nothing was changed.")
+    return CamwallError(
+        f"{path} is not a camwall results store ({text}); move it aside or choose another --out."
+    )
+
+
 def _sql_float(v: float | None) -> float | None:
     return None if v is None or math.isnan(v) else float(v)
 
@@ -249,11 +278,8 @@ class Store:
             self.db = self._connect(readonly)
             self.schema = self._upgrade(readonly)
             self.db.execute("SELECT count(*) FROM results").fetchone()
-        except sqlite3.DatabaseError as err:
-            raise CamwallError(
-                f"{self.path} is not a camwall results store ({err}); remove it or choose "
-                "another --out."
-            ) from None
+        except (sqlite3.DatabaseError, OSError) as err:
+            raise store_error(self.path, err) from None
 
     def _connect(self, readonly: bool) -> sqlite3.Connection:
         if not readonly:

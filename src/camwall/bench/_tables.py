@@ -42,6 +42,30 @@ __all__ = [
     "write_csv",
 ]
 
+SIGN_DEPENDENT = ("eigencam", "eigengradcam", "gradcam:EigenCAM", "gradcam:EigenGradCAM")
+"""Methods whose map is a principal component, whose sign is a convention (marked †)."""
+
+SIGN_NOTE = (
+    "† Sign of the first principal component: camwall's eigencam and eigengradcam turn it so "
+    "that the map correlates positively with the mean activation map; grad-cam's EigenCAM and "
+    "EigenGradCAM keep the sign LAPACK returns, which can flip the map and change μ a lot. "
+    "Compare with grad-cam on the same run: --methods eigengradcam,gradcam:EigenGradCAM shows "
+    "both."
+)
+
+
+def method_label(meth: str) -> str:
+    """A method's row label: ``(control)`` for a control, ``†`` for a sign convention."""
+    return (
+        meth + (" (control)" if meth in CONTROLS else "") + (" †" if meth in SIGN_DEPENDENT else "")
+    )
+
+
+def sign_note(results: BenchResults) -> list[str]:
+    """``[SIGN_NOTE]`` when a method of the run is marked †, else ``[]``."""
+    return [SIGN_NOTE] if any(m in SIGN_DEPENDENT for m in results.methods) else []
+
+
 INCOMPLETE_NOTE = (
     "Incomplete: the store holds fewer images than the run asked for (an interrupted run?); "
     "cells show (done/expected) images. `camwall bench --resume` with the same options "
@@ -157,9 +181,7 @@ def table_rows(results: BenchResults, model: ModelResult) -> list[TableRow]:
             cells.append((cell(r), "" if verdict is Verdict.CONTROL else verdict.value))
             if col:
                 cells.append((paper_cell(meth, col), "paper"))
-        label = (
-            meth + (" (control)" if meth in CONTROLS else "") + ("" if done else " (incomplete)")
-        )
+        label = method_label(meth) + ("" if done else " (incomplete)")
         family = results.families.get(meth, "other")
         rows.append(TableRow(meth, label, meth in CONTROLS, tuple(cells), family))
     return rows
@@ -199,7 +221,7 @@ def overview(results: BenchResults) -> tuple[list[tuple[str, str]], list[list[st
                     plan.append((m, d, name))
     rows = []
     for meth in results.methods:
-        label = meth + (" (control)" if meth in CONTROLS else "")
+        label = method_label(meth)
         cells = []
         for m, d, name in plan:
             r = m.datasets[d].methods[meth]
@@ -229,7 +251,8 @@ def _overview_markdown(results: BenchResults) -> list[str]:
         "|" + "|".join("---" for _ in titles) + "|",
     ]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return [*lines, ""]
+    note = sign_note(results)
+    return [*lines, *(["", *note] if note else []), ""]
 
 
 # -- markdown -----------------------------------------------------------------------------------
@@ -277,6 +300,7 @@ def _model_markdown(results: BenchResults, model: ModelResult) -> list[str]:
             "2024), beside the analogous dataset; the models and images differ, so compare the "
             "pattern, not the digits. Empty (all-zero) maps are left out of the mean and counted."
         ),
+        *sign_note(results),
     ]
     if not model.complete:
         lines.append(INCOMPLETE_NOTE)

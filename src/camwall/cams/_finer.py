@@ -40,13 +40,17 @@ class FinerTarget:
 
 
 def finer_targets(
-    logits: Tensor, ranks: Sequence[int] | None, alpha: float, target_idx: int | None
+    logits: Tensor,
+    ranks: Sequence[int] | None,
+    alpha: float,
+    target_idx: int | Sequence[int] | None,
 ) -> list[Target]:
     """One :class:`FinerTarget` per image, as pytorch-grad-cam 1.5.7's ``FinerCAM.forward``.
 
     Classes are ranked by ``|y_c - t|`` ascending, where ``t`` is the top logit (or the logit of
-    ``target_idx``); rank 0 is the main class, ``ranks`` (default ``(1, 2, 3)``, limited to the
-    number of classes) pick the comparison classes.
+    ``target_idx``, one class for the batch or a list of one class per image, as grad-cam's
+    ``target_idx`` applied image by image); rank 0 is the main class, ``ranks`` (default
+    ``(1, 2, 3)``, limited to the number of classes) pick the comparison classes.
     """
     classes = logits.shape[1]
     if ranks is None:
@@ -58,17 +62,23 @@ def finer_targets(
             f"finercam needs at least one comparison class; the model has {classes} output(s) "
             f"(set finercam_comparison to ranks below {classes})."
         )
+    per_image = target_idx if isinstance(target_idx, (list, tuple)) else None
+    wanted = [target_idx] if per_image is None else list(per_image)
     if target_idx is not None and (
-        isinstance(target_idx, bool)
-        or not isinstance(target_idx, int)
-        or not 0 <= target_idx < classes
+        (per_image is not None and len(per_image) != logits.shape[0])
+        or any(
+            isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < classes for i in wanted
+        )
     ):
         raise CamwallError(
-            f"option finercam_target_idx must be a class index 0 to {classes - 1}, got "
-            f"{target_idx!r}."
+            f"option finercam_target_idx must be a class index 0 to {classes - 1} (or one per "
+            f"image), got {target_idx!r}."
         )
     y = logits.float()
-    t = y.amax(dim=1) if target_idx is None else y[:, target_idx]
+    if target_idx is None:
+        t = y.amax(dim=1)
+    else:
+        t = y[:, target_idx] if per_image is None else y[torch.arange(len(y)), list(per_image)]
     order = torch.argsort((y - t[:, None]).abs(), dim=1, stable=True).tolist()
     return [FinerTarget(row[0], tuple(row[r] for r in ranks), alpha) for row in order]
 
@@ -81,7 +91,9 @@ class FinerCAM(CamMethod, name="finercam"):
     the logits of its most similar classes, weighted by their softmax probabilities):
     ``w_bk = mean_ij dF_b/dA_bkij``, map ``= sum_k w_bk A_bk``. Options ``finercam_alpha``
     (1.0), ``finercam_comparison`` (ranks, default ``(1, 2, 3)``), ``finercam_target_idx``.
-    With explicit ``targets`` the reference (and camwall) explains those targets: gradcam.
+    With explicit ``targets`` and no ``finercam_target_idx`` the reference (and camwall)
+    explains those targets: gradcam. ``finercam_target_idx`` may list one class per image (the
+    bench passes its targets so: FinerCAM's comparison for each image's explained class).
     The finer score's gradient costs one extra pass through the model's tail.
     """
 
@@ -100,7 +112,7 @@ class FinerCAM(CamMethod, name="finercam"):
     }
 
     def weights(self, ctx: CamContext) -> Tensor:
-        if ctx.extras.explicit_targets:
+        if ctx.extras.explicit_targets and self.opts["finercam_target_idx"] is None:
             assert ctx.gradients is not None
             return ctx.gradients.mean(dim=(2, 3))
         if ctx.logits.dim() != 2:
