@@ -9,9 +9,8 @@ import pytest
 import torch
 from bench_tiny import tiny_model
 
-from camwall.bench._compute import chunk_options
 from camwall.bench.cli import DEFAULT_MODELS, GRID_DATASET, GRID_SPEC, _datasets, _default_specs
-from camwall.cams import compute_cams
+from camwall.cams import chunk_options, compute_cams
 
 
 def test_chunks_grow_on_small_inputs_and_keep_the_library_defaults_on_large_ones():

@@ -26,40 +26,16 @@ from camwall.bench._plan import BenchModel, BenchPlan
 from camwall.bench._store import BatchRecord
 
 __all__ = [
-    "BATCH_DEPENDENT",
-    "CHUNK_BUDGET",
     "CamRunner",
     "ControlRunner",
     "ExplainerRunner",
     "Runner",
-    "chunk_options",
     "runners",
 ]
-
-CHUNK_BUDGET = {"scorecam_chunk": (16, 2**20), "ablationcam_chunk": (32, 2**21)}
-"""``option: (floor, input elements per chunk)``: the bench forwards Score-CAM's masked inputs
-and Ablation-CAM's ablated copies in chunks of ``max(floor, elements // (C * H * W))`` rows
-(256 and 512 on 64 x 64 grey canvases; the library defaults on 224 x 224 RGB). Rows do not
-interact, so the maps depend on the chunk only through float rounding (the default run's store
-is the same bit for bit as with the library defaults: benchmarks/bench_speed.md)."""
-
-BATCH_DEPENDENT = ("opticam",)
-"""Methods whose maps depend on the other images of their batch (opticam's optimisation stops
-on a batch-wide criterion): ``--resume`` refuses another ``--batch-size`` when one is run."""
 
 Maps = dict[str, Tensor]
 Seconds = dict[str, float]
 ComputeFn = Callable[..., dict[str, Tensor]]
-
-
-def chunk_options(x: Tensor, methods: Sequence[str]) -> dict[str, int]:
-    """The :data:`CHUNK_BUDGET` options of ``methods`` for a batch ``x`` (B x C x H x W)."""
-    per_row = max(1, x[0].numel())
-    return {
-        k: max(floor, budget // per_row)
-        for k, (floor, budget) in CHUNK_BUDGET.items()
-        if k.removesuffix("_chunk") in methods
-    }
 
 
 def _cam_fn() -> ComputeFn:
@@ -97,6 +73,8 @@ class CamRunner:
         cams = [m for m in batch.methods if m in self.methods]
         if not cams:
             return {}, {}
+        from camwall.cams import chunk_options  # the chunk facts live on the method classes
+
         options = {**chunk_options(batch.x, cams), **self.plan.cam_options}
         if "finercam" in cams:  # FinerCAM's comparison for the explained class, as grad-cam's
             options.setdefault("finercam_target_idx", list(batch.targets))

@@ -150,7 +150,6 @@ class Session:
             )
         with Store(self.main_path) as store:
             if self.resume:
-                _check_batch_size(store, self.main_path, config)
                 _check_models(store, self.main_path, models)
                 _check_datasets(store, datasets, self.main_path)
                 _merge_shards(store, self.out)
@@ -188,21 +187,6 @@ def _check_datasets(store: Store, datasets: Sequence[BenchDataset], path: Path) 
                 f"--resume: the images or labels of dataset {where} differ from those the stored "
                 f"results in {path} were computed on; choose another --out."
             )
-
-
-def _check_batch_size(store: Store, path: Path, config: dict[str, Any]) -> None:
-    """Refuse ``--resume`` with another batch size when a method's maps depend on the batch
-    (:data:`camwall.bench._compute.BATCH_DEPENDENT`)."""
-    from camwall.bench._compute import BATCH_DEPENDENT
-
-    old, new = (store.config() or {}).get("batch_size"), config.get("batch_size")
-    dependent = [m for m in config.get("methods", []) if m in BATCH_DEPENDENT]
-    if dependent and old is not None and old != new:
-        raise CamwallError(
-            f"--resume: the stored results in {path} were computed with --batch-size {old}, and "
-            f"the maps of {', '.join(dependent)} depend on the batch; resume with --batch-size "
-            f"{old}, or choose another --out."
-        )
 
 
 def _check_models(store: Store, path: Path, models: Sequence[BenchModel]) -> None:
