@@ -50,6 +50,7 @@ __all__ = [
     "refuse_windowed",
     "token_mask",
     "vit_grid",
+    "vit_input_shape",
     "wall_vit",
 ]
 
@@ -321,7 +322,9 @@ def wall_vit(model: nn.Module, spec: WallSpec | Mapping[str, Any] | str) -> nn.M
             f"{type(model).__name__} is neither (a CNN is walled by "
             "camwall.walls.walled_torchvision(name, walls=...))."
         )
-    if any(isinstance(m, (TorchvisionMaskedAttention, TimmMaskedAttention)) for m in model.modules()):
+    if any(
+        isinstance(m, (TorchvisionMaskedAttention, TimmMaskedAttention)) for m in model.modules()
+    ):
         raise CamwallError("wall_vit: this ViT is already walled; wall a fresh model.")
     shape, h, w = vit_grid(model)
     spec, dead = _dead_grid(spec, h, w)
@@ -387,7 +390,9 @@ def _wall_timm(model: nn.Module, dead: Tensor) -> tuple[str, int, str]:
             "heads are supported."
         )
     if not isinstance(model.patch_drop, nn.Identity):
-        raise CamwallError("wall_vit: a timm ViT with patch dropout cannot be walled; set patch_drop_rate=0.")
+        raise CamwallError(
+            "wall_vit: a timm ViT with patch dropout cannot be walled; set patch_drop_rate=0."
+        )
     allowed = token_mask(dead, prefix)
     for i, block in enumerate(model.blocks):
         if type(block) not in (Block, ResPostBlock) or type(block.attn) is not Attention:
@@ -428,3 +433,14 @@ def wall_named_vit(model: nn.Module, walls: Sequence[tuple[str, WallSpec]], wher
             )
         wall_vit(model, walls[0][1])
     return describe_vit(model)
+
+
+def vit_input_shape(model: nn.Module, given: Sequence[int] | None, where: str) -> tuple[int, ...]:
+    """The ViT's own ``(C, H, W)``; ``given`` must be it (a ViT runs at one size only)."""
+    shape, _, _ = vit_grid(model)
+    if given is not None and tuple(int(v) for v in given) != shape:
+        raise CamwallError(
+            f"{where}: input_shape {tuple(given)} is not this ViT's input size {shape}; leave "
+            "it out, or build the model for that size (torchvision image_size=, timm img_size=)."
+        )
+    return shape
