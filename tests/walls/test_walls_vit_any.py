@@ -75,8 +75,10 @@ def _check_wall(model: nn.Module, spec: WallSpec, patch: int, trials: int = 2) -
     assert torch.equal(~zone, support)
     check = verify_wall(model, zone, trials=trials)
     assert check.ok, check
-    assert check.max_logit_change == 0.0 and check.max_dead_grad == 0.0
-    assert check.extremes == 4 and check.live_grad_max > 0
+    assert check.max_logit_change == 0.0
+    assert check.max_dead_grad == 0.0
+    assert check.extremes == 4
+    assert check.live_grad_max > 0
     return {"dead": int(zone.sum()), "live": int(support.sum())}
 
 
@@ -85,12 +87,15 @@ def _check_wall(model: nn.Module, spec: WallSpec, patch: int, trials: int = 2) -
 
 def test_torchvision_vit_b_16_small_image() -> None:
     spec = WallSpec(rows=(1, None), cols=(0, 1))  # 2 x 2 grid at 32 x 32: patch (1, 0) dead
-    model = _random_head(walled_torchvision("vit_b_16", walls={"encoder": spec}, image_size=32,
-                                            num_classes=3, seed=0))  # fmt: skip
+    walls = {"encoder": spec}
+    model = _random_head(
+        walled_torchvision("vit_b_16", walls=walls, image_size=32, num_classes=3, seed=0)
+    )
     info = describe(model)
     assert info.input_shape == (3, 32, 32)
     assert info.target_layer == "encoder.layers.encoder_layer_11.ln_1"
-    assert info.walls[0]["kind"] == "attention" and info.walls[0]["dead_patches"] == [2]
+    assert info.walls[0]["kind"] == "attention"
+    assert info.walls[0]["dead_patches"] == [2]
     assert info.reshape is not None
     out = _check_wall(model, spec, 16)
     assert out == {"dead": 256, "live": 768}
@@ -171,8 +176,8 @@ def test_timm_attention_without_a_wall_is_timm_attention() -> None:
 
 
 def test_averaging_head_pools_the_live_tokens_only() -> None:
-    model = walled_timm("vit_tiny_patch16_224", walls="blocks:cols=1:", img_size=32, depth=1,
-                        global_pool="avg", class_token=False, num_classes=3, seed=0).eval()  # fmt: skip
+    kw: dict[str, Any] = {"img_size": 32, "depth": 1, "global_pool": "avg", "class_token": False}
+    model = walled_timm("vit_tiny_patch16_224", walls="blocks:cols=1:", seed=0, **kw).eval()
     tokens = torch.randn(1, 4, 192)  # 2 x 2 grid, column 1 (tokens 1 and 3) dead
     pooled = model.pool(tokens)
     torch.testing.assert_close(pooled, tokens[:, [0, 2]].mean(1), rtol=0, atol=0)
@@ -188,7 +193,7 @@ def test_save_load_round_trip_torchvision_and_timm(tmp_path: Path) -> None:
         ),
         "timm": walled_timm(
             "deit_tiny_patch16_224", walls="blocks:cols=:1", img_size=32, depth=2, seed=0
-        ).eval(),  # fmt: skip
+        ).eval(),
     }
     for key, model in models.items():
         save_model(model, tmp_path / key)
@@ -203,14 +208,13 @@ def test_save_load_round_trip_torchvision_and_timm(tmp_path: Path) -> None:
 
 def test_load_weights_of_the_plain_networks(tmp_path: Path) -> None:
     plain_tv = torchvision.models.vit_b_32(weights=None, image_size=64, num_classes=5)
-    plain_timm = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32,
-                                   depth=2, num_classes=5, reg_tokens=2)  # fmt: skip
+    kw: dict[str, Any] = {"img_size": 32, "depth": 2, "num_classes": 5, "reg_tokens": 2}
+    plain_timm = timm.create_model("vit_tiny_patch16_224", pretrained=False, **kw)
+    tv = walled_torchvision("vit_b_32", walls="encoder:rows=1:", image_size=64, num_classes=5)
     walled = {
-        "tv": (plain_tv, walled_torchvision("vit_b_32", walls="encoder:rows=1:", image_size=64,
-                                            num_classes=5)),  # fmt: skip
-        "timm": (plain_timm, walled_timm("vit_tiny_patch16_224", walls="blocks:rows=1:",
-                                         img_size=32, depth=2, num_classes=5, reg_tokens=2)),
-    }  # fmt: skip
+        "tv": (plain_tv, tv),
+        "timm": (plain_timm, walled_timm("vit_tiny_patch16_224", walls="blocks:rows=1:", **kw)),
+    }
     for key, (plain, model) in walled.items():
         state = plain.state_dict()
         assert set(model.state_dict()) == set(state)  # every key is the plain network's
@@ -267,7 +271,7 @@ def test_bad_walls_are_refused() -> None:
         wall_vit(model, WallSpec.top(1))
     with pytest.raises(CamwallError, match="structural mask"):
         model(torch.rand(1, 3, 32, 32), attn_mask=torch.ones(5, 5, dtype=torch.bool))
-    with pytest.raises(CamwallError, match="attention pooling|head or parameters"):
+    with pytest.raises(CamwallError, match="head or parameters"):
         walled_timm("vit_tiny_patch16_224", walls="blocks:rows=1:", global_pool="map", **kw)
 
 

@@ -168,10 +168,8 @@ def _rebuild(record: dict[str, Any], json_path: Path) -> nn.Module:
     """The architecture that ``record`` names, with its walls checked against the record."""
     arch, kwargs = record["arch"], record.get("arch_kwargs", {})
     try:
-        if arch in _EXTERNAL:
-            model = _EXTERNAL[arch](kwargs)
-        else:
-            model = create_model(arch, **kwargs)
+        rebuild = _EXTERNAL.get(arch)
+        model = rebuild(kwargs) if rebuild is not None else create_model(arch, **kwargs)
     except (CamwallError, TypeError, ValueError, RuntimeError) as err:
         raise CamwallError(f"{json_path}: cannot rebuild {arch}: {err}") from None
     if record.get("wall", []) != walls_of(model):

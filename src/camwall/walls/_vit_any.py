@@ -45,12 +45,12 @@ __all__ = [
     "TimmMaskedAttention",
     "TorchvisionMaskedAttention",
     "describe_vit",
-    "wall_named_vit",
     "is_vision_transformer",
     "refuse_windowed",
     "token_mask",
     "vit_grid",
     "vit_input_shape",
+    "wall_named_vit",
     "wall_vit",
 ]
 
@@ -150,7 +150,7 @@ class TimmMaskedAttention(nn.Module):
     ``proj_drop(proj(x))``.
     """
 
-    def __init__(self, attn: nn.Module, allowed: Tensor) -> None:
+    def __init__(self, attn: Any, allowed: Tensor) -> None:
         super().__init__()
         self.num_heads = int(attn.num_heads)
         self.head_dim = int(attn.head_dim)
@@ -244,7 +244,7 @@ def refuse_windowed(model: nn.Module, where: str) -> None:
         )
 
 
-def vit_grid(model: nn.Module) -> tuple[tuple[int, int, int], int, int]:
+def vit_grid(model: Any) -> tuple[tuple[int, int, int], int, int]:
     """``((C, H, W), h, w)``: the input shape and the ``h x w`` patch grid of a torchvision or
     timm ViT (``H = h P``, ``W = w P`` for ``P x P`` patches)."""
     if _library(model) == "torchvision":
@@ -326,7 +326,7 @@ def wall_vit(model: nn.Module, spec: WallSpec | Mapping[str, Any] | str) -> nn.M
         isinstance(m, (TorchvisionMaskedAttention, TimmMaskedAttention)) for m in model.modules()
     ):
         raise CamwallError("wall_vit: this ViT is already walled; wall a fresh model.")
-    shape, h, w = vit_grid(model)
+    _, h, w = vit_grid(model)
     spec, dead = _dead_grid(spec, h, w)
     if library == "torchvision":
         layer, prefix, pool = _wall_torchvision(model, dead)
@@ -346,7 +346,7 @@ def wall_vit(model: nn.Module, spec: WallSpec | Mapping[str, Any] | str) -> nn.M
     return model
 
 
-def describe_vit(model: nn.Module) -> str:
+def describe_vit(model: Any) -> str:
     """Declare a ViT's input shape, target layer (the last block's first LayerNorm) and
     reshape (:func:`camwall.tokens.token_grid`); returns the target layer."""
     shape, h, w = vit_grid(model)
@@ -359,7 +359,7 @@ def describe_vit(model: nn.Module) -> str:
     return target
 
 
-def _wall_torchvision(model: nn.Module, dead: Tensor) -> tuple[str, int, str]:
+def _wall_torchvision(model: Any, dead: Tensor) -> tuple[str, int, str]:
     """Mask every encoder block of a torchvision ViT (class token first, class-token head)."""
     allowed = token_mask(dead, 1)
     for block in model.encoder.layers:
@@ -374,7 +374,7 @@ def _wall_torchvision(model: nn.Module, dead: Tensor) -> tuple[str, int, str]:
     return "encoder", 1, "token"
 
 
-def _wall_timm(model: nn.Module, dead: Tensor) -> tuple[str, int, str]:
+def _wall_timm(model: Any, dead: Tensor) -> tuple[str, int, str]:
     """Mask every block of a timm ViT and, for an averaging head, pool the live tokens."""
     from timm.layers import Attention
     from timm.models.vision_transformer import Block, ResPostBlock
@@ -435,7 +435,9 @@ def wall_named_vit(model: nn.Module, walls: Sequence[tuple[str, WallSpec]], wher
     return describe_vit(model)
 
 
-def vit_input_shape(model: nn.Module, given: Sequence[int] | None, where: str) -> tuple[int, ...]:
+def vit_input_shape(
+    model: nn.Module, given: Sequence[int] | None, where: str
+) -> tuple[int, int, int]:
     """The ViT's own ``(C, H, W)``; ``given`` must be it (a ViT runs at one size only)."""
     shape, _, _ = vit_grid(model)
     if given is not None and tuple(int(v) for v in given) != shape:
