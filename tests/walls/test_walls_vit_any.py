@@ -284,3 +284,18 @@ def test_token_mask_prefix_tokens_are_live() -> None:
         [True, True, True, False],
         [True, True, True, True],
     ]
+
+
+def test_cam_engine_reads_the_declared_token_grid() -> None:
+    """HiResCAM (gradient x activation per token) at the declared target layer and reshape is
+    exactly 0 where the upsampled map reads dead tokens only (columns 40.. of 64)."""
+    from camwall.cams import compute_cams
+
+    kw: dict[str, Any] = {"img_size": 64, "depth": 2, "num_classes": 3, "seed": 0}
+    model = walled_timm("deit_tiny_patch16_224", walls="blocks:cols=2:", **kw).eval()
+    info = describe(model)
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    cam = compute_cams(model, x, info.target_layer, ["hirescam"], targets=[0])["hirescam"]
+    assert cam.shape[-2:] == (64, 64)
+    assert bool((cam[..., 40:] == 0).all())
+    assert bool((cam[..., :24] > 0).any())
