@@ -299,3 +299,19 @@ def test_cam_engine_reads_the_declared_token_grid() -> None:
     assert cam.shape[-2:] == (64, 64)
     assert bool((cam[..., 40:] == 0).all())
     assert bool((cam[..., :24] > 0).any())
+
+
+def test_unwalled_twins_have_no_dead_zone_and_save() -> None:
+    """Without a wall: the same masked layers with nothing masked; nothing is dead, and the
+    twin computes the plain network (same weights)."""
+    tv = walled_torchvision("vit_b_32", image_size=64, num_classes=3, seed=0)
+    plain = torchvision.models.vit_b_32(weights=None, image_size=64, num_classes=3)
+    plain.load_state_dict(tv.state_dict())
+    tm = walled_timm("deit_tiny_patch16_224", img_size=32, depth=2, global_pool="avg", seed=0)
+    plain_tm = timm.create_model("deit_tiny_patch16_224", img_size=32, depth=2, global_pool="avg")
+    plain_tm.load_state_dict(tm.state_dict())
+    for model, ref in ((_random_head(tv), _random_head(plain)), (tm.eval(), plain_tm.eval())):
+        assert describe(model).walls == ()
+        assert not dead_zone(model, describe(model).input_shape).any()
+        x = torch.rand(2, *describe(model).input_shape)
+        torch.testing.assert_close(model(x), ref(x), rtol=1e-4, atol=1e-5)

@@ -402,7 +402,7 @@ def _wall_timm(model: Any, dead: Tensor) -> tuple[str, int, str]:
             )
         block.attn = TimmMaskedAttention(block.attn, allowed)
     model.camwall_constants = tuple(own)
-    if pool != "token":
+    if pool != "token" and bool(dead.any()):
         live = ~dead.flatten()
         if model.pool_include_prefix:
             live = torch.cat([torch.ones(prefix, dtype=torch.bool), live])
@@ -417,7 +417,9 @@ _ENCODER = {"torchvision": "encoder", "timm": "blocks"}
 def wall_named_vit(model: nn.Module, walls: Sequence[tuple[str, WallSpec]], where: str) -> str:
     """The walls of :func:`~camwall.walls.walled_torchvision` / ``walled_timm`` for a ViT: at
     most one, named by the encoder layer (``"encoder"`` for torchvision, ``"blocks"`` for
-    timm), its region on the patch grid; :func:`wall_vit` with it. Returns the target layer.
+    timm), its region on the patch grid; :func:`wall_vit` with it. Without a wall, the
+    unwalled twin: the same masked attention layers with nothing masked (the same function,
+    and :func:`~camwall.walls.dead_zone` can analyse it). Returns the target layer.
     """
     library = _library(model)
     assert library is not None
@@ -432,6 +434,9 @@ def wall_named_vit(model: nn.Module, walls: Sequence[tuple[str, WallSpec]], wher
                 f"{max(1, h // 4)} patch rows); got walls for {got}."
             )
         wall_vit(model, walls[0][1])
+        return describe_vit(model)
+    _, h, w = vit_grid(model)  # the unwalled twin: the same layers, nothing masked
+    (_wall_torchvision if library == "torchvision" else _wall_timm)(model, torch.zeros(h, w) > 0)
     return describe_vit(model)
 
 
