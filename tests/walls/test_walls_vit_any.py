@@ -130,6 +130,11 @@ _TIMM_CASES = [  # name, builder kwargs, wall; small sizes of the real architect
         {"img_size": 48, "depth": 2, "global_pool": "avg", "class_token": False},
         WallSpec(cols=(0, 1)),
     ),
+    (  # max pooling over the live tokens, LayerNorm on q and k
+        "vit_tiny_patch16_224",
+        {"img_size": 48, "depth": 2, "global_pool": "max", "class_token": False, "qk_norm": True},
+        WallSpec(rows=(0, 2), cols=(1, 3)),
+    ),
     (  # class token + 4 register tokens, LayerScale
         "vit_small_patch14_reg4_dinov2",
         {"img_size": 42, "depth": 2},
@@ -143,7 +148,10 @@ _TIMM_CASES = [  # name, builder kwargs, wall; small sizes of the real architect
 ]
 
 
-@pytest.mark.parametrize(("name", "kwargs", "spec"), _TIMM_CASES, ids=[c[0] for c in _TIMM_CASES])
+_TIMM_IDS = ["deit-token", "vit-avg", "vit-max-qknorm", "dinov2-reg4", "wee-reg1-avg"]
+
+
+@pytest.mark.parametrize(("name", "kwargs", "spec"), _TIMM_CASES, ids=_TIMM_IDS)
 def test_timm_vits_small(name: str, kwargs: dict[str, Any], spec: WallSpec) -> None:
     model = walled_timm(name, walls={"blocks": spec}, num_classes=3, seed=0, **kwargs).eval()
     patch = int(model.patch_embed.patch_size[0])
@@ -158,7 +166,9 @@ _TIMM_224 = [
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "kwargs"), _TIMM_224, ids=[c[0] for c in _TIMM_224])
+@pytest.mark.parametrize(
+    ("name", "kwargs"), _TIMM_224, ids=["deit-token", "vit-avg", "dinov2-reg4"]
+)
 def test_timm_vits_at_224(name: str, kwargs: dict[str, Any]) -> None:
     spec = WallSpec.right(5)
     model = walled_timm(name, walls={"blocks": spec}, num_classes=10, seed=0, **kwargs).eval()
@@ -315,3 +325,12 @@ def test_unwalled_twins_have_no_dead_zone_and_save() -> None:
         assert not dead_zone(model, describe(model).input_shape).any()
         x = torch.rand(2, *describe(model).input_shape)
         torch.testing.assert_close(model(x), ref(x), rtol=1e-4, atol=1e-5)
+
+
+def test_other_timm_blocks_are_refused_and_left_unchanged() -> None:
+    model = timm.create_model("vit_small_patch16_18x2_224", pretrained=False, img_size=32, depth=2)
+    before = [type(m) for m in model.modules()]
+    with pytest.raises(CamwallError, match="standard Attention"):
+        wall_vit(model, WallSpec.top(1))
+    assert [type(m) for m in model.modules()] == before
+    assert describe(model).walls == ()

@@ -362,13 +362,15 @@ def describe_vit(model: Any) -> str:
 def _wall_torchvision(model: Any, dead: Tensor) -> tuple[str, int, str]:
     """Mask every encoder block of a torchvision ViT (class token first, class-token head)."""
     allowed = token_mask(dead, 1)
-    for block in model.encoder.layers:
+    for block in model.encoder.layers:  # checked before anything is changed
         if type(block.self_attention) is not nn.MultiheadAttention:
             raise CamwallError(
                 f"wall_vit: {type(block.self_attention).__name__} is not torchvision's "
                 "nn.MultiheadAttention; it cannot be masked."
             )
-        block.self_attention = TorchvisionMaskedAttention(block.self_attention, allowed)
+    masked = [TorchvisionMaskedAttention(b.self_attention, allowed) for b in model.encoder.layers]
+    for block, attention in zip(model.encoder.layers, masked):
+        block.self_attention = attention
     model.camwall_constants = ("class_token",)
     model.encoder.camwall_constants = ("pos_embedding",)
     return "encoder", 1, "token"
@@ -394,12 +396,14 @@ def _wall_timm(model: Any, dead: Tensor) -> tuple[str, int, str]:
             "wall_vit: a timm ViT with patch dropout cannot be walled; set patch_drop_rate=0."
         )
     allowed = token_mask(dead, prefix)
-    for i, block in enumerate(model.blocks):
-        if type(block) not in (Block, ResPostBlock) or type(block.attn) is not Attention:
+    for i, block in enumerate(model.blocks):  # checked before anything is changed
+        attn = getattr(block, "attn", None)
+        if type(block) not in (Block, ResPostBlock) or type(attn) is not Attention:
             raise CamwallError(
-                f"wall_vit: block {i} ({type(block).__name__} with {type(block.attn).__name__}) "
-                "is not timm's Block with its standard Attention; it cannot be masked."
+                f"wall_vit: block {i} ({type(block).__name__} with {type(attn).__name__}) is "
+                "not timm's Block with its standard Attention; it cannot be masked."
             )
+    for block in model.blocks:
         block.attn = TimmMaskedAttention(block.attn, allowed)
     model.camwall_constants = tuple(own)
     if pool != "token" and bool(dead.any()):
