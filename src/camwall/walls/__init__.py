@@ -25,6 +25,10 @@ output. Public API (import from ``camwall.walls``):
   the checkpoint functions), :func:`load_weights` (a plain state dict, names of the unwalled
   network accepted), :func:`torchvision_names`; :func:`resolve_model` (checkpoint, registry
   name or torchvision name, as the CLIs take it);
+* any torchvision or timm Vision Transformer: :func:`wall_vit` (in place: masked attention,
+  an averaging head over the live tokens, :class:`LiveTokenPool`), :func:`walled_timm` (name
+  + walls, like :func:`walled_torchvision`, which also takes ``vit_*`` names; timm is the
+  optional extra ``camwall[timm]``);
 * :func:`parse_wall` / :func:`format_wall`: the command-line form ``LAYER:rows=4:`` of a wall.
 """
 
@@ -59,12 +63,15 @@ from camwall.walls._modules import (
 from camwall.walls._parse import format_wall, parse_wall
 from camwall.walls._resolve import is_checkpoint, resolve_model
 from camwall.walls._spec import WallSpec
+from camwall.walls._timm import walled_timm
 from camwall.walls._torchvision import load_weights, torchvision_names, walled_torchvision
 from camwall.walls._verify import WallCheck, verify_wall
 from camwall.walls._vit import MaskedSoftmax, WalledViT, fashion_vit, walled_vit
+from camwall.walls._vit_any import LiveTokenPool, wall_vit
 
 __all__ = [
     "MODELS",
+    "LiveTokenPool",
     "MaskedSoftmax",
     "ModelInfo",
     "Wall",
@@ -102,6 +109,8 @@ __all__ = [
     "torchvision_names",
     "verify_wall",
     "wall_head",
+    "wall_vit",
+    "walled_timm",
     "walled_torchvision",
     "walled_vgg16",
     "walled_vit",

@@ -1,8 +1,9 @@
 """Checkpoints: ``NAME.safetensors`` (weights) + ``NAME.json`` (architecture and metadata).
 
 No pickle: weights are read with ``safetensors`` and the architecture is rebuilt from the
-:data:`~camwall.walls.MODELS` registry, or (``arch="torchvision"``) by
-:func:`~camwall.walls.walled_torchvision` from the recorded name and walls. The wall is part
+:data:`~camwall.walls.MODELS` registry, or (``arch="torchvision"`` / ``"timm"``) by
+:func:`~camwall.walls.walled_torchvision` / :func:`~camwall.walls.walled_timm` from the
+recorded name and walls. The wall is part
 of the architecture (its masks are not stored), and loading refuses a file whose walled
 weights are not exactly 0.
 """
@@ -27,12 +28,16 @@ from camwall.walls._grid import output_groups
 from camwall.walls._info import declare, describe
 from camwall.walls._models import MODELS, create_model, model_config, unwrap
 from camwall.walls._modules import WalledLinear, walls_of
+from camwall.walls._timm import TIMM_ARCH, rebuild_timm
 from camwall.walls._torchvision import TORCHVISION_ARCH, check_inserted_walls, rebuild_torchvision
 
 __all__ = ["checkpoint_paths", "load_model", "save_model"]
 
 FORMAT = "camwall-checkpoint"
 VERSION = 1
+
+#: Architectures rebuilt from a library name and walls (not from the registry).
+_EXTERNAL = {TORCHVISION_ARCH: rebuild_torchvision, TIMM_ARCH: rebuild_timm}
 
 
 def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -159,10 +164,10 @@ def _read_json(json_path: Path) -> dict[str, Any]:
         raise CamwallError(f'{json_path} is not a camwall checkpoint (no "format": "{FORMAT}").')
     _check_version(record.get("version", VERSION), json_path)
     arch = record.get("arch")
-    if not isinstance(arch, str) or (arch not in MODELS and arch != TORCHVISION_ARCH):
+    if not isinstance(arch, str) or (arch not in MODELS and arch not in _EXTERNAL):
         raise CamwallError(
             f"{json_path}: unknown architecture {arch!r}; known: "
-            f"{', '.join([*MODELS.names(), TORCHVISION_ARCH])}."
+            f"{', '.join([*MODELS.names(), *_EXTERNAL])}."
         )
     if not isinstance(record.get("arch_kwargs", {}), dict):
         raise CamwallError(f"{json_path}: arch_kwargs must be a JSON object.")
@@ -189,10 +194,8 @@ def _rebuild(record: dict[str, Any], json_path: Path) -> nn.Module:
     """The architecture that ``record`` names, with its walls checked against the record."""
     arch, kwargs = record["arch"], record.get("arch_kwargs", {})
     try:
-        if arch == TORCHVISION_ARCH:
-            model = rebuild_torchvision(kwargs)
-        else:
-            model = create_model(arch, **kwargs)
+        rebuild = _EXTERNAL.get(arch)
+        model = rebuild(kwargs) if rebuild is not None else create_model(arch, **kwargs)
     except (CamwallError, TypeError, ValueError, RuntimeError) as err:
         raise CamwallError(f"{json_path}: cannot rebuild {arch}: {err}") from None
     if record.get("wall", []) != walls_of(model):

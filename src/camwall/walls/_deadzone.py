@@ -10,13 +10,20 @@ linear map with strictly positive weights on exactly the connections the layer h
 * ``Linear``: positive weights where the weight is non-zero (a :class:`WalledLinear` uses its
   wall instead, so only the wall's structural zeros count); for matrices above 2^24 entries, a
   row-by-column pattern (a superset of the connections, so never a false dead pixel);
-* BatchNorm (eval: a per-channel affine map), dropout, stochastic depth and elementwise
-  activations: identity; GroupNorm / LayerNorm: every output reads its whole normalised group;
+* BatchNorm (eval: a per-channel affine map), dropout, stochastic depth (torchvision's
+  ``StochasticDepth``, timm's ``DropPath``), timm's ``LayerScale`` (a per-channel factor) and
+  elementwise activations: identity; GroupNorm / LayerNorm: every output reads its whole
+  normalised group (their mean, scaled to at most 1, so that values do not grow with the
+  width and depth of a transformer);
 * ``Softmax`` / ``LogSoftmax``: every output along ``dim`` reads every input along ``dim``;
 * a layer with a ``camwall_structural(x)`` method (the walled ViT's token and masked-softmax
   layers) states its own connections with it;
 * average pools, padding, Flatten, :class:`Wall` and the model's own adds / reshapes / concats
-  run unchanged.
+  run unchanged;
+* a container that uses its own parameters is refused, unless it names them in a
+  ``camwall_constants`` attribute: parameters its forward only concatenates to, adds to or
+  multiplies with the data (a ViT's class, register and position tokens, see
+  :func:`~camwall.walls.wall_vit`); they are ones for the structural forward.
 
 With the all-ones input, every value is positive exactly where it depends on some input, so
 ReLUs called as functions pass it, and the gradient of the summed outputs is positive exactly
@@ -88,6 +95,10 @@ _IDENTITY_TYPES: tuple[type[nn.Module], ...] = (
     nn.Identity,
 )
 """Layers that map each value to one value (BatchNorm in eval mode is per-channel affine)."""
+
+_IDENTITY_NAMES = frozenset({"StochasticDepth", "DropPath", "LayerScale"})
+"""Identity by class name: torchvision's ``StochasticDepth`` and timm's ``DropPath`` (the
+identity in eval mode), timm's ``LayerScale`` (``x * gamma``, one factor per channel)."""
 
 _UNCHANGED_TYPES: tuple[type[nn.Module], ...] = (
     nn.AvgPool2d,
@@ -216,18 +227,24 @@ def _softmax(m: nn.Softmax | nn.LogSoftmax) -> Callable[[Tensor], Tensor]:
     return forward
 
 
+def _at_most_one(mean: Tensor) -> Tensor:
+    """``mean / max(mean, 1)`` (detached denominator): positive where ``mean`` is, with a
+    positive gradient, and at most 1, as a normalised value is."""
+    return mean / mean.detach().clamp_min(1.0)
+
+
 def _norm(m: nn.Module) -> Callable[[Tensor], Tensor]:
     """Normalisation layers: every output reads every input of its normalised group."""
 
     def forward(x: Tensor) -> Tensor:
         if isinstance(m, nn.GroupNorm):
             g = x.reshape(x.shape[0], m.num_groups, -1)
-            return _positive(g.sum(-1, keepdim=True).expand_as(g).reshape(x.shape))
+            return _positive(_at_most_one(g.mean(-1, keepdim=True)).expand_as(g).reshape(x.shape))
         if type(m).__name__ == "LayerNorm2d":  # torchvision: LayerNorm over C of N x C x H x W
-            return _positive(x.sum(1, keepdim=True).expand_as(x))
+            return _positive(_at_most_one(x.mean(1, keepdim=True)).expand_as(x))
         assert isinstance(m, nn.LayerNorm)
         dims = tuple(range(-len(m.normalized_shape), 0))
-        return _positive(x.sum(dims, keepdim=True).expand_as(x))
+        return _positive(_at_most_one(x.mean(dims, keepdim=True)).expand_as(x))
 
     return forward
 
@@ -239,8 +256,8 @@ def _surrogate(name: str, m: nn.Module) -> Callable[[Tensor], Tensor] | None:
         return lambda x: _positive(own(x))
     if isinstance(m, _UNCHANGED_TYPES):
         return None
-    if isinstance(m, _IDENTITY_TYPES) or type(m).__name__ == "StochasticDepth":
-        return lambda x: x  # (torchvision's StochasticDepth is the identity in eval mode)
+    if isinstance(m, _IDENTITY_TYPES) or type(m).__name__ in _IDENTITY_NAMES:
+        return lambda x: x
     if isinstance(m, (nn.GroupNorm, nn.LayerNorm)):
         return _norm(m)
     if isinstance(m, nn.Conv2d):
@@ -297,16 +314,11 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 @contextmanager
 def _structural(model: nn.Module, guard: _Guard) -> Iterator[None]:
     patched: list[tuple[nn.Module, bool, Any]] = []
+    constants: list[tuple[nn.Module, str, Any]] = []
     try:
         for name, m in model.named_modules():
             if len(m._modules) > 0:
-                own = [n for n, _ in m.named_parameters(recurse=False)]
-                if own:
-                    raise CamwallError(
-                        f"dead_zone cannot analyze {name or '<model>'!r} "
-                        f"({type(m).__name__}): it uses its own parameters {own} in its forward "
-                        "code; move them into a layer module."
-                    )
+                constants += _constants(name, m)
                 continue
             fn = _surrogate(name, m)
             if fn is None:
@@ -328,6 +340,29 @@ def _structural(model: nn.Module, guard: _Guard) -> Iterator[None]:
                 m.forward = old
             else:
                 del m.forward
+        for m, key, param in constants:
+            m._parameters[key] = param
+
+
+def _constants(name: str, m: nn.Module) -> list[tuple[nn.Module, str, Any]]:
+    """Set the own parameters of container ``m`` to ones for the structural forward, when
+    ``m.camwall_constants`` names them all (see the module docstring); returns what to
+    restore. Any other own parameter is refused."""
+    own = [n for n, _ in m.named_parameters(recurse=False)]
+    declared = set(getattr(m, "camwall_constants", ()))
+    if [n for n in own if n not in declared]:
+        raise CamwallError(
+            f"dead_zone cannot analyze {name or '<model>'!r} "
+            f"({type(m).__name__}): it uses its own parameters {own} in its forward "
+            "code; move them into a layer module."
+        )
+    saved = []
+    for key in own:
+        param = m._parameters[key]
+        assert param is not None
+        saved.append((m, key, param))
+        m._parameters[key] = nn.Parameter(torch.ones_like(param), requires_grad=False)
+    return saved
 
 
 def _device(model: nn.Module) -> torch.device:

@@ -114,7 +114,7 @@ def _from_checkpoint(spec: str) -> tuple[nn.Module, dict[str, Any]]:
     model, meta = load_model(spec)
     walled = meta.get("arch_kwargs", {}).get("walled")
     kind = "walled" if walled else "baseline" if walled is False else "custom"
-    if meta.get("arch") == "torchvision":
+    if meta.get("arch") in ("torchvision", "timm"):
         kind = _wall_label(meta.get("wall", []))
     label = f"{checkpoint_paths(spec)[0]} ({meta['arch']}, {kind})"
     return model, {**meta, "label": label, "source": "checkpoint", "weights": None}

@@ -35,6 +35,12 @@ from camwall.walls._models import _tag, default_target_layer
 from camwall.walls._modules import Wall, insert_wall, walls_of
 from camwall.walls._parse import parse_wall
 from camwall.walls._spec import WallSpec
+from camwall.walls._vit_any import (
+    is_vision_transformer,
+    refuse_windowed,
+    vit_input_shape,
+    wall_named_vit,
+)
 
 __all__ = [
     "TORCHVISION_ARCH",
@@ -170,7 +176,7 @@ def walled_torchvision(
     walls: WallsArg = None,
     num_classes: int = 1000,
     *,
-    input_shape: Sequence[int] = (3, 224, 224),
+    input_shape: Sequence[int] | None = None,
     seed: int | None = None,
     **arch_kwargs: Any,
 ) -> nn.Module:
@@ -191,7 +197,8 @@ def walled_torchvision(
             that wall is inserted.
         num_classes: classifier outputs.
         input_shape: ``(C, H, W)`` recorded for the dead zone in checkpoints (the network
-            itself usually takes other sizes too).
+            itself usually takes other sizes too); default ``(3, 224, 224)``, for a Vision
+            Transformer its own input size (``image_size``).
         seed: seeds the initialisation (without touching the global RNG); None uses the
             global RNG.
         **arch_kwargs: other JSON-ready keyword arguments of the torchvision builder (e.g.
@@ -207,10 +214,16 @@ def walled_torchvision(
     """
     _check_builder_args(arch, arch_kwargs)
     class_count(num_classes, f"walled_torchvision({arch!r}): num_classes")
-    shape = input_shape_of(input_shape, f"walled_torchvision({arch!r}): input_shape")
+    where = f"walled_torchvision({arch!r})"
+    shape = input_shape_of(input_shape or (3, 224, 224), f"{where}: input_shape")
     parsed = _walls(walls)
     model = _build_plain(arch, num_classes, seed, arch_kwargs)
-    target = _insert_walls(model, parsed)
+    if is_vision_transformer(model):  # a wall on the patch grid: masked attention
+        target: str | None = wall_named_vit(model, parsed, where)
+        shape = vit_input_shape(model, input_shape, where)
+    else:
+        refuse_windowed(model, where)
+        target = _insert_walls(model, parsed)
     record = {
         "name": arch,
         "walls": [{"layer": layer, "region": spec.to_dict()} for layer, spec in parsed],
