@@ -218,21 +218,32 @@ def walled_torchvision(
     shape = input_shape_of(input_shape or (3, 224, 224), f"{where}: input_shape")
     parsed = _walls(walls)
     model = _build_plain(arch, num_classes, seed, arch_kwargs)
-    if is_vision_transformer(model):  # a wall on the patch grid: masked attention
-        target: str | None = wall_named_vit(model, parsed, where)
-        shape = vit_input_shape(model, input_shape, where)
-    else:
-        refuse_windowed(model, where)
-        target = _insert_walls(model, parsed)
+    target, placed = _place_walls(model, parsed, input_shape, shape, where)
     record = {
         "name": arch,
         "walls": [{"layer": layer, "region": spec.to_dict()} for layer, spec in parsed],
         "num_classes": num_classes,
-        "input_shape": list(shape),
+        "input_shape": list(placed),
         **arch_kwargs,
     }
-    _tag(model, TORCHVISION_ARCH, record, shape, target)
+    _tag(model, TORCHVISION_ARCH, record, placed, target)
     return model
+
+
+def _place_walls(
+    model: nn.Module,
+    walls: Sequence[tuple[str, WallSpec]],
+    input_shape: Sequence[int] | None,
+    shape: tuple[int, int, int],
+    where: str,
+) -> tuple[str | None, tuple[int, int, int]]:
+    """Wall ``model`` in place: a Vision Transformer on its patch grid (masked attention, its
+    own input size unless ``input_shape`` is given), any other network after named layers
+    (windowed transformers refused). Returns the target layer and the recorded input shape."""
+    if is_vision_transformer(model):
+        return wall_named_vit(model, walls, where), vit_input_shape(model, input_shape, where)
+    refuse_windowed(model, where)
+    return _insert_walls(model, walls), shape
 
 
 def _insert_walls(model: nn.Module, walls: Sequence[tuple[str, WallSpec]]) -> str | None:
