@@ -68,7 +68,8 @@ def _slug(name: str) -> str:
 def _prepare_out(out: Path, overwrite: bool) -> Path:
     if (out / MANIFEST).exists() and not overwrite:
         raise CamwallError(
-            f"{out / MANIFEST} already exists; choose another --out or pass --force to replace it."
+            f"{out / MANIFEST} already exists; choose another --out or pass --overwrite to "
+            "replace it."
         )
     if out.exists() and not out.is_dir():
         raise CamwallError(f"{out}: exists and is not a folder; choose another --out.")
@@ -319,7 +320,7 @@ def write_prompts(
     prompts, table = dst / "prompts.txt", dst / "stackgen.csv"
     for p in (prompts, table):
         if p.exists() and not overwrite:
-            raise CamwallError(f"{p} already exists; choose another --out or pass --force.")
+            raise CamwallError(f"{p} already exists; choose another --out or pass --overwrite.")
     lines = [PROMPT_TEMPLATE.format(animal=name) for _, name in classes]
     prompts.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with table.open("w", newline="", encoding="utf-8") as fh:
