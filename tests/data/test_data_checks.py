@@ -124,3 +124,10 @@ def test_palette_images_pass_either_way(dataset):
     arr = np.asarray(Image.open(dataset / "images" / "0001_b.png"))
     Image.fromarray(arr, mode="L").convert("P").save(dataset / "images" / "0001_b.png")
     assert read_image_dataset(dataset).images.shape == (3, 1, 8, 6)
+
+
+def test_an_existing_manifest_advises_the_current_flag(dataset):
+    """``--force`` is a deprecated alias: the advice names ``--overwrite``."""
+    with pytest.raises(CamwallError, match="pass --overwrite to replace it") as err:
+        export_composites(torch.zeros(1, 1, 8, 8), [0], ["a"], dataset, kind="test")
+    assert "--force" not in str(err.value)
