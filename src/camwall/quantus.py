@@ -118,7 +118,7 @@ def dead_zone_masks(s_batch: Any, shape: tuple[int, ...]) -> np.ndarray:
     elif s.ndim == 3:
         s = s[:, None]
     elif s.ndim == 4 and s.shape[1] != 1:
-        s = s.any(axis=1, keepdims=True)
+        s = np.asarray(s.any(axis=1, keepdims=True))
     if s.ndim != 4 or s.shape[0] not in (1, b) or tuple(s.shape[2:]) != (h, w):
         raise CamwallError(
             f"s_batch (the dead zone) has shape {tuple(np.shape(s_batch))}; expected "
