@@ -22,6 +22,7 @@ from PIL import Image
 from camwall.cli import build_parser, main
 
 NON_UTF8 = os.fsdecode(b"\xff")  # what sys.argv holds for a name that is not UTF-8
+LONG = "x" * 256  # one byte over the longest file name (255 bytes)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,7 @@ BAD = [
     ("cam {R}/ck/net {R}/" + NON_UTF8 + ".png --out {T}/o", "is not valid UTF-8"),
     ("cam {R}/ck/net {R}/img.png --methods gradcan --out {T}/o", "Did you mean 'gradcam'"),
     ("cam {R}/ck/net {R}/img.png --methods opticam --eigen-smooth --out {T}/o", "not apply to"),
+    ("cam {R}/ck/net {R}/img.png --out {T}/" + LONG, "is 256 bytes long"),
     # bench and report
     ("methods nothing*", "no method matches 'nothing*'"),
     ("bench --images 1000000000000 --out {T}/o", "--images: must be at most 1000000"),
@@ -74,6 +76,10 @@ BAD = [
     ("bench --batch-size 0 --out {T}/o", "--batch-size: expected a positive integer"),
     ("bench --device cuda:x --out {T}/o", "unknown device"),
     ("bench --weights w.safetensors --out {T}/o", "--weights needs a registry --model"),
+    ("bench --out {T}/" + LONG + "/o", "is 256 bytes long; file systems take at most 255"),
+    ("bench --methods py:../../etc:passwd --out {T}/o", "'../../etc' is not a dotted name"),
+    ("bench --methods py:.relmod:fn --out {T}/o", "module '.relmod' is not a dotted name"),
+    ("bench --methods py:os:path/../sep --out {T}/o", "function 'path/../sep' is not a dotted"),
     ("report {T}/missing", "no such folder"),
     # deadzone
     ("deadzone --model fashion-vgg --input-size 100000 100000", "must be at most 4096"),
@@ -85,9 +91,11 @@ BAD = [
     ("deadzone --model fashion-vgg --out {R}/fifo.png", "exists and is not a regular file"),
     ("deadzone --model fashion-vgg --out {T}/z.v2", "unknown figure format '.v2'"),
     ("deadzone --model fashion-vgg --trials 0", "--trials: expected a positive integer"),
+    ("deadzone --model fashion-vgg --out {T}/" + LONG[:252], "is 256 bytes long"),  # + .png
     ("deadzone --model fashion-vgx", "Did you mean 'fashion-vgg'"),
     # data
     ("stackmix --source {T} --out {F}/s", "is a file, not a folder"),
+    ("stackmix --source {T}/nonexistent --out {T}/s", "nonexistent: no such folder"),
     ("stackmix --source {T} --out {T}/s --n 0", "--n: must be at least 1"),
     ("stackmix --source {T} --out {T}/s --split-row -1", "--split-row: expected an integer >= 0"),
     ("stackgen --out {F}/g --prompts", "is a file, not a folder"),

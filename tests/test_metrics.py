@@ -188,3 +188,10 @@ def test_leakage_metrics_take_one_dead_zone_per_map():
         torch.testing.assert_close(together, one_by_one)
     with pytest.raises(CamwallError, match="B x H x W"):
         wall_leakage(maps, zones[:2])
+
+
+def test_an_inf_map_is_refused_as_inf():
+    maps = torch.rand(2, 4, 4)
+    maps[1, 2, 3] = math.inf
+    with pytest.raises(CamwallError, match="maps contain Inf"):
+        wall_leakage(maps, torch.zeros(4, 4, dtype=torch.bool))

@@ -5,6 +5,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,6 +90,8 @@ def test_options_reach_the_explainer():
         (lambda m, x, t: torch.zeros(2, 3), "returned shape (2, 3)"),
         (lambda m, x, t: torch.full(x.shape, float("nan")), "returned NaN or Inf"),
         (lambda m, x, t: "map", "returned a str, not a tensor"),
+        (lambda m, x, t: np.ones((len(x), SIZE, SIZE), np.float32), "returned a ndarray, not"),
+        (lambda m, x, t: sys.exit(0), "called sys.exit(0); it must return a tensor"),
     ],
 )
 def test_bad_callable_names_the_explainer(fn, message):
@@ -105,6 +108,9 @@ def test_bad_arguments():
         camwall.wall_test("gradcam", model=torch.nn.Linear(2, 2))
     with pytest.raises(CamwallError, match="unknown CAM method 'gradcan'"):
         _test("gradcan")
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(CamwallError, match=f"batch_size must be None .* got {bad!r}"):
+            camwall.wall_test("gradcam", model=tiny_bench_model(), batch_size=bad)
 
 
 def test_default_pair_and_datasets():

@@ -255,9 +255,25 @@ def _check_parent(path: Path) -> None:
         )
 
 
+NAME_MAX = 255
+"""The longest file or folder name (bytes) that Linux, macOS and Windows file systems take."""
+
+
+def _check_names(path: Path) -> None:
+    """Every component of an output path must fit in :data:`NAME_MAX` bytes."""
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > NAME_MAX:
+            raise argparse.ArgumentTypeError(
+                f"the name {part[:24]}... in the output path is {size} bytes long; file systems "
+                f"take at most {NAME_MAX} bytes per name, choose a shorter one"
+            )
+
+
 def out_dir(text: str) -> Path:
     """An output folder: new or an existing folder, in a writable place. Not created here."""
     path = _utf8_path(text)
+    _check_names(path)
     if _virtual(path):
         raise argparse.ArgumentTypeError(f"{path} is in a kernel file system; choose a real folder")
     if path.exists() and not path.is_dir():
@@ -275,6 +291,7 @@ def out_file(text: str, suffix: str = "") -> Path:
     is the one that will be written.
     """
     path = _utf8_path(text)
+    _check_names(path.with_name(path.name + suffix) if suffix and not path.suffix else path)
     for candidate in (path, path.with_name(path.name + suffix) if suffix else path):
         if _virtual(candidate):
             raise argparse.ArgumentTypeError(

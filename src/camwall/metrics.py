@@ -109,8 +109,9 @@ def _check(maps: Tensor, dead_zone: Tensor) -> tuple[Tensor, Tensor]:
             f"dead_zone must be an H x W (or B x H x W, one per map) bool mask matching the "
             f"maps {tuple(maps.shape)}, got {shape}."
         )
-    if torch.isnan(maps).any():
-        raise CamwallError("maps contain NaN; check the saliency method's output.")
+    if not torch.isfinite(maps).all():
+        what = "NaN" if torch.isnan(maps).any() else "Inf"
+        raise CamwallError(f"maps contain {what}; check the saliency method's output.")
     if (maps < 0).any():
         raise CamwallError(
             "maps must be non-negative (min-max normalised to [0, 1]); got negative values."

@@ -70,25 +70,61 @@ def wall_leakage_scores(
 
     Returns:
         B floats in [0, 1].
+
+    Raises:
+        CamwallError: an empty batch, a non-finite attribution, or a dead zone of another shape.
     """
-    a = torch.as_tensor(np.asarray(a_batch), dtype=torch.float32)
+    a = _checked_attributions(a_batch)
     maps = reduce_attributions(a) if a.dim() == 4 else normalize_maps(a.abs())
-    b, h, w = maps.shape
-    s = torch.as_tensor(np.asarray(s_batch)).bool()
-    if s.dim() == 2:
-        s = s.expand(b, h, w)
-    elif s.dim() == 4:
-        s = s.any(dim=1)
-    if tuple(s.shape) != (b, h, w):
-        raise CamwallError(
-            f"s_batch (the dead zone) has shape {tuple(np.shape(s_batch))}; expected "
-            f"{(b, 1, h, w)}, {(b, h, w)} or {(h, w)} to match the attributions."
-        )
+    b = maps.shape[0]
+    s = torch.from_numpy(np.array(dead_zone_masks(s_batch, a.shape))).bool()[:, 0]
     if bool((s == s[0]).all()):
         mu = wall_leakage(maps, s[0])
     else:
         mu = torch.cat([wall_leakage(maps[i : i + 1], s[i]) for i in range(b)])
     return [empty_score if math.isnan(v) else v for v in mu.tolist()]
+
+
+def _checked_attributions(a_batch: Any) -> torch.Tensor:
+    """``a_batch`` as float32, refused when empty, not B x [C x] H x W, or not finite (an Inf
+    would become NaN after the min-max normalization)."""
+    a = torch.from_numpy(np.array(a_batch, dtype=np.float32))  # a copy: Quantus' may be read-only
+    if a.dim() not in (3, 4):
+        raise CamwallError(
+            f"a_batch (the attributions) has shape {tuple(a.shape)}; expected B x C x H x W or "
+            "B x H x W."
+        )
+    if a.shape[0] == 0:
+        raise CamwallError("a_batch (the attributions) is empty (B = 0); pass at least one sample.")
+    bad = (~torch.isfinite(a)).flatten(1).any(dim=1)
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        what = "NaN" if torch.isnan(a[i]).any() else "Inf"
+        raise CamwallError(
+            f"a_batch (the attributions) holds {what} in sample {i} ({int(bad.sum())} of "
+            f"{len(a)} samples); mu is undefined there: fix the explainer's output."
+        )
+    return a
+
+
+def dead_zone_masks(s_batch: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """The dead zone as Quantus' ``s_batch``: ``B x 1 x H x W`` for attributions of ``shape``
+    (``B x C x H x W`` or ``B x H x W``), from ``H x W``, ``B x H x W`` or ``B x 1 x H x W``
+    (a ``B x C x H x W`` mask is dead where any channel is)."""
+    b, h, w = int(shape[0]), int(shape[-2]), int(shape[-1])
+    s = np.asarray(s_batch)
+    if s.ndim == 2:
+        s = s[None, None]
+    elif s.ndim == 3:
+        s = s[:, None]
+    elif s.ndim == 4 and s.shape[1] != 1:
+        s = np.asarray(s.any(axis=1, keepdims=True))
+    if s.ndim != 4 or s.shape[0] not in (1, b) or tuple(s.shape[2:]) != (h, w):
+        raise CamwallError(
+            f"s_batch (the dead zone) has shape {tuple(np.shape(s_batch))}; expected "
+            f"{(b, 1, h, w)}, {(b, h, w)} or {(h, w)} to match the attributions."
+        )
+    return np.broadcast_to(s, (b, 1, h, w))
 
 
 def _degenerate(a_batch: np.ndarray) -> bool:
@@ -149,7 +185,12 @@ class WallLeakage(_quantus.Metric):
         explain_func_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> list[float]:
-        """Score a batch (Quantus' ``Metric.__call__``; ``s_batch`` is required)."""
+        """Score a batch (Quantus' ``Metric.__call__``; ``s_batch`` is required: the dead zone
+        as ``H x W``, ``B x H x W`` or ``B x 1 x H x W``).
+
+        Raises:
+            CamwallError: no ``s_batch``; an empty batch; a NaN/Inf attribution.
+        """
         if s_batch is None:
             raise CamwallError(
                 "WallLeakage needs the dead zone as s_batch (camwall.walls.dead_zone(model, "
@@ -161,6 +202,8 @@ class WallLeakage(_quantus.Metric):
             a_batch = explain_func(
                 model=model, inputs=x_batch, targets=y_batch, **(explain_func_kwargs or {})
             )
+        a = _checked_attributions(a_batch)
+        s_batch = np.ascontiguousarray(dead_zone_masks(s_batch, a.shape))  # H x W too
         if _degenerate(np.asarray(a_batch)):
             return self._score_directly(np.asarray(a_batch), s_batch)
         scores = super().__call__(

@@ -142,29 +142,51 @@ def wall_test(
         A :class:`WallTestResult`; ``print`` it or call ``.to_dict()``.
 
     Raises:
-        CamwallError: unknown name, missing package, bad model or dataset, or an explainer
-            whose output is wrong (shape, NaN, type, device), naming the explainer.
+        CamwallError: unknown name, missing package, bad model or dataset, ``batch_size`` < 1,
+            or an explainer whose output is wrong (shape, NaN, type (numpy too), device) or
+            that calls ``sys.exit``, naming the explainer.
     """
-    from camwall.bench._methods import is_engine, object_family
+    from camwall.bench._methods import object_family
 
     name, objects = _explainer_name(explainer)
+    _check_batch_size(batch_size)
     models = _models(model, target_layer)
     walled = next(m for m in models if m.walled)
     sets = _datasets(datasets, images, seed, walled.channels)
     methods = [name] + ([CONTROL] if name != CONTROL else [])
+    if batch_size is None:
+        batch_size = 64 if walled.dead_zone.numel() <= 128 * 128 else 16
+    run = _run_options(name, objects, options, device=device, batch_size=batch_size, seed=seed)
+    results = _run(models, sets, methods, out, {**run, "progress": progress})
+    family = object_family(objects[name]) if name in objects else results.families.get(name)
+    return WallTestResult(name, family or "other", walled.name, results)
+
+
+def _run_options(
+    name: str, objects: dict[str, Any], options: dict[str, Any], **run: Any
+) -> dict[str, Any]:
+    """:func:`camwall.bench.run_bench` keywords: ``run`` plus the explainer's options (as CAM
+    options for camwall's own CAMs) and objects."""
+    from camwall.bench._methods import is_engine
+
     engine = is_engine(name)
-    run = {
-        "device": device,
-        "batch_size": batch_size or (64 if walled.dead_zone.numel() <= 128 * 128 else 16),
-        "seed": seed,
-        "progress": progress,
+    return {
+        **run,
         "cam_options": options if engine else None,
         "explainer_options": {name: options} if options and not engine else None,
         "explainers": objects,
     }
-    results = _run(models, sets, methods, out, run)
-    family = object_family(objects[name]) if name in objects else results.families.get(name)
-    return WallTestResult(name, family or "other", walled.name, results)
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    """None (the default) or an int >= 1 (0 is not "the default")."""
+    if batch_size is None:
+        return
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise CamwallError(
+            f"wall_test: batch_size must be None (the default) or an integer >= 1, got "
+            f"{batch_size!r}."
+        )
 
 
 def _explainer_name(explainer: Any) -> tuple[str, dict[str, Any]]:

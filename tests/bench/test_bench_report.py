@@ -57,19 +57,29 @@ def _normalised(summary: dict) -> dict:
     return summary
 
 
-def _same(got, want, where="summary"):
-    """Same keys in the same order, same types, equal values (floats to 1e-6)."""
+# The per-image statistics (the summary's "metrics" and "datasets") are means and standard
+# deviations of float32 metric values in [0, 1], each a reduction over one 16 x 16 map; the
+# kernels (AVX-512 vs AVX2 convolutions) move each value by up to float32 eps x 256 and a mean
+# or a sample std over n >= 2 values by at most sqrt(2) times that. Every other float (accuracy
+# k/n, dead-zone fractions, the paper's numbers) is exact.
+PER_IMAGE_STATS = ("metrics", "datasets")
+STATS_TOL = 2**0.5 * torch.finfo(torch.float32).eps * 16 * 16
+
+
+def _same(got, want, where="summary", tol=0.0):
+    """Same keys in the same order, same types, equal values (the statistics to ``tol``)."""
     assert type(got) is type(want), where
     if isinstance(want, dict):
         assert list(got) == list(want), where
         for k in want:
-            _same(got[k], want[k], f"{where}.{k}")
+            inner = STATS_TOL if where == "summary" and k in PER_IMAGE_STATS else tol
+            _same(got[k], want[k], f"{where}.{k}", inner)
     elif isinstance(want, list):
         assert len(got) == len(want), where
         for i, (g, w) in enumerate(zip(got, want)):
-            _same(g, w, f"{where}[{i}]")
+            _same(g, w, f"{where}[{i}]", tol)
     elif isinstance(want, float):
-        assert got == pytest.approx(want, rel=1e-6, abs=1e-9), where
+        assert got == pytest.approx(want, rel=0, abs=tol), where
     else:
         assert got == want, where
 

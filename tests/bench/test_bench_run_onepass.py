@@ -57,9 +57,12 @@ def test_all_methods_of_a_batch_in_one_call_equal_per_method_calls(tmp_path, mon
         dead = tiny_bench_model().dead_zone
         for method in CAMS:
             alone = compute_cams(model, x, "1", [method], targets=targets, **opts)[method]
-            assert torch.equal(shared[method], alone), method  # exactly, not approximately
-            for name in DEAD_ZONE_METRICS:
-                want = METRICS.get(name)(alone, dead).tolist()
+            # one pass for all methods vs one for each (fullgrad's biases and input gradients
+            # asked or not): float32 maps in [0, 1], reductions over the 4 x 16 x 16 layer
+            tol = torch.finfo(torch.float32).eps * 4 * 16 * 16
+            torch.testing.assert_close(shared[method], alone, rtol=0, atol=tol, msg=method)
+            for name in DEAD_ZONE_METRICS:  # the stored rows: exactly the bench's shared call
+                want = METRICS.get(name)(shared[method], dead).tolist()
                 for k, i in enumerate(b["images"]):
                     got = rows[(b["dataset"], i, method)][name]
                     assert got == want[k] or (math.isnan(got) and math.isnan(want[k]))

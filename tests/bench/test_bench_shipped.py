@@ -54,7 +54,10 @@ def test_shipped_accuracy_equals_the_manifest_on_the_test_canvases(variant):
     result = evaluate(walled if variant == "walled" else baseline, "fashion-canvases", device="cpu")
     recorded = shipped_manifest("fashion-vgg", variant)["test_accuracy"]
     assert result.n == 10_000
-    assert result.top1 == recorded["top1"]  # deterministic: exactly
+    # Other CPU kernels move the logits by float32 rounding (eps x the ~2,300-term convolution
+    # sums: under 1e-3 of the largest logit); on the shipped pair at most 6 of the 10,000
+    # canvases have a top-2 margin that small, so at most 6 predictions can flip.
+    assert abs(result.top1 - recorded["top1"]) <= 6 / 10_000
     assert result.top1 > 0.85
 
 

@@ -30,6 +30,7 @@ from camwall.cams._eigen import first_component
 from camwall.cams._smooth import AUG_FACTORS
 from camwall.errors import CamwallError
 
+EPS32 = torch.finfo(torch.float32).eps
 REFERENCE = {
     "gradcam": GradCAM,
     "hirescam": HiResCAM,
@@ -96,12 +97,13 @@ def test_eigen_smooth_for_fem_is_the_projection_of_its_weighted_channels(make_ti
     with torch.no_grad():
         model(x)
     handle.remove()
-    a = seen[0]
+    a = seen[0].double()  # a float64 reference: ours (float32 SVD) is off by its rounding only
     mean, std = a.mean(dim=(2, 3), keepdim=True), a.std(dim=(2, 3), correction=0, keepdim=True)
-    weights = (a > mean + 2 * std).float().mean(dim=(2, 3))
+    weights = (a > mean + 2 * std).double().mean(dim=(2, 3))
     expected = finalize_maps(first_component(weights[:, :, None, None] * a), x.shape[-2:])
     ours = compute_cams(model, x, layer, "fem", eigen_smooth=True)["fem"]
-    assert float((ours - expected).abs().max()) <= 1e-6
+    # float32 eps times the size of the K x h x w matrix handed to the SVD
+    assert float((ours - expected).abs().max()) <= EPS32 * a[0].numel()
 
 
 def test_eigen_smooth_leaves_decompositions_alone_and_refuses_whole_maps(make_tiny):
@@ -146,7 +148,9 @@ def test_aug_smooth_is_the_mean_of_deaugmented_maps(make_tiny):
             maps.append(m.flip(-1) if flip else m)
     expected = torch.stack(maps).mean(dim=0)
     ours = compute_cams(model, x, layer, "gradcam", targets=[1, 2], aug_smooth=True)["gradcam"]
-    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-7)
+    # the engine runs the flips x factors as one batch, the maps above one call each: other
+    # kernels: float32 maps in [0, 1] from reductions over the 6 x 8 x 10 layer activations
+    torch.testing.assert_close(ours, expected, rtol=0, atol=EPS32 * 6 * 8 * 10)
 
 
 def test_eigencam_reference_sign_rule_is_camwalls(make_tiny, monkeypatch):

@@ -64,7 +64,7 @@ def test_two_threads_on_one_model_get_the_single_thread_maps(run, make_tiny):
                 lambda: compute_cams(model, x2, layer, GRAD_AND_EIGEN),
             ]
         )
-        for name in GRAD_AND_EIGEN:
+        for name in GRAD_AND_EIGEN:  # bit-equal by construction: the same call, same kernels
             torch.testing.assert_close(got1[name], want1[name], rtol=0, atol=0)
             torch.testing.assert_close(got2[name], want2[name], rtol=0, atol=0)
         assert model.training
@@ -88,7 +88,7 @@ def test_threads_sharing_one_engine_and_a_with_block(make_tiny):
 
     for outs in run_in_threads([in_block, plain, in_block, plain]):
         for got in outs:
-            for name, m in want.items():
+            for name, m in want.items():  # bit-equal by construction: the same call
                 torch.testing.assert_close(got[name], m, rtol=0, atol=0)
     assert model.training
     assert all(p.requires_grad for p in model.parameters())
@@ -113,7 +113,7 @@ def test_a_plain_forward_in_another_thread_is_not_captured(make_tiny):
         t.start()
         inside.wait()
         try:
-            for _ in range(20):
+            for _ in range(20):  # bit-equal by construction: the same call
                 torch.testing.assert_close(cams(x, "gradcam")["gradcam"], want, rtol=0, atol=0)
         finally:
             done.set()
@@ -155,7 +155,7 @@ def test_same_maps_under_no_grad_and_inference_mode(mode, make_tiny):
         x_inner = x.clone()  # an inference tensor under inference_mode
         got = compute_cams(model, x_inner, layer, names, opticam_iters=3)
     assert torch.is_grad_enabled()
-    for name in names:
+    for name in names:  # bit-equal by construction: the same pass (grad mode is the engine's)
         torch.testing.assert_close(got[name], want[name], rtol=0, atol=0)
 
 

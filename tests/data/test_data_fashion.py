@@ -93,12 +93,14 @@ def test_search_order_env_before_default(tmp_path, monkeypatch):
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", LAB, (1,), bytes(1))
     monkeypatch.setenv("CAMWALL_DATA", str(tmp_path))
     assert fashion_dir(None, "test") == tmp_path
+    # issue 22: a set but unusable CAMWALL_DATA is an error, never a fall-back to the default
     monkeypatch.setenv("CAMWALL_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(CamwallError, match=r"\$CAMWALL_DATA") as err:
+        fashion_dir(None, "test")
+    assert str(DEFAULT_FASHION_DIR) not in str(err.value).split("Get Fashion-MNIST")[0]
+    monkeypatch.setenv("CAMWALL_DATA", "")  # empty: unset
     if (DEFAULT_FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file():
         assert fashion_dir(None, "test") == DEFAULT_FASHION_DIR
-    else:
-        with pytest.raises(CamwallError, match=r"\$CAMWALL_DATA"):
-            fashion_dir(None, "test")
 
 
 def test_class_names():

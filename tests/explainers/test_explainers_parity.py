@@ -111,7 +111,7 @@ def test_native_cams_equal_compute_cams(tiny):
         ref = compute_cams(model, x, layer, [name], TARGETS, seed=0 if name == "opticam" else None)
         opts = {"seed": 0} if name == "opticam" else {}
         ours = explain(model, x, name, TARGETS, target_layer=layer, **opts)
-        assert torch.equal(ours, ref[name]), name
+        assert torch.equal(ours, ref[name]), name  # explain() calls compute_cams: same kernels
 
 
 def test_integrated_gradients_cpu_chunks_equal_one_batch(tiny):

@@ -105,3 +105,32 @@ def test_missing_quantus_is_one_line(monkeypatch):
         importlib.import_module("camwall.quantus")
     monkeypatch.undo()
     importlib.import_module("camwall.quantus")
+
+
+def test_every_documented_dead_zone_form_gives_the_same_scores(batch):
+    """H x W, B x H x W and B x 1 x H x W (the docs' forms) through Quantus' own call."""
+    model, x, y, s, dead = batch
+    a = np.asarray(explain(model, x, "gradcam", y.tolist()))[:, None]
+    want = wall_leakage(explain(model, x, "gradcam", y.tolist()), dead).tolist()
+    for form in (s, s[:, 0], dead.numpy().astype(np.float32)):
+        got = WallLeakage()(model=model, x_batch=x.numpy(), y_batch=y, a_batch=a, s_batch=form)
+        assert got == pytest.approx(want, abs=1e-6), form.shape
+    small = s[0, 0, :32, :32]
+    with pytest.raises(CamwallError, match=r"s_batch \(the dead zone\) has shape \(32, 32\)"):
+        WallLeakage()(model=model, x_batch=x.numpy(), y_batch=y, a_batch=a, s_batch=small)
+
+
+@pytest.mark.parametrize(("value", "what"), [(np.inf, "Inf"), (-np.inf, "Inf"), (np.nan, "NaN")])
+def test_a_non_finite_attribution_is_refused_not_scored_nan(batch, value, what):
+    model, x, y, s, _ = batch
+    a = np.random.default_rng(0).random((2, 1, 64, 64), dtype=np.float32)
+    a[1, 0, 5, 7] = value
+    with pytest.raises(CamwallError, match=f"holds {what} in sample 1 \\(1 of 2 samples\\)"):
+        WallLeakage()(model=model, x_batch=x.numpy(), y_batch=y, a_batch=a, s_batch=s)
+
+
+def test_an_empty_batch_is_one_clear_error(batch):
+    model, x, y, s, _ = batch
+    a = np.zeros((0, 1, 64, 64), np.float32)
+    with pytest.raises(CamwallError, match=r"is empty \(B = 0\)"):
+        WallLeakage()(model=model, x_batch=x[:0].numpy(), y_batch=y[:0], a_batch=a, s_batch=s[:0])

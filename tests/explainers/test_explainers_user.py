@@ -48,6 +48,14 @@ MODULE = textwrap.dedent(
 
     bad_family.camwall_family = "magic"
     NOT_CALLABLE = 3
+
+    def numpy_map(model, x, targets):
+        import numpy as np
+        return np.ones((x.shape[0], x.shape[2], x.shape[3]), dtype=np.float32)
+
+    def exits(model, x, targets):
+        import sys
+        sys.exit(0)
     '''
 )
 
@@ -86,6 +94,8 @@ def test_user_map_is_normalized(user_module, tiny):
         ("numpy_list", "returned a list, not a tensor"),
         ("meta", "returned a map on meta for an input on cpu"),
         ("ints", "dtype torch.int64"),
+        ("numpy_map", "returned a ndarray, not a tensor"),  # the docs: any non-tensor
+        ("exits", r"called sys\.exit\(0\); it must return a tensor"),
     ],
 )
 def test_bad_outputs_name_the_explainer(fn, match, user_module, tiny):
@@ -104,6 +114,11 @@ def test_bad_outputs_name_the_explainer(fn, match, user_module, tiny):
         ("py:{m}:NOT_CALLABLE", "is a int, not callable"),
         ("py:{m}", "is not py:package.module:function"),
         ("py:{m}:bad_family", "camwall_family='magic'"),
+        ("py:../../etc:passwd", "module '../../etc' is not a dotted name of Python identifiers"),
+        ("py:.{m}:grad", "is not a dotted name of Python identifiers"),
+        ("py:{m}.:grad", "is not a dotted name of Python identifiers"),
+        ("py:/tmp/{m}:grad", "is not a dotted name of Python identifiers"),
+        ("py:{m}:grad.__call__()", r"function 'grad\.__call__\(\)' is not a dotted name"),
     ],
 )
 def test_import_errors_are_one_line(name, match, user_module):
@@ -114,6 +129,23 @@ def test_import_errors_are_one_line(name, match, user_module):
 
 def test_strings_are_never_executed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(CamwallError, match="cannot import module"):
+    with pytest.raises(CamwallError, match="is not a dotted name of Python identifiers"):
         get_explainer("py:__import__('os').system('touch pwned'):x")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_sys_exit_in_a_user_function_fails_the_bench(user_module, tmp_path, capsys):
+    """Not exit 0 with no rows: one line naming the explainer, exit 2, no rows stored."""
+    from camwall.bench import Store
+    from camwall.cli import main
+
+    out = tmp_path / "out"
+    argv = ["bench", "--out", str(out), "--images", "1", "--device", "cpu", "--no-progress"]
+    assert main([*argv, "--methods", f"py:{user_module}:exits"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"explainer 'py:{user_module}:exits' called sys.exit(0)" in err
+    store = out / "results.sqlite"
+    if store.exists():
+        with Store(store, readonly=True) as s:
+            assert list(s.results()) == []

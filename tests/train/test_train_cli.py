@@ -54,8 +54,25 @@ def test_evaluate_reports_the_same_accuracy_as_training(run: Path, capsys) -> No
     got = json.loads(capsys.readouterr().out)
     final = json.loads((run / "walled" / "metrics.jsonl").read_text().splitlines()[-1])
     assert got["n"] == 64
-    assert got["top1"] == pytest.approx(final["val_top1"])  # same 64 test canvases
-    assert got["top5"] == pytest.approx(final["val_top5"])
+    # The same 64 test canvases; training validated channels-last, evaluate runs contiguous:
+    # other kernels, so only the canvases with a near-tie (_near_ties) may count differently.
+    walled = run / "walled.safetensors"
+    assert round(abs(got["top1"] - final["val_top1"]) * 64) <= _near_ties(walled, 64, rank=1)
+    assert round(abs(got["top5"] - final["val_top5"]) * 64) <= _near_ties(walled, 64, rank=5)
+
+
+def _near_ties(checkpoint: Path, n: int, rank: int) -> int:
+    """How many of the first ``n`` test canvases have their ``rank``-th and next logits within
+    1e-3 of the largest |logit|: float32 rounding of the convolution sums (eps x their ~1,000
+    terms) can swap those two, and only those."""
+    from camwall.train._data import eval_dataset
+
+    model, meta = load_model(checkpoint)
+    ds = eval_dataset("fashion-canvases", tuple(meta["input_shape"]), n=n)
+    with torch.no_grad():
+        z = model.eval()(torch.stack([ds[i][0] for i in range(n)]))
+    top = z.topk(rank + 1, dim=1).values
+    return int((top[:, rank - 1] - top[:, rank] <= 1e-3 * z.abs().amax(dim=1)).sum())
 
 
 @pytest.mark.parametrize("name", ["fashion-stackmix", "fashion-stackpair"])

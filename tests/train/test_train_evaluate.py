@@ -53,6 +53,12 @@ def _composite_folder(tmp_path: Path, label: int) -> Path:
 
 def test_manifest_label_outside_the_models_classes(tmp_path: Path, model: Path) -> None:
     folder = _composite_folder(tmp_path, 10)
+    # an 11th class name: the reader takes label 10 (issue 22: labels index class_names), the
+    # 10-class model does not
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(
+        json.dumps({**manifest, "class_names": [*manifest["class_names"], "extra"]})
+    )
     with pytest.raises(CamwallError, match=rf"--dataset {folder}: label 10 is outside 0\.\.9"):
         evaluate(model, str(folder), device="cpu")
 

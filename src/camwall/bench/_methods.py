@@ -171,17 +171,16 @@ def callable_spec(name: str, fn: Any) -> Any:
     """An :class:`camwall.explainers.ExplainerSpec` for a callable following the protocol.
 
     ``fn(model, x, targets)`` is checked like a ``py:`` callable's output
-    (:func:`camwall.explainers.finish_maps`: a tensor on ``x``'s device, ``B x H x W`` maps
+    (:func:`camwall.explainers._user.call_user_function`: a tensor (numpy is refused) on
+    ``x``'s device, no ``sys.exit``, ``B x H x W`` maps
     min-max normalized, or ``B x C x H x W`` input attributions reduced to ``N(sum_c |A_c|)``,
     finite floats); anything else is a CamwallError naming ``name``.
     """
-    from camwall.explainers import Call, ExplainerSpec, finish_maps
-    from camwall.explainers._protocol import OutputKind
+    from camwall.explainers import Call, ExplainerSpec
+    from camwall.explainers._user import call_user_function
 
     def adapter(call: Call) -> Tensor:
-        raw = fn(call.model, call.x.detach(), list(call.targets), **call.options)
-        kind: OutputKind = "input" if isinstance(raw, Tensor) and raw.dim() == 4 else "map"
-        return finish_maps(name, raw, call.x, kind)
+        return call_user_function(name, fn, call.model, call)
 
     return ExplainerSpec(name, object_family(fn), "user", adapter, "final", description=name)
 

@@ -7,6 +7,9 @@ The four files (``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
 2. the directory in the environment variable ``CAMWALL_DATA``,
 3. ``/usr/share/datasets/fashion-mnist/`` (the Debian package ``dataset-fashion-mnist``).
 
+A ``CAMWALL_DATA`` that is set (non-empty) but lacks the files is an error, not a fall-back
+to the default folder: the data read is always the data asked for.
+
 IDX format (big-endian): magic ``0x00000801`` (labels, 1 dimension) or ``0x00000803`` (images,
 3 dimensions), then one uint32 per dimension, then the uint8 payload.
 """
@@ -69,7 +72,8 @@ def fashion_dir(root: str | os.PathLike[str] | None = None, split: str = "train"
     """The folder holding the IDX files of ``split``, following the search order above.
 
     Raises:
-        CamwallError: when no candidate folder holds both files, saying where to get them.
+        CamwallError: when no candidate folder holds both files (a set ``CAMWALL_DATA`` is the
+            only candidate), saying where to get them.
     """
     _check_split(split)
     names = _FILES[split][:2]
@@ -81,7 +85,8 @@ def fashion_dir(root: str | os.PathLike[str] | None = None, split: str = "train"
         env = os.environ.get("CAMWALL_DATA")
         if env:
             candidates.append((Path(env), "$CAMWALL_DATA"))
-        candidates.append((DEFAULT_FASHION_DIR, "the default folder"))
+        else:
+            candidates.append((DEFAULT_FASHION_DIR, "the default folder"))
     for folder, what in candidates:
         if all((folder / n).is_file() for n in names):
             return folder

@@ -68,7 +68,8 @@ def _slug(name: str) -> str:
 def _prepare_out(out: Path, overwrite: bool) -> Path:
     if (out / MANIFEST).exists() and not overwrite:
         raise CamwallError(
-            f"{out / MANIFEST} already exists; choose another --out or pass --force to replace it."
+            f"{out / MANIFEST} already exists; choose another --out or pass --overwrite to "
+            "replace it."
         )
     if out.exists() and not out.is_dir():
         raise CamwallError(f"{out}: exists and is not a folder; choose another --out.")
@@ -228,6 +229,32 @@ def _stackmix_item(
     }
 
 
+def _stackmix_items(
+    chosen: list[int],
+    all_classes: list[str],
+    files: list[list[Path]],
+    src: Path,
+    dst: Path,
+    split_row: int,
+    crops: dict[str, Any],
+) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[str]]:
+    """One composite per chosen class, saved in ``dst``: ``(items, skipped, notes)``.
+
+    ``crops`` holds ``seed``, ``skip_bad``, ``resize`` and ``crop`` (see :func:`build_stackmix`).
+    """
+    items: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    notes: list[str] = []
+    seed, skip_bad, resize, crop = (crops[k] for k in ("seed", "skip_bad", "resize", "crop"))
+    for i, label in enumerate(chosen):
+        cls = all_classes[label]
+        picks = _pick_two(cls, files[label], seed, label, skip_bad, resize, crop, skipped)
+        name = f"images/{i:03d}_{_slug(cls)}.png"
+        parts = _stackmix_item(picks, name, split_row, crop, src, dst, notes)
+        items.append({"file": name, "label": label, "class": cls, **parts})
+    return items, skipped, notes
+
+
 def build_stackmix(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -269,15 +296,8 @@ def build_stackmix(
     pool, n = _class_pool(src, all_classes, classes, first_classes, n)
     chosen = sorted(pool[i] for i in sample_indices(len(pool), n, seed))
     dst = _prepare_out(Path(out), overwrite)
-    items: list[dict[str, Any]] = []
-    skipped: list[dict[str, str]] = []
-    notes: list[str] = []
-    for i, label in enumerate(chosen):
-        cls = all_classes[label]
-        picks = _pick_two(cls, files[label], seed, label, skip_bad, resize, crop, skipped)
-        name = f"images/{i:03d}_{_slug(cls)}.png"
-        parts = _stackmix_item(picks, name, split_row, crop, src, dst, notes)
-        items.append({"file": name, "label": label, "class": cls, **parts})
+    crops = {"seed": seed, "skip_bad": skip_bad, "resize": resize, "crop": crop}
+    items, skipped, notes = _stackmix_items(chosen, all_classes, files, src, dst, split_row, crops)
     fields = {
         "source": str(src.resolve()),
         "n": n,
@@ -319,7 +339,7 @@ def write_prompts(
     prompts, table = dst / "prompts.txt", dst / "stackgen.csv"
     for p in (prompts, table):
         if p.exists() and not overwrite:
-            raise CamwallError(f"{p} already exists; choose another --out or pass --force.")
+            raise CamwallError(f"{p} already exists; choose another --out or pass --overwrite.")
     lines = [PROMPT_TEMPLATE.format(animal=name) for _, name in classes]
     prompts.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with table.open("w", newline="", encoding="utf-8") as fh:

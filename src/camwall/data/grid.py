@@ -154,6 +154,11 @@ class GridBuilder(CompositeBuilder):
             raise CamwallError(f"n must be at least 1, got {n}.")
         _check_size(size)
         items, pool = load_fashion_mnist(split, root)
+        if n > len(pool):  # like fashion-stackmix's limit: bounded by the split, not by memory
+            raise CamwallError(
+                f"{self.name}: n={n} mosaics would hold {n * size * size * 4 / 2**30:.1f} GiB "
+                f"and reuse each {split} item {CELLS * n // len(pool)} times; use n <= {len(pool)}."
+            )
         g = torch.Generator().manual_seed(int(seed))
         labels, index = sample_grid(pool, n, g)
         p = _offsets(n, g, size, augment=False)

@@ -129,7 +129,8 @@ def list_image_folder(
         extension; ``ignored`` lists the other files found in class folders (not images).
 
     Raises:
-        CamwallError: ``root`` is missing or has no class subfolders.
+        CamwallError: ``root`` is missing or has no class subfolders; a class folder or file
+            is a symbolic link leading out of ``root`` (as a manifest's files may not).
     """
     r = Path(root)
     if not r.is_dir():
@@ -144,9 +145,26 @@ def list_image_folder(
     ignored: list[Path] = []
     for c in classes:
         inside = sorted(p for p in (r / c).rglob("*") if p.is_file())
+        _check_inside(r, [r / c, *inside])
         files.append([p for p in inside if is_image_file(p)])
         ignored.extend(p for p in inside if not is_image_file(p) and not p.name.startswith("."))
     return classes, files, ignored
+
+
+def _check_inside(root: Path, paths: Sequence[Path]) -> None:
+    """Refuse a path that resolves (through symbolic links) outside ``root``."""
+    top = root.resolve()
+    for p in paths:
+        try:
+            inside = p.resolve().is_relative_to(top)
+        except (OSError, RuntimeError):  # a link loop
+            inside = False
+        if not inside:
+            raise CamwallError(
+                f"{p} leads outside the dataset folder {root} (a symbolic link); an ImageFolder "
+                "tree may only hold files inside its own folder: copy the file in or remove the "
+                "link."
+            )
 
 
 def sample_indices(pool: int, n: int, seed: int) -> list[int]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor
 
 from camwall.data.folders import FORMAT, MANIFEST
@@ -111,7 +112,50 @@ def _read_manifest(
         files.append(_manifest_file(root, path, k, it.get("file")))
         labels.append(_manifest_label(path, k, it.get("label")))
     meta = {k: v for k, v in manifest.items() if k != "items"}
+    _check_counts(path, meta, labels, names)
     return files, labels, list(names), items, meta
+
+
+def _check_counts(path: Path, meta: dict[str, Any], labels: list[int], names: list[Any]) -> None:
+    """The manifest's ``n`` is its number of items; every label indexes ``class_names``."""
+    n = meta.get("n", len(labels))
+    if n != len(labels) or isinstance(n, bool):
+        raise CamwallError(
+            f"{path}: 'n' is {n!r} but the manifest lists {len(labels)} images; rebuild the "
+            "dataset."
+        )
+    k = next((k for k, lab in enumerate(labels) if lab >= len(names)), None)
+    if k is not None:
+        raise CamwallError(
+            f"{path}: item {k}: label {labels[k]} is not below the {len(names)} class names; "
+            "rebuild the dataset."
+        )
+
+
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+_COLOUR_MODES = ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+def _check_headers(path: Path, files: list[Path], meta: dict[str, Any]) -> None:
+    """Each file's header agrees with the manifest's ``size`` ([H, W]) and ``channels`` (1: a
+    grayscale mode, 3: a colour mode; palette images pass). Only headers are read."""
+    size, channels = meta.get("size"), meta.get("channels")
+    wrong = _COLOUR_MODES if channels == 1 else _GRAY_MODES if channels == 3 else ()
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                mode, (w, h) = img.mode, img.size
+        except (OSError, ValueError, SyntaxError):
+            continue  # not decodable: load_image names the file with its cause
+        if size is not None and list(size) != [h, w]:
+            raise CamwallError(
+                f"{path}: 'size' is {size} but {f.name} is {h}x{w} (H x W); rebuild the dataset."
+            )
+        if mode in wrong:
+            raise CamwallError(
+                f"{path}: 'channels' is {channels} but {f.name} is a {mode} image; rebuild the "
+                "dataset."
+            )
 
 
 def _read_imagefolder(
@@ -211,6 +255,8 @@ def read_image_dataset(
     from_manifest = (root / MANIFEST).is_file()
     read = _read_manifest if from_manifest else _read_imagefolder
     files, labels, class_names, sources, meta = read(root)
+    if from_manifest:
+        _check_headers(root / MANIFEST, files, meta)
     mode = "RGB" if _channels(channels, meta) == 3 else "L"
     tensors, kept, skipped = _load_images(files, mode, size, skip_bad and not from_manifest)
     if skipped:
