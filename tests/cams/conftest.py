@@ -27,7 +27,7 @@ class TwoConvNet(nn.Module):
 
 
 class SkipNet(nn.Module):
-    """A residual branch around the target layer ``conv2``: the graph cannot be cut after it,
+    """A residual branch around the target layer ``act2``: the graph cannot be cut after it,
     so ablationcam must fall back to re-running the model with the layer's output replaced."""
 
     def __init__(self, classes: int = 5) -> None:
@@ -40,7 +40,7 @@ class SkipNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.act1(self.conv1(x))
-        return self.fc(self.act2(self.conv2(a) + a).mean(dim=(2, 3)))
+        return self.fc((self.act2(self.conv2(a)) + a).mean(dim=(2, 3)))
 
 
 def flat_seq(h: int, w: int, classes: int = 5) -> nn.Sequential:
@@ -76,7 +76,7 @@ TINY: dict[str, tuple[Callable[[int, int], nn.Module], str, int]] = {
     "flat": (flat_seq, "4", 3),
     "nested": (nested_seq, "features.3", 2),
     "custom": (lambda h, w: TwoConvNet(), "act2", 3),
-    "skip": (lambda h, w: SkipNet(), "conv2", 3),
+    "skip": (lambda h, w: SkipNet(), "act2", 3),
 }
 
 

@@ -127,7 +127,7 @@ def test_fallback_says_why_once(make_tiny):
     maps = engine(x, "ablationcam")
     assert not engine.has_tail
     assert engine.info["tail"] == (
-        "whole model: the part after 'conv2' also needs 'act1', computed before it (e.g. a "
+        "whole model: the part after 'act2' also needs 'act1', computed before it (e.g. a "
         "residual branch around the layer)"
     )
     assert maps["ablationcam"].shape == (2, 8, 12)
