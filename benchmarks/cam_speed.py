@@ -372,6 +372,16 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
+def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options this script shares with method_table.py: noise samples, chunk, sess scales
+    (read by :func:`noise_options`), threads and device."""
+    parser.add_argument("--samples", type=int, default=2, help="noise/integration samples")
+    parser.add_argument("--chunk", type=int, default=64, help="sscam/iscam inputs per forward")
+    parser.add_argument("--sess-scales", type=int, default=2, help="sess scales (grad-cam: 12)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument(
@@ -396,11 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=["walled-vgg16", "resnet18", "walled-resnet18"],
         help="walled-vgg16 (the paper's) or torchvision resnet18 (target layer4; cam needs it)",
     )
-    parser.add_argument("--samples", type=int, default=2, help="noise/integration samples")
-    parser.add_argument("--chunk", type=int, default=64, help="sscam/iscam inputs per forward")
-    parser.add_argument("--sess-scales", type=int, default=2, help="sess scales (grad-cam: 12)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_shared_arguments(parser)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "cam_speed.md"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
