@@ -107,10 +107,10 @@ class ModelState:
         for st in self.structure:
             st.restore()
         for m, mode in self.modes:
-            if m.training is not mode:  # Module.__setattr__ is slow: set only what changed
+            if m.training != mode:  # Module.__setattr__ is slow: set only what changed
                 m.training = mode
         for p, flag in self.flags:
-            if p.requires_grad is not flag:
+            if p.requires_grad != flag:
                 p.requires_grad_(flag)
         for p, grad in self.grads:
             p.grad = grad
