@@ -7,7 +7,8 @@ its default target layer. Peers: pytorch-grad-cam 1.5.7, torchcam 0.5 and captum
 
 Columns:
 - ``camwall``: the time of ``compute_cams`` for the method alone.
-- ``limit``: the bare passes the method cannot avoid, batched as camwall batches them (see
+- ``limit``: the bare passes the method cannot avoid, batched as camwall batches them and in
+  camwall's memory format (channels-last on CPU unless the method asks plain inputs; see
   :func:`limit_passes`): one forward (activation methods), plus one backward to the target layer
   (gradient methods), plus the tail forwards of all B x K ablated copies (ablationcam, through
   the model's part after the layer), the B x K masked forwards (scorecam; x samples for sscam
@@ -109,10 +110,17 @@ def _backward(logits: torch.Tensor, wrt: torch.Tensor, twice: bool = False) -> N
 
 
 def _rows(run: Callable[[torch.Tensor], Any], row: torch.Tensor, total: int, chunk: int) -> None:
-    """``total`` rows through ``run`` in chunks of ``chunk`` (copies of one prepared row)."""
-    full = row.expand(chunk, *row.shape).contiguous()
+    """``total`` rows through ``run`` in chunks of ``chunk`` (copies of one prepared row, in the
+    row's memory format)."""
+    like = row[None]
+    fmt = torch.channels_last if like.dim() == 4 and _is_channels_last(like) else None
+    full = row.expand(chunk, *row.shape).contiguous(memory_format=fmt or torch.contiguous_format)
     for start in range(0, total, chunk):
         run(full[: min(chunk, total - start)])
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
 
 
 def _grad_pass(model: nn.Module, layer: str, x: torch.Tensor, to: str, twice: bool) -> Any:
@@ -137,6 +145,8 @@ def limit_passes(
     cls = METHODS.get(name)
     b = x.shape[0]
     tail = find_tail(model, layer).fn
+    if x.device.type == "cpu" and cls.channels_last_ok and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)  # camwall's layout on CPU
 
     def run() -> None:
         if cls.needs_gradient or cls.needs_hvp or name == "opticam":
