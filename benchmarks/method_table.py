@@ -203,17 +203,17 @@ def _trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def timed_peak(fn: Callable[[], Any], device: torch.device) -> tuple[float, float]:
-    """``(seconds, peak MiB above the level before the call)`` of one call of ``fn``."""
+def timed_peak(fn: Callable[[], Any], device: torch.device) -> tuple[float, float, Any]:
+    """``(seconds, peak MiB above the level before the call, fn's value)`` of one call."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        fn()
+        value = fn()
         torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        return seconds, (torch.cuda.max_memory_allocated() - before) / 2**20
+        return seconds, (torch.cuda.max_memory_allocated() - before) / 2**20, value
     _trim()
     base = peak = _rss()
     done = threading.Event()
@@ -227,12 +227,12 @@ def timed_peak(fn: Callable[[], Any], device: torch.device) -> tuple[float, floa
     sampler.start()
     start = time.perf_counter()
     try:
-        fn()
+        value = fn()
     finally:
         seconds = time.perf_counter() - start
         done.set()
         sampler.join()
-    return seconds, (max(peak, _rss()) - base) / 2**20
+    return seconds, (max(peak, _rss()) - base) / 2**20, value
 
 
 def runners(spec: dict[str, Any], model: nn.Module, layer: str, x: torch.Tensor) -> dict[str, Any]:
@@ -269,12 +269,24 @@ def worker(spec: dict[str, Any]) -> None:
     columns = {k: v for k, v in runners(spec, model, layer, x).items() if v is not None}
     result: dict[str, dict[str, Any]] = {k: {"seconds": math.inf, "peak_mib": 0.0} for k in columns}
     names = list(columns)
+    maps: dict[str, Any] = {}
     if spec["method"] not in cam_speed.HEAVY:  # one untimed run each: first-call costs
-        _timed_runs(columns, result, names, 1, device)
+        _timed_runs(columns, result, names, 1, device, maps)
         result = {k: {**v, "seconds": math.inf, "peak_mib": 0.0} for k, v in result.items()}
-    _timed_runs(columns, result, names, spec["repeats"], device)
+    _timed_runs(columns, result, names, spec["repeats"], device, maps)
     info = CamEngine(model, layer).info["tail"] if spec["method"] in TAIL_METHODS else ""
-    Path(spec["out"]).write_text(json.dumps({"columns": result, "tail": info}))
+    out = {"columns": result, "tail": info, "diff": _grad_cam_diff(spec["method"], maps)}
+    Path(spec["out"]).write_text(json.dumps(out))
+
+
+def _grad_cam_diff(name: str, maps: dict[str, Any]) -> float | None:
+    """Max abs difference of camwall's final maps from grad-cam's, where comparable."""
+    if set(maps) != {"camwall", "grad-cam"} or name in cam_speed.NO_DIFF:
+        return None
+    if name in cam_speed.UP_TO_SIGN:
+        return None
+    ref = maps["grad-cam"].float().cpu()
+    return float((maps["camwall"][name].float().cpu() - ref).abs().max())
 
 
 def _timed_runs(
@@ -283,8 +295,10 @@ def _timed_runs(
     names: list[str],
     repeats: int,
     device: torch.device,
+    maps: dict[str, Any],
 ) -> None:
-    """``repeats`` interleaved rounds (ABC, CBA, ...); best time, worst peak, first error."""
+    """``repeats`` interleaved rounds (ABC, CBA, ...); best time, worst peak, first error; the
+    last maps of camwall and grad-cam into ``maps``."""
     for i in range(repeats):
         for key in names if i % 2 == 0 else names[::-1]:
             if "error" in result[key]:
@@ -294,12 +308,14 @@ def _timed_runs(
                     contextlib.redirect_stderr(io.StringIO()),
                     contextlib.redirect_stdout(io.StringIO()),
                 ):
-                    seconds, peak = timed_peak(columns[key], device)
+                    seconds, peak, value = timed_peak(columns[key], device)
             except Exception as exc:  # a peer (or camwall) refusing the model is a table entry
                 result[key]["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
                 continue
             result[key]["seconds"] = min(result[key]["seconds"], seconds)
             result[key]["peak_mib"] = max(result[key]["peak_mib"], peak)
+            if key in ("camwall", "grad-cam"):
+                maps[key] = value
 
 
 TAIL_METHODS = {"ablationcam", "finercam"}
@@ -358,6 +374,8 @@ def row(method: str, result: dict[str, Any]) -> str:
     known = {p: t for p, t in peers.items() if t == t}
     best = min(known, key=lambda p: known[p]) if known else None
     notes = [f"{k}: {c['error']}" for k, c in cols.items() if "error" in c]
+    if result.get("diff") is not None:
+        notes.append(f"max abs diff from grad-cam {result['diff']:.1e}")
     if result.get("tail"):
         notes.append(f"tail: {result['tail']}")
 
