@@ -60,10 +60,10 @@ GROUP = "gradient+eigencam"
 def build_model(seed: int, arch: str = "walled-vgg16") -> tuple[nn.Module, str]:
     """The paper's walled VGG16 (or torchvision resnet18) with random weights, and its layer."""
     torch.manual_seed(seed)
-    if arch == "resnet18":
+    if arch in ("resnet18", "resnet50"):
         import torchvision
 
-        return torchvision.models.resnet18(weights=None).eval(), "layer4"
+        return getattr(torchvision.models, arch)(weights=None).eval(), "layer4"
     if arch == "walled-resnet18":
         from camwall.walls import default_target_layer, walled_torchvision
 
@@ -164,23 +164,39 @@ def run_gradcam_lib(
         hooks.release()
 
 
+#: torchcam 0.5's class for each method it has (cam_speed.py compares the TORCHCAM ones; the
+#: method table, benchmarks/method_table.py, all of them)
+TORCHCAM_CLASSES = {
+    "cam": "CAM",
+    "gradcam": "GradCAM",
+    "gradcampp": "GradCAMpp",
+    "xgradcam": "XGradCAM",
+    "layercam": "LayerCAM",
+    "scorecam": "ScoreCAM",
+    "smoothgradcampp": "SmoothGradCAMpp",
+    "sscam": "SSCAM",
+    "iscam": "ISCAM",
+}
+#: torchcam methods that take the gradient of the scores of the caller's forward pass
+TORCHCAM_GRAD = {"gradcam", "gradcampp", "xgradcam", "layercam", "smoothgradcampp"}
+
+
 def run_torchcam(
     model: nn.Module, layer_name: str, x: torch.Tensor, name: str, options: dict[str, Any]
 ) -> torch.Tensor:
     """torchcam 0.5's method (forward + extraction; its own normalization, then upsampled);
-    the noise methods with camwall's number of samples and chunk size."""
+    the noise methods and scorecam with camwall's number of samples and chunk size."""
     import torch.nn.functional as F
     from torchcam import methods as tc
 
     kwargs: dict[str, Any] = {}
     if name in ("smoothgradcampp", "sscam", "iscam"):
         kwargs["num_samples"] = options[f"{name}_samples"]
-    if name in ("sscam", "iscam"):
-        kwargs["batch_size"] = options[f"{name}_chunk"]
-    cls = {"cam": tc.CAM, "smoothgradcampp": tc.SmoothGradCAMpp, "sscam": tc.SSCAM}
-    cls["iscam"] = tc.ISCAM
-    with cls[name](model, layer_name, input_shape=tuple(x.shape[1:]), **kwargs) as extractor:
-        with torch.set_grad_enabled(name == "smoothgradcampp"):
+    if name in ("sscam", "iscam", "scorecam"):
+        kwargs["batch_size"] = options.get(f"{name}_chunk", 32)
+    cls = getattr(tc, TORCHCAM_CLASSES[name])
+    with cls(model, layer_name, input_shape=tuple(x.shape[1:]), **kwargs) as extractor:
+        with torch.set_grad_enabled(name in TORCHCAM_GRAD):
             out = model(x)
         cam = extractor(class_idx=out.argmax(dim=1).tolist(), scores=out)[0]
     return F.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear")[:, 0]
@@ -356,6 +372,16 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
+def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options this script shares with method_table.py: noise samples, chunk, sess scales
+    (read by :func:`noise_options`), threads and device."""
+    parser.add_argument("--samples", type=int, default=2, help="noise/integration samples")
+    parser.add_argument("--chunk", type=int, default=64, help="sscam/iscam inputs per forward")
+    parser.add_argument("--sess-scales", type=int, default=2, help="sess scales (grad-cam: 12)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument(
@@ -380,11 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=["walled-vgg16", "resnet18", "walled-resnet18"],
         help="walled-vgg16 (the paper's) or torchvision resnet18 (target layer4; cam needs it)",
     )
-    parser.add_argument("--samples", type=int, default=2, help="noise/integration samples")
-    parser.add_argument("--chunk", type=int, default=64, help="sscam/iscam inputs per forward")
-    parser.add_argument("--sess-scales", type=int, default=2, help="sess scales (grad-cam: 12)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_shared_arguments(parser)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "cam_speed.md"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

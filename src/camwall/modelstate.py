@@ -107,9 +107,11 @@ class ModelState:
         for st in self.structure:
             st.restore()
         for m, mode in self.modes:
-            m.training = mode
+            if m.training != mode:  # Module.__setattr__ is slow: set only what changed
+                m.training = mode
         for p, flag in self.flags:
-            p.requires_grad_(flag)
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
         for p, grad in self.grads:
             p.grad = grad
 
@@ -138,10 +140,12 @@ def held(
     with lock:
         state = ModelState.capture(model, grads=grads, structure=structure)
         try:
-            model.eval()
+            if any(mode for _, mode in state.modes):
+                model.eval()
             if freeze:
-                for p, _ in state.flags:
-                    p.requires_grad_(False)
+                for p, flag in state.flags:
+                    if flag:
+                        p.requires_grad_(False)
             yield state
         finally:
             state.restore()

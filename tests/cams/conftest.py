@@ -11,7 +11,7 @@ from torch import nn
 
 
 class TwoConvNet(nn.Module):
-    """Not a Sequential: ablationcam must fall back to replacing the layer's output."""
+    """Not a Sequential: ablationcam re-runs its torch.fx tail (``fc(mean + amax)``)."""
 
     def __init__(self, classes: int = 5) -> None:
         super().__init__()
@@ -24,6 +24,23 @@ class TwoConvNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.act2(self.conv2(self.act1(self.conv1(x))))
         return self.fc(a.mean(dim=(2, 3)) + a.amax(dim=(2, 3)))
+
+
+class SkipNet(nn.Module):
+    """A residual branch around the target layer ``act2``: the graph cannot be cut after it,
+    so ablationcam must fall back to re-running the model with the layer's output replaced."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.act1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
+        self.act2 = nn.ReLU()
+        self.fc = nn.Linear(6, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.act1(self.conv1(x))
+        return self.fc((self.act2(self.conv2(a)) + a).mean(dim=(2, 3)))
 
 
 def flat_seq(h: int, w: int, classes: int = 5) -> nn.Sequential:
@@ -59,6 +76,7 @@ TINY: dict[str, tuple[Callable[[int, int], nn.Module], str, int]] = {
     "flat": (flat_seq, "4", 3),
     "nested": (nested_seq, "features.3", 2),
     "custom": (lambda h, w: TwoConvNet(), "act2", 3),
+    "skip": (lambda h, w: SkipNet(), "act2", 3),
 }
 
 

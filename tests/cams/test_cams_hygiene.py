@@ -239,10 +239,12 @@ def test_channels_last_gives_the_same_maps(name, make_tiny):
 
 
 @pytest.mark.parametrize(
-    ("model_name", "stem"), [("flat", "0"), ("nested", "features.0"), ("custom", "conv1")]
+    ("model_name", "stem"),
+    [("flat", "0"), ("nested", "features.0"), ("custom", "conv1"), ("skip", "conv1")],
 )
 def test_ablationcam_reruns_only_the_tail(model_name, stem, make_tiny):
-    """Sequential models (also nested) re-run only the layers after the target layer."""
+    """Sequential models (also nested) and models whose graph torch.fx can cut after the target
+    layer re-run only the layers after it."""
     model, layer, x = make_tiny(model_name, batch=2)
     calls = []
     handle = model.get_submodule(stem).register_forward_hook(lambda *args: calls.append(1))
@@ -250,7 +252,7 @@ def test_ablationcam_reruns_only_the_tail(model_name, stem, make_tiny):
         compute_cams(model, x, layer, "ablationcam", ablationcam_chunk=4)
     finally:
         handle.remove()
-    if model_name == "custom":  # no Sequential split and no head: the fallback re-runs the stem
+    if model_name == "skip":  # a residual branch around the layer: the fallback re-runs the stem
         assert len(calls) > 1
     else:
         assert len(calls) == 1  # the shared forward pass only

@@ -166,7 +166,8 @@ class CamMethod:
     needs_hvp: ClassVar[bool] = False
     needs_bias_gradients: ClassVar[bool] = False
     #: ``False``: the call runs the model on plain (not channels-last) inputs, for methods whose
-    #: map amplifies the ~1e-7 rounding of channels-last convolutions (fullgrad, randomcam).
+    #: map amplifies the ~1e-7 rounding of channels-last convolutions (fullgrad, randomcam,
+    #: ablationcam).
     channels_last_ok: ClassVar[bool] = True
     #: Whether the method is in the wall benchmark's default run
     #: (:data:`camwall.cams.DEFAULT_METHODS`); slow methods set it to ``False``.

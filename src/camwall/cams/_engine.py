@@ -28,7 +28,6 @@ from camwall.cams._layers import (
     method_map,
     resolve_layer,
     resolve_layers,
-    sequential_tail,
 )
 from camwall.cams._options import build_methods, resolve_methods
 from camwall.cams._pass import LayerRunner
@@ -65,8 +64,10 @@ class CamEngine:
         output_fn: maps the model's raw output to the logits tensor (for models that return a
             tuple, a dict or an object).
         head: the part of the model after the target layer, ``head(A) -> model output``; used
-            by ablationcam. If omitted it is found for Sequential models, else the whole model is
-            re-run with the layer's output replaced.
+            by the methods that re-run it (ablationcam, finercam). If omitted it is found: a
+            chain of Sequentials, else a torch.fx split of the model's graph after the layer;
+            where neither exists the whole model is re-run with the layer's output replaced,
+            and :attr:`info` says why.
         channels_last: feed the model channels-last inputs (faster convolutions on CPU; same
             values to float rounding). ``None`` (default): on CPU only. If the model rejects such
             an input (e.g. it calls ``.view`` on a feature map), the call falls back to plain
@@ -94,13 +95,12 @@ class CamEngine:
         self.layer_name, self.layer = self.layers[0]
         self.layer_names = tuple(name for name, _ in self.layers)
         self.head = head
-        tail = head if head is not None else sequential_tail(model, self.layer_name)
         #: what methods see of the model (:class:`camwall.cams.CamRunner`).
         self.runner = LayerRunner(
             model,
             self.layers,
             output_fn,
-            tail if len(self.layers) == 1 else None,
+            head,
             channels_last,
             _reshape_option(model, reshape_transform),
         )
@@ -124,7 +124,14 @@ class CamEngine:
     @property
     def has_tail(self) -> bool:
         """Whether :meth:`run_tail` can skip the part of the model before the target layer."""
-        return self.runner.tail is not None
+        return self.runner.tail.fn is not None
+
+    @property
+    def info(self) -> dict[str, str]:
+        """How the engine runs this model, in words; ``"tail"``: how :meth:`run_tail` runs the
+        part after the target layer (``"head"``, ``"sequential"``, ``"graph (N nodes after
+        LAYER)"``, or ``"whole model: <why>"`` where the graph cannot be split)."""
+        return {"tail": self.runner.tail.info}
 
     def run_model(self, x: Tensor) -> Tensor:
         """Full forward pass (hook disarmed), returning the logits."""

@@ -106,7 +106,6 @@ def resolve_layer(model: nn.Module, target_layer: nn.Module | str) -> tuple[str,
     Returns:
         ``(dotted_name, module)``.
     """
-    names = {id(m): n for n, m in reversed(list(model.named_modules()))}
     if isinstance(target_layer, str):
         try:
             module = model.get_submodule(target_layer)
@@ -123,6 +122,7 @@ def resolve_layer(model: nn.Module, target_layer: nn.Module | str) -> tuple[str,
             f"target_layer must be an nn.Module or a dotted name like 'features.29', "
             f"got {type(target_layer).__name__}."
         )
+    names = {id(m): n for n, m in reversed(list(model.named_modules()))}
     if id(target_layer) not in names:
         raise CamwallError(
             f"target_layer {type(target_layer).__name__} is not a submodule of "

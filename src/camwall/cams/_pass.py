@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from camwall.cams._base import CamContext, Needs, PassExtras
 from camwall.cams._biases import bias_layers, capture_outputs, check_bias_calls
 from camwall.cams._reshape import ReshapeTransform, inverse_of
+from camwall.cams._tail import Tail, find_tail
 from camwall.cams._targets import Target, TargetsArg, resolve_targets, score_rows
 from camwall.errors import CamwallError
 
@@ -70,8 +71,10 @@ class LayerRunner:
         model: the classifier.
         layers: ``[(dotted_name, module), ...]``, the target layers (at least one).
         output_fn: maps the model's raw output to the logits tensor, or ``None``.
-        tail: the part of the model after the (single) target layer, ``tail(A) -> output``,
-            or ``None`` (then ``run_tail`` re-runs the whole model with the layer replaced).
+        head: the caller's part of the model after the (single) target layer,
+            ``head(A) -> output``, or ``None``: then ``run_tail`` finds the tail itself
+            (:func:`camwall.cams._tail.find_tail`: a Sequential chain or a torch.fx split),
+            else re-runs the whole model with the layer replaced.
         channels_last: feed channels-last inputs (``None``: on CPU only). A model that rejects
             them runs on plain inputs for the rest of the current call (:meth:`new_call`).
         reshape_transform: raw layer output -> B x K x h x w, or ``None``.
@@ -82,7 +85,7 @@ class LayerRunner:
         model: nn.Module,
         layers: Sequence[tuple[str, nn.Module]],
         output_fn: OutputFn | None,
-        tail: Callable[[Tensor], Any] | None,
+        head: Callable[[Tensor], Any] | None,
         channels_last: bool | None,
         reshape_transform: ReshapeTransform | None,
     ) -> None:
@@ -90,11 +93,13 @@ class LayerRunner:
         self.layers = list(layers)
         self.layer_names = tuple(name for name, _ in self.layers)
         self.output_fn = output_fn
-        self.tail = tail
+        self.head = head
+        self._tail: Tail | None = None  # found at the first run_tail of a call
         self.channels_last = channels_last
         self.reshape_transform = reshape_transform
         self._capture: _Capture | None = None
         self._plain = False  # this call fell back to plain inputs
+        self._plain_pass = False  # the last recorded pass ran on plain inputs (Needs.plain)
 
     @property
     def model(self) -> nn.Module:
@@ -107,6 +112,16 @@ class LayerRunner:
     def new_call(self) -> None:
         """Start a call: channels-last is tried again (a fallback lasts one call)."""
         self._plain = False
+        self._tail = None  # the model may have changed since the last call: check again
+
+    @property
+    def tail(self) -> Tail:
+        """How :meth:`run_tail` runs the part after the target layer (one target layer)."""
+        if len(self.layers) > 1:
+            return Tail(None, "none: several target layers")
+        if self._tail is None:
+            self._tail = find_tail(self._model, self.layer_name, self.head)
+        return self._tail
 
     def attach(self) -> list[Any]:
         """Register the recording hook on every target layer; returns the handles."""
@@ -215,10 +230,12 @@ class LayerRunner:
     def run_tail(self, a: Tensor, x: Tensor, original: Tensor | None = None) -> Tensor:
         """Logits for target-layer feature maps ``a`` (N x K x h x w) of inputs ``x``.
 
-        Uses the model's tail after the target layer (Sequential split or ``head``) when known;
-        otherwise re-runs the whole model on ``x`` with the layer's output replaced by ``a``.
-        With a ``reshape_transform``, ``a`` is first mapped back to the layer's raw output by
-        ``reshape_transform.inverse(a, original)`` (``original``: the N rows' raw outputs).
+        Uses the model's tail after the target layer (:attr:`tail`: ``head``, a Sequential
+        chain or a torch.fx split) when there is one; otherwise re-runs the whole model on ``x``
+        (plain inputs if the recorded pass was plain) with the layer's output replaced by
+        ``a``. With a ``reshape_transform``, ``a`` is first mapped back to the layer's raw
+        output by ``reshape_transform.inverse(a, original)`` (``original``: the N rows' raw
+        outputs).
         One target layer only.
         """
         if len(self.layers) > 1:
@@ -227,11 +244,12 @@ class LayerRunner:
             if original is None:
                 raise CamwallError("run_tail needs the original raw output with reshape_transform.")
             a = inverse_of(self.reshape_transform, "run_tail")(a, original)
-        if self.tail is not None:
-            return self.logits(self.tail(a), a.shape[0])
+        tail = self.tail.fn
+        if tail is not None:
+            return self.logits(tail(a), a.shape[0])
         self._capture = _Capture(grad=False, replacement=a)
         try:
-            out = self._call_model(x)
+            out = self._call_model(x, plain=self._plain_pass)
         finally:
             self._capture = None
         return self.logits(out, a.shape[0])
@@ -240,6 +258,7 @@ class LayerRunner:
         """One forward pass with every target layer recorded; returns the records and logits."""
         cap = _Capture(grad=grad, layers=len(self.layers))
         self._capture = cap
+        self._plain_pass = plain
         try:
             with torch.set_grad_enabled(grad):
                 out = self._call_model(x, plain=plain)

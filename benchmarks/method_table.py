@@ -1,0 +1,476 @@
+"""Every native CAM method against its peers and its physical limit, side by side in one run.
+
+Models: torchvision resnet50 (random weights, eval mode) at 224 x 224, batch 4, target
+``layer4``; the paper's walled VGG16 (:func:`camwall.walls.walled_vgg16`) at 224 x 224, batch 1,
+its default target layer. Peers: pytorch-grad-cam 1.5.7, torchcam 0.5 and captum 0.9 (its
+``LayerGradCam``), each where it has the method (helpers shared with ``cam_speed.py``).
+
+Columns:
+- ``camwall``: the time of ``compute_cams`` for the method alone.
+- ``limit``: the bare passes the method cannot avoid, batched as camwall batches them and in
+  camwall's memory format (channels-last on CPU unless the method asks plain inputs; see
+  :func:`limit_passes`): one forward (activation methods), plus one backward to the target layer
+  (gradient methods), plus the tail forwards of all B x K ablated copies (ablationcam, through
+  the model's part after the layer), the B x K masked forwards (scorecam; x samples for sscam
+  and iscam), the noisy forwards and backwards (smoothgradcampp), the optimisation steps
+  (opticam). ``camwall / limit`` is how far the method is from it.
+- each peer's time, ``speed-up`` (the fastest peer's time over camwall's) and peak memory
+  (camwall's and the fastest peer's): on CUDA ``torch.cuda.max_memory_allocated`` above the
+  memory held before the call; on CPU the peak resident set above the level before the call
+  (sampled every millisecond; ``malloc_trim`` first, so that memory freed by an earlier run is
+  not counted as free room for the next one).
+
+Timing: one fresh process per (model, method) builds the model and input, warms up, then times
+camwall, the limit and the peers interleaved (ABC, CBA, ...), best of ``--repeats``; memory is
+measured after, one untimed run each. Runs on CUDA unchanged (``--device``, default: CUDA when
+present).
+
+Usage::
+
+    .venv/bin/python benchmarks/method_table.py            # the full table (long on a CPU)
+    .venv/bin/python benchmarks/method_table.py --quick    # small inputs, four methods
+    .venv/bin/python benchmarks/method_table.py --models resnet50 --methods ablationcam
+
+The markdown table is printed and written to ``benchmarks/results/method_table.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+import cam_speed  # the shared helpers: models, peer runners, machine
+
+#: (model, size, batch) of the full table and of ``--quick``
+MODELS = {"resnet50": ("resnet50", 224, 4), "walled-vgg16": ("walled-vgg16", 224, 1)}
+QUICK_MODELS = {"resnet50": ("resnet50", 32, 2), "walled-vgg16": ("walled-vgg16", 224, 1)}
+QUICK_METHODS = ["gradcam", "fem", "cam", "ablationcam"]
+QUICK_SKIP = {("walled-vgg16", "ablationcam")}  # grad-cam: 256 VGG16 forwards at 224
+#: rollout needs a vision transformer's attention: not on these models
+SKIPPED = {"rollout"}
+PEERS = ("grad-cam", "torchcam", "captum")
+GRAD_CAM_EXTRA = {"sess"}  # run by cam_speed.run_gradcam_lib, not by reference_class
+FORWARD_ONLY = {"eigencam", "kpcacam", "fem", "randomcam", "cam"}
+MASKED = {"scorecam": 1, "sscam": "sscam_samples", "iscam": "iscam_samples"}
+
+
+def peers_of(name: str) -> list[str]:
+    """The peers that have the method."""
+    found = []
+    with contextlib.suppress(KeyError):
+        cam_speed.reference_class(name)
+        found.append("grad-cam")
+    if name in GRAD_CAM_EXTRA:
+        found.append("grad-cam")
+    if name in cam_speed.TORCHCAM_CLASSES:
+        found.append("torchcam")
+    if name == "gradcam":
+        found.append("captum")
+    return found
+
+
+# --------------------------------------------------------------------------- the limit
+def _layer_output(model: nn.Module, layer: str, x: torch.Tensor, grad: bool) -> tuple[Any, Any]:
+    """``(logits, A)`` of one forward pass with the target layer's output recorded."""
+    store: list[torch.Tensor] = []
+    handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: store.append(o))
+    try:
+        with torch.set_grad_enabled(grad):
+            logits = model(x.requires_grad_(True) if grad else x)
+    finally:
+        handle.remove()
+    return logits, store[0]
+
+
+def _backward(logits: torch.Tensor, wrt: torch.Tensor, twice: bool = False) -> None:
+    """One backward pass of the summed top scores to ``wrt`` (twice: a second derivative)."""
+    score = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
+    (g,) = torch.autograd.grad(score, wrt, create_graph=twice)
+    if twice and g.requires_grad:
+        torch.autograd.grad(g, wrt, grad_outputs=wrt.detach(), allow_unused=True)
+
+
+def _rows(run: Callable[[torch.Tensor], Any], row: torch.Tensor, total: int, chunk: int) -> None:
+    """``total`` rows through ``run`` in chunks of ``chunk`` (copies of one prepared row, in the
+    row's memory format)."""
+    like = row[None]
+    fmt = torch.channels_last if like.dim() == 4 and _is_channels_last(like) else None
+    full = row.expand(chunk, *row.shape).contiguous(memory_format=fmt or torch.contiguous_format)
+    for start in range(0, total, chunk):
+        run(full[: min(chunk, total - start)])
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _grad_pass(model: nn.Module, layer: str, x: torch.Tensor, to: str, twice: bool) -> Any:
+    """One forward and one backward of ``x`` to the target layer (``to="layer"``) or to the
+    input (``to="input"``); returns the layer's output."""
+    inputs = x.clone()
+    logits, a = _layer_output(model, layer, inputs, True)
+    _backward(logits, inputs if to == "input" else a, twice)
+    return a
+
+
+def limit_passes(
+    name: str, model: nn.Module, layer: str, x: torch.Tensor, opts: dict[str, Any]
+) -> Callable[[], None] | None:
+    """The bare passes ``name`` must do on ``x`` (see the module docstring) as a callable, or
+    ``None`` where the table gives no limit (sess: its patches depend on its scores)."""
+    from camwall.cams import METHODS
+    from camwall.cams._tail import find_tail
+
+    if name == "sess":
+        return None
+    cls = METHODS.get(name)
+    b = x.shape[0]
+    tail = find_tail(model, layer).fn
+    if x.device.type == "cpu" and cls.channels_last_ok and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)  # camwall's layout on CPU
+
+    def run() -> None:
+        if cls.needs_gradient or cls.needs_hvp or name == "opticam":
+            a = _grad_pass(model, layer, x, "layer", cls.needs_hvp)
+        elif cls.needs_bias_gradients:
+            a = _grad_pass(model, layer, x, "input", False)
+        else:
+            with torch.no_grad():
+                _, a = _layer_output(model, layer, x, False)
+        k = a.shape[1]
+        with torch.no_grad():
+            if name == "ablationcam" and tail is not None:
+                _rows(tail, a[0].detach(), b * k, opts["ablationcam_chunk"])
+            if name in MASKED:
+                times = 1 if name == "scorecam" else opts[str(MASKED[name])]
+                _rows(model, x[0], b * k * times, opts[f"{name}_chunk"])
+        if name == "finercam" and tail is not None:  # the finer score's pass through the tail
+            t = a.detach().requires_grad_(True)
+            _backward(tail(t), t)
+        if name == "smoothgradcampp":
+            noisy = opts["smoothgradcampp_samples"] * b
+            chunk = opts["smoothgradcampp_chunk"]
+            _rows(lambda rows: _grad_pass(model, layer, rows, "layer", False), x[0], noisy, chunk)
+        for _ in range(opts["opticam_iters"] - 1 if name == "opticam" else 0):
+            _grad_pass(model, layer, x, "input", False)
+
+    return run
+
+
+# --------------------------------------------------------------------------- worker side
+def run_captum(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
+    """captum 0.9's LayerGradCam (ReLU, upsampled to the input), targets the argmax."""
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    with torch.no_grad():
+        target = model(x).argmax(dim=1)
+    maps = LayerGradCam(model, model.get_submodule(layer)).attribute(
+        x, target=target, relu_attributions=True
+    )
+    return LayerAttribution.interpolate(maps, tuple(x.shape[-2:]), "bilinear")[:, 0]
+
+
+def _rss() -> int:
+    """Resident bytes of this process (Linux /proc; 0 elsewhere)."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+def _trim() -> None:
+    """Give freed heap memory back to the OS (glibc), so the next run's peak starts level."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def timed_peak(fn: Callable[[], Any], device: torch.device) -> tuple[float, float, Any]:
+    """``(seconds, peak MiB above the level before the call, fn's value)`` of one call."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        value = fn()
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        return seconds, (torch.cuda.max_memory_allocated() - before) / 2**20, value
+    _trim()
+    base = peak = _rss()
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.001):
+            peak = max(peak, _rss())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    try:
+        value = fn()
+    finally:
+        seconds = time.perf_counter() - start
+        done.set()
+        sampler.join()
+    return seconds, (max(peak, _rss()) - base) / 2**20, value
+
+
+def runners(spec: dict[str, Any], model: nn.Module, layer: str, x: torch.Tensor) -> dict[str, Any]:
+    """``{column: callable or None}``: camwall, the limit and each peer that has the method."""
+    from camwall.cams import compute_cams
+
+    name, opts = spec["method"], spec["options"]
+    out: dict[str, Any] = {
+        "camwall": lambda: compute_cams(model, x, layer, name, **opts),
+        "limit": limit_passes(name, model, layer, x, opts),
+    }
+    for peer in peers_of(name):
+        if peer == "grad-cam":
+            out[peer] = lambda: cam_speed.run_gradcam_lib(model, layer, x, name, opts)
+        elif peer == "torchcam":
+            out[peer] = lambda: cam_speed.run_torchcam(model, layer, x, name, opts)
+        else:
+            out[peer] = lambda: run_captum(model, layer, x)
+    return out
+
+
+def worker(spec: dict[str, Any]) -> None:
+    """One (model, method): build, warm up, time every column interleaved; JSON to spec['out']."""
+    from camwall.cams import CamEngine
+
+    torch.set_num_threads(spec["threads"])
+    device = torch.device(spec["device"])
+    model, layer = cam_speed.build_model(spec["seed"], spec["arch"])
+    model = model.to(device).eval()
+    gen = torch.Generator().manual_seed(spec["seed"] + 1)
+    x = torch.rand(spec["batch"], 3, spec["size"], spec["size"], generator=gen).to(device)
+    with torch.no_grad():
+        model(x)  # warm-up (allocator, oneDNN primitives); not timed
+    columns = {k: v for k, v in runners(spec, model, layer, x).items() if v is not None}
+    result: dict[str, dict[str, Any]] = {k: {"seconds": math.inf, "peak_mib": 0.0} for k in columns}
+    names = list(columns)
+    maps: dict[str, Any] = {}
+    if spec["method"] not in cam_speed.HEAVY:  # one untimed run each: first-call costs
+        _timed_runs(columns, result, names, 1, device, maps)
+        result = {k: {**v, "seconds": math.inf, "peak_mib": 0.0} for k, v in result.items()}
+    _timed_runs(columns, result, names, spec["repeats"], device, maps)
+    info = CamEngine(model, layer).info["tail"] if spec["method"] in TAIL_METHODS else ""
+    out = {"columns": result, "tail": info, "diff": _grad_cam_diff(spec["method"], maps)}
+    Path(spec["out"]).write_text(json.dumps(out))
+
+
+def _grad_cam_diff(name: str, maps: dict[str, Any]) -> float | None:
+    """Max abs difference of camwall's final maps from grad-cam's, where comparable."""
+    if set(maps) != {"camwall", "grad-cam"} or name in cam_speed.NO_DIFF:
+        return None
+    if name in cam_speed.UP_TO_SIGN:
+        return None
+    ref = maps["grad-cam"].float().cpu()
+    return float((maps["camwall"][name].float().cpu() - ref).abs().max())
+
+
+def _timed_runs(
+    columns: dict[str, Callable[[], Any]],
+    result: dict[str, dict[str, Any]],
+    names: list[str],
+    repeats: int,
+    device: torch.device,
+    maps: dict[str, Any],
+) -> None:
+    """``repeats`` interleaved rounds (ABC, CBA, ...); best time, worst peak, first error; the
+    last maps of camwall and grad-cam into ``maps``."""
+    for i in range(repeats):
+        for key in names if i % 2 == 0 else names[::-1]:
+            if "error" in result[key]:
+                continue
+            try:
+                with (
+                    contextlib.redirect_stderr(io.StringIO()),
+                    contextlib.redirect_stdout(io.StringIO()),
+                ):
+                    seconds, peak, value = timed_peak(columns[key], device)
+            except Exception as exc:  # a peer (or camwall) refusing the model is a table entry
+                result[key]["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+                continue
+            result[key]["seconds"] = min(result[key]["seconds"], seconds)
+            result[key]["peak_mib"] = max(result[key]["peak_mib"], peak)
+            if key in ("camwall", "grad-cam"):
+                maps[key] = value
+
+
+TAIL_METHODS = {"ablationcam", "finercam"}
+
+
+# --------------------------------------------------------------------------- driver side
+def method_options(method: str, args: argparse.Namespace, x_shape: tuple[int, ...]) -> dict:
+    """camwall's options for the method: its chunk for this input size (the same for the peers
+    that have the knob and for the limit), the samples of ``cam_speed.noise_options``."""
+    from camwall.cams import METHODS, chunk_options
+
+    cls = METHODS.get(method)
+    shared = {**cam_speed.noise_options(args), "opticam_iters": args.opticam_iters}
+    opts = {k: v for k, v in shared.items() if k in cls.options}
+    if cls.chunk_option is not None and cls.chunk_option not in opts:
+        opts.update(chunk_options(torch.empty(x_shape), [method]))
+    return {**{k: cls.options[k] for k in cls.options if k.endswith("_samples")}, **opts}
+
+
+def measure(model: str, method: str, args: argparse.Namespace, tmp: str) -> dict[str, Any]:
+    arch, size, batch = (QUICK_MODELS if args.quick else MODELS)[model]
+    out = os.path.join(tmp, f"{model}-{method}.json")
+    spec = {
+        "arch": arch,
+        "size": size,
+        "batch": batch,
+        "method": method,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "device": args.device,
+        "seed": args.seed,
+        "options": method_options(method, args, (batch, 3, size, size)),
+        "out": out,
+    }
+    subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], check=True)
+    result = json.loads(Path(out).read_text())
+    result["spec"] = spec
+    cols = result["columns"]
+    shown = ", ".join(
+        f"{k} {v['seconds']:.3f} s" if "error" not in v else f"{k} failed" for k, v in cols.items()
+    )
+    print(f"  {model:12s} {method:18s} {shown}", flush=True)
+    return result
+
+
+def row(method: str, result: dict[str, Any]) -> str:
+    """One markdown row: times, limit ratio, peers, speed-up, peaks, notes."""
+    cols = result["columns"]
+
+    def secs(key: str) -> float:
+        c = cols.get(key)
+        return math.nan if c is None or "error" in c else float(c["seconds"])
+
+    ours, limit = secs("camwall"), secs("limit")
+    peers = {p: secs(p) for p in PEERS}
+    known = {p: t for p, t in peers.items() if t == t}
+    best = min(known, key=lambda p: known[p]) if known else None
+    notes = [f"{k}: {c['error']}" for k, c in cols.items() if "error" in c]
+    if result.get("diff") is not None:
+        notes.append(f"max abs diff from grad-cam {result['diff']:.1e}")
+    if result.get("tail"):
+        notes.append(f"tail: {result['tail']}")
+
+    def fmt(t: float) -> str:
+        return "n/a" if t != t else f"{t:.3f}"
+
+    speedup = f"{known[best] / ours:.1f}x" if best and ours == ours else "n/a"
+    ratio = f"{ours / limit:.2f}" if ours == ours and limit == limit else "n/a"
+    peak_peer = f"{cols[best]['peak_mib']:.0f}" if best else "n/a"
+    peak_ours = f"{cols['camwall']['peak_mib']:.0f}" if ours == ours else "n/a"
+    cells = [method, fmt(ours), fmt(limit), ratio, *(fmt(peers[p]) for p in PEERS)]
+    cells += [f"{speedup} ({best})" if best else "n/a", peak_ours, peak_peer, "; ".join(notes)]
+    return "| " + " | ".join(cells) + " |"
+
+
+HEADER = (
+    "| method | camwall (s) | limit (s) | camwall / limit | grad-cam (s) | torchcam (s) "
+    "| captum (s) | speed-up vs fastest peer | camwall peak (MiB) | peer peak (MiB) | note |"
+)
+
+
+def report(
+    results: dict[str, list[tuple[str, dict]]], args: argparse.Namespace, took: float
+) -> str:
+    from importlib.metadata import version
+
+    versions = ", ".join(
+        f"{p} {version(p)}" for p in ("torch", "grad-cam", "torchcam", "captum", "camwall")
+    )
+    lines = [
+        "# CAM methods against their peers and their physical limit",
+        "",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
+        f"- machine: {cam_speed.machine()}; device: {args.device}; torch threads: {args.threads}",
+        f"- versions: python {platform.python_version()}, {versions}",
+        f"- load average (1, 5, 15 min) at start / end: {LOAD_START} / {os.getloadavg()}",
+        (
+            f"- timing: one fresh process per (model, method), one untimed warm-up forward, then "
+            f"camwall, the limit and the peers interleaved, best of {args.repeats}; peak memory "
+            "above the level before the call (CPU: resident set, sampled every ms; CUDA: "
+            "max_memory_allocated)"
+        ),
+        f"- command: `{' '.join(['python', 'benchmarks/method_table.py', *sys.argv[1:]])}`",
+        f"- total wall time of the run: {took:.0f} s",
+    ]
+    for model, rows in results.items():
+        arch, size, batch = (QUICK_MODELS if args.quick else MODELS)[model]
+        lines += ["", f"## {arch}, {batch} x 3 x {size} x {size}", "", HEADER]
+        lines.append("|---|" + "---:|" * 9 + "---|")
+        lines += [row(method, result) for method, result in rows]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from camwall.cams import METHODS
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="small inputs, four methods")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma list of " + str(MODELS))
+    parser.add_argument("--methods", default="all", help="comma list or 'all'")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs (best is reported)")
+    cam_speed.add_shared_arguments(parser)
+    parser.add_argument("--opticam-iters", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "method_table.md"))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(json.loads(args.worker))
+        return 0
+    native = [n for n in METHODS.names() if n not in SKIPPED]
+    methods = native if args.methods == "all" else args.methods.split(",")
+    if args.quick and args.methods == "all":
+        methods, args.repeats, args.samples = QUICK_METHODS, 2, 1
+    unknown = [m for m in methods if m not in native] + [
+        m for m in args.models.split(",") if m not in MODELS
+    ]
+    if unknown:
+        parser.error(f"unknown {unknown}; methods: {native}; models: {list(MODELS)}")
+    started = time.perf_counter()
+    results: dict[str, list[tuple[str, dict]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in args.models.split(","):
+            rows = [m for m in methods if not (args.quick and (model, m) in QUICK_SKIP)]
+            results[model] = [(m, measure(model, m, args, tmp)) for m in rows]
+    text = report(results, args, time.perf_counter() - started)
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(f"written to {args.out}")
+    return 0
+
+
+LOAD_START = os.getloadavg()
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""The tail of any model (camwall.cams._tail): a torch.fx split after the target layer.
+
+Checks: the tail's logits equal the model's for the unmodified activations (torchvision and timm
+families); AblationCAM with the tail equals pytorch-grad-cam 1.5.7's (which re-runs the whole
+model) on random-weight ResNets; the fallback and its reason; the cache and its invalidation;
+hygiene (no hooks left, modes restored).
+"""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+import torchvision
+from pytorch_grad_cam import AblationCAM
+from torch import nn
+
+from camwall.cams import CamEngine, compute_cams, token_grid
+from camwall.cams._tail import find_tail
+from camwall.modelstate import hook_count
+
+EPS = torch.finfo(torch.float32).eps
+
+
+def _small_vit() -> nn.Module:
+    return torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=3, num_heads=2, hidden_dim=16, mlp_dim=32
+    )
+
+
+# name -> (builder, target layer, input size)
+MODELS = {
+    "resnet18": (torchvision.models.resnet18, "layer4", 64),
+    "resnet18-layer3": (torchvision.models.resnet18, "layer3", 64),
+    "densenet": (
+        lambda: torchvision.models.DenseNet(8, (2, 2), 8, num_classes=7),
+        "features.denseblock2",
+        32,
+    ),
+    "efficientnet_b0": (torchvision.models.efficientnet_b0, "features.7", 32),
+    "convnext": (lambda: timm.create_model("convnext_atto", num_classes=9), "stages.2", 64),
+    "vit-torchvision": (_small_vit, "encoder.layers.encoder_layer_1", 32),
+    "vit-timm": (
+        lambda: timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=6),
+        "blocks.10",
+        32,
+    ),
+    "timm-resnet": (lambda: timm.create_model("resnet10t", num_classes=5), "layer4", 64),
+}
+
+
+def _build(name: str, seed: int = 0) -> tuple[nn.Module, str, torch.Tensor]:
+    builder, layer, size = MODELS[name]
+    torch.manual_seed(seed)
+    model = builder().eval()
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(seed + 1))
+    return model, layer, x
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_tail_logits_equal_the_model_logits(name):
+    """For the unmodified activations the tail runs the same modules on the same values as the
+    model, so the logits agree to float32 rounding: a few ulps of the largest logit (oneDNN may
+    pick another kernel for another memory layout)."""
+    model, layer, x = _build(name)
+    reshape = token_grid() if name.startswith("vit") else None
+    with CamEngine(model, layer, reshape_transform=reshape) as engine:
+        (ctx,) = engine.capture_layers(x, None)
+        logits = ctx.run_tail(ctx.raw_activations)
+        assert engine.info["tail"].startswith("graph (")
+    tol = 16 * EPS * float(ctx.logits.abs().max())
+    torch.testing.assert_close(logits, ctx.logits, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize(
+    ("builder", "layer", "size"),
+    [
+        (torchvision.models.resnet18, "layer4", 64),
+        (torchvision.models.resnet50, "layer3", 32),
+    ],
+    ids=["resnet18-layer4", "resnet50-layer3"],
+)
+def test_ablationcam_on_resnets_matches_grad_cam(builder, layer, size):
+    """Random-weight ResNets: the tail (layer4, pool, fc) gives grad-cam's maps to 1e-5, and the
+    stem runs once (the shared pass), not once per ablated chunk."""
+    torch.manual_seed(3)
+    model = builder().eval()
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(4))
+    calls: list[int] = []
+    handle = model.conv1.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        ours = compute_cams(model, x, layer, "ablationcam")["ablationcam"]
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    with AblationCAM(model=model, target_layers=[model.get_submodule(layer)]) as cam:
+        ref = torch.from_numpy(cam(input_tensor=x, targets=None))
+    assert float((ours - ref).abs().max()) <= 1e-5
+    assert float(ours.max()) > 0.99
+
+
+def test_finercam_uses_the_graph_tail():
+    """finercam's gradient through the tail (autograd through the fx graph) equals the one
+    through the whole model with the layer's output replaced."""
+    model, layer, x = _build("resnet18-layer3")
+    fast = compute_cams(model, x, layer, "finercam")["finercam"]
+    whole = compute_cams(model, x, layer, "finercam", head=_whole_model_head(model, layer, x))
+    torch.testing.assert_close(fast, whole["finercam"], rtol=0, atol=1e-5)
+
+
+def _whole_model_head(model: nn.Module, layer: str, x: torch.Tensor):
+    """``head(A)``: the whole model on ``x`` with the layer's output replaced by ``A``."""
+
+    def head(a: torch.Tensor) -> torch.Tensor:
+        handle = model.get_submodule(layer).register_forward_hook(lambda *args: a)
+        try:
+            return model(x[: a.shape[0]])
+        finally:
+            handle.remove()
+
+    return head
+
+
+def test_fallback_says_why_once(make_tiny):
+    model, layer, x = make_tiny("skip", batch=2)
+    engine = CamEngine(model, layer)
+    maps = engine(x, "ablationcam")
+    assert not engine.has_tail
+    assert engine.info["tail"] == (
+        "whole model: the part after 'act2' also needs 'act1', computed before it (e.g. a "
+        "residual branch around the layer)"
+    )
+    assert maps["ablationcam"].shape == (2, 8, 12)
+
+
+def test_fallback_when_fx_cannot_trace():
+    class Branchy(nn.Module):  # data-dependent control flow in the model's own forward
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = self.conv(x)
+            if a.sum() > 0:
+                a = a * 2
+            return self.fc(a.mean(dim=(2, 3)))
+
+    tail = find_tail(Branchy(), "conv")
+    assert tail.fn is None
+    assert tail.info.startswith("whole model: torch.fx cannot trace it (TraceError")
+
+
+def test_fallback_when_an_ancestor_has_a_forward_hook(make_tiny):
+    model, layer, _ = make_tiny("custom")
+    handle = model.register_forward_hook(lambda m, i, o: o * 2)
+    try:
+        assert find_tail(model, layer).info.startswith("whole model: forward hooks on the model")
+    finally:
+        handle.remove()
+    assert find_tail(model, layer).fn is not None  # checked again once the hook is gone
+
+
+def test_split_is_cached_and_remade_when_the_model_changes(make_tiny):
+    model, layer, x = make_tiny("custom", batch=2)
+    first = find_tail(model, layer)
+    assert find_tail(model, layer) is first
+    model.fc = nn.Linear(7, 3)  # a new head: the old graph would run the old Linear
+    second = find_tail(model, layer)
+    assert second is not first
+    with CamEngine(model, layer) as engine:
+        (ctx,) = engine.capture_layers(x, None)
+        assert engine.run_tail(ctx.raw_activations, ctx.x).shape == (2, 3)
+
+
+def test_split_cache_does_not_keep_the_model_alive(make_tiny):
+    import gc
+    import weakref
+
+    model, layer, _ = make_tiny("custom")
+    find_tail(model, layer)
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None
+
+
+def test_tail_hygiene_hooks_and_modes(make_tiny):
+    model, layer, x = make_tiny("custom", batch=2)
+    model.train()
+    model.act1.eval()
+    before = hook_count(model)
+    compute_cams(model, x, layer, ["ablationcam", "finercam"])
+    assert hook_count(model) == before
+    assert model.training
+    assert model.fc.training
+    assert not model.act1.training
