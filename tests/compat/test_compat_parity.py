@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import pytorch_grad_cam as gc
 import torch
-from conftest import TinySeg, vit_grid
+from compat_models import TinySeg, vit_grid
 from pytorch_grad_cam import (
     base_cam,
     eigen_cam,
