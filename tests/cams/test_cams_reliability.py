@@ -6,7 +6,7 @@ import threading
 
 import pytest
 import torch
-from torch import nn
+from testkit import hook_count, run_in_threads
 
 from camwall.cams import METHODS, CamEngine, compute_cams
 from camwall.errors import CamwallError
@@ -17,34 +17,6 @@ ANY_MODEL = [
 ]  # rollout: ViTs only; sess: square patches
 
 GRAD_AND_EIGEN = ["gradcam", "hirescam", "gradcampp", "layercam", "eigencam"]
-
-
-def hook_count(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
-
-
-def run_in_threads(fns: list, timeout: float = 120.0) -> list:
-    """Run each ``fn()`` in its own thread, all released at once; re-raise the first error."""
-    results: list = [None] * len(fns)
-    errors: list[BaseException] = []
-    start = threading.Barrier(len(fns))
-
-    def body(i: int) -> None:
-        start.wait()
-        try:
-            results[i] = fns[i]()
-        except BaseException as err:
-            errors.append(err)
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(len(fns))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
-    if errors:
-        raise errors[0]
-    return results
 
 
 @pytest.mark.parametrize("run", range(4))

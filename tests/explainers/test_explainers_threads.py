@@ -3,38 +3,13 @@ model's state back, so every thread gets its single-thread maps and the model is
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import torch
 from explainer_refs import tiny_walled
+from testkit import run_in_threads
 
 from camwall.cams import compute_cams
 from camwall.explainers import explain
-
-
-def run_in_threads(fns: list, timeout: float = 120.0) -> list:
-    """Run each ``fn()`` in its own thread, all released at once; re-raise the first error."""
-    results: list = [None] * len(fns)
-    errors: list[BaseException] = []
-    start = threading.Barrier(len(fns))
-
-    def body(i: int) -> None:
-        start.wait()
-        try:
-            results[i] = fns[i]()
-        except BaseException as err:
-            errors.append(err)
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(len(fns))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
-    if errors:
-        raise errors[0]
-    return results
 
 
 def _dirty():
