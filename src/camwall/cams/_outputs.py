@@ -126,8 +126,8 @@ def _pick(output: Mapping[Any, Any]) -> Any:
             return output[key]
     raise CamwallError(
         f"the model returned a dict with keys {list(output)[:6]}, none of them "
-        f"{' or '.join(map(repr, OUTPUT_KEYS))}; pass output_fn=lambda out: out[KEY] to choose "
-        f"the tensor the targets score."
+        f"{' or '.join(map(repr, OUTPUT_KEYS))}; pass output_fn=lambda out: out[KEY] (or wrap the "
+        f"model so that it returns that tensor) to choose what the targets score."
     )
 
 
