@@ -126,7 +126,7 @@ def detection_rows(gc, gc_t, gc_r, repeats: int, ablation: bool):
                 run, gc, "AblationCAM", tiny, [tiny.backbone], fpn[1], gt, y,
                 gc.AblationLayerFasterRCNN(), 256,
             ),
-            1,
+            repeats,
         )  # fmt: skip
 
 

@@ -74,6 +74,16 @@ def test_eigencam_on_the_fpn_backbone(mobilenet) -> None:
     check(*both("EigenCAM", mobilenet, [mobilenet.backbone], image(128, 160), FPN))
 
 
+@pytest.mark.parametrize("name", ["EigenCAM", "GradCAM"])
+def test_fasterrcnn_resnet50_fpn(name: str) -> None:
+    """EigenCAM on the FPN backbone and GradCAM on ``backbone.body.layer4``."""
+    model = resnet50_detector()
+    layer, reshape = (
+        (model.backbone, FPN) if name == "EigenCAM" else (model.backbone.body.layer4, None)
+    )
+    check(*both(name, model, [layer], image(64, 80), reshape))
+
+
 #: Images whose map is not all zero on this random model (LayerCAM's positive-gradient
 #: weights are all zero on image 1).
 SEEDS = {"LayerCAM": 2}
