@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import platform
 import sys
 import time
@@ -176,12 +177,14 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---:|",
     ]
     OUT.write_text("\n".join(header) + "\n")
-    rows = [*detection_rows(gc, gc_t, gc_r, args.repeats, args.ablation)]
-    rows += [*segmentation_rows(gc, gc_t, args.repeats)]
-    for row in rows:
+    rows = itertools.chain(
+        detection_rows(gc, gc_t, gc_r, args.repeats, args.ablation),
+        segmentation_rows(gc, gc_t, args.repeats),
+    )
+    for row in rows:  # each row written as soon as it is measured
         print(row, flush=True)
-    with OUT.open("a") as f:
-        f.write("\n".join(rows) + "\n")
+        with OUT.open("a") as f:
+            f.write(row + "\n")
 
 
 if __name__ == "__main__":
