@@ -26,8 +26,10 @@ class TupleOut(nn.Module):
 
 
 class DictOut(TupleOut):
+    """A dict without a ``"logits"`` / ``"out"`` entry (those are taken as the output)."""
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
-        return {"logits": self.inner(x)}
+        return {"scores": self.inner(x)}
 
 
 def hook_count(model: nn.Module) -> int:
@@ -46,7 +48,7 @@ def test_non_tensor_output_names_the_fix(wrapper, make_tiny):
 
 @pytest.mark.parametrize(
     ("wrapper", "pick"),
-    [(TupleOut, lambda out: out[0]), (DictOut, lambda out: out["logits"])],
+    [(TupleOut, lambda out: out[0]), (DictOut, lambda out: out["scores"])],
 )
 def test_output_fn_fixes_it(wrapper, pick, make_tiny):
     inner, layer, x = make_tiny("flat")

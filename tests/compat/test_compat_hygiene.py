@@ -122,9 +122,9 @@ class Detector(nn.Module):
         return [{"boxes": torch.zeros(1, 4), "scores": v[None], "labels": torch.ones(1)} for v in s]
 
 
-def test_detection_outputs_name_the_missing_feature() -> None:
+def test_detection_outputs_without_targets_name_the_fix() -> None:
     model = Detector()
-    with pytest.raises(CamwallError, match=r"list of dicts.*not supported by camwall.s engine yet"):
+    with pytest.raises(CamwallError, match=r"per-image dicts.*FasterRCNNBoxScoreTarget"):
         cw.GradCAM(model, [model.conv])(torch.rand(1, 3, 8, 8))
 
 
@@ -137,10 +137,6 @@ def test_detection_outputs_name_the_missing_feature() -> None:
         (lambda m: cw.FinerCAM(m, [m[2], m[5]]), "several target layers"),
         (lambda m: cw.FinerCAM(m, [m[5]], base_method=cw.HiResCAM), "base_method=HiResCAM"),
         (lambda m: cw.AblationCAM(m, [m[5]], ratio_channels_to_ablate=0.5), "ratio"),
-        (
-            lambda m: cw.AblationCAM(m, [m[5]], ablation_layer=cw.AblationLayerFasterRCNN()),
-            "FasterRCNN",
-        ),
         (lambda m: cw.FullGrad(m, [])(torch.rand(1, 3, 8, 8), eigen_smooth=True), "eigen_smooth"),
         (lambda m: cw.SESS(m, [m[5]])(torch.rand(1, 3, 8, 8), None, True), "eigen_smooth"),
     ],

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import pytorch_grad_cam as gc
 import torch
-from compat_models import TinySeg, vit_grid
+from compat_models import TinySeg, signed_projection, vit_grid
 from pytorch_grad_cam import (
     base_cam,
     eigen_cam,
@@ -24,7 +24,7 @@ from pytorch_grad_cam import (
     kpca_cam,
 )
 from pytorch_grad_cam.utils import model_targets as gc_targets
-from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection, get_2d_projection_kernel
+from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_kernel
 
 import camwall.compat.pytorch_grad_cam as cw
 from camwall.compat.pytorch_grad_cam.utils import model_targets as cw_targets
@@ -35,14 +35,6 @@ TOL = 1e-5
 GRADIENT = ["GradCAM", "HiResCAM", "GradCAMElementWise", "GradCAMPlusPlus", "XGradCAM", "LayerCAM"]
 PLAIN = [*GRADIENT, "ShapleyCAM", "FEM", "KPCA_CAM", "EigenCAM", "EigenGradCAM", "ScoreCAM"]
 CNN_ONLY = ["AblationCAM", "FullGrad", "FinerCAM"]
-
-
-def signed_projection(batch: np.ndarray) -> np.ndarray:
-    """grad-cam's projection with camwall's sign rule (positive correlation with the channel
-    mean of what is decomposed)."""
-    proj = get_2d_projection(batch)
-    corr = (proj * np.nan_to_num(batch).mean(axis=1)).sum(axis=(1, 2))
-    return np.where(corr[:, None, None] < 0, -proj, proj).astype(np.float32)
 
 
 @pytest.fixture(autouse=True)

@@ -29,6 +29,7 @@ from camwall.cams._base import METHODS, CamContext, CamMethod, CamRunner, Needs,
 from camwall.cams._engine import CamEngine, compute_cams, resolve_layer
 from camwall.cams._options import chunk_options
 from camwall.cams._post import finalize_maps, normalize_maps
+from camwall.cams._reshape import FpnGrid
 from camwall.cams._rollout import attention_rollout
 from camwall.cams._targets import ClassTarget
 from camwall.tokens import TokenGrid, token_grid
@@ -44,6 +45,7 @@ __all__ = [
     "CamMethod",
     "CamRunner",
     "ClassTarget",
+    "FpnGrid",
     "Needs",
     "PassExtras",
     "TokenGrid",

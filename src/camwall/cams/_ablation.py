@@ -19,7 +19,9 @@ class AblationCAM(CamMethod, name="ablationcam"):
     """Ablation-CAM (Desai & Ramaswamy, 2020, WACV).
 
     ``s0_b = y_b`` of the image; ``s_bk`` = the target score when channel k of A_b is set to
-    ``ablation_value`` (default 0); ``w_bk = (s0_b - s_bk) / s0_b``; map ``= sum_k w_bk A_bk``.
+    ``ablation_value`` (default 0; in the layer's raw output when the ``reshape_transform`` has
+    ``ablate``, e.g. :class:`camwall.cams.FpnGrid`); ``w_bk = (s0_b - s_bk) / s0_b``; map
+    ``= sum_k w_bk A_bk``.
 
     Only the part of the model after the target layer is re-run, from the cached activations
     (the engine's ``head``, a Sequential split or a torch.fx split of the model's graph,
@@ -38,6 +40,7 @@ class AblationCAM(CamMethod, name="ablationcam"):
         "ablation_value": number,
     }
     reruns_tail = True
+    ablates = True
     # the score drops (s0 - s_k) / s0 amplify the ~1e-7 rounding of channels-last convolutions
     # (1.5e-5 on a random-weight resnet50 at layer3, 8e-7 on plain inputs): plain inputs
     channels_last_ok = False
@@ -56,9 +59,7 @@ class AblationCAM(CamMethod, name="ablationcam"):
         for start in range(0, total, chunk):
             owners = owners_all[start : start + chunk]
             chans = chans_all[start : start + chunk]
-            batch = a[owners].clone()
-            batch[torch.arange(len(owners), device=a.device), chans] = value
-            logits = ctx.run_tail(batch, owners)
+            logits = ctx.run_ablated(owners, chans, value)
             values.append(score_rows(logits, owners.tolist(), ctx.targets))
         ablated = torch.cat(values).view(b, k)
         s0 = ctx.scores[:, None]

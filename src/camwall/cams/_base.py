@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Protocol
 from torch import Tensor, nn
 
 from camwall.cams._checks import Check
+from camwall.cams._outputs import Outputs, take_rows
 from camwall.cams._post import finalize_maps
 from camwall.cams._targets import Target, TargetsArg
 from camwall.errors import CamwallError
@@ -62,16 +63,24 @@ class CamRunner(Protocol):
     @property
     def layer_name(self) -> str: ...
 
-    def run_model(self, x: Tensor) -> Tensor:
-        """Logits of ``model(x)`` (N x ...), the target layer not recorded."""
+    def run_model(self, x: Tensor) -> Outputs:
+        """Logits of ``model(x)`` (N x ..., or N per-image dicts), the target layer not
+        recorded."""
         ...
 
     def capture(self, x: Tensor, targets: TargetsArg, need: Needs | bool = False) -> CamContext:
         """A new pass on ``x`` recorded at the target layer (``need=True``: with gradients)."""
         ...
 
-    def run_tail(self, a: Tensor, x: Tensor, original: Tensor | None = None) -> Tensor:
+    def run_tail(self, a: Tensor, x: Tensor, original: Any = None) -> Outputs:
         """Logits for target-layer feature maps ``a`` of inputs ``x`` (one target layer)."""
+        ...
+
+    def run_ablated(
+        self, a: Tensor, x: Tensor, original: Any, channels: Tensor, value: float
+    ) -> Outputs:
+        """Logits with channel ``channels[i]`` of row i of ``a`` set to ``value`` (one target
+        layer; in the raw output when ``reshape_transform`` has ``ablate``)."""
         ...
 
 
@@ -103,12 +112,14 @@ class CamContext:
         activations: B x K x h x w target-layer output, float32, detached.
         raw_activations: the same in the model's dtype (what the model's tail consumes).
         gradients: B x K x h x w float32 ``dy_b / dA_b``, or ``None`` if no method needs it.
-        logits: the model output (after ``output_fn``), detached.
+        logits: the model output (after ``output_fn``), detached: a B x ... tensor, or a list
+            of B per-image dicts for detection models (:mod:`camwall.cams._outputs`).
         scores: B float32 target scores ``y_b``.
         targets: one callable per image.
         runner: runs the model, a new capture or the tail (:class:`CamRunner`).
         extras: what single methods asked of the same pass (:class:`PassExtras`).
-        layer_output: the target layer's raw output before ``reshape_transform`` (detached),
+        layer_output: the target layer's raw output before ``reshape_transform`` (detached;
+            a tensor or a dict of tensors),
             only when the engine has a reshape transform (for :meth:`run_tail`).
         volume: ``(d, h, w)`` for a 3-D convolutional layer (B x K x d x h x w); the engine
             then hands methods ``activations`` (and gradients) viewed as B x K x d x (h*w), so
@@ -119,12 +130,12 @@ class CamContext:
     activations: Tensor
     raw_activations: Tensor
     gradients: Tensor | None
-    logits: Tensor
+    logits: Outputs
     scores: Tensor
     targets: Sequence[Target]
     runner: CamRunner
     extras: PassExtras = PassExtras()
-    layer_output: Tensor | None = None
+    layer_output: Any = None
     volume: tuple[int, ...] | None = None
 
     @property
@@ -136,15 +147,24 @@ class CamContext:
         """All spatial sizes of the input: ``(H, W)``, or ``(D, H, W)`` for volumes."""
         return tuple(int(n) for n in self.x.shape[2:])
 
-    def run_tail(self, a: Tensor, rows: Sequence[int] | Tensor | None = None) -> Tensor:
+    def run_tail(self, a: Tensor, rows: Sequence[int] | Tensor | None = None) -> Outputs:
         """Logits for modified feature maps ``a`` of the images ``rows`` (default: all).
 
         Re-runs the model's part after the target layer (see :meth:`CamRunner.run_tail`); with
         a ``reshape_transform`` the maps go back to raw outputs through its ``inverse``.
         """
         idx = list(range(self.x.shape[0])) if rows is None else rows
-        original = None if self.layer_output is None else self.layer_output[idx]
+        original = None if self.layer_output is None else take_rows(self.layer_output, idx)
         return self.runner.run_tail(a, self.x[idx], original)
+
+    def run_ablated(self, rows: Tensor, channels: Tensor, value: float) -> Outputs:
+        """Logits for the images ``rows`` with channel ``channels[i]`` of row i ablated to
+        ``value`` (:meth:`CamRunner.run_ablated`: in the feature map, or in the raw layer
+        output when the ``reshape_transform`` has ``ablate``)."""
+        original = None if self.layer_output is None else take_rows(self.layer_output, rows)
+        return self.runner.run_ablated(
+            self.raw_activations[rows], self.x[rows], original, channels, value
+        )
 
 
 class CamMethod:
@@ -175,6 +195,9 @@ class CamMethod:
     #: ``True``: the method re-runs the model from modified target-layer activations
     #: (:meth:`CamContext.run_tail`); it then needs ``reshape_transform.inverse`` and one layer.
     reruns_tail: ClassVar[bool] = False
+    #: ``True``: it re-runs the tail only through :meth:`CamContext.run_ablated`, so a
+    #: ``reshape_transform`` with ``ablate`` (and no ``inverse``) is enough.
+    ablates: ClassVar[bool] = False
     #: ``True``: the method treats positions as a set (sums, means, per-position products,
     #: decompositions), so it also applies to 3-D layers (:attr:`CamContext.volume`).
     volumetric: ClassVar[bool] = False

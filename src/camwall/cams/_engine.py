@@ -57,7 +57,10 @@ class CamEngine:
     model waits until it ends (so do not wait for such a thread inside a ``with`` block).
 
     Args:
-        model: a classifier; its output (after ``output_fn``) is B x num_classes logits.
+        model: a classifier; its output (after ``output_fn``) is B x num_classes logits, or
+            what the targets score (:mod:`camwall.cams._outputs`): B x C x H x W segmentation
+            scores, a detection model's list of B per-image dicts, or a dict whose
+            ``"logits"`` / ``"out"`` entry is such a tensor.
         target_layer: a submodule or its dotted name, or a list of them: several layers are
             recorded in the same pass and their maps aggregated as pytorch-grad-cam
             (``docs/cam-methods.md``, "Options").
@@ -73,9 +76,11 @@ class CamEngine:
             an input (e.g. it calls ``.view`` on a feature map), the call falls back to plain
             contiguous inputs; the next call tries channels-last again.
         reshape_transform: ``f(raw_output) -> B x K x h x w`` for layers whose output is not a
-            feature map (e.g. :func:`camwall.cams.token_grid` for ViT tokens); gradients are
+            feature map (e.g. :func:`camwall.cams.token_grid` for ViT tokens, or
+            :class:`camwall.cams.FpnGrid` for an FPN's dict of levels); gradients are
             reshaped the same way (as pytorch-grad-cam). Default: ``describe(model).reshape`` if
-            the model declares one. ablationcam and finercam also need ``f.inverse``.
+            the model declares one. ablationcam and finercam also need ``f.inverse``
+            (ablationcam: or ``f.ablate``, :mod:`camwall.cams._reshape`).
     """
 
     def __init__(

@@ -74,7 +74,8 @@ def check_methods(
                 f"{cls.name} does not support several target layers (it re-runs the model from "
                 f"one layer's activations or makes its map itself); pass one target_layer."
             )
-        if cls.reruns_tail and reshape_transform is not None:
+        ablate = cls.ablates and callable(getattr(reshape_transform, "ablate", None))
+        if cls.reruns_tail and reshape_transform is not None and not ablate:
             inverse_of(reshape_transform, cls.name)
 
 

@@ -9,9 +9,10 @@ its hooks inside a call and holds the model's state (:mod:`camwall.modelstate`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,9 +21,17 @@ from torch import Tensor, nn
 
 from camwall.cams._base import CamContext, Needs, PassExtras
 from camwall.cams._biases import bias_layers, capture_outputs, check_bias_calls
+from camwall.cams._outputs import (
+    Outputs,
+    as_outputs,
+    detach_tree,
+    leaves,
+    rebuild,
+    tree_finite,
+)
 from camwall.cams._reshape import ReshapeTransform, inverse_of
 from camwall.cams._tail import Tail, find_tail
-from camwall.cams._targets import Target, TargetsArg, resolve_targets, score_rows
+from camwall.cams._targets import Target, TargetsArg, first_scores, resolve_targets
 from camwall.errors import CamwallError
 
 __all__ = ["LayerRunner"]
@@ -32,13 +41,14 @@ OutputFn = Callable[[Any], Tensor]
 
 @dataclass
 class _Capture:
-    """One pass's per-layer records: ``outputs[i]`` is layer i's raw output (a tensor that
-    requires grad when gradients are asked), ``views[i]`` its reshaped feature map."""
+    """One pass's per-layer records: ``outputs[i]`` is layer i's raw output (a tensor, or a
+    dict of tensors, that requires grad when gradients are asked), ``views[i]`` its reshaped
+    feature map."""
 
     grad: bool
     layers: int = 1
-    replacement: Tensor | None = None  # run_tail without a known tail: layer 0's new output
-    outputs: list[Tensor | None] = field(default_factory=list)
+    replacement: Any = None  # run_tail without a known tail: layer 0's new output
+    outputs: list[Any] = field(default_factory=list)
     views: list[Tensor | None] = field(default_factory=list)
     calls: list[int] = field(default_factory=list)
     thread: int = field(default_factory=threading.get_ident)
@@ -58,7 +68,7 @@ class _Shared:
     """What every layer's context shares."""
 
     x: Tensor
-    logits: Tensor
+    logits: Outputs
     scores: Tensor
     targets: list[Target]
     explicit: bool
@@ -70,14 +80,17 @@ class LayerRunner:
     Args:
         model: the classifier.
         layers: ``[(dotted_name, module), ...]``, the target layers (at least one).
-        output_fn: maps the model's raw output to the logits tensor, or ``None``.
+        output_fn: maps the model's raw output to what the targets score, or ``None``
+            (:func:`camwall.cams._outputs.as_outputs`: a tensor, a detection model's list of
+            per-image dicts, or a dict's ``"logits"`` / ``"out"`` tensor).
         head: the caller's part of the model after the (single) target layer,
             ``head(A) -> output``, or ``None``: then ``run_tail`` finds the tail itself
             (:func:`camwall.cams._tail.find_tail`: a Sequential chain or a torch.fx split),
             else re-runs the whole model with the layer replaced.
         channels_last: feed channels-last inputs (``None``: on CPU only). A model that rejects
             them runs on plain inputs for the rest of the current call (:meth:`new_call`).
-        reshape_transform: raw layer output -> B x K x h x w, or ``None``.
+        reshape_transform: raw layer output (a tensor, or a dict of tensors such as an FPN's
+            levels) -> B x K x h x w, or ``None``.
     """
 
     def __init__(
@@ -147,26 +160,36 @@ class LayerRunner:
                 f"such as a reused ReLU); choose a layer that runs once, e.g. the enclosing block."
             )
         if cap.replacement is not None:
-            if not isinstance(output, Tensor) or output.shape[1:] != cap.replacement.shape[1:]:
-                raise CamwallError(
-                    f"target layer {name!r} changed its output shape between passes."
-                )
-            return cap.replacement
-        if not isinstance(output, Tensor):
-            raise CamwallError(
-                f"target layer {name!r} returns {type(output).__name__}, not a tensor; choose a "
-                f"layer whose output is a tensor (B x K x h x w, or tokens with reshape_transform)."
-            )
+            return _replaced(name, output, cap.replacement)
+        self._check_output(name, output)
         with torch.no_grad():
-            cap.views[index] = self._check_view(name, self.view(output.detach()))
+            cap.views[index] = self._check_view(name, self.view(detach_tree(output)))
         # a later layer's output already depends on an earlier (recorded) one: keep that graph
-        a = output if output.requires_grad else output.detach()
-        if cap.grad and not a.requires_grad:
-            a.requires_grad_(True)
-        cap.outputs[index] = a
-        return a.clone()
+        recorded = [t if t.requires_grad else t.detach() for t in leaves(output)]
+        for t in recorded:
+            if cap.grad and not t.requires_grad and t.is_floating_point():
+                t.requires_grad_(True)
+        cap.outputs[index] = rebuild(output, recorded)
+        return rebuild(output, [t.clone() for t in recorded])
 
-    def view(self, output: Tensor) -> Tensor:
+    def _check_output(self, name: str, output: Any) -> None:
+        """A tensor, or (with a ``reshape_transform``) a dict of tensors; else a CamwallError."""
+        if isinstance(output, Tensor):
+            return
+        if isinstance(output, Mapping) and output and len(leaves(output)) == len(output):
+            if self.reshape_transform is not None:
+                return
+            raise CamwallError(
+                f"target layer {name!r} returns a dict of {len(output)} tensors (e.g. an FPN's "
+                f"levels); pass reshape_transform= to make one B x K x h x w map of them (e.g. "
+                f"camwall.cams.FpnGrid(), or grad-cam's fasterrcnn_reshape_transform)."
+            )
+        raise CamwallError(
+            f"target layer {name!r} returns {type(output).__name__}, not a tensor; choose a "
+            f"layer whose output is a tensor (B x K x h x w, or tokens with reshape_transform)."
+        )
+
+    def view(self, output: Any) -> Tensor:
         """The target layer's raw output as a feature map (``reshape_transform`` applied)."""
         if self.reshape_transform is None:
             return output
@@ -192,24 +215,14 @@ class LayerRunner:
         return view
 
     # ----------------------------------------------------------------- running the model
-    def logits(self, output: Any, batch: int) -> Tensor:
-        """Apply ``output_fn`` and check that the result is a B x ... tensor."""
+    def logits(self, output: Any, batch: int) -> Outputs:
+        """Apply ``output_fn`` and check that the result is a B x ... tensor or a list of B
+        per-image dicts (:func:`camwall.cams._outputs.as_outputs`)."""
         if self.output_fn is not None:
             output = self.output_fn(output)
-        if not isinstance(output, Tensor):
-            raise CamwallError(
-                f"the model returned a {type(output).__name__}, not a logits tensor. Wrap the "
-                f"model so that it returns the logits (e.g. nn.Sequential(model, PickLogits())) or "
-                f"pass output_fn=lambda out: out[0] (or out['logits'])."
-            )
-        if output.dim() == 0 or output.shape[0] != batch:
-            raise CamwallError(
-                f"the model output has shape {tuple(output.shape)} for a batch of {batch}; "
-                f"expected B x num_classes logits (use output_fn to select them)."
-            )
-        return output
+        return as_outputs(output, batch)
 
-    def run_model(self, x: Tensor) -> Tensor:
+    def run_model(self, x: Tensor) -> Outputs:
         """Full forward pass (hook disarmed), returning the logits."""
         return self.logits(self._call_model(x), x.shape[0])
 
@@ -227,7 +240,7 @@ class LayerRunner:
                     cap.reset()
         return self._model(x)
 
-    def run_tail(self, a: Tensor, x: Tensor, original: Tensor | None = None) -> Tensor:
+    def run_tail(self, a: Tensor, x: Tensor, original: Any = None) -> Outputs:
         """Logits for target-layer feature maps ``a`` (N x K x h x w) of inputs ``x``.
 
         Uses the model's tail after the target layer (:attr:`tail`: ``head``, a Sequential
@@ -244,17 +257,44 @@ class LayerRunner:
             if original is None:
                 raise CamwallError("run_tail needs the original raw output with reshape_transform.")
             a = inverse_of(self.reshape_transform, "run_tail")(a, original)
+        return self._run_raw(a, x)
+
+    def run_ablated(
+        self, a: Tensor, x: Tensor, original: Any, channels: Tensor, value: float
+    ) -> Outputs:
+        """Outputs for rows ``a`` (N x K x h x w feature maps of inputs ``x``) with channel
+        ``channels[i]`` of row i set to ``value``.
+
+        With a ``reshape_transform`` that has ``ablate(original, channels, value) -> raw
+        output`` (a channel-by-channel transform such as :class:`camwall.cams.FpnGrid`) the
+        channel is set in the layer's raw output ``original``; otherwise in ``a``, mapped back
+        by :meth:`run_tail`.
+        """
+        ablate = getattr(self.reshape_transform, "ablate", None)
+        if callable(ablate) and original is not None:
+            if len(self.layers) > 1:
+                raise CamwallError("run_ablated needs a single target layer.")
+            return self._run_raw(ablate(original, channels, value), x)
+        batch = a.clone()
+        batch[torch.arange(batch.shape[0], device=batch.device), channels] = value
+        return self.run_tail(batch, x, original)
+
+    def _run_raw(self, raw: Any, x: Tensor) -> Outputs:
+        """Outputs for the target layer's raw outputs ``raw`` of inputs ``x``: the tail, or
+        the whole model with the layer's forward skipped and its output replaced."""
         tail = self.tail.fn
         if tail is not None:
-            return self.logits(tail(a), a.shape[0])
-        self._capture = _Capture(grad=False, replacement=a)
+            return self.logits(tail(raw), x.shape[0])
+        cap = _Capture(grad=False, replacement=raw)
+        self._capture = cap
         try:
-            out = self._call_model(x, plain=self._plain_pass)
+            with _skipped(self.layers[0][1], cap):
+                out = self._call_model(x, plain=self._plain_pass)
         finally:
             self._capture = None
-        return self.logits(out, a.shape[0])
+        return self.logits(out, x.shape[0])
 
-    def _forward(self, x: Tensor, grad: bool, plain: bool = False) -> tuple[_Capture, Tensor]:
+    def _forward(self, x: Tensor, grad: bool, plain: bool = False) -> tuple[_Capture, Outputs]:
         """One forward pass with every target layer recorded; returns the records and logits."""
         cap = _Capture(grad=grad, layers=len(self.layers))
         self._capture = cap
@@ -301,8 +341,8 @@ class LayerRunner:
             outputs = [t for t in cap.outputs if t is not None]
             views = [v for v in cap.views if v is not None]
             self._check_finite(views, logits)
-            fns: list[Target] = resolve_targets(targets, logits.detach())
-            scores = score_rows(logits, range(x.shape[0]), fns)
+            fns: list[Target] = resolve_targets(targets, detach_tree(logits))
+            scores = first_scores(logits, fns, need.grad or need.biases, x.device)
             grads: list[Tensor | None] = [None] * len(outputs)
             hvps: list[Tensor | None] = [None] * len(outputs)
             extra: list[Tensor | None] = []
@@ -315,7 +355,7 @@ class LayerRunner:
                 check_bias_calls(self._model, layers, store)
                 others = [x, *store] if need.biases else []
                 grads, hvps, extra = _backward(scores, outputs, need.hvp, others)
-        shared = _Shared(x.detach(), logits.detach(), scores.detach(), fns, targets is not None)
+        shared = _Shared(x.detach(), detach_tree(logits), scores.detach(), fns, targets is not None)
         return [
             self._context(shared, out, view, g, h, extra, layers)
             for out, view, g, h in zip(outputs, views, grads, hvps, strict=True)
@@ -324,10 +364,10 @@ class LayerRunner:
     def _context(
         self,
         shared: _Shared,
-        output: Tensor,
+        output: Any,
         view: Tensor,
-        grad: Tensor | None,
-        hvp: Tensor | None,
+        grad: Any,
+        hvp: Any,
         extra: list[Tensor | None],
         layers: list[nn.Module],
     ) -> CamContext:
@@ -339,7 +379,7 @@ class LayerRunner:
         def flat(t: Tensor) -> Tensor:  # B x K x d x h x w -> B x K x d x (h*w)
             return t if volume is None else t.flatten(3)
 
-        def shaped(t: Tensor | None) -> Tensor | None:
+        def shaped(t: Any) -> Tensor | None:
             return None if t is None else flat(self.view(t).float())
 
         extras = PassExtras(
@@ -358,16 +398,16 @@ class LayerRunner:
             targets=shared.targets,
             runner=self,
             extras=extras,
-            layer_output=output.detach() if self.reshape_transform is not None else None,
+            layer_output=detach_tree(output) if self.reshape_transform is not None else None,
             volume=volume,
         )
 
-    def _check_finite(self, views: list[Tensor], logits: Tensor) -> None:
+    def _check_finite(self, views: list[Tensor], logits: Outputs) -> None:
         """Refuse NaN/Inf target-layer activations or logits (for a finite input).
 
         One device synchronisation when all is finite; the error names where it starts.
         """
-        ok = torch.isfinite(logits).all()
+        ok = tree_finite(logits)
         for v in views:
             ok = ok & torch.isfinite(v).all()
         if bool(ok):
@@ -384,35 +424,88 @@ class LayerRunner:
 
 
 def _backward(
-    scores: Tensor, outputs: Sequence[Tensor], need_hvp: bool, others: Sequence[Tensor]
-) -> tuple[list[Tensor | None], list[Tensor | None], list[Tensor | None]]:
+    scores: Tensor, outputs: Sequence[Any], need_hvp: bool, others: Sequence[Tensor]
+) -> tuple[list[Any], list[Any], list[Tensor | None]]:
     """One backward pass: ``G_l = d(sum_b y_b)/dA_l`` (float32) for every recorded layer output
-    and ``d(sum_b y_b)/dt`` for each of ``others``; if asked, ``H_l A_l =
+    (a tensor or a dict of tensors: the gradients have the same structure) and
+    ``d(sum_b y_b)/dt`` for each of ``others``; if asked, ``H_l A_l =
     d(sum G_l * A_l detached)/dA_l`` by one more batched call per layer.
 
     Images do not interact, so the summed score's Hessian is block-diagonal per image. A tail
     without a second derivative (ReLU, max pooling, linear layers) gives ``H A = 0``.
     """
+    per_layer = [leaves(out) for out in outputs]
+    flat = [t for ts in per_layer for t in ts]
     found = torch.autograd.grad(
-        scores.sum(), [*outputs, *others], allow_unused=True, create_graph=need_hvp
+        scores.sum(), [*flat, *others], allow_unused=True, create_graph=need_hvp
     )
-    n = len(outputs)
+    n = len(flat)
     rest: list[Tensor | None] = [None if t is None else t.detach() for t in found[n:]]
-    grads: list[Tensor | None] = []
-    hvps: list[Tensor | None] = []
-    for a, g in zip(outputs, found[:n], strict=True):
-        zeros = torch.zeros_like(a, dtype=torch.float32)
-        grads.append(zeros if g is None else g.detach().float())
-        if not need_hvp:
-            hvps.append(None)
-            continue
-        h = None
-        if g is not None and g.requires_grad:
-            (h,) = torch.autograd.grad(
-                g, a, grad_outputs=a.detach(), allow_unused=True, retain_graph=True
-            )
-        hvps.append(zeros if h is None else h.detach().float())
+    grads: list[Any] = []
+    hvps: list[Any] = []
+    start = 0
+    for out, ts in zip(outputs, per_layer, strict=True):
+        gs = list(found[start : start + len(ts)])
+        start += len(ts)
+        grads.append(rebuild(out, [_float_or_zeros(g, a) for g, a in zip(gs, ts, strict=True)]))
+        hvps.append(rebuild(out, _hvp(gs, ts)) if need_hvp else None)
     return grads, hvps, rest
+
+
+def _float_or_zeros(g: Tensor | None, a: Tensor) -> Tensor:
+    return torch.zeros_like(a, dtype=torch.float32) if g is None else g.detach().float()
+
+
+def _hvp(gs: Sequence[Tensor | None], ts: list[Tensor]) -> list[Tensor]:
+    """``H A`` for one layer's tensors ``ts`` (``gs``: their gradients, with a graph):
+    ``d(sum_m G_m . A_m detached)/dA_l`` for every tensor l."""
+    pairs = [(g, a) for g, a in zip(gs, ts, strict=True) if g is not None and g.requires_grad]
+    found: Sequence[Tensor | None] = [None] * len(ts)
+    if pairs:
+        found = torch.autograd.grad(
+            [g for g, _ in pairs],
+            ts,
+            grad_outputs=[a.detach() for _, a in pairs],
+            allow_unused=True,
+            retain_graph=True,
+        )
+    return [_float_or_zeros(h, a) for h, a in zip(found, ts, strict=True)]
+
+
+def _replaced(name: str, output: Any, replacement: Any) -> Any:
+    """The hook's answer in :meth:`LayerRunner.run_tail`: ``replacement``, once its tensors'
+    shapes (but the batch) are checked against the layer's output ``output``."""
+    old, new = leaves(output), leaves(replacement)
+    if len(old) != len(new) or any(
+        o.shape[1:] != r.shape[1:] for o, r in zip(old, new, strict=True)
+    ):
+        raise CamwallError(f"target layer {name!r} changed its output shape between passes.")
+    return replacement
+
+
+@contextlib.contextmanager
+def _skipped(layer: nn.Module, cap: _Capture) -> Iterator[None]:
+    """While open, ``layer``'s forward in the capturing thread returns ``cap.replacement``
+    without computing (its hooks still run); other threads run it as usual."""
+    if isinstance(layer, torch.jit.ScriptModule):
+        yield  # its forward cannot be replaced: it runs, and the hook replaces its output
+        return
+    own = layer.__dict__.get("forward")
+    original = layer.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        if cap.thread == threading.get_ident():
+            return cap.replacement
+        return original(*args, **kwargs)
+
+    layer.forward = forward
+    try:
+        yield
+    finally:
+        if own is None:
+            del layer.forward
+        else:
+            layer.forward = own
 
 
 def _nonfinite_parameters(model: nn.Module) -> str:

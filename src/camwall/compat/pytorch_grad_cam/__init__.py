@@ -5,8 +5,9 @@
 grad-cam's constructor and call and return grad-cam's B x H x W float32 maps, equal to 1e-5
 except for the deliberate differences in ``docs/cam-methods.md`` and ``docs/compat.md``
 (EigenCAM sign, AblationCAM's ablation value, RandomCAM's generator). It never imports
-``pytorch_grad_cam``. SegEigenCAM and RefineCAM, and a few options (several layers for
-AblationCAM / FinerCAM, FullGrad's and SESS's eigen_smooth, detection outputs), need engine
+``pytorch_grad_cam``. Detection models (lists of per-image dicts), dict outputs and FPN
+backbones (dict-valued layers) run natively; SegEigenCAM and RefineCAM, and a few options
+(several layers for AblationCAM / FinerCAM, FullGrad's and SESS's eigen_smooth), need engine
 work and raise a CamwallError that names the missing feature.
 """
 
@@ -35,6 +36,10 @@ from camwall.compat.pytorch_grad_cam.ablation_layer import (
     AblationLayerFasterRCNN,
     AblationLayerVit,
 )
+from camwall.compat.pytorch_grad_cam.feature_factorization import (
+    DeepFeatureFactorization,
+    run_dff_on_image,
+)
 from camwall.compat.pytorch_grad_cam.guided_backprop import GuidedBackpropReLUModel
 from camwall.compat.pytorch_grad_cam.metrics import arcc, cam_mult_image, road
 from camwall.compat.pytorch_grad_cam.utils import model_targets, reshape_transforms
@@ -48,6 +53,7 @@ __all__ = [
     "AblationLayerFasterRCNN",
     "AblationLayerVit",
     "BaseCAM",
+    "DeepFeatureFactorization",
     "EigenCAM",
     "EigenGradCAM",
     "FinerCAM",
@@ -70,5 +76,6 @@ __all__ = [
     "model_targets",
     "reshape_transforms",
     "road",
+    "run_dff_on_image",
     "utils",
 ]

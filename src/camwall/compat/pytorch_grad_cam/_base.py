@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from camwall.cams import METHODS, CamEngine
+from camwall.cams._outputs import detach_tree
 from camwall.errors import CamwallError
 
 __all__ = ["BaseCAM", "engine_default", "require_engine", "require_one_layer"]
@@ -63,8 +64,10 @@ class BaseCAM:
     it); no hooks stay registered between calls; ``__exit__`` does not swallow ``IndexError``.
 
     Args:
-        model: the model; its output must be one tensor (B x num_classes, or B x C x H x W with
-            callable targets such as ``SemanticSegmentationTarget``).
+        model: the model; its output is one tensor (B x num_classes, or B x C x H x W with
+            callable targets such as ``SemanticSegmentationTarget``), a detection model's list
+            of per-image dicts (``FasterRCNNBoxScoreTarget``), or a dict whose ``"logits"`` or
+            ``"out"`` entry is such a tensor.
         target_layers: a list of layers (modules); several layers are aggregated as grad-cam.
         reshape_transform: ``f(layer_output) -> B x K x h x w``, applied to activations and
             gradients as grad-cam; methods that re-run the model from modified activations
@@ -89,7 +92,7 @@ class BaseCAM:
         self.target_layers = list(target_layers)
         self.reshape_transform = reshape_transform
         self.device = model_device(model)
-        self.outputs: Tensor | None = None
+        self.outputs: Any = None
         self._options = options
         self._engine = CamEngine(
             model,
@@ -155,17 +158,12 @@ class BaseCAM:
             return {}
         return {self.batch_option: size}
 
-    def _record_output(self, output: Any) -> Tensor:
-        """The engine's ``output_fn``: refuse non-tensor outputs, keep the first as ``outputs``."""
-        if not isinstance(output, Tensor):
-            raise require_engine(
-                f"a model output of type {type(output).__name__} (detection models return a "
-                f"list of dicts; segmentation models a dict)",
-                "wrap the model so that its forward returns one tensor (e.g. "
-                "model(x)['out'] for torchvision segmentation models).",
-            )
+    def _record_output(self, output: Any) -> Any:
+        """The engine's ``output_fn``: keep the first output (detached) as ``outputs``; the
+        engine takes tensors, detection models' lists of per-image dicts and dicts with a
+        ``"logits"`` / ``"out"`` tensor (:mod:`camwall.cams._outputs`)."""
         if self._recording:
-            self.outputs = output.detach()
+            self.outputs = detach_tree(output)
             self._recording = False
         return output
 

@@ -23,6 +23,7 @@ from camwall.compat.pytorch_grad_cam.ablation_layer import (
     AblationLayer,
     AblationLayerFasterRCNN,
     AblationLayerVit,
+    engine_ablation_options,
 )
 
 __all__ = [
@@ -197,7 +198,9 @@ class AblationCAM(BaseCAM):
     ablates the class token). ``batch_size`` is the number of ablated copies per forward pass.
 
     Args:
-        ablation_layer: :class:`AblationLayer` (default) or :class:`AblationLayerVit`.
+        ablation_layer: :class:`AblationLayer` (default), :class:`AblationLayerVit`, or
+            :class:`AblationLayerFasterRCNN` (an FPN's dict of levels with
+            ``fasterrcnn_reshape_transform``: channels set to -1000 in the levels, as grad-cam).
         batch_size: ablated copies per forward pass (``None``: the engine's default, 32).
         ratio_channels_to_ablate: must be 1.0 (all channels).
     """
@@ -214,14 +217,10 @@ class AblationCAM(BaseCAM):
         batch_size: int | None = None,
         ratio_channels_to_ablate: float = 1.0,
     ) -> None:
-        if isinstance(ablation_layer, AblationLayerFasterRCNN):
-            raise require_engine(
-                "AblationLayerFasterRCNN (detection models and dict-valued FPN layers)",
-                "explain a classifier or a model returning one tensor.",
-            )
         if ablation_layer is not None and type(ablation_layer) not in (
             AblationLayer,
             AblationLayerVit,
+            AblationLayerFasterRCNN,
         ):
             raise require_engine(
                 f"a custom ablation layer ({type(ablation_layer).__name__})",
@@ -237,7 +236,8 @@ class AblationCAM(BaseCAM):
         self.ratio_channels_to_ablate = ratio_channels_to_ablate
         chunk = engine_default("ablationcam", "ablationcam_chunk")
         self.batch_size = batch_size if batch_size is not None else chunk
-        super().__init__(model, target_layers, reshape_transform)
+        options = engine_ablation_options(self.ablation_layer, reshape_transform)
+        super().__init__(model, target_layers, reshape_transform, **options)
 
 
 class FullGrad(BaseCAM):

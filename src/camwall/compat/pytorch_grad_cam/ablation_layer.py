@@ -4,6 +4,7 @@
 ablates to ``ablation_value`` 0 and re-runs the model's tail itself). Used directly, they behave
 as grad-cam's: ``set_next_batch`` repeats one image's activations, ``__call__`` ablates channel
 ``indices[i]`` of copy i, to 0 when the batch's minimum is 0 and to ``min - 1e7`` otherwise.
+:func:`engine_ablation_options` gives the engine options that stand for a layer.
 """
 
 from __future__ import annotations
@@ -16,11 +17,19 @@ import torch
 from torch import Tensor, nn
 
 from camwall.compat.pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+from camwall.errors import CamwallError
 
-__all__ = ["AblationLayer", "AblationLayerFasterRCNN", "AblationLayerVit"]
+__all__ = [
+    "AblationLayer",
+    "AblationLayerFasterRCNN",
+    "AblationLayerVit",
+    "engine_ablation_options",
+]
 
 #: grad-cam's offset below the minimum for layers without an exact zero.
 ABLATION_OFFSET = 1e7
+#: The value grad-cam's AblationLayerFasterRCNN gives an ablated FPN channel.
+FPN_ABLATION_VALUE = -1000.0
 
 
 def _ablate(output: Tensor, indices: Any) -> Tensor:
@@ -106,3 +115,20 @@ class AblationLayerFasterRCNN(AblationLayer):
             level, channel = divmod(int(self.indices[i]), 256)
             self.activations[levels[level]][i, channel, :, :] = -1000
         return self.activations
+
+
+def engine_ablation_options(layer: nn.Module, reshape_transform: Any) -> dict[str, Any]:
+    """The engine options of AblationCAM for grad-cam's ``ablation_layer``: none for
+    :class:`AblationLayer` / :class:`AblationLayerVit`; for :class:`AblationLayerFasterRCNN`
+    ``ablation_value=-1000`` set in the FPN levels themselves, which needs a
+    ``reshape_transform`` with ``ablate`` (``fasterrcnn_reshape_transform``,
+    :class:`camwall.cams.FpnGrid`)."""
+    if not isinstance(layer, AblationLayerFasterRCNN):
+        return {}
+    if not callable(getattr(reshape_transform, "ablate", None)):
+        raise CamwallError(
+            "AblationCAM with AblationLayerFasterRCNN ablates the FPN's levels: pass "
+            "reshape_transform=fasterrcnn_reshape_transform (from "
+            "camwall.compat.pytorch_grad_cam.utils.reshape_transforms) or camwall.cams.FpnGrid()."
+        )
+    return {"ablation_value": FPN_ABLATION_VALUE}

@@ -104,13 +104,10 @@ def show_factorization_on_image(
     concept_labels: list | None = None,
 ) -> np.ndarray:
     """Colour each pixel by its strongest component (N x H x W explanations), the colour's HSV
-    value set to that component's map; blend with ``img``. ``concept_labels`` (a legend) is not
-    drawn by the compat layer."""
-    if concept_labels is not None:
-        raise CamwallError(
-            "show_factorization_on_image: concept_labels (a matplotlib legend) is not supported "
-            "by camwall.compat; pass concept_labels=None."
-        )
+    value set to that component's map; blend with ``img`` (H x W x 3 in [0, 1]): uint8
+    ``image_weight * img + (1 - image_weight) * colours``. With ``concept_labels`` (one string
+    per component) a legend of the colours, drawn by matplotlib at the image's size, is put to
+    the right (as grad-cam; matplotlib's global ``rcParams`` are left as they were)."""
     cv2 = _cv2()
     n = explanations.shape[0]
     if colors is None:
@@ -130,7 +127,37 @@ def show_factorization_on_image(
     blend = img * image_weight + np.sum(np.asarray(masks, dtype=np.float32), axis=0) * (
         1 - image_weight
     )
-    return np.asarray(blend * 255).astype(np.uint8)
+    result = np.asarray(blend * 255).astype(np.uint8)
+    if concept_labels is None:
+        return result
+    legend = _legend(result.shape[:2], colors, list(concept_labels))
+    return np.hstack((result, cv2.resize(legend, (result.shape[1], result.shape[0]))))
+
+
+def _legend(size: tuple[int, int], colors: Sequence[np.ndarray], labels: list[str]) -> np.ndarray:
+    """An H x W x 3 uint8 picture of the legend: one line of each colour and its label,
+    font size ``14 H / 256 / max(1, N / 6)``, line width ``5 H / 256``."""
+    import matplotlib
+    from matplotlib import pyplot as plt
+    from matplotlib.lines import Line2D
+
+    height, width = size
+    n = len(colors)
+    with matplotlib.rc_context():
+        px = 1 / plt.rcParams["figure.dpi"]
+        fig = plt.figure(figsize=(width * px, height * px))
+        try:
+            plt.rcParams["legend.fontsize"] = int(14 * height / 256 / max(1, n / 6))
+            lines = [
+                Line2D([0], [0], color=tuple(colors[i]), lw=5 * height / 256) for i in range(n)
+            ]
+            plt.legend(lines, labels, mode="expand", fancybox=True, shadow=True)
+            plt.tight_layout(pad=0, w_pad=0, h_pad=0)
+            plt.axis("off")
+            fig.canvas.draw()
+            return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # type: ignore[attr-defined]
+        finally:
+            plt.close(fig)
 
 
 def _min_max(img: np.ndarray) -> np.ndarray:

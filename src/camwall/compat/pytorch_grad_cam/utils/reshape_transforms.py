@@ -2,7 +2,9 @@
 
 A transform maps a target layer's output to a B x C x h x w feature map;
 ``f.inverse(grid, original_output)`` maps a (modified) grid back, so that AblationCAM can
-re-run the model from ablated token grids.
+re-run the model from ablated token grids. ``fasterrcnn_reshape_transform.ablate`` sets an
+FPN level's channel itself (:func:`camwall.cams._reshape.fpn_ablate`), as grad-cam's
+``AblationLayerFasterRCNN``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from camwall.cams._reshape import fpn_ablate
 
 __all__ = ["fasterrcnn_reshape_transform", "swinT_reshape_transform", "vit_reshape_transform"]
 
@@ -45,5 +49,6 @@ def _vit_inverse(grid: Tensor, original: Tensor) -> Tensor:
     return torch.cat([original[:, :1, :].to(body.dtype), body], dim=1)
 
 
+setattr(fasterrcnn_reshape_transform, "ablate", fpn_ablate)  # noqa: B010
 setattr(swinT_reshape_transform, "inverse", _swin_inverse)  # noqa: B010
 setattr(vit_reshape_transform, "inverse", _vit_inverse)  # noqa: B010
