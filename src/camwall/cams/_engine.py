@@ -31,6 +31,7 @@ from camwall.cams._layers import (
 )
 from camwall.cams._options import build_methods, resolve_methods
 from camwall.cams._pass import LayerRunner
+from camwall.cams._perlayer import per_layer
 from camwall.cams._reshape import ReshapeTransform, inverse_of
 from camwall.cams._smooth import augmentations, smooth_options
 from camwall.cams._targets import TargetsArg
@@ -239,7 +240,7 @@ class CamEngine:
         self, x: Tensor, methods: list[CamMethod], targets: TargetsArg, eigen: bool = False
     ) -> dict[str, Tensor]:
         """Capture once, then every method's final map from the shared contexts."""
-        ctxs = self.capture_layers(x, targets, Needs.of([type(m) for m in methods]))
+        ctxs = per_layer(self.capture_layers(x, targets, Needs.of([type(m) for m in methods])))
         result: dict[str, Tensor] = {}
         for method in methods:
             with torch.no_grad():

@@ -79,7 +79,14 @@ def check_methods(
 
 
 def method_map(method: CamMethod, ctxs: Sequence[CamContext], eigen_smooth: bool = False) -> Tensor:
-    """The method's final B x H x W (or B x D x H x W) map over one or several target layers."""
+    """The method's final B x H x W (or B x D x H x W) map over one or several target layers.
+
+    With several layers the engine first binds each context's runner to its own layer
+    (:func:`camwall.cams._perlayer.per_layer`), so that methods re-running the model's tail
+    do so from that layer.
+    """
+    if type(method).spans_layers:
+        return method.layers_map(ctxs, eigen_smooth)
     plain = len(ctxs) == 1 and ctxs[0].volume is None and not eigen_smooth
     if type(method).whole_map or plain:
         return method.final_map(ctxs[0])

@@ -17,7 +17,6 @@ from camwall.compat.pytorch_grad_cam._base import (
     BaseCAM,
     engine_default,
     require_engine,
-    require_one_layer,
 )
 from camwall.compat.pytorch_grad_cam.ablation_layer import (
     AblationLayer,
@@ -188,18 +187,26 @@ class ScoreCAM(BaseCAM):
 class AblationCAM(BaseCAM):
     """Ablation-CAM: ``w_k = (s0 - s_k) / s0`` with channel k of the target layer set to 0.
 
-    Only the part of the model after the target layer is re-run (for Sequential models; else
-    the whole model with the layer's output replaced). Deliberate difference: channels are
-    always ablated to 0, never grad-cam's ``min - 1e7`` (which grad-cam uses on layers without an
-    exact zero, e.g. ViT tokens); maps equal grad-cam's on non-negative layers containing a zero
-    (a ReLU's output). With :class:`AblationLayerVit` (or any ``reshape_transform``) the tokens
-    are ablated through ``reshape_transform.inverse`` (the prefix tokens are kept; grad-cam also
-    ablates the class token). ``batch_size`` is the number of ablated copies per forward pass.
+    Only the part of the model after the target layer is re-run (for Sequential models and
+    torch.fx-traceable ones; else the whole model with the layer's output replaced); several
+    target layers are ablated one after the other and aggregated as grad-cam. Deliberate
+    differences: channels are ablated to 0, never grad-cam's ``min - 1e7`` (which grad-cam uses
+    on layers without an exact zero, e.g. ViT tokens), so maps equal grad-cam's on non-negative
+    layers containing a zero (a ReLU's output); where the target score ``s0`` is 0 the weights
+    are the drops ``s0 - s_k`` (grad-cam's maps are NaN there). With :class:`AblationLayerVit`
+    (or any ``reshape_transform``) the tokens are ablated through
+    ``reshape_transform.inverse`` (the prefix tokens are kept; grad-cam also ablates the class
+    token). ``batch_size`` is the number of ablated copies per forward pass.
 
     Args:
-        ablation_layer: :class:`AblationLayer` (default) or :class:`AblationLayerVit`.
+        ablation_layer: :class:`AblationLayer` (default) or :class:`AblationLayerVit` (the
+            engine ablates to 0 itself); any other ablation layer with grad-cam's protocol
+            (``set_next_batch``, ``indices``, a call returning the ablated outputs, e.g. a
+            subclass of :class:`AblationLayer` that ablates to another value) makes the
+            ablated copies itself, image by image, as in grad-cam (no ``reshape_transform``).
         batch_size: ablated copies per forward pass (``None``: the engine's default, 32).
-        ratio_channels_to_ablate: must be 1.0 (all channels).
+        ratio_channels_to_ablate: the share of channels to ablate, in (0, 1], picked as
+            grad-cam's ``AblationLayer.activations_to_be_ablated`` (the rest get weight 0).
     """
 
     method = "ablationcam"
@@ -219,25 +226,15 @@ class AblationCAM(BaseCAM):
                 "AblationLayerFasterRCNN (detection models and dict-valued FPN layers)",
                 "explain a classifier or a model returning one tensor.",
             )
-        if ablation_layer is not None and type(ablation_layer) not in (
-            AblationLayer,
-            AblationLayerVit,
-        ):
-            raise require_engine(
-                f"a custom ablation layer ({type(ablation_layer).__name__})",
-                "pass AblationLayer() or AblationLayerVit(), or none.",
-            )
-        if ratio_channels_to_ablate != 1.0:
-            raise require_engine(
-                f"ratio_channels_to_ablate={ratio_channels_to_ablate} (ablating a subset)",
-                "pass ratio_channels_to_ablate=1.0.",
-            )
-        require_one_layer("AblationCAM", target_layers)
+        own = ablation_layer is None or type(ablation_layer) in (AblationLayer, AblationLayerVit)
         self.ablation_layer = ablation_layer if ablation_layer is not None else AblationLayer()
         self.ratio_channels_to_ablate = ratio_channels_to_ablate
         chunk = engine_default("ablationcam", "ablationcam_chunk")
         self.batch_size = batch_size if batch_size is not None else chunk
-        super().__init__(model, target_layers, reshape_transform)
+        options: dict[str, Any] = {"ablationcam_ratio": ratio_channels_to_ablate}
+        if not own:
+            options["ablationcam_layer"] = ablation_layer
+        super().__init__(model, target_layers, reshape_transform, **options)
 
 
 class FullGrad(BaseCAM):
