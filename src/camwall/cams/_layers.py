@@ -88,7 +88,9 @@ def method_map(method: CamMethod, ctxs: Sequence[CamContext], eigen_smooth: bool
     if type(method).spans_layers:
         return method.layers_map(ctxs, eigen_smooth)
     plain = len(ctxs) == 1 and ctxs[0].volume is None and not eigen_smooth
-    if type(method).whole_map or plain:
+    if type(method).whole_map:
+        return method.eigen_map(ctxs[0]) if eigen_smooth else method.final_map(ctxs[0])
+    if plain:
         return method.final_map(ctxs[0])
     raws = [layer_raw(method, ctx, eigen_smooth) for ctx in ctxs]
     return combine_layers(raws, ctxs[0].input_shape)

@@ -242,8 +242,8 @@ class FullGrad(BaseCAM):
 
     ``target_layers`` is ignored, as in grad-cam (camwall records its first layer, or the
     model's first convolution, only to run the shared pass). Same maps as grad-cam (1e-5);
-    one backward pass gives every bias gradient. ``eigen_smooth`` needs the engine's FullGrad
-    eigen path, which it does not have yet (CamwallError).
+    one backward pass gives every bias gradient. ``eigen_smooth`` decomposes the input- and
+    bias-gradient maps at H/8 x W/8 as grad-cam (its SVD sign fixed, as EigenCAM's).
     """
 
     method = "fullgrad"
@@ -255,16 +255,6 @@ class FullGrad(BaseCAM):
         if not convs:
             raise require_engine("FullGrad without Conv2d layers", "explain a CNN.")
         return convs[:1]
-
-    def compute(
-        self,
-        input_tensor: Tensor,
-        targets: Sequence[Callable[[Tensor], Tensor]] | None,
-        **options: Any,
-    ) -> np.ndarray:
-        if options.get("eigen_smooth"):
-            raise require_engine("FullGrad with eigen_smooth=True", "call it without it.")
-        return super().compute(input_tensor, targets, **options)
 
 
 class RandomCAM(BaseCAM):
