@@ -44,6 +44,7 @@ REFERENCE = {
 # test_cams_sess.py; rollout (no peer has it) in test_cams_rollout.py.
 NO_REFERENCE = {"opticam", "eigengradcam", "shapleycam", "finercam", "randomcam", "cam", "fullgrad"}
 NO_REFERENCE |= {"smoothgradcampp", "sscam", "iscam", "sess", "rollout"}
+NO_REFERENCE |= {"refinecam"}  # several layers: tests/cams/test_cams_issue21.py
 
 # (model, seed, batch, h, w): non-square inputs, several seeds and batch sizes.
 CASES = [

@@ -256,7 +256,23 @@ class CamEngine:
             raise CamwallError(
                 "CamEngine.capture_layers runs inside a `with CamEngine(...)` block."
             )
+        if isinstance(need, Needs) and need.hvp:
+            with _math_attention():
+                return self.runner.capture_layers(x, targets, need)
         return self.runner.capture_layers(x, targets, need)
+
+
+def _math_attention() -> contextlib.AbstractContextManager[None]:
+    """Scaled-dot-product attention through its math backend (plain differentiable ops).
+
+    The Hessian-vector product (shapleycam) needs a double backward; torch's fused attention
+    kernels (flash / memory-efficient, e.g. ``_scaled_dot_product_flash_attention_for_cpu``)
+    have no second derivative, so a ViT would fail with a raw RuntimeError. The math backend
+    computes the same attention (to float rounding) with a double backward.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
 
 
 def compute_cams(
