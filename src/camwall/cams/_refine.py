@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from camwall.cams._base import METHODS, CamContext, CamMethod
-from camwall.cams._checks import Check
+from camwall.cams._checks import Check, base_options
 from camwall.cams._layers import method_map
 from camwall.cams._post import normalize_maps
 from camwall.errors import CamwallError
@@ -28,18 +28,6 @@ def _base(name: str, value: Any) -> str:
     if value not in ok:
         raise CamwallError(f"option {name} must be one of {', '.join(ok)}; got {value!r}.")
     return str(value)
-
-
-def _base_options(name: str, value: Any) -> dict[str, Any]:
-    """``None`` or a dict of the base method's own options (checked when it is built)."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise CamwallError(
-            f"option {name} must be a dict of the base method's options (e.g. "
-            f"{{'scorecam_chunk': 8}}), got {type(value).__name__}."
-        )
-    return dict(value)
 
 
 @METHODS.add
@@ -65,7 +53,7 @@ class RefineCAM(CamMethod, name="refinecam"):
     }
     checks: ClassVar[dict[str, Check]] = {
         "refinecam_base": _base,
-        "refinecam_base_options": _base_options,
+        "refinecam_base_options": base_options,
     }
 
     def layers_map(self, ctxs: Sequence[CamContext], eigen_smooth: bool = False) -> Tensor:
