@@ -5,9 +5,8 @@
 grad-cam's constructor and call and return grad-cam's B x H x W float32 maps, equal to 1e-5
 except for the deliberate differences in ``docs/cam-methods.md`` and ``docs/compat.md``
 (EigenCAM sign, AblationCAM's ablation value, RandomCAM's generator). It never imports
-``pytorch_grad_cam``. SegEigenCAM and RefineCAM, and a few options (several layers for
-AblationCAM / FinerCAM, FullGrad's and SESS's eigen_smooth, detection outputs), need engine
-work and raise a CamwallError that names the missing feature.
+``pytorch_grad_cam``. What the engine does not have yet (detection outputs, dict-valued
+layers, see ``docs/compat.md``) raises a CamwallError that names the missing feature.
 """
 
 from camwall.compat.pytorch_grad_cam import metrics, utils
