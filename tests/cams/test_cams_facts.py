@@ -81,9 +81,13 @@ def test_several_layers_3d_and_eigen_smooth_are_class_facts():
     for name, cls in METHODS.items():
         whole = cls.final_map is not CamMethod.final_map
         assert cls.whole_map == whole, name
-        assert cls.eigen_smooth == (not whole), name
-        assert cls.several_layers == (not whole and not cls.reruns_tail), name
-    assert not METHODS.get("ablationcam").several_layers
+        own_eigen = cls.eigen_map is not CamMethod.eigen_map
+        assert cls.eigen_smooth == (not whole or own_eigen), name
+        assert cls.several_layers == (not whole), name
+    assert METHODS.get("ablationcam").several_layers  # one tail per layer
+    assert not METHODS.get("sess").several_layers
+    assert METHODS.get("fullgrad").eigen_smooth  # its own decomposition (eigen_map)
+    assert METHODS.get("refinecam").spans_layers
     assert METHODS.get("gradcam").volumetric
     assert not METHODS.get("scorecam").volumetric
 

@@ -16,6 +16,7 @@ from pytorch_grad_cam import (
     HiResCAM,
     LayerCAM,
     ScoreCAM,
+    SegEigenCAM,
     XGradCAM,
 )
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -34,6 +35,7 @@ REFERENCE = {
     "gradcamelementwise": GradCAMElementWise,
     "kpcacam": KPCA_CAM,
     "fem": FEM,
+    "segeigencam": SegEigenCAM,  # its sign rule does not depend on LAPACK's sign
 }
 # opticam has no implementation in grad-cam; tests/cams/test_cams_opticam.py covers it.
 # eigengradcam (up to sign), shapleycam, finercam (their grad-cam classes fail in `with`) and
@@ -42,6 +44,7 @@ REFERENCE = {
 # test_cams_sess.py; rollout (no peer has it) in test_cams_rollout.py.
 NO_REFERENCE = {"opticam", "eigengradcam", "shapleycam", "finercam", "randomcam", "cam", "fullgrad"}
 NO_REFERENCE |= {"smoothgradcampp", "sscam", "iscam", "sess", "rollout"}
+NO_REFERENCE |= {"refinecam"}  # several layers: tests/cams/test_cams_issue21.py
 
 # (model, seed, batch, h, w): non-square inputs, several seeds and batch sizes.
 CASES = [

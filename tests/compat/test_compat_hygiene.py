@@ -128,22 +128,52 @@ def test_detection_outputs_without_targets_name_the_fix() -> None:
         cw.GradCAM(model, [model.conv])(torch.rand(1, 3, 8, 8))
 
 
+def test_fasterrcnn_ablation_without_its_transform_names_it(cnn) -> None:
+    with pytest.raises(CamwallError, match="pass reshape_transform=fasterrcnn_reshape_transform"):
+        cw.AblationCAM(cnn, [cnn[5]], ablation_layer=cw.AblationLayerFasterRCNN())
+
+
+class _Halve(cw.AblationLayer):
+    def __call__(self, x):
+        out = self.activations
+        for i in range(out.size(0)):
+            out[i, self.indices[i]] = out[i, self.indices[i]] / 2
+        return out
+
+
 @pytest.mark.parametrize(
-    ("build", "feature"),
+    ("build", "message"),
     [
-        (lambda m: cw.SegEigenCAM(m, [m[5]]), "SegEigenCAM"),
-        (lambda m: cw.RefineCAM(m, [m[2], m[5]]), "RefineCAM"),
-        (lambda m: cw.AblationCAM(m, [m[2], m[5]]), "several target layers"),
-        (lambda m: cw.FinerCAM(m, [m[2], m[5]]), "several target layers"),
-        (lambda m: cw.FinerCAM(m, [m[5]], base_method=cw.HiResCAM), "base_method=HiResCAM"),
-        (lambda m: cw.AblationCAM(m, [m[5]], ratio_channels_to_ablate=0.5), "ratio"),
-        (lambda m: cw.FullGrad(m, [])(torch.rand(1, 3, 8, 8), eigen_smooth=True), "eigen_smooth"),
-        (lambda m: cw.SESS(m, [m[5]])(torch.rand(1, 3, 8, 8), None, True), "eigen_smooth"),
+        (lambda m: cw.SESS(m, [m[2], m[5]])(torch.rand(1, 3, 8, 8)), "several target layers"),
+        (
+            lambda m: cw.RefineCAM(m, [m[2], m[5]], base_method=cw.SESS)(torch.rand(1, 3, 8, 8)),
+            "refinecam_base must be",
+        ),
+        (lambda m: cw.RefineCAM(m, [m[5]], base_method=int), "base_method must be one of"),
+        (
+            lambda m: cw.FinerCAM(m, [m[5]], base_method=cw.FullGrad)(torch.rand(1, 3, 8, 8)),
+            "finercam_base must be one of",
+        ),
+        (
+            lambda m: cw.AblationCAM(m, [m[5]], ratio_channels_to_ablate=0)(torch.rand(1, 3, 8, 8)),
+            r"ablationcam_ratio must be in \(0, 1\]",
+        ),
+        (lambda m: cw.FullGrad(m, [])(torch.rand(1, 3, 6, 8), eigen_smooth=True), "at least 8 x 8"),
     ],
 )
-def test_engine_gaps_raise_camwall_errors(cnn, build, feature: str) -> None:
-    with pytest.raises(CamwallError, match=f"(?s){feature}.*not supported by camwall's engine"):
+def test_bad_options_of_the_new_paths_raise_camwall_errors(cnn, build, message: str) -> None:
+    with pytest.raises(CamwallError, match=message):
         build(cnn)
+
+
+def test_custom_ablation_layer_refuses_a_reshape_transform(vit) -> None:
+    from camwall.cams import token_grid
+
+    cam = cw.AblationCAM(
+        vit, [vit.encoder.layers.encoder_layer_1.ln_1], token_grid(), ablation_layer=_Halve()
+    )
+    with pytest.raises(CamwallError, match="ablationcam_layer works on the target layer"):
+        cam(torch.rand(1, 3, 32, 32))
 
 
 def test_vit_ablation_needs_an_invertible_transform(vit) -> None:

@@ -19,10 +19,13 @@ from pytorch_grad_cam import (
     base_cam,
     eigen_cam,
     eigen_grad_cam,
+    fullgrad_cam,
     grad_cam_elementwise,
     hirescam,
     kpca_cam,
 )
+from pytorch_grad_cam.ablation_layer import AblationLayer as GcAblationLayer
+from pytorch_grad_cam.refine_cam import RefineCAM as GcRefineCAM
 from pytorch_grad_cam.utils import model_targets as gc_targets
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_kernel
 
@@ -34,12 +37,20 @@ TOL = 1e-5
 #: Classes whose maps need no extra argument; run on every model that supports them.
 GRADIENT = ["GradCAM", "HiResCAM", "GradCAMElementWise", "GradCAMPlusPlus", "XGradCAM", "LayerCAM"]
 PLAIN = [*GRADIENT, "ShapleyCAM", "FEM", "KPCA_CAM", "EigenCAM", "EigenGradCAM", "ScoreCAM"]
+PLAIN += ["SegEigenCAM"]
 CNN_ONLY = ["AblationCAM", "FullGrad", "FinerCAM"]
 
 
 @pytest.fixture(autouse=True)
 def _signed_gradcam(monkeypatch: pytest.MonkeyPatch) -> None:
-    for module in (base_cam, eigen_cam, eigen_grad_cam, hirescam, grad_cam_elementwise):
+    for module in (
+        base_cam,
+        eigen_cam,
+        eigen_grad_cam,
+        hirescam,
+        grad_cam_elementwise,
+        fullgrad_cam,
+    ):
         monkeypatch.setattr(module, "get_2d_projection", signed_projection)
     monkeypatch.setattr(kpca_cam, "get_2d_projection_kernel", float64_kernel_projection)
 
@@ -86,8 +97,9 @@ def test_resnet18(resnet, name: str) -> None:
     check(*both(name, resnet, [resnet.layer3[-1]], x))
 
 
-# ShapleyCAM needs a double backward through attention, which torch lacks on CPU
-# (scaled_dot_product_flash_attention_for_cpu_backward): grad-cam fails the same way.
+# grad-cam's ShapleyCAM fails on this ViT twice over: torch's fused CPU attention has no double
+# backward, and its ShapleyCAM never reshapes the activations ("Invalid activation shape").
+# camwall's (attention's math path) is checked against a float64 hvp in tests/cams.
 @pytest.mark.parametrize("name", [n for n in PLAIN if n != "ShapleyCAM"])
 def test_vit_reshape_transform(vit, name: str) -> None:
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
@@ -180,3 +192,100 @@ def test_outputs_and_batch_size(cnn) -> None:
     assert torch.allclose(cam.outputs, cnn(x).detach(), atol=1e-6)  # channels-last rounding
     cam.batch_size = 64
     check(small, cam(x))
+
+
+# ----------------------------------------------------------------- issue 21: new in the engine
+REFINE_BASES = ["GradCAMPlusPlus", "GradCAM", "ScoreCAM", "EigenCAM", "AblationCAM"]
+
+
+@pytest.mark.parametrize("base", REFINE_BASES)
+def test_refine_cam(resnet, base: str) -> None:
+    x = torch.rand(2, 3, 64, 80, generator=torch.Generator().manual_seed(11))
+    layers = [resnet.layer4[-1], resnet.layer3[-1]]
+    ours = cw.RefineCAM(resnet, layers, base_method=getattr(cw, base))(x)
+    theirs = GcRefineCAM(resnet, layers, base_method=getattr(gc, base))(x, None)
+    check(ours, theirs)
+
+
+def test_refine_cam_tiny_cnn_kwargs_and_vit(cnn, vit) -> None:
+    x = torch.rand(2, 3, 12, 10, generator=torch.Generator().manual_seed(12))
+    layers = [cnn[2], cnn[5]]
+    kw = {"kernel": "rbf"}  # handed to the base's constructor, as grad-cam
+    ours = cw.RefineCAM(cnn, layers, base_method=cw.KPCA_CAM, **kw)(
+        x, [cw_targets.ClassifierOutputTarget(1)] * 2
+    )
+    theirs = GcRefineCAM(cnn, layers, base_method=gc.KPCA_CAM, **kw)(
+        x, [gc_targets.ClassifierOutputTarget(1)] * 2
+    )
+    check(ours, theirs)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(13))
+    layers = [vit.encoder.layers.encoder_layer_0.ln_1, vit.encoder.layers.encoder_layer_1.ln_1]
+    ours = cw.RefineCAM(vit, layers, vit_grid, base_method=cw.GradCAM)(x)
+    theirs = GcRefineCAM(vit, layers, vit_grid, base_method=gc.GradCAM)(x, None)
+    check(ours, theirs)
+
+
+@pytest.mark.parametrize("kw", [{}, {"ratio_channels_to_ablate": 0.3}])
+def test_ablation_cam_several_layers(resnet, kw) -> None:
+    """Layers listed in forward order: grad-cam 1.5.7 pairs each layer's ablation weights with
+    the activations in forward order (another order gives it wrong maps or an IndexError)."""
+    x = torch.rand(2, 3, 64, 80, generator=torch.Generator().manual_seed(14))
+    layers = [resnet.layer3[-2], resnet.layer3[-1]]
+    with np.errstate(invalid="ignore"):  # grad-cam scores constant channels 0 / 0
+        check(*both("AblationCAM", resnet, layers, x, **kw))
+
+
+class HalfAblation(GcAblationLayer):
+    """A custom ablation layer (grad-cam's protocol): halve the channel instead of zeroing."""
+
+    def __call__(self, x):
+        out = self.activations
+        for i in range(out.size(0)):
+            out[i, self.indices[i]] = out[i, self.indices[i]] / 2
+        return out
+
+
+def test_ablation_cam_custom_layer_and_ratio(cnn) -> None:
+    x = torch.rand(2, 3, 12, 10, generator=torch.Generator().manual_seed(15))
+    ours = cw.AblationCAM(cnn, [cnn[5]], ablation_layer=HalfAblation())(x)
+    theirs = gc.AblationCAM(cnn, [cnn[5]], ablation_layer=HalfAblation())(x, None)
+    check(ours, theirs)
+    for ratio in (0.5, 0.25):
+        with np.errstate(invalid="ignore"):  # grad-cam scores constant channels 0 / 0
+            check(*both("AblationCAM", cnn, [cnn[5]], x, ratio_channels_to_ablate=ratio))
+
+
+@pytest.mark.parametrize("model_name", ["cnn", "resnet"])
+def test_full_grad_eigen_smooth(request, model_name: str) -> None:
+    model = request.getfixturevalue(model_name)
+    x = torch.rand(2, 3, 48, 40, generator=torch.Generator().manual_seed(16))
+    check(*both("FullGrad", model, [], x, call={"eigen_smooth": True}))
+
+
+@pytest.mark.parametrize("base", ["GradCAM", "GradCAMPlusPlus", "ScoreCAM", "EigenCAM"])
+def test_finer_cam_bases_and_layers(resnet, base: str) -> None:
+    x = torch.rand(2, 3, 64, 80, generator=torch.Generator().manual_seed(17))
+    layers = [resnet.layer3[-1], resnet.layer4[-1]]
+    ours = cw.FinerCAM(resnet, layers, base_method=getattr(cw, base))(x, None, alpha=0.7)
+    theirs = gc.FinerCAM(resnet, layers, base_method=getattr(gc, base))(x, None, alpha=0.7)
+    check(ours, theirs)
+
+
+def test_finer_cam_eigen_smooth(cnn) -> None:
+    x = torch.rand(2, 3, 12, 10, generator=torch.Generator().manual_seed(18))
+    for base in ("GradCAM", "HiResCAM"):
+        ours = cw.FinerCAM(cnn, [cnn[5]], base_method=getattr(cw, base))(x, None, True)
+        theirs = gc.FinerCAM(cnn, [cnn[5]], base_method=getattr(gc, base))(x, None, True)
+        check(ours, theirs)
+
+
+def test_sess_eigen_smooth_and_base_kwargs(cnn) -> None:
+    x = torch.rand(1, 3, 12, 10, generator=torch.Generator().manual_seed(19))
+    kw = {"scales": [10, 13], "theta": -1.0}
+    ours = cw.SESS(cnn, [cnn[5]], base_method=cw.HiResCAM, **kw)(x, None, True)
+    theirs = gc.SESS(cnn, [cnn[5]], base_method=gc.HiResCAM, **kw)(x, None, True)
+    check(ours, theirs)
+    kw = {**kw, "kernel": "rbf"}  # a base constructor argument (**kwargs)
+    ours = cw.SESS(cnn, [cnn[5]], base_method=cw.KPCA_CAM, **kw)(x)
+    theirs = gc.SESS(cnn, [cnn[5]], base_method=gc.KPCA_CAM, **kw)(x)
+    check(ours, theirs)

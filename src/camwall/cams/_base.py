@@ -212,10 +212,15 @@ class CamMethod:
     chunk_budget: ClassVar[int] = 0
     #: Whether the method makes its final map itself (overrides ``final_map``); derived.
     whole_map: ClassVar[bool] = False
-    #: Whether the method applies with several target layers; derived (no tail re-runs, no
-    #: map of its own).
+    #: Whether the method applies with several target layers; derived (no map of its own:
+    #: methods that re-run the tail do so once per layer, from that layer).
     several_layers: ClassVar[bool] = True
-    #: Whether ``eigen_smooth`` applies (the map is a channel sum); derived.
+    #: ``True``: the method makes its final map from every target layer's context at once
+    #: (:meth:`layers_map`, e.g. refinecam's product of per-layer maps) instead of the
+    #: per-layer raw maps that the engine aggregates.
+    spans_layers: ClassVar[bool] = False
+    #: Whether ``eigen_smooth`` applies (the map is a channel sum, or the method makes its own
+    #: smoothed map, :meth:`eigen_map`); derived.
     eigen_smooth: ClassVar[bool] = True
     options: ClassVar[dict[str, Any]] = {}
     checks: ClassVar[dict[str, Check]] = {}
@@ -225,8 +230,8 @@ class CamMethod:
         if name:
             cls.name = name
         cls.whole_map = cls.final_map is not CamMethod.final_map
-        cls.several_layers = not (cls.reruns_tail or cls.whole_map)
-        cls.eigen_smooth = not cls.whole_map
+        cls.several_layers = not cls.whole_map
+        cls.eigen_smooth = not cls.whole_map or cls.eigen_map is not CamMethod.eigen_map
         missing = set(cls.options) ^ set(cls.checks)
         if cls.options and missing:
             raise TypeError(f"{cls.__name__}: options and checks differ on {sorted(missing)}")
@@ -264,6 +269,15 @@ class CamMethod:
     def final_map(self, ctx: CamContext) -> Tensor:
         """The final map, B x H x W float32 in [0, 1]."""
         return finalize_maps(self.raw_map(ctx), ctx.input_size)
+
+    def eigen_map(self, ctx: CamContext) -> Tensor:
+        """The final map with ``eigen_smooth``, for methods that make their map themselves
+        (``final_map``) and define how it is smoothed (fullgrad, sess)."""
+        raise NotImplementedError(f"{type(self).__name__} has no eigen_smooth map")
+
+    def layers_map(self, ctxs: Sequence[CamContext], eigen_smooth: bool = False) -> Tensor:
+        """The final map from all target layers' contexts (methods with ``spans_layers``)."""
+        raise NotImplementedError(f"{type(self).__name__} sets spans_layers without layers_map()")
 
 
 #: Registry of CAM methods by name; values are :class:`CamMethod` subclasses.

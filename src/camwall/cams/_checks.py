@@ -119,3 +119,15 @@ def optional(inner: Check) -> Check:
         return None if value is None else inner(name, value)
 
     return check
+
+
+def base_options(name: str, value: Any) -> dict[str, Any]:
+    """``None`` or a dict of a base method's own options (checked when the base is built)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CamwallError(
+            f"option {name} must be a dict of the base method's options (e.g. "
+            f"{{'scorecam_chunk': 8}}), got {type(value).__name__}."
+        )
+    return dict(value)

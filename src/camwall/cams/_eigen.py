@@ -13,7 +13,14 @@ from torch import Tensor
 from camwall.cams._base import METHODS, CamContext, CamMethod
 from camwall.cams._checks import Check, number, one_of, optional
 
-__all__ = ["EigenCAM", "EigenGradCAM", "KernelPCACAM", "first_component"]
+__all__ = [
+    "EigenCAM",
+    "EigenGradCAM",
+    "KernelPCACAM",
+    "SegEigenCAM",
+    "first_component",
+    "first_component_peak",
+]
 
 
 @contextmanager
@@ -34,6 +41,17 @@ def _one_thread(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _projection(a: Tensor) -> Tensor:
+    """``M v1`` per image, B x (h*w): ``M = a_b`` as (h*w) x K centered per channel, ``v1`` its
+    first right singular vector (sign as LAPACK returns it). NaN is treated as 0."""
+    a = torch.nan_to_num(a, nan=0.0, posinf=float("inf"), neginf=float("-inf"))
+    m = a.flatten(2).transpose(1, 2)  # B x hw x K
+    m = m - m.mean(dim=1, keepdim=True)
+    with _one_thread(m.device):
+        _, _, vh = torch.linalg.svd(m, full_matrices=False)
+    return (m @ vh[:, 0, :, None])[..., 0]  # B x hw
+
+
 def first_component(a: Tensor) -> Tensor:
     """Projection of each image's centered feature map on its first principal direction.
 
@@ -44,16 +62,26 @@ def first_component(a: Tensor) -> Tensor:
     Args:
         a: B x K x h x w float tensor (NaN treated as 0, as in pytorch-grad-cam).
     """
-    a = torch.nan_to_num(a, nan=0.0, posinf=float("inf"), neginf=float("-inf"))
     b, _, h, w = a.shape
-    m = a.flatten(2).transpose(1, 2)  # B x hw x K
-    m = m - m.mean(dim=1, keepdim=True)
-    with _one_thread(m.device):
-        _, _, vh = torch.linalg.svd(m, full_matrices=False)
-    proj = (m @ vh[:, 0, :, None])[..., 0]  # B x hw
-    corr = (proj * a.mean(dim=1).flatten(1)).sum(dim=1)
+    proj = _projection(a)
+    corr = (proj * torch.nan_to_num(a, nan=0.0).mean(dim=1).flatten(1)).sum(dim=1)
     sign = torch.where(corr < 0, -torch.ones_like(corr), torch.ones_like(corr))
     return (proj * sign[:, None]).view(b, h, w)
+
+
+def first_component_peak(a: Tensor) -> Tensor:
+    """:func:`first_component` with Seg-Eigen-CAM's sign rule (its Eq. 13): the projection is
+    negated when ``|min| > |max|``, so that its largest-magnitude values are positive. The rule
+    does not depend on LAPACK's sign (negating swaps ``|min|`` and ``|max|``), so the map is
+    pytorch-grad-cam's ``get_2d_projection_with_sign_correction`` exactly, ties aside.
+
+    Args:
+        a: B x K x h x w float tensor. Returns B x h x w.
+    """
+    b, _, h, w = a.shape
+    proj = _projection(a)
+    flip = proj.amin(dim=1).abs() > proj.amax(dim=1).abs()
+    return torch.where(flip[:, None], -proj, proj).view(b, h, w)
 
 
 @METHODS.add
@@ -89,6 +117,27 @@ class EigenGradCAM(CamMethod, name="eigengradcam"):
     def raw_map(self, ctx: CamContext) -> Tensor:
         assert ctx.gradients is not None
         return first_component(ctx.gradients.double() * ctx.activations.double()).float()
+
+
+@METHODS.add
+class SegEigenCAM(CamMethod, name="segeigencam"):
+    """Seg-Eigen-CAM (Chung & Ying, 2025, https://doi.org/10.3390/app15137562), as
+    pytorch-grad-cam 1.5.7's ``SegEigenCAM``.
+
+    ``M = (|G| * A)_b`` as (h*w) x K, centered per channel; map ``= M v1``, negated when
+    ``|min| > |max|`` (:func:`first_component_peak`). No deliberate difference: the sign rule
+    does not depend on LAPACK's sign. Decomposed in float64 (as eigengradcam: ``|G| * A``
+    spans many orders of magnitude). ``eigen_smooth`` keeps the map (it is one already), as in
+    grad-cam.
+    """
+
+    needs_gradient = True
+    default = False
+
+    def raw_map(self, ctx: CamContext) -> Tensor:
+        assert ctx.gradients is not None
+        terms = ctx.gradients.double().abs() * ctx.activations.double()
+        return first_component_peak(terms).float()
 
 
 @METHODS.add

@@ -31,6 +31,7 @@ from camwall.cams._layers import (
 )
 from camwall.cams._options import build_methods, resolve_methods
 from camwall.cams._pass import LayerRunner
+from camwall.cams._perlayer import per_layer
 from camwall.cams._reshape import ReshapeTransform, inverse_of
 from camwall.cams._smooth import augmentations, smooth_options
 from camwall.cams._targets import TargetsArg
@@ -244,7 +245,7 @@ class CamEngine:
         self, x: Tensor, methods: list[CamMethod], targets: TargetsArg, eigen: bool = False
     ) -> dict[str, Tensor]:
         """Capture once, then every method's final map from the shared contexts."""
-        ctxs = self.capture_layers(x, targets, Needs.of([type(m) for m in methods]))
+        ctxs = per_layer(self.capture_layers(x, targets, Needs.of([type(m) for m in methods])))
         result: dict[str, Tensor] = {}
         for method in methods:
             with torch.no_grad():
@@ -260,7 +261,23 @@ class CamEngine:
             raise CamwallError(
                 "CamEngine.capture_layers runs inside a `with CamEngine(...)` block."
             )
+        if isinstance(need, Needs) and need.hvp:
+            with _math_attention():
+                return self.runner.capture_layers(x, targets, need)
         return self.runner.capture_layers(x, targets, need)
+
+
+def _math_attention() -> contextlib.AbstractContextManager[None]:
+    """Scaled-dot-product attention through its math backend (plain differentiable ops).
+
+    The Hessian-vector product (shapleycam) needs a double backward; torch's fused attention
+    kernels (flash / memory-efficient, e.g. ``_scaled_dot_product_flash_attention_for_cpu``)
+    have no second derivative, so a ViT would fail with a raw RuntimeError. The math backend
+    computes the same attention (to float rounding) with a double backward.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
 
 
 def compute_cams(

@@ -9,8 +9,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from camwall.cams._base import METHODS, CamContext, CamMethod
+from camwall.cams._base import METHODS, CamContext, CamMethod, Needs
 from camwall.cams._checks import Check, as_given, number
+from camwall.cams._eigen import first_component
+from camwall.cams._smooth import eigen_raw
 from camwall.cams._targets import Target, score_rows
 from camwall.errors import CamwallError
 
@@ -83,6 +85,20 @@ def finer_targets(
     return [FinerTarget(row[0], tuple(row[r] for r in ranks), alpha) for row in order]
 
 
+def _base_method(name: str, value: Any) -> str:
+    """A method whose map comes from one layer's pass (no map of its own, no Hessian or bias
+    gradients, not finercam itself)."""
+    ok = [
+        n
+        for n, c in METHODS.items()
+        if n != "finercam"
+        and not (c.whole_map or c.spans_layers or c.needs_hvp or c.needs_bias_gradients)
+    ]
+    if value not in ok:
+        raise CamwallError(f"option {name} must be one of {', '.join(ok)}; got {value!r}.")
+    return str(value)
+
+
 @METHODS.add
 class FinerCAM(CamMethod, name="finercam"):
     """Finer-CAM (Zhang et al., 2025, https://arxiv.org/abs/2501.11309), as pytorch-grad-cam.
@@ -95,6 +111,8 @@ class FinerCAM(CamMethod, name="finercam"):
     explains those targets: gradcam. ``finercam_target_idx`` may list one class per image (the
     bench passes its targets so: FinerCAM's comparison for each image's explained class).
     The finer score's gradient costs one extra pass through the model's tail.
+    ``finercam_base`` (default ``gradcam``): another method's map of the finer targets (a new
+    recorded pass on the same inputs, as grad-cam's ``FinerCAM(base_method=...)``).
     """
 
     needs_gradient = True
@@ -104,28 +122,55 @@ class FinerCAM(CamMethod, name="finercam"):
         "finercam_alpha": 1.0,
         "finercam_comparison": None,
         "finercam_target_idx": None,
+        "finercam_base": "gradcam",
     }
     checks: ClassVar[dict[str, Check]] = {
         "finercam_alpha": number,
         "finercam_comparison": as_given,  # ranks, checked against the classes
         "finercam_target_idx": as_given,  # checked against the classes
+        "finercam_base": _base_method,
     }
 
     def weights(self, ctx: CamContext) -> Tensor:
         if ctx.extras.explicit_targets and self.opts["finercam_target_idx"] is None:
             assert ctx.gradients is not None
             return ctx.gradients.mean(dim=(2, 3))
+        return _tail_gradient(ctx, self._targets(ctx)).mean(dim=(2, 3))
+
+    def raw_map(self, ctx: CamContext) -> Tensor:
+        if self.opts["finercam_base"] == "gradcam":
+            return super().raw_map(ctx)
+        base, sub = self._base_pass(ctx)
+        return base.raw_map(sub)
+
+    def eigen_raw(self, ctx: CamContext) -> Tensor:
+        """``eigen_smooth``: gradcam's (first component of ``w A``), else the base's own."""
+        if self.opts["finercam_base"] == "gradcam":
+            return first_component(self.weighted(ctx))
+        base, sub = self._base_pass(ctx)
+        return eigen_raw(base, sub)
+
+    def _targets(self, ctx: CamContext) -> Sequence[Target]:
+        """The finer targets (:func:`finer_targets`), or the caller's explicit ones."""
+        if ctx.extras.explicit_targets and self.opts["finercam_target_idx"] is None:
+            return ctx.targets
         if ctx.logits.dim() != 2:
             raise CamwallError(
                 f"finercam needs B x num_classes logits, got shape {tuple(ctx.logits.shape)}."
             )
-        fns = finer_targets(
+        return finer_targets(
             ctx.logits,
             self.opts["finercam_comparison"],
             float(self.opts["finercam_alpha"]),
             self.opts["finercam_target_idx"],
         )
-        return _tail_gradient(ctx, fns).mean(dim=(2, 3))
+
+    def _base_pass(self, ctx: CamContext) -> tuple[CamMethod, CamContext]:
+        """The base method and a new recorded pass on the same inputs with the finer targets
+        (as grad-cam's FinerCAM runs its base with them)."""
+        base = METHODS.get(self.opts["finercam_base"])()
+        sub = ctx.runner.capture(ctx.x, list(self._targets(ctx)), Needs.of([type(base)]))
+        return base, sub
 
 
 def _tail_gradient(ctx: CamContext, fns: Sequence[Target]) -> Tensor:

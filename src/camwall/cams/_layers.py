@@ -80,9 +80,18 @@ def check_methods(
 
 
 def method_map(method: CamMethod, ctxs: Sequence[CamContext], eigen_smooth: bool = False) -> Tensor:
-    """The method's final B x H x W (or B x D x H x W) map over one or several target layers."""
+    """The method's final B x H x W (or B x D x H x W) map over one or several target layers.
+
+    With several layers the engine first binds each context's runner to its own layer
+    (:func:`camwall.cams._perlayer.per_layer`), so that methods re-running the model's tail
+    do so from that layer.
+    """
+    if type(method).spans_layers:
+        return method.layers_map(ctxs, eigen_smooth)
     plain = len(ctxs) == 1 and ctxs[0].volume is None and not eigen_smooth
-    if type(method).whole_map or plain:
+    if type(method).whole_map:
+        return method.eigen_map(ctxs[0]) if eigen_smooth else method.final_map(ctxs[0])
+    if plain:
         return method.final_map(ctxs[0])
     raws = [layer_raw(method, ctx, eigen_smooth) for ctx in ctxs]
     return combine_layers(raws, ctxs[0].input_shape)

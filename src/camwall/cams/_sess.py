@@ -10,7 +10,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from camwall.cams._base import METHODS, CamContext, CamMethod, Needs
-from camwall.cams._checks import Check, as_given, non_negative, number, one_of, positive_int
+from camwall.cams._checks import (
+    Check,
+    as_given,
+    base_options,
+    non_negative,
+    number,
+    one_of,
+    positive_int,
+)
+from camwall.cams._layers import method_map
 from camwall.cams._post import normalize_maps
 from camwall.cams._targets import score_rows
 from camwall.errors import CamwallError
@@ -111,6 +120,8 @@ class SESS(CamMethod, name="sess"):
     exceeds ``sess_theta`` (0 where none); ``"max"``: the maximum. Then a Gaussian blur (11 x 11,
     sigma 5; ``sess_smooth``) and per-image min-max normalization.
     Patches of all images are scored and explained in chunks of ``sess_chunk``.
+    ``sess_base_options``: the base method's own options; ``eigen_smooth`` applies to each
+    patch's base map (as grad-cam's SESS passes it to its base).
     """
 
     default = False
@@ -127,6 +138,7 @@ class SESS(CamMethod, name="sess"):
         "sess_smooth": True,
         "sess_softmax": True,
         "sess_chunk": 32,
+        "sess_base_options": None,
     }
     checks: ClassVar[dict[str, Check]] = {
         "sess_base": _base_method,
@@ -141,11 +153,19 @@ class SESS(CamMethod, name="sess"):
         "sess_smooth": as_given,
         "sess_softmax": as_given,
         "sess_chunk": positive_int,
+        "sess_base_options": base_options,
     }
     chunk_option = "sess_chunk"
     chunk_budget = 2**19  # patches, each scored and then explained by the base method
 
     def final_map(self, ctx: CamContext) -> Tensor:
+        return self._map(ctx, eigen_smooth=False)
+
+    def eigen_map(self, ctx: CamContext) -> Tensor:
+        """``eigen_smooth``: each patch's base map is eigen-smoothed (as grad-cam's SESS)."""
+        return self._map(ctx, eigen_smooth=True)
+
+    def _map(self, ctx: CamContext, eigen_smooth: bool) -> Tensor:
         h, w = ctx.input_size
         o = SessOptions(self.opts, h, w)
         x = ctx.x
@@ -163,7 +183,7 @@ class SESS(CamMethod, name="sess"):
 
         scores = self._scores(ctx, patches, crop, o.chunk)
         kept, weights = self._keep(patches, scores, o.pre_filter, x.shape[0])
-        maps = self._patch_maps(ctx, kept, crop, o.chunk)
+        maps = self._patch_maps(ctx, kept, crop, o.chunk, eigen_smooth)
         fused = self._fuse(kept, maps * weights[:, None, None], scaled, o, (h, w), x.shape[0])
         if self.opts["sess_smooth"]:
             fused = gaussian_blur(fused)
@@ -204,9 +224,16 @@ class SESS(CamMethod, name="sess"):
             kept.extend(patches[int(j)] for j in mine[order])
         return kept, torch.cat(weights)
 
-    def _patch_maps(self, ctx: CamContext, kept: list[_Patch], crop: Any, chunk: int) -> Tensor:
-        """The base method's final map of each kept patch (its defaults), chunk by chunk."""
-        base = METHODS.get(self.opts["sess_base"])()
+    def _patch_maps(
+        self, ctx: CamContext, kept: list[_Patch], crop: Any, chunk: int, eigen_smooth: bool
+    ) -> Tensor:
+        """The base method's final map of each kept patch (``sess_base_options``), chunk by
+        chunk."""
+        base = METHODS.get(self.opts["sess_base"])(**(self.opts["sess_base_options"] or {}))
+        if eigen_smooth and not type(base).eigen_smooth:
+            raise CamwallError(
+                f"eigen_smooth does not apply to sess_base={base.name}; call it without."
+            )
         need = Needs.of([type(base)])
         out = []
         for start in range(0, len(kept), chunk):
@@ -214,7 +241,7 @@ class SESS(CamMethod, name="sess"):
             batch = torch.stack([crop(p) for p in part])
             sub = ctx.runner.capture(batch, [ctx.targets[p.image] for p in part], need)
             with torch.no_grad():
-                out.append(base.final_map(sub).float())
+                out.append(method_map(base, [sub], eigen_smooth).float())
         return torch.cat(out)
 
     def _fuse(

@@ -56,8 +56,11 @@ def eigen_raw(method: CamMethod, ctx: CamContext) -> Tensor:
     """The eigen-smoothed raw map: first principal component of ``method.weighted(ctx)``.
 
     Decompositions (eigencam, eigengradcam, kpcacam) already are one; their raw map is kept, as
-    grad-cam ignores the flag for them.
+    grad-cam ignores the flag for them. A method with its own ``eigen_raw(ctx)`` decides.
     """
+    own = getattr(method, "eigen_raw", None)
+    if callable(own):  # a method over a base method smooths as its base (finercam)
+        return own(ctx)
     if not eigen_smoothable(type(method)):
         return method.raw_map(ctx)
     terms = method.weighted(ctx)

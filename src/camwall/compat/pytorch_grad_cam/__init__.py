@@ -6,9 +6,8 @@ grad-cam's constructor and call and return grad-cam's B x H x W float32 maps, eq
 except for the deliberate differences in ``docs/cam-methods.md`` and ``docs/compat.md``
 (EigenCAM sign, AblationCAM's ablation value, RandomCAM's generator). It never imports
 ``pytorch_grad_cam``. Detection models (lists of per-image dicts), dict outputs and FPN
-backbones (dict-valued layers) run natively; SegEigenCAM and RefineCAM, and a few options
-(several layers for AblationCAM / FinerCAM, FullGrad's and SESS's eigen_smooth), need engine
-work and raise a CamwallError that names the missing feature.
+backbones (dict-valued layers) run natively, as do SegEigenCAM, RefineCAM and the options of
+every class (see ``docs/compat.md`` for the few left, which raise a CamwallError naming them).
 """
 
 from camwall.compat.pytorch_grad_cam import metrics, utils

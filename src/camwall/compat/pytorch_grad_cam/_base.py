@@ -21,7 +21,7 @@ from camwall.cams import METHODS, CamEngine
 from camwall.cams._outputs import detach_tree
 from camwall.errors import CamwallError
 
-__all__ = ["BaseCAM", "engine_default", "require_engine", "require_one_layer"]
+__all__ = ["BaseCAM", "engine_default", "require_engine"]
 
 
 def engine_default(method: str, option: str) -> Any:
@@ -35,14 +35,6 @@ def require_engine(feature: str, fix: str) -> CamwallError:
         f"camwall.compat.pytorch_grad_cam: {feature} is not supported by camwall's engine yet "
         f"(issue 21: the engine must learn it natively); {fix}"
     )
-
-
-def require_one_layer(cls: str, target_layers: Sequence[nn.Module]) -> None:
-    """Refuse several target layers for a class whose engine method re-runs one layer's tail."""
-    if len(target_layers) > 1:
-        raise require_engine(
-            f"{cls} with several target layers ({len(target_layers)})", "pass one target layer."
-        )
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -17,7 +17,6 @@ from camwall.compat.pytorch_grad_cam._base import (
     BaseCAM,
     engine_default,
     require_engine,
-    require_one_layer,
 )
 from camwall.compat.pytorch_grad_cam.ablation_layer import (
     AblationLayer,
@@ -189,20 +188,28 @@ class ScoreCAM(BaseCAM):
 class AblationCAM(BaseCAM):
     """Ablation-CAM: ``w_k = (s0 - s_k) / s0`` with channel k of the target layer set to 0.
 
-    Only the part of the model after the target layer is re-run (for Sequential models; else
-    the whole model with the layer's output replaced). Deliberate difference: channels are
-    always ablated to 0, never grad-cam's ``min - 1e7`` (which grad-cam uses on layers without an
-    exact zero, e.g. ViT tokens); maps equal grad-cam's on non-negative layers containing a zero
-    (a ReLU's output). With :class:`AblationLayerVit` (or any ``reshape_transform``) the tokens
-    are ablated through ``reshape_transform.inverse`` (the prefix tokens are kept; grad-cam also
-    ablates the class token). ``batch_size`` is the number of ablated copies per forward pass.
+    Only the part of the model after the target layer is re-run (for Sequential models and
+    torch.fx-traceable ones; else the whole model with the layer's output replaced); several
+    target layers are ablated one after the other and aggregated as grad-cam. Deliberate
+    differences: channels are ablated to 0, never grad-cam's ``min - 1e7`` (which grad-cam uses
+    on layers without an exact zero, e.g. ViT tokens), so maps equal grad-cam's on non-negative
+    layers containing a zero (a ReLU's output); where the target score ``s0`` is 0 the weights
+    are the drops ``s0 - s_k`` (grad-cam's maps are NaN there). With :class:`AblationLayerVit`
+    (or any ``reshape_transform``) the tokens are ablated through
+    ``reshape_transform.inverse`` (the prefix tokens are kept; grad-cam also ablates the class
+    token). ``batch_size`` is the number of ablated copies per forward pass.
 
     Args:
-        ablation_layer: :class:`AblationLayer` (default), :class:`AblationLayerVit`, or
-            :class:`AblationLayerFasterRCNN` (an FPN's dict of levels with
-            ``fasterrcnn_reshape_transform``: channels set to -1000 in the levels, as grad-cam).
+        ablation_layer: :class:`AblationLayer` (default), :class:`AblationLayerVit` (the
+            engine ablates to 0 itself), :class:`AblationLayerFasterRCNN` (an FPN's dict of levels
+            with ``fasterrcnn_reshape_transform``: channels set to -1000 in the levels, as
+            grad-cam); any other ablation layer with grad-cam's protocol (``set_next_batch``,
+            ``indices``, a call returning the ablated outputs, e.g. a subclass of
+            :class:`AblationLayer` that ablates to another value) makes the ablated copies
+            itself, image by image, as in grad-cam (no ``reshape_transform``).
         batch_size: ablated copies per forward pass (``None``: the engine's default, 32).
-        ratio_channels_to_ablate: must be 1.0 (all channels).
+        ratio_channels_to_ablate: the share of channels to ablate, in (0, 1], picked as
+            grad-cam's ``AblationLayer.activations_to_be_ablated`` (the rest get weight 0).
     """
 
     method = "ablationcam"
@@ -217,26 +224,19 @@ class AblationCAM(BaseCAM):
         batch_size: int | None = None,
         ratio_channels_to_ablate: float = 1.0,
     ) -> None:
-        if ablation_layer is not None and type(ablation_layer) not in (
+        own = ablation_layer is None or type(ablation_layer) in (
             AblationLayer,
             AblationLayerVit,
             AblationLayerFasterRCNN,
-        ):
-            raise require_engine(
-                f"a custom ablation layer ({type(ablation_layer).__name__})",
-                "pass AblationLayer() or AblationLayerVit(), or none.",
-            )
-        if ratio_channels_to_ablate != 1.0:
-            raise require_engine(
-                f"ratio_channels_to_ablate={ratio_channels_to_ablate} (ablating a subset)",
-                "pass ratio_channels_to_ablate=1.0.",
-            )
-        require_one_layer("AblationCAM", target_layers)
+        )
         self.ablation_layer = ablation_layer if ablation_layer is not None else AblationLayer()
         self.ratio_channels_to_ablate = ratio_channels_to_ablate
         chunk = engine_default("ablationcam", "ablationcam_chunk")
         self.batch_size = batch_size if batch_size is not None else chunk
-        options = engine_ablation_options(self.ablation_layer, reshape_transform)
+        options: dict[str, Any] = {"ablationcam_ratio": ratio_channels_to_ablate}
+        options.update(engine_ablation_options(self.ablation_layer, reshape_transform))
+        if not own:
+            options["ablationcam_layer"] = ablation_layer
         super().__init__(model, target_layers, reshape_transform, **options)
 
 
@@ -245,8 +245,8 @@ class FullGrad(BaseCAM):
 
     ``target_layers`` is ignored, as in grad-cam (camwall records its first layer, or the
     model's first convolution, only to run the shared pass). Same maps as grad-cam (1e-5);
-    one backward pass gives every bias gradient. ``eigen_smooth`` needs the engine's FullGrad
-    eigen path, which it does not have yet (CamwallError).
+    one backward pass gives every bias gradient. ``eigen_smooth`` decomposes the input- and
+    bias-gradient maps at H/8 x W/8 as grad-cam (its SVD sign fixed, as EigenCAM's).
     """
 
     method = "fullgrad"
@@ -258,16 +258,6 @@ class FullGrad(BaseCAM):
         if not convs:
             raise require_engine("FullGrad without Conv2d layers", "explain a CNN.")
         return convs[:1]
-
-    def compute(
-        self,
-        input_tensor: Tensor,
-        targets: Sequence[Callable[[Tensor], Tensor]] | None,
-        **options: Any,
-    ) -> np.ndarray:
-        if options.get("eigen_smooth"):
-            raise require_engine("FullGrad with eigen_smooth=True", "call it without it.")
-        return super().compute(input_tensor, targets, **options)
 
 
 class RandomCAM(BaseCAM):

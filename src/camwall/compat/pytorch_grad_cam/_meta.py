@@ -1,5 +1,5 @@
-"""grad-cam's meta-methods over a base CAM: FinerCAM and SESS (engine-native), and the two
-whose method camwall's engine does not have yet (SegEigenCAM, RefineCAM: CamwallError)."""
+"""grad-cam's meta-methods over a base CAM (FinerCAM, SESS, RefineCAM) and SegEigenCAM, all
+engine-native."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from camwall.compat.pytorch_grad_cam._base import BaseCAM, require_engine, require_one_layer
+from camwall.compat.pytorch_grad_cam._base import BaseCAM, require_engine
 from camwall.compat.pytorch_grad_cam._cams import GradCAM, GradCAMPlusPlus
+from camwall.errors import CamwallError
 
 __all__ = ["SESS", "FinerCAM", "RefineCAM", "SegEigenCAM"]
 
@@ -24,8 +25,9 @@ class FinerCAM(BaseCAM):
 
     Same maps as grad-cam (1e-5). The call is grad-cam's ``forward(input_tensor, targets=None,
     eigen_smooth=False, alpha=1, comparison_categories=None, target_idx=None)`` (no
-    ``aug_smooth``). The engine supports ``base_method=GradCAM`` and one target layer; other
-    bases or several layers raise a CamwallError.
+    ``aug_smooth``). Several target layers are aggregated as grad-cam; ``base_method`` is one of
+    this package's CAM classes (default :class:`GradCAM`; others run a second recorded pass
+    with the finer targets, as grad-cam runs its base with them).
     """
 
     method = "finercam"
@@ -37,14 +39,15 @@ class FinerCAM(BaseCAM):
         reshape_transform: Reshape = None,
         base_method: type = GradCAM,
     ) -> None:
-        if base_method is not GradCAM:
-            raise require_engine(
-                f"FinerCAM with base_method={getattr(base_method, '__name__', base_method)}",
-                "use base_method=GradCAM.",
+        base = getattr(base_method, "method", None)
+        if not isinstance(base, str) or not base:
+            raise CamwallError(
+                f"FinerCAM: base_method must be one of the CAM classes of "
+                f"camwall.compat.pytorch_grad_cam, got "
+                f"{getattr(base_method, '__name__', base_method)!r}."
             )
-        require_one_layer("FinerCAM", target_layers)
         self.base_method = base_method
-        super().__init__(model, target_layers, reshape_transform)
+        super().__init__(model, target_layers, reshape_transform, finercam_base=base)
 
     def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:
         return self.forward(*args, **kwargs)
@@ -71,9 +74,9 @@ class SESS(BaseCAM):
 
     Same maps as grad-cam (1e-5 on most inputs; the ``theta`` count is a knife edge, see
     ``docs/cam-methods.md``). Patches of all images share forward chunks of ``batch_size``.
-    The call is ``forward(input_tensor, targets=None, eigen_smooth=False)``; the engine has no
-    ``eigen_smooth`` for SESS and no options for its base method (``**kwargs``) yet: both raise
-    a CamwallError.
+    The call is ``forward(input_tensor, targets=None, eigen_smooth=False)`` (``eigen_smooth``
+    smooths each patch's base map); ``**kwargs`` go to the base method's constructor, as in
+    grad-cam. One target layer (the engine's SESS makes its map itself).
     """
 
     method = "sess"
@@ -104,11 +107,7 @@ class SESS(BaseCAM):
                 f"SESS with base_method={getattr(base_method, '__name__', base_method)}",
                 "use one of the CAM classes of camwall.compat.pytorch_grad_cam.",
             )
-        if kwargs:
-            raise require_engine(
-                f"SESS with options for its base method ({', '.join(kwargs)})",
-                "call SESS without them.",
-            )
+        probe = base_method(model, list(target_layers)[:1], reshape_transform, **kwargs)
         self.base_method = base_method
         self.batch_size = batch_size
         options = {
@@ -123,6 +122,7 @@ class SESS(BaseCAM):
             "sess_pool": pool,
             "sess_smooth": smooth,
             "sess_softmax": use_softmax_scores,
+            "sess_base_options": {**probe._options, **probe.batch_options()},
         }
         super().__init__(model, target_layers, reshape_transform, **options)
 
@@ -132,26 +132,22 @@ class SESS(BaseCAM):
     def forward(
         self, input_tensor: Tensor, targets: Targets = None, eigen_smooth: bool = False
     ) -> np.ndarray:
-        if eigen_smooth:
-            raise require_engine("SESS with eigen_smooth=True", "call it without it.")
-        return self.compute(input_tensor, targets)
+        return self.compute(input_tensor, targets, eigen_smooth=eigen_smooth)
 
 
-class SegEigenCAM:
-    """Seg-Eigen-CAM (Chung & Ying 2025): not in camwall's engine yet; constructing it raises
-    a CamwallError (the engine needs the method: first principal component of ``|G| * A`` with
-    the ``|min| > |max|`` sign correction)."""
+class RefineCAM(BaseCAM):
+    """RefineCAM: the product over target layers of the base method's map for each layer
+    alone, min-max normalized (engine method ``refinecam``). Same maps as grad-cam (1e-5).
 
-    def __init__(self, model: nn.Module, target_layers: Sequence[nn.Module], *args: Any, **kw: Any):
-        raise require_engine(
-            "SegEigenCAM (principal component of |G| * A with its sign correction)",
-            "use EigenGradCAM or EigenCAM meanwhile.",
-        )
+    ``base_method`` is one of this package's CAM classes (default :class:`GradCAMPlusPlus`);
+    ``**kwargs`` go to its constructor, as in grad-cam (e.g. ``kernel="rbf"`` for
+    :class:`KPCA_CAM`). The call is grad-cam's ``forward(input_tensor, targets=None,
+    eigen_smooth=False)``. Deliberate difference: ``eigen_smooth=True`` smooths each base map;
+    grad-cam 1.5.7 hands it to each base's ``__call__`` as its third positional argument,
+    ``aug_smooth``, so its maps are then test-time-augmented instead.
+    """
 
-
-class RefineCAM:
-    """RefineCAM: not in camwall's engine yet; constructing it raises a CamwallError (the engine
-    needs the method: the product over target layers of each layer's base map, then min-max)."""
+    method = "refinecam"
 
     def __init__(
         self,
@@ -161,7 +157,37 @@ class RefineCAM:
         base_method: type = GradCAMPlusPlus,
         **kwargs: Any,
     ) -> None:
-        raise require_engine(
-            "RefineCAM (the product of per-layer base maps)",
-            "use the base method with several target_layers (their mean) meanwhile.",
+        base = getattr(base_method, "method", None)
+        if not isinstance(base, str) or not base or not issubclass(base_method, BaseCAM):
+            raise CamwallError(
+                f"RefineCAM: base_method must be one of the CAM classes of "
+                f"camwall.compat.pytorch_grad_cam (e.g. GradCAMPlusPlus), got "
+                f"{getattr(base_method, '__name__', base_method)!r}."
+            )
+        layers = list(target_layers)
+        probe = base_method(model, layers[:1], reshape_transform, **kwargs)
+        self.base_method = base_method
+        self.base_cam_options = {**probe._options, **probe.batch_options()}
+        super().__init__(
+            model,
+            layers,
+            reshape_transform,
+            refinecam_base=base,
+            refinecam_base_options=self.base_cam_options,
         )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        return self.forward(*args, **kwargs)
+
+    def forward(
+        self, input_tensor: Tensor, targets: Targets = None, eigen_smooth: bool = False
+    ) -> np.ndarray:
+        return self.compute(input_tensor, targets, eigen_smooth=eigen_smooth)
+
+
+class SegEigenCAM(BaseCAM):
+    """Seg-Eigen-CAM (Chung & Ying 2025): first principal component of ``|G| * A``, negated
+    when ``|min| > |max|`` (engine method ``segeigencam``). Same maps as grad-cam (1e-5): the
+    sign rule does not depend on LAPACK's sign. ``eigen_smooth`` is ignored, as in grad-cam."""
+
+    method = "segeigencam"
