@@ -262,3 +262,29 @@ def test_imagefolder_fine_tune_of_a_torchvision_resnet_keeps_an_exact_wall(
     assert check.ok, check
     trained = model.state_dict()  # one step moved the weights off the init's
     assert not torch.equal(trained["conv1.0.weight"], plain.state_dict()["conv1.weight"])
+
+
+def test_fine_tuning_defaults_come_before_the_options() -> None:
+    from camwall.train import FINETUNE_DEFAULTS, PRESETS, resolve_config
+
+    fine = resolve_config("fashion-vgg", {"init": SHIPPED})
+    assert fine.epochs == FINETUNE_DEFAULTS["fashion-vgg"]["epochs"] == 1
+    assert fine.lr == FINETUNE_DEFAULTS["fashion-vgg"]["lr"] < PRESETS.get("fashion-vgg").lr
+    assert resolve_config("fashion-vgg", {"init": SHIPPED, "epochs": 3}).epochs == 3
+    assert resolve_config("fashion-vgg", {"epochs": 3}).lr == PRESETS.get("fashion-vgg").lr
+    other = resolve_config("fashion-resnet", {"init": SHIPPED})  # no entry: a tenth of the lr
+    assert other.lr == pytest.approx(PRESETS.get("fashion-resnet").lr / 10)
+    assert resolve_config(None, {"init": SHIPPED}).dataset == "imagefolder"
+
+
+def test_runs_from_scratch_keep_their_config_keys() -> None:
+    """The fields added for fine-tuning stay out of a config's dict (and its hash) while unset,
+    so the cache keys and shipped manifests of runs from scratch do not change."""
+    from camwall.train import PRESETS, resolve_config
+
+    plain = PRESETS.get("fashion-vgg").to_dict()
+    assert not {"walls", "init", "init_sha256"} & set(plain)
+    shipped = json.loads(shipped_model("fashion-vgg", "walled").with_suffix(".json").read_text())
+    assert set(shipped["training"]["config"]) == set(plain)
+    fine = resolve_config("fashion-vgg", {"init": SHIPPED}).to_dict()
+    assert fine["init"] == SHIPPED

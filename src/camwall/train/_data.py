@@ -104,7 +104,7 @@ def check_data(config: TrainConfig) -> None:
         )
     if not Path(config.data).is_dir():
         raise CamwallError(
-            f"--data {config.data}: no such folder. It must hold one sub-folder of images per "
+            f"--data {config.data} does not exist. It must hold one sub-folder of images per "
             "class (DIR/<class>/*.png), or train/ and val/ trees of them (ImageNet style)."
         )
 
