@@ -268,7 +268,7 @@ def test_fine_tuning_defaults_come_before_the_options() -> None:
     from camwall.train import FINETUNE_DEFAULTS, PRESETS, resolve_config
 
     fine = resolve_config("fashion-vgg", {"init": SHIPPED})
-    assert fine.epochs == FINETUNE_DEFAULTS["fashion-vgg"]["epochs"] == 1
+    assert fine.epochs == FINETUNE_DEFAULTS["fashion-vgg"]["epochs"] == 2
     assert fine.lr == FINETUNE_DEFAULTS["fashion-vgg"]["lr"] < PRESETS.get("fashion-vgg").lr
     assert resolve_config("fashion-vgg", {"init": SHIPPED, "epochs": 3}).epochs == 3
     assert resolve_config("fashion-vgg", {"epochs": 3}).lr == PRESETS.get("fashion-vgg").lr
