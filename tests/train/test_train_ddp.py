@@ -72,3 +72,45 @@ def test_ddp_two_processes_equal_single_process(tmp_path: Path) -> None:
         "metrics.csv",
         "metrics.jsonl",
     ]
+
+
+@pytest.mark.slow
+def test_ddp_fine_tune_equals_single_process(tmp_path: Path) -> None:
+    """`camwall train --init` under torchrun: two gloo ranks load the init and report the
+    accuracy after insertion of one process (all-reduced over the halves of the validation
+    set); rank 0 saves a fine-tuned model whose wall holds. (The weights are not compared with
+    the one-process run's: fashion-vgg's dropout draws differ per rank.)"""
+    import json
+
+    from train_helpers import ddp_finetune_worker
+
+    from camwall.train import train
+    from camwall.weights import shipped_model
+
+    torch.set_num_threads(1)
+    over = {"init": "shipped:fashion-vgg-baseline", "train_limit": 128, "val_limit": 200}
+    one = train("fashion-vgg", over, tmp_path / "one", device="cpu", progress=False)
+    ctx = mp.start_processes(
+        ddp_finetune_worker,
+        args=(2, _free_port(), str(tmp_path)),
+        nprocs=2,
+        join=False,
+        start_method="spawn",
+    )
+    start = time.monotonic()
+    while not ctx.join(timeout=5):
+        if time.monotonic() - start > 300.0:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("the 2-process gloo fine-tuning run did not finish in 300 s")
+    init = json.loads((tmp_path / "init.json").read_text())
+    assert init["sha256"] == one.init["sha256"]
+    assert init["inserted"]["n"] == one.init["inserted"]["n"] == 200
+    assert init["inserted"]["val_top1"] == pytest.approx(one.init["inserted"]["val_top1"])
+    ddp = load_file(str(tmp_path / "ddp" / "walled.safetensors"))
+    base = load_file(str(shipped_model("fashion-vgg", "baseline")))
+    assert not torch.equal(ddp["0.weight"], base["0.weight"])  # it trained
+    assert int(torch.count_nonzero(ddp["11.weight"].view(-1, 8, 16, 16)[:, :, 7:])) == 0
+    manifest = json.loads((tmp_path / "ddp" / "manifest.json").read_text())
+    assert manifest["world_size"] == 2
+    assert manifest["init"] == init

@@ -55,9 +55,11 @@ def test_parallel_pair_equals_sequential_pair_bit_for_bit(tmp_path: Path) -> Non
 
 
 def test_a_user_error_in_a_child_is_a_clear_error_in_the_parent(tmp_path: Path) -> None:
-    bad = {**TINY, "epochs": 1, "arch": "fashion-vggg"}  # the child's create_model refuses it
+    # An unknown arch is refused in the parent (camwall.train._arch.check_arch); a bad builder
+    # argument only by the child's create_model.
+    bad = {**TINY, "epochs": 1, "arch_kwargs": {"width": 0}}
     with pytest.raises(
-        CamwallError, match=r"training (walled|baseline) \(in its own process\): .*fashion-vgg"
+        CamwallError, match=r"training (walled|baseline) \(in its own process\): .*width"
     ):
         train("fashion-vgg", bad, tmp_path, device="cpu", parallel=True)
 

@@ -80,3 +80,24 @@ def ddp_worker(rank: int, world: int, port: int, out: str) -> None:
             (Path(out) / "val.txt").write_text(repr(result.history[-1]["val_top1"]))
     finally:
         dist.destroy_process_group()
+
+
+def ddp_finetune_worker(rank: int, world: int, port: int, out: str) -> None:
+    """One rank of a 2-process gloo fine-tuning run (``init`` = the shipped fashion-vgg
+    baseline); rank 0 writes the run's ``init`` record to ``init.json``."""
+    import json
+
+    from camwall.train import train
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    over = {"init": "shipped:fashion-vgg-baseline", "train_limit": 128, "val_limit": 200}
+    result = train("fashion-vgg", over, Path(out) / "ddp", device="cpu", progress=False)
+    if rank == 0:
+        (Path(out) / "init.json").write_text(json.dumps(result.init))

@@ -28,6 +28,7 @@ __all__ = [
     "IMAGENET_STD",
     "check_data",
     "eval_dataset",
+    "folder_layout",
     "folder_transforms",
     "training_datasets",
 ]
@@ -83,20 +84,28 @@ def _input_shape(config: TrainConfig, model_shape: tuple[int, ...] | None) -> tu
     return channels, size, size
 
 
+def folder_layout(root: Path) -> tuple[Path, Path | None]:
+    """``(train folder, val folder or None)`` of an ImageFolder ``--data`` root: ``root/train``
+    and ``root/val`` (when present) of an ImageNet-style tree, or ``root`` itself when it has
+    no ``train/`` (class sub-folders of images; no validation then)."""
+    if (root / "train").is_dir():
+        return root / "train", root / "val" if (root / "val").is_dir() else None
+    return root, None
+
+
 def check_data(config: TrainConfig) -> None:
     """Fail early (before building a large model) when an ImageFolder ``--data`` is unusable."""
     if config.dataset != "imagefolder":
         return
     if config.data is None:
         raise CamwallError(
-            f"preset {config.name!r} trains on an ImageNet-style folder; give it with --data DIR "
-            "(DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG)."
+            f"preset {config.name!r} trains on an image folder; give it with --data DIR "
+            "(DIR/<class>/*.png, or DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG)."
         )
-    train_dir = Path(config.data) / "train"
-    if not train_dir.is_dir():
+    if not Path(config.data).is_dir():
         raise CamwallError(
-            f"training folder {train_dir} does not exist. --data must be an ImageNet-style tree "
-            "with train/<class>/*.JPEG and val/<class>/*.JPEG (one sub-folder per class)."
+            f"--data {config.data} does not exist. It must hold one sub-folder of images per "
+            "class (DIR/<class>/*.png), or train/ and val/ trees of them (ImageNet style)."
         )
 
 
@@ -109,7 +118,8 @@ def training_datasets(
     ``config.augment``) and the fixed test canvases. ``fashion-grid``: 2 x 2 training mosaics
     (re-drawn each epoch) and the 2,500 fixed test mosaics (labels ``B x 4``).
     ``imagefolder``: ``config.data/train`` and ``config.data/val`` (``val`` may be missing: no
-    validation then).
+    validation then), or ``config.data`` itself (class sub-folders, no validation;
+    :func:`folder_layout`).
     """
     if config.dataset == "fashion-canvases":
         from camwall.data import fashion_canvases
@@ -126,19 +136,19 @@ def training_datasets(
         val_grids = fashion_grids("test", seed=0, augment=False, root=config.data)
         return grids, val_grids, list(grids.class_names)
     check_data(config)
-    root = Path(str(config.data))
+    train_dir, val_dir = folder_layout(Path(str(config.data)))
     shape = _input_shape(config, model_shape)
-    train_set = _image_folder(root / "train", shape, train=True)
-    val_set = _image_folder(root / "val", shape, train=False) if (root / "val").is_dir() else None
+    train_set = _image_folder(train_dir, shape, train=True)
+    val_set = None if val_dir is None else _image_folder(val_dir, shape, train=False)
     classes = list(train_set.classes)  # type: ignore[attr-defined]
     if len(classes) != config.num_classes:
         raise CamwallError(
-            f"{root / 'train'} has {len(classes)} class folders but the model has "
+            f"{train_dir} has {len(classes)} class folders but the model has "
             f"{config.num_classes} outputs; pass --num-classes {len(classes)}."
         )
     if val_set is not None and list(val_set.classes) != classes:  # type: ignore[attr-defined]
         raise CamwallError(
-            f"{root / 'val'} and {root / 'train'} have different class folders; they must match."
+            f"{val_dir} and {train_dir} have different class folders; they must match."
         )
     return train_set, val_set, classes
 

@@ -51,13 +51,16 @@ Fashion presets train about 1,750 canvases/s per model (so 50,000 take about 30 
 
 @dataclass(frozen=True)
 class VariantOutcome:
-    """One trained variant: its final ``.safetensors`` path, metric rows, steps, completion."""
+    """One trained variant: its final ``.safetensors`` path, metric rows, steps, completion and,
+    for a fine-tuning run, the record of its initial weights (``init``, see
+    :func:`camwall.train._init.insert_init`)."""
 
     variant: str
     path: Path
     history: list[dict[str, Any]]
     steps: int
     completed: bool
+    init: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,12 +69,18 @@ class VariantOutcome:
             "history": self.history,
             "steps": self.steps,
             "completed": self.completed,
+            "init": self.init,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VariantOutcome:
         return cls(
-            data["variant"], Path(data["path"]), data["history"], data["steps"], data["completed"]
+            data["variant"],
+            Path(data["path"]),
+            data["history"],
+            data["steps"],
+            data["completed"],
+            data.get("init"),
         )
 
 

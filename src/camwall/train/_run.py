@@ -8,11 +8,16 @@ Output folder (``out_dir``)::
     walled/metrics.csv|.jsonl   per-epoch metrics; walled/checkpoints/ resumable state
     baseline/...
     curves.png                  train loss and validation top-1 of both (paper Figure 5 style)
+
+A fine-tuning run (``init``: :mod:`camwall.train._init`) trains only the walled model, from the
+initial weights with the wall inserted; its manifest and checkpoint record ``init``: the source,
+its SHA-256 and the validation accuracy right after the insertion, before any step.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,8 +29,10 @@ from torch import nn
 from camwall._versions import versions
 from camwall.errors import CamwallError
 from camwall.runtime import DistInfo, distributed
-from camwall.train._config import TrainConfig, apply_overrides, get_preset
+from camwall.train._arch import build_model, check_arch
+from camwall.train._config import TrainConfig, apply_overrides, finetune_config, get_preset
 from camwall.train._data import check_data, training_datasets
+from camwall.train._init import insert_init, resolve_init
 from camwall.train._loop import BatchHook, EpochHook, FitResult, fit
 from camwall.train._parallel import VariantOutcome, train_in_parallel, use_parallel
 from camwall.train._plot import plot_curves
@@ -56,6 +63,8 @@ class TrainResult:
         completed: ``False`` when ``max_steps`` stopped training before the last epoch.
         plot: the loss/accuracy figure (only when both variants were trained).
         is_main: ``False`` on the ranks other than 0 under ``torchrun`` (which write nothing).
+        init: a fine-tuning run's initial weights: source, SHA-256 and ``inserted`` (the
+            walled model's validation figures before fine-tuning); ``None`` otherwise.
     """
 
     config: TrainConfig
@@ -65,6 +74,7 @@ class TrainResult:
     completed: bool = True
     plot: Path | None = None
     is_main: bool = True
+    init: dict[str, Any] | None = None
 
     def final(self, variant: str) -> dict[str, Any]:
         """The last metric row of ``variant``."""
@@ -72,22 +82,34 @@ class TrainResult:
 
 
 def resolve_config(
-    preset: str | TrainConfig, overrides: Mapping[str, Any] | None = None
+    preset: str | TrainConfig | None, overrides: Mapping[str, Any] | None = None
 ) -> TrainConfig:
-    """The preset (by name or as a config) with ``overrides`` applied."""
-    base = get_preset(preset) if isinstance(preset, str) else preset
+    """The preset (by name or as a config) with ``overrides`` applied; with an ``init``
+    override, the preset's fine-tuning defaults come first (:func:`finetune_config`;
+    ``preset=None``: :data:`~camwall.train._config.FINETUNE_BASE`).
+
+    Raises:
+        CamwallError: ``preset=None`` without ``init``.
+    """
+    if (overrides or {}).get("init"):
+        base = finetune_config(preset)
+    elif preset is None:
+        raise CamwallError("give a training preset (--preset NAME), or --init WEIGHTS.")
+    else:
+        base = get_preset(preset) if isinstance(preset, str) else preset
     return apply_overrides(base, overrides)
 
 
-def build_model(config: TrainConfig, walled: bool) -> nn.Module:
-    """``camwall.walls.create_model(config.arch, walled=..., num_classes=..., **arch_kwargs)``
-    with the torch RNG seeded by ``config.seed`` (so walled and baseline start alike)."""
-    from camwall.walls import create_model
-
-    torch.manual_seed(config.seed)
-    return create_model(
-        config.arch, walled=walled, num_classes=config.num_classes, **dict(config.arch_kwargs)
-    )
+def _with_init(config: TrainConfig, variants: Sequence[str]) -> tuple[TrainConfig, list[str]]:
+    """A fine-tuning config gets its init file's SHA-256 and trains the walled model only."""
+    if config.init is None:
+        return config, list(variants)
+    if "walled" not in variants:
+        raise CamwallError(
+            "--init fine-tunes the walled model (the initial weights are its baseline); drop "
+            "--baseline."
+        )
+    return replace(config, init_sha256=resolve_init(config.init).sha256), ["walled"]
 
 
 @dataclass(frozen=True)
@@ -121,13 +143,17 @@ class TrainOptions:
 
 
 def train(
-    preset: str | TrainConfig,
+    preset: str | TrainConfig | None,
     overrides: Mapping[str, Any] | None = None,
     out_dir: str | Path | None = None,
     options: TrainOptions | None = None,
     **changes: Any,
 ) -> TrainResult:
     """Train the walled model and/or its baseline of a preset.
+
+    With ``overrides["init"]`` (or a config whose ``init`` is set) it fine-tunes instead: the
+    walled model starts from those weights with its wall inserted (:mod:`camwall.train._init`)
+    and is measured on the validation set before the first step (``TrainResult.init``).
 
     Both variants get the same config: same initialization seed (the baseline's weights equal
     the walled model's outside the wall), same batches in the same order, same augmentation
@@ -138,7 +164,8 @@ def train(
     weights equal a sequential run's.
 
     Args:
-        preset: a name in :data:`PRESETS` or a :class:`TrainConfig`.
+        preset: a name in :data:`PRESETS` or a :class:`TrainConfig` (``None``: with
+            ``overrides["init"]``, :data:`~camwall.train._config.FINETUNE_BASE`).
         overrides: field -> value replacements (``{"epochs": 2, "lr": 0.01}``).
         out_dir: output folder (default ``runs/<preset>``); see the module docstring.
         options: variants, resume, device, output, hooks, parallel (:class:`TrainOptions`).
@@ -149,8 +176,10 @@ def train(
         :class:`TrainResult` with the final checkpoint paths and metric histories.
     """
     opts = replace(options or TrainOptions(), **changes)
-    config = resolve_config(preset, overrides)
     _check_variants(opts.variants)
+    config, variants = _with_init(resolve_config(preset, overrides), opts.variants)
+    opts = replace(opts, variants=variants)
+    check_arch(config, walled="walled" in variants)
     check_data(config)
     out = Path(out_dir) if out_dir is not None else Path("runs") / config.name
     with distributed(opts.device) as (info, dev):  # joins (and leaves) a torchrun group
@@ -209,7 +238,8 @@ def train_variant(
     """Build, :func:`fit` and (rank 0) save one variant as ``out/<variant>.safetensors``.
 
     ``datasets`` memoizes ``(train_set, val_set, class_names)`` across variants; ``fit_options``
-    go to :func:`fit` (``progress``, hooks, ``log_epochs``).
+    go to :func:`fit` (``progress``, hooks, ``log_epochs``). A fine-tuning config's walled
+    model starts from ``config.init`` (:func:`~camwall.train._init.insert_init`).
     """
     from camwall.walls import describe, enforce_walls
 
@@ -218,6 +248,10 @@ def train_variant(
     if "train" not in memo:
         shape = describe(model).input_shape
         memo["train"], memo["val"], memo["classes"] = training_datasets(config, shape)
+    init = None
+    if config.init is not None and variant == "walled":
+        init = insert_init(model, config, memo["val"], dev)
+        _log_insertion(config, init, info)
     result = fit(
         model,
         memo["train"],
@@ -232,8 +266,21 @@ def train_variant(
     )
     path = out / f"{variant}.safetensors"
     if info.is_main:
-        path = _save_variant(model, path, config, variant, memo["classes"], result)
-    return VariantOutcome(variant, path, result.history, result.steps, result.completed)
+        path = _save_variant(model, path, config, variant, memo["classes"], result, init)
+    return VariantOutcome(variant, path, result.history, result.steps, result.completed, init)
+
+
+def _log_insertion(config: TrainConfig, init: Mapping[str, Any], info: DistInfo) -> None:
+    """One line on stderr (rank 0): the walled model's accuracy before fine-tuning."""
+    inserted = init.get("inserted")
+    if not info.is_main or inserted is None:
+        return
+    print(
+        f"train {config.name} walled: wall inserted into {config.init}, before fine-tuning: "
+        f"val top-1 {100 * inserted['val_top1']:.2f}% ({inserted['n']} images)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _save_variant(
@@ -243,9 +290,11 @@ def _save_variant(
     variant: str,
     class_names: Sequence[str],
     result: FitResult,
+    init: Mapping[str, Any] | None = None,
 ) -> Path:
     """``camwall.walls.save_model`` of the trained variant (eval mode) with its class names and
-    the training record (preset, variant, config, steps, completion, last row, versions)."""
+    the training record (preset, variant, config, steps, completion, last row, versions and,
+    fine-tuned, the initial weights' record)."""
     from camwall.walls import save_model
 
     meta = {
@@ -258,6 +307,7 @@ def _save_variant(
             "completed": result.completed,
             "final": result.history[-1] if result.history else None,
             "versions": versions(),
+            **({} if init is None else {"init": dict(init)}),
         },
     }
     return Path(save_model(model.eval(), path, meta))
@@ -274,6 +324,7 @@ def _finish(
     checkpoints = {o.variant: o.path for o in outcomes}
     histories = {o.variant: o.history for o in outcomes}
     completed = all(o.completed for o in outcomes)
+    init = next((o.init for o in outcomes if o.init is not None), None)
     plot = None
     if info.is_main:
         if set(histories) == set(VARIANTS) and all(histories.values()):
@@ -287,6 +338,7 @@ def _finish(
             "completed": completed,
             "checkpoints": {k: str(v) for k, v in checkpoints.items()},
             "final": {k: (v[-1] if v else None) for k, v in histories.items()},
+            **({} if init is None else {"init": init}),
         }
         atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
     return TrainResult(
@@ -297,4 +349,5 @@ def _finish(
         completed=completed,
         plot=plot,
         is_main=info.is_main,
+        init=init,
     )

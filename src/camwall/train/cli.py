@@ -47,7 +47,16 @@ _OVERRIDES: tuple[tuple[str, str, Any, str], ...] = (
     ("--gamma", "gamma", positive_float, "StepLR factor"),
     ("--label-smoothing", "label_smoothing", fraction, "cross-entropy label smoothing, in [0, 1]"),
     ("--data", "data", name_or_path, "data folder (Fashion-MNIST IDX files or ImageFolder root)"),
-    ("--arch", "arch", name_or_path, "model name in camwall.walls.MODELS"),
+    ("--arch", "arch", name_or_path, "camwall model name, torchvision:NAME or timm:NAME"),
+    (
+        "--init",
+        "init",
+        name_or_path,
+        (
+            "fine-tune from these weights, the wall inserted: a camwall checkpoint, a state "
+            "dict (.safetensors, .pt/.pth) or shipped:fashion-vgg-baseline"
+        ),
+    ),
     ("--num-classes", "num_classes", positive_int, "number of classes"),
     ("--image-size", "image_size", int_in(1, MAX_SIDE), "input side for ImageFolder data"),
     ("--train-limit", "train_limit", positive_int, "use only the first N training examples"),
@@ -85,6 +94,8 @@ def run_train(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {f: getattr(args, f) for f in fields}
     if args.arch_kwarg:
         overrides["arch_kwargs"] = dict(args.arch_kwarg)
+    if args.wall:
+        overrides["walls"] = tuple(args.wall)
     if args.amp is not None:
         overrides["amp"] = args.amp
     if args.augment is not None:
@@ -92,9 +103,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.threads:
         overrides["threads"] = args.threads
         torch.set_num_threads(args.threads)
-    variants = {"walled": ("walled",), "baseline": ("baseline",)}.get(
-        args.which, ("walled", "baseline")
-    )
+    variants = _variants(args)
     result = train(
         args.preset,
         overrides,
@@ -106,6 +115,7 @@ def run_train(args: argparse.Namespace) -> int:
     )
     if not result.is_main:
         return 0
+    _print_insertion(result.init)
     for variant, rows in result.histories.items():
         if not rows:
             continue
@@ -122,6 +132,39 @@ def run_train(args: argparse.Namespace) -> int:
     if not result.completed:
         print("stopped by --max-steps; continue with --resume (without --max-steps).")
     return 0
+
+
+def _variants(args: argparse.Namespace) -> tuple[str, ...]:
+    """The variants to train; ``--init`` (which fine-tunes the walled model) or ``--preset``
+    is required, and ``--init`` takes neither ``--baseline`` nor ``--both``."""
+    if args.preset is None and args.init is None:
+        raise CamwallError(
+            "camwall train needs --preset NAME (training from scratch) or --init WEIGHTS "
+            f"(fine-tuning a wall into trained weights). Presets: {', '.join(PRESETS.names())}."
+        )
+    if args.init is not None and args.which not in (None, "walled"):
+        raise CamwallError(
+            f"--init fine-tunes the walled model only (its weights are the baseline); drop "
+            f"--{args.which}."
+        )
+    return {"walled": ("walled",), "baseline": ("baseline",)}.get(
+        args.which or "both", ("walled", "baseline")
+    )
+
+
+def _print_insertion(init: dict[str, Any] | None) -> None:
+    """The fine-tuning run's starting point: the walled model before any step."""
+    if init is None:
+        return
+    inserted = init.get("inserted")
+    acc = "n/a (no validation data)"
+    if inserted is not None:
+        acc = f"{100 * inserted['val_top1']:.2f}% ({inserted['n']} images)"
+    print(
+        f"init {init['source']} (sha256 {init['sha256'][:12]}...): wall inserted, "
+        f"{init['walled_weights_zeroed']} walled weights set to 0; before fine-tuning: val "
+        f"top-1 {acc}"
+    )
 
 
 def run_train_plot(args: argparse.Namespace) -> int:
@@ -172,18 +215,25 @@ def register(subparsers: Any) -> None:
 def _add_train(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a walled model and its baseline",
-        description="Train a preset's walled model and/or baseline (same seed, same batches). "
+        help="train a walled model and its baseline, or fine-tune a wall into trained weights",
+        description="Train a preset's walled model and/or baseline (same seed, same batches), "
+        "or, with --init, fine-tune the walled model from an unwalled model's weights (the "
+        "preset's fine-tuning defaults: fewer epochs, lower lr). "
         "Works under `torchrun --nproc_per_node N -m camwall train ...`.",
     )
-    p.add_argument("--preset", required=True, choices=PRESETS.names(), help="training recipe")
+    p.add_argument(
+        "--preset",
+        default=None,
+        choices=PRESETS.names(),
+        help="training recipe (required unless --init is given)",
+    )
     add_out(p, help="output folder (default runs/PRESET)")
     add_device(p)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--walled", dest="which", action="store_const", const="walled")
     which.add_argument("--baseline", dest="which", action="store_const", const="baseline")
     which.add_argument("--both", dest="which", action="store_const", const="both", help="(default)")
-    p.set_defaults(which="both")
+    p.set_defaults(which=None)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     add_batch_size(
         p, None, "global batch size, split across torchrun ranks (default: the preset's)"
@@ -198,6 +248,13 @@ def _add_train(subparsers: Any) -> None:
         type=_parse_kv,
         metavar="KEY=VALUE",
         help="model builder option, e.g. width=8 (repeatable)",
+    )
+    p.add_argument(
+        "--wall",
+        action="append",
+        type=name_or_path,
+        metavar="LAYER:REGION",
+        help="wall of a torchvision:/timm: --arch, e.g. layer3:rows=8: (repeatable)",
     )
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
