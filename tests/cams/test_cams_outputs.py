@@ -119,6 +119,23 @@ def test_list_output_refuses_class_indices_and_none_for_gradients(x) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("method", "options"), [("finercam", {"finercam_target_idx": 0}), ("cam", {})]
+)
+def test_class_reading_methods_refuse_a_list_output_in_one_line(x, method, options) -> None:
+    """cam, and finercam choosing its comparison classes, read B x num_classes logits: per-image
+    dicts are refused with a CamwallError naming the method, not an AttributeError."""
+    with pytest.raises(CamwallError, match=f"{method} needs B x num_classes logits.*list"):
+        compute_cams(Pyramid(rows=True), x, "backbone.a", method, [pick(0)] * 2, **options)
+
+
+def test_finercam_with_explicit_targets_scores_a_list_output_as_gradcam(x) -> None:
+    rows = Pyramid(rows=True)
+    got = compute_cams(rows, x, "backbone.a", ["finercam", "gradcam"], [pick(1), pick(3)])
+    assert got["gradcam"].max() > 0.5
+    torch.testing.assert_close(got["finercam"], got["gradcam"], rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", GRADIENT)
 def test_one_level_of_a_dict_layer_equals_its_module(pyramid, x, name) -> None:
     """Gradients (and ``H A``) through a dict-valued layer: selecting level ``'0'`` by

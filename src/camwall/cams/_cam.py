@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from camwall.cams._base import METHODS, CamContext, CamMethod
 from camwall.cams._checks import Check, as_given
+from camwall.cams._outputs import class_logits
 from camwall.cams._targets import ClassTarget
 from camwall.errors import CamwallError
 
@@ -56,6 +57,7 @@ class CAM(CamMethod, name="cam"):
     checks: ClassVar[dict[str, Check]] = {"cam_fc_layer": as_given}  # a submodule name
 
     def weights(self, ctx: CamContext) -> Tensor:
+        logits = class_logits(ctx.logits, "cam").float()
         model = ctx.runner.model
         fc_name, fc = find_linear(model, self.opts["cam_fc_layer"])
         a = ctx.activations
@@ -68,7 +70,6 @@ class CAM(CamMethod, name="cam"):
                 f"layer {ctx.runner.layer_name!r} has {a.shape[1]} channels."
             )
         expected = torch.nn.functional.linear(a.mean(dim=(2, 3)), w, bias)
-        logits = ctx.logits.float()
         if logits.shape != expected.shape or not torch.allclose(
             logits, expected, rtol=1e-3, atol=1e-4 * float(logits.abs().max()) + 1e-5
         ):

@@ -12,6 +12,7 @@ from torch import Tensor
 from camwall.cams._base import METHODS, CamContext, CamMethod, Needs
 from camwall.cams._checks import Check, as_given, number
 from camwall.cams._eigen import first_component
+from camwall.cams._outputs import class_logits
 from camwall.cams._smooth import eigen_raw
 from camwall.cams._targets import Target, score_rows
 from camwall.errors import CamwallError
@@ -154,12 +155,8 @@ class FinerCAM(CamMethod, name="finercam"):
         """The finer targets (:func:`finer_targets`), or the caller's explicit ones."""
         if ctx.extras.explicit_targets and self.opts["finercam_target_idx"] is None:
             return ctx.targets
-        if ctx.logits.dim() != 2:
-            raise CamwallError(
-                f"finercam needs B x num_classes logits, got shape {tuple(ctx.logits.shape)}."
-            )
         return finer_targets(
-            ctx.logits,
+            class_logits(ctx.logits, "finercam"),
             self.opts["finercam_comparison"],
             float(self.opts["finercam_alpha"]),
             self.opts["finercam_target_idx"],

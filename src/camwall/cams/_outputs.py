@@ -134,3 +134,19 @@ def _pick(output: Mapping[Any, Any]) -> Any:
 def output_rows(outputs: Outputs) -> int:
     """The number of images of a scored output."""
     return len(outputs) if isinstance(outputs, list) else int(outputs.shape[0])
+
+
+def class_logits(outputs: Outputs, method: str) -> Tensor:
+    """``outputs`` as B x num_classes logits, for methods that read classes (finercam, cam);
+    a detection model's list of dicts, or any other shape, raises one CamwallError."""
+    if isinstance(outputs, Tensor) and outputs.dim() == 2:
+        return outputs
+    got = (
+        f"shape {tuple(outputs.shape)}"
+        if isinstance(outputs, Tensor)
+        else f"a {type(outputs).__name__} (e.g. a detection model's per-image dicts)"
+    )
+    raise CamwallError(
+        f"{method} needs B x num_classes logits, the model gave {got}; use a method that scores "
+        f"through targets only (gradcam, eigencam, ablationcam, ...)."
+    )
