@@ -18,9 +18,6 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "run-gradcam-tests"
 REPO = os.environ.get("GRADCAM_REPO")
 needs_repo = pytest.mark.skipif(not REPO, reason="set GRADCAM_REPO to a pytorch-grad-cam copy")
 
-#: Quick-subset failures that are engine work (docs/compat.md, "Not yet in the engine").
-KNOWN_GAPS = ("AblationCAM-", "FullGrad-True-", "SegEigenCAM-")
-
 
 def load_script():
     loader = importlib.machinery.SourceFileLoader("run_gradcam_tests", str(SCRIPT))
@@ -58,13 +55,12 @@ def test_model_free_files_pass() -> None:
 
 @needs_repo
 @pytest.mark.slow
-def test_model_files_fail_only_on_engine_gaps() -> None:
-    """Quick subset: 38 of the 48 test_run_all_models cases pass; the 10 others are the engine
-    gaps (AblationCAM on two layers, FullGrad's eigen_smooth, SegEigenCAM); RefineCAM's file
-    fails as a whole (RefineCAM is not in the engine)."""
-    files = ["test_one_channel.py", "test_run_all_models.py"]
+def test_model_files_pass() -> None:
+    """Quick subset: the 48 test_run_all_models cases, test_one_channel and test_refine_cam."""
+    files = ["test_one_channel.py", "test_run_all_models.py", "test_refine_cam.py"]
     results = load_script().run_suite(Path(str(REPO)), files)
-    assert results["test_one_channel.py"]["failed"] == []
-    models = results["test_run_all_models.py"]
-    assert len(models["passed"]) == 38
-    assert all(any(gap in t for gap in KNOWN_GAPS) for t in models["failed"])
+    for name in files:
+        assert results[name]["failed"] == []
+    assert len(results["test_one_channel.py"]["passed"]) == 1
+    assert len(results["test_run_all_models.py"]["passed"]) == 48
+    assert len(results["test_refine_cam.py"]["passed"]) == 3
