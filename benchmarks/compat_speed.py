@@ -158,7 +158,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         (
             f"`python benchmarks/compat_speed.py --size {args.size} --repeats {args.repeats}`; "
             f"torchvision resnet18 (random weights), 1 x 3 x {args.size} x {args.size}, target "
-            f"`layer4[-1]` (RefineCAM: `layer3[-1]`, `layer4[-1]`; FinerCAM and SESS over GradCAM); "
+            f"`layer4[-1]` (RefineCAM: `layer3[-1]`, `layer4[-1]`; FinerCAM, SESS over GradCAM); "
             f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads, "
             f"{args.device}. Times in seconds (best of the runs, interleaved), peak memory in MiB "
             f"above the level before the call; `CPU speed-up`: the same ratio in process CPU time "
