@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from camwall._outputs import logits_of
 from camwall.cams._base import CamContext, Needs, PassExtras
 from camwall.cams._biases import bias_layers, capture_outputs, check_bias_calls
 from camwall.cams._reshape import ReshapeTransform, inverse_of
@@ -194,8 +195,7 @@ class LayerRunner:
     # ----------------------------------------------------------------- running the model
     def logits(self, output: Any, batch: int) -> Tensor:
         """Apply ``output_fn`` and check that the result is a B x ... tensor."""
-        if self.output_fn is not None:
-            output = self.output_fn(output)
+        output = logits_of(output) if self.output_fn is None else self.output_fn(output)
         if not isinstance(output, Tensor):
             raise CamwallError(
                 f"the model returned a {type(output).__name__}, not a logits tensor. Wrap the "
