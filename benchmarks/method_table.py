@@ -65,8 +65,8 @@ MODELS = {"resnet50": ("resnet50", 224, 4), "walled-vgg16": ("walled-vgg16", 224
 QUICK_MODELS = {"resnet50": ("resnet50", 32, 2), "walled-vgg16": ("walled-vgg16", 224, 1)}
 QUICK_METHODS = ["gradcam", "fem", "cam", "ablationcam"]
 QUICK_SKIP = {("walled-vgg16", "ablationcam")}  # grad-cam: 256 VGG16 forwards at 224
-#: rollout needs a vision transformer's attention: not on these models
-SKIPPED = {"rollout"}
+#: rollout and legrad need a vision transformer's attention: not on these models
+SKIPPED = {"rollout", "legrad"}
 PEERS = ("grad-cam", "torchcam", "captum")
 GRAD_CAM_EXTRA = {"sess"}  # run by cam_speed.run_gradcam_lib, not by reference_class
 FORWARD_ONLY = {"eigencam", "kpcacam", "fem", "randomcam", "cam"}

@@ -72,7 +72,7 @@ def test_every_registry_keeps_its_names_and_order():
         "gradcam", "hirescam", "gradcampp", "xgradcam", "layercam",
         "gradcamelementwise", "shapleycam", "eigencam", "eigengradcam", "kpcacam",
         "scorecam", "ablationcam", "opticam", "fem", "randomcam", "finercam", "cam", "fullgrad",
-        "rollout", "smoothgradcampp", "sscam", "iscam", "sess",
+        "rollout", "legrad", "smoothgradcampp", "sscam", "iscam", "sess",
     ]  # fmt: skip
     assert MODELS.names() == [
         "walled-vgg16", "simple-cnn", "fashion-vgg", "fashion-resnet", "fashion-grid-vgg",

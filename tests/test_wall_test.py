@@ -104,7 +104,7 @@ def test_bad_callable_names_the_explainer(fn, message):
 def test_bad_arguments():
     with pytest.raises(CamwallError, match="explainer must be a name"):
         camwall.wall_test(3)
-    with pytest.raises(CamwallError, match="wrap a module in BenchModel"):
+    with pytest.raises(CamwallError, match="input shape is unknown"):
         camwall.wall_test("gradcam", model=torch.nn.Linear(2, 2))
     with pytest.raises(CamwallError, match="unknown CAM method 'gradcan'"):
         _test("gradcan")

@@ -116,6 +116,7 @@ def wall_test(
     seed: int = 0,
     out: str | Path | None = None,
     progress: bool = False,
+    normalize: Any = "auto",
     **options: Any,
 ) -> WallTestResult:
     """Run the wall test of one explainer and return its result.
@@ -126,15 +127,25 @@ def wall_test(
             ``fn(model, x B x C x H x W, targets) -> B x H x W`` (or ``B x C x H x W``
             attributions); a :class:`camwall.explainers.BoundExplainer` keeps its options.
         model: None (the shipped fashion-vgg walled + baseline pair), a
-            :class:`camwall.bench.BenchModel`, or a checkpoint / registry name as ``--model``.
+            :class:`camwall.bench.BenchModel`, a checkpoint / registry name as ``--model``, or
+            an ``nn.Module`` walled with :mod:`camwall.walls` (its dead zone, input shape and
+            target layer are found as for a checkpoint, and the wall is checked). Outputs of
+            HuggingFace-style models (``.logits``, or a tuple starting with the logits) need
+            no wrapper.
         datasets: None (fashion-stackmix and fashion-stackpair), or
-            :class:`camwall.bench.BenchDataset` objects and/or names or folders as ``--dataset``.
+            :class:`camwall.bench.BenchDataset` objects and/or names or folders as ``--dataset``
+            (an ImageFolder tree is read at the model's square input size, resized and
+            centre-cropped; a ``stackmix`` / ``stackgen`` folder as it is).
         images: images per dataset built from a name (default 100).
         target_layer: CAM target layer (default: the model's).
         device, batch_size, seed: as ``camwall bench`` (batch size 64 for inputs up to
             128 x 128, else 16).
         out: keep the store and report there; default: a temporary folder, deleted after.
         progress: show progress bars.
+        normalize: for an ``nn.Module`` ``model``: ``"auto"`` (ImageNet mean / std for
+            3-channel inputs, none for 1-channel ones, as ``camwall train``), None (the [0, 1]
+            images as they are) or ``(mean, std)`` per channel. A checkpoint's comes from its
+            JSON (:func:`camwall.bench._inputs.input_normalization`).
         **options: the explainer's options (``n_steps=32``, ...); for camwall's CAMs, options
             of :func:`camwall.cams.compute_cams`.
 
@@ -150,9 +161,9 @@ def wall_test(
 
     name, objects = _explainer_name(explainer)
     _check_batch_size(batch_size)
-    models = _models(model, target_layer)
+    models = _models(model, target_layer, normalize)
     walled = next(m for m in models if m.walled)
-    sets = _datasets(datasets, images, seed, walled.channels)
+    sets = _datasets(datasets, images, seed, models)
     methods = [name] + ([CONTROL] if name != CONTROL else [])
     if batch_size is None:
         batch_size = 64 if walled.dead_zone.numel() <= 128 * 128 else 16
@@ -205,7 +216,7 @@ def _explainer_name(explainer: Any) -> tuple[str, dict[str, Any]]:
     return name, {name: explainer}
 
 
-def _models(model: Any, target_layer: str | None) -> list[Any]:
+def _models(model: Any, target_layer: str | None, normalize: Any = "auto") -> list[Any]:
     from camwall.bench import BenchModel
     from camwall.bench import _inputs as inputs
 
@@ -221,20 +232,46 @@ def _models(model: Any, target_layer: str | None) -> list[Any]:
         return [model]
     if isinstance(model, (str, Path)):
         return [inputs.resolve_model(str(model), target_layer=target_layer)]
-    kind = "an nn.Module" if isinstance(model, nn.Module) else type(model).__name__
+    if isinstance(model, nn.Module):
+        return [_module_model(model, target_layer, normalize)]
     raise CamwallError(
-        f"wall_test: model must be None, a camwall.bench.BenchModel or a checkpoint path, got "
-        f"{kind}; wrap a module in BenchModel(name, model, target_layer, dead_zone)."
+        f"wall_test: model must be None, an nn.Module walled with camwall.walls, a "
+        f"camwall.bench.BenchModel or a checkpoint path, got {type(model).__name__}."
     )
 
 
-def _datasets(datasets: Sequence[Any] | None, images: int, seed: int, channels: Any) -> list[Any]:
+def _module_model(model: nn.Module, target_layer: str | None, normalize: Any) -> Any:
+    """A walled ``nn.Module`` as a checked :class:`camwall.bench.BenchModel`."""
+    from camwall.bench import _inputs as inputs
+
+    meta: dict[str, Any] = {} if normalize == "auto" else {"normalize": _norm_entry(normalize)}
+    name = type(model).__name__
+    return inputs.bench_model(model, meta, name, name=name, target_layer=target_layer)
+
+
+def _norm_entry(normalize: Any) -> Any:
+    """``normalize=`` as a checkpoint's ``"normalize"`` entry (checked there)."""
+    if normalize is None:
+        return None
+    try:
+        mean, std = normalize
+    except (TypeError, ValueError):
+        raise CamwallError(
+            f'wall_test: normalize must be "auto", None or (mean, std), got {normalize!r}.'
+        ) from None
+    return {"mean": list(mean), "std": list(std)}
+
+
+def _datasets(datasets: Sequence[Any] | None, images: int, seed: int, models: Any) -> list[Any]:
     from camwall.bench import BenchDataset
     from camwall.bench import _inputs as inputs
 
     specs = list(inputs.DEFAULT_DATASETS) if datasets is None else list(datasets)
+    channels, size = inputs.reading_size(models)
     return [
-        d if isinstance(d, BenchDataset) else inputs.resolve_dataset(str(d), images, seed, channels)
+        d
+        if isinstance(d, BenchDataset)
+        else inputs.resolve_dataset(str(d), images, seed, channels, size)
         for d in specs
     ]
 

@@ -75,15 +75,23 @@ def test_checkpoint_without_wall_is_refused(capsys, tmp_path):
     assert "--baseline" in err
 
 
-def test_image_size_mismatch(capsys, tmp_path, ckpt):
+def test_an_image_folder_tree_is_read_at_the_model_size(capsys, tmp_path, ckpt):
+    # A plain ImageFolder tree is resized and centre-cropped to the model's input (a folder
+    # with a manifest is not: tests/bench/test_bench_own.py).
     for cls in ("a", "b"):
         (tmp_path / "tree" / cls).mkdir(parents=True)
         for i in range(2):
             arr = (np.random.default_rng(i).random((32, 32)) * 255).astype(np.uint8)
             Image.fromarray(arr).save(tmp_path / "tree" / cls / f"{i}.png")
     argv = ["bench", "--model", str(ckpt), "--dataset", str(tmp_path / "tree")]
-    err = _err(capsys, [*argv, "--out", str(tmp_path / "o"), "--methods", "gradcam"])
-    assert "'tree' has 32x32 images but model 'fashion-vgg-walled' takes 64x64 inputs" in err
+    assert main([*argv, "--out", str(tmp_path / "o"), "--methods", "gradcam"]) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["dataset_info"]["tree"]["read_at"] == "resized + centre-cropped to 64"
+    assert (
+        summary["datasets"]["tree"]["gradcam"]["n"]
+        + summary["datasets"]["tree"]["gradcam"]["empty"]
+        == 4
+    )
 
 
 @pytest.mark.skipif(not os.path.isdir(FASHION), reason="Fashion-MNIST not installed")

@@ -11,8 +11,8 @@ from camwall.errors import CamwallError
 
 # cam needs a model ending in global average pooling + Linear (tests/cams/test_cams_methods.py)
 ANY_MODEL = [
-    n for n in METHODS.names() if n not in ("cam", "rollout", "sess")
-]  # rollout: ViTs only; sess: square patches
+    n for n in METHODS.names() if n not in ("cam", "rollout", "legrad", "sess")
+]  # rollout, legrad: ViTs only; sess: square patches
 
 
 class TupleOut(nn.Module):
@@ -36,7 +36,17 @@ def hook_count(model: nn.Module) -> int:
     return sum(len(m._forward_hooks) for m in model.modules())
 
 
-@pytest.mark.parametrize("wrapper", [TupleOut, DictOut])
+class FeaturesOut(TupleOut):
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        return {"features": self.inner(x)}  # no "logits" entry: nothing to read
+
+
+class NestedOut(TupleOut):
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor]]:  # type: ignore[override]
+        return ([self.inner(x)],)  # first item not a tensor
+
+
+@pytest.mark.parametrize("wrapper", [FeaturesOut, NestedOut])
 def test_non_tensor_output_names_the_fix(wrapper, make_tiny):
     inner, layer, x = make_tiny("flat")
     model = wrapper(inner)
@@ -57,6 +67,15 @@ def test_output_fn_fixes_it(wrapper, pick, make_tiny):
     got = compute_cams(wrapper(inner), x, f"inner.{layer}", names, output_fn=pick, opticam_iters=3)
     for n in names:
         torch.testing.assert_close(got[n], expected[n], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("wrapper", [TupleOut, DictOut])
+def test_logits_first_or_named_need_no_output_fn(wrapper, make_tiny):
+    inner, layer, x = make_tiny("flat")
+    expected = compute_cams(inner, x, layer, ["gradcam", "scorecam"])
+    got = compute_cams(wrapper(inner), x, f"inner.{layer}", ["gradcam", "scorecam"])
+    for n in expected:
+        torch.testing.assert_close(got[n], expected[n], rtol=0, atol=0)
 
 
 def test_unknown_layer_suggests(make_tiny):

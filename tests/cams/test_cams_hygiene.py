@@ -10,8 +10,8 @@ from camwall.cams import METHODS, CamEngine, compute_cams
 
 # cam needs a model ending in global average pooling + Linear (tests/cams/test_cams_methods.py)
 ANY_MODEL = [
-    n for n in METHODS.names() if n not in ("cam", "rollout", "sess")
-]  # rollout: ViTs only; sess: square patches
+    n for n in METHODS.names() if n not in ("cam", "rollout", "legrad", "sess")
+]  # rollout, legrad: ViTs only; sess: square patches
 
 
 def hook_count(model: nn.Module) -> int:

@@ -41,9 +41,10 @@ REFERENCE = {
 # eigengradcam (up to sign), shapleycam, finercam (their grad-cam classes fail in `with`) and
 # randomcam (draws), fullgrad are compared with grad-cam, cam with torchcam, in
 # test_cams_methods.py; smoothgradcampp, sscam, iscam (torchcam) in test_cams_noise.py; sess in
-# test_cams_sess.py; rollout (no peer has it) in test_cams_rollout.py.
+# test_cams_sess.py; rollout (no peer has it) in test_cams_rollout.py; legrad (ViTs) in
+# test_cams_legrad.py.
 NO_REFERENCE = {"opticam", "eigengradcam", "shapleycam", "finercam", "randomcam", "cam", "fullgrad"}
-NO_REFERENCE |= {"smoothgradcampp", "sscam", "iscam", "sess", "rollout"}
+NO_REFERENCE |= {"smoothgradcampp", "sscam", "iscam", "sess", "rollout", "legrad"}
 NO_REFERENCE |= {"refinecam"}  # several layers: tests/cams/test_cams_issue21.py
 
 # (model, seed, batch, h, w): non-square inputs, several seeds and batch sizes.

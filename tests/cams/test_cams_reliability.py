@@ -13,8 +13,8 @@ from camwall.errors import CamwallError
 
 # cam needs a model ending in global average pooling + Linear (tests/cams/test_cams_methods.py)
 ANY_MODEL = [
-    n for n in METHODS.names() if n not in ("cam", "rollout", "sess")
-]  # rollout: ViTs only; sess: square patches
+    n for n in METHODS.names() if n not in ("cam", "rollout", "legrad", "sess")
+]  # rollout, legrad: ViTs only; sess: square patches
 
 GRAD_AND_EIGEN = ["gradcam", "hirescam", "gradcampp", "layercam", "eigencam"]
 

@@ -213,8 +213,8 @@ class _Tuple(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(1, 2, 3)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.conv(x), x
+    def forward(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+        return [self.conv(x)], x  # a first item that is not a tensor: no logits to read
 
 
 def test_clear_errors_for_what_cannot_be_analyzed() -> None:

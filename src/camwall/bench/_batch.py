@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from camwall._outputs import logits_of
 from camwall.bench._plan import BenchDataset, BenchModel, BenchPlan, check_labels, explained_cell
 from camwall.bench._store import Store
 from camwall.errors import CamwallError
@@ -142,7 +143,7 @@ def batches(
             net=net,
             dataset=ds,
             ids=tuple(ids),
-            x=ds.images[ids].to(plan.device),
+            x=bm.inputs(ds.images[ids].to(plan.device)),
             methods=tuple(m for m in plan.methods if any(i in todo[m] for i in ids)),
             preds=tuple(mine),
             targets=tuple(target.targets(ids, [p.predicted for p in mine])),
@@ -167,7 +168,7 @@ def predict(
     assert plan.batch_size is not None
     for ids in chunks([i for i in mine if i not in have], max(plan.batch_size, 64)):
         with torch.no_grad():
-            logits = net(ds.images[ids].to(plan.device))
+            logits = logits_of(net(bm.inputs(ds.images[ids].to(plan.device))))
         _check_logits(bm, ds, logits, len(ids))
         logits, labels = target.select(logits, ds.labels[ids], ids)
         conf, pred = logits.float().softmax(dim=1).max(dim=1)

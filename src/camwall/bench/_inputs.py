@@ -14,6 +14,7 @@ passed with ``--baseline`` are the exception; they only get predictions and accu
 
 from __future__ import annotations
 
+import math
 import operator
 import sys
 from collections.abc import Sequence
@@ -31,9 +32,12 @@ __all__ = [
     "DEFAULT_DATASETS",
     "DEFAULT_PRESET",
     "MAX_IMAGES",
+    "bench_model",
     "check_dataset_spec",
     "check_images",
+    "input_normalization",
     "model_facts",
+    "reading_size",
     "resolve_dataset",
     "resolve_model",
 ]
@@ -93,8 +97,9 @@ def _input_shape(facts: dict[str, Any], spec: str) -> tuple[int, int, int]:
     shape = facts["input_shape"]
     if not shape or len(shape) != 3:
         raise CamwallError(
-            f"model {spec!r}: its input shape is unknown; save it with camwall.walls.save_model "
-            "so that the checkpoint records input_shape."
+            f"model {spec!r}: its input shape is unknown; build or wall it with camwall.walls "
+            "(which records it; camwall.walls.declare(model, input_shape=...) for your own), "
+            "and save it with camwall.walls.save_model so that the checkpoint records it."
         )
     return int(shape[0]), int(shape[1]), int(shape[2])
 
@@ -119,10 +124,26 @@ def resolve_model(
         model under test) no dead zone at all or a wall that fails the check.
     """
     model, meta = _load(spec, weights, walls, baseline=not walled)
+    return bench_model(model, meta, spec, name=name, target_layer=target_layer, walled=walled)
+
+
+def bench_model(
+    model: nn.Module,
+    meta: dict[str, Any],
+    spec: str,
+    *,
+    name: str | None = None,
+    target_layer: str | None = None,
+    walled: bool = True,
+) -> BenchModel:
+    """A loaded model (``meta``: its checkpoint's metadata, or ``{}``) as a :class:`BenchModel`:
+    its input shape, normalization (:func:`input_normalization`), task and kind, and, for a
+    model under test, its checked dead zone and target layer (see :func:`resolve_model`)."""
     model.eval()
     facts = model_facts(model, meta)
     c, h, w = _input_shape(facts, spec)
     info: dict[str, Any] = {"spec": spec, "arch": meta.get("arch"), "input_shape": [c, h, w]}
+    norm = input_normalization(meta, c, spec)
     layer, zone, cells = "", torch.zeros(h, w, dtype=torch.bool), None
     if walled:
         layer, cells, check = _checked_wall(
@@ -137,6 +158,7 @@ def resolve_model(
             "input_shape": [c, h, w],
             "training": meta.get("training"),
             "wall": meta.get("wall"),
+            "normalize": None if norm is None else {"mean": norm[0], "std": norm[1]},
             "wall_check": {
                 "ok": check.ok,
                 "trials": check.trials,
@@ -156,7 +178,42 @@ def resolve_model(
         task=facts["task"],
         kind=facts["kind"],
         cell_zones=cells,
+        normalize=norm,
     )
+
+
+def input_normalization(
+    meta: dict[str, Any], channels: int, spec: str
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The ``(mean, std)`` a model's inputs are normalized with, per channel.
+
+    The checkpoint's ``"normalize"`` entry when it has one: ``{"mean": [...], "std": [...]}``
+    (``channels`` finite numbers each, std > 0) or ``"none"`` / null; else the rule of
+    ``camwall train``'s image pipeline (:func:`camwall.train._data.folder_transforms`):
+    ImageNet mean / std for 3-channel inputs, none for 1-channel ones.
+
+    Raises:
+        CamwallError: a malformed ``"normalize"`` entry, naming the checkpoint and the fix.
+    """
+    from camwall.runtime import IMAGENET_MEAN, IMAGENET_STD
+
+    if "normalize" not in meta:
+        return (tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)) if channels == 3 else None
+    entry = meta["normalize"]
+    if entry is None or entry == "none":
+        return None
+    try:
+        mean = tuple(float(v) for v in entry["mean"])
+        std = tuple(float(v) for v in entry["std"])
+    except (TypeError, KeyError, ValueError):
+        mean = std = ()
+    finite = all(math.isfinite(v) for v in (*mean, *std))
+    if len(mean) != channels or len(std) != channels or not finite or min(std) <= 0:
+        raise CamwallError(
+            f'model {spec!r}: its checkpoint\'s "normalize" entry is {entry!r}; write '
+            f'{{"mean": [{channels} numbers], "std": [{channels} numbers > 0]}} or "none".'
+        )
+    return mean, std
 
 
 def _checked_wall(
@@ -214,6 +271,15 @@ def _default_name(spec: str, meta: dict[str, Any], walled: bool = True) -> str:
     return f"{meta.get('arch', 'model')}-{stem}" if stem in ("walled", "baseline") else stem
 
 
+def reading_size(models: Sequence[BenchModel]) -> tuple[int | None, tuple[int, int] | None]:
+    """``(channels, (H, W))`` that folders are read at: the first walled model's inputs."""
+    walled = next((m for m in models if m.walled), None)
+    if walled is None:
+        return None, None
+    h, w = walled.dead_zone.shape
+    return walled.channels, (int(h), int(w))
+
+
 def check_dataset_spec(spec: str) -> None:
     """Fail early (before loading models) on a dataset that is neither a name nor a folder."""
     from camwall.data import DATASETS
@@ -244,8 +310,20 @@ def check_images(n: int) -> int:
     return n
 
 
-def resolve_dataset(spec: str, n: int, seed: int, channels: int | None = None) -> BenchDataset:
+def resolve_dataset(
+    spec: str,
+    n: int,
+    seed: int,
+    channels: int | None = None,
+    size: tuple[int, int] | None = None,
+) -> BenchDataset:
     """Build a registry dataset or read a folder; keep the first ``n`` images of a folder.
+
+    ``size`` is the model's input ``(H, W)``: a plain ImageFolder tree (no ``manifest.json``)
+    is then read at that size (shorter side resized to ``S``, centre crop ``S x S``, as
+    ``camwall train``'s validation pipeline) when ``H == W``; a folder written by
+    ``camwall stackmix`` / ``stackgen`` is read as it is (its composites are placed for its
+    own size), and so is every folder when ``size`` is None.
 
     Raises:
         CamwallError: ``n`` outside ``[1, MAX_IMAGES]``, ``seed`` outside ``[0, 2**63 - 1]``,
@@ -275,15 +353,27 @@ def resolve_dataset(spec: str, n: int, seed: int, channels: int | None = None) -
         DATASETS.get(spec)  # unknown name: CamwallError with a suggestion
     if not path.is_dir():
         raise CamwallError(f"--dataset {spec}: not a folder.")
-    return _read_folder(spec, path, n, channels)
+    return _read_folder(spec, path, n, channels, _folder_side(path, size))
 
 
-def _read_folder(spec: str, path: Path, n: int, channels: int | None) -> BenchDataset:
-    """The first ``n`` images of a dataset folder, read as they are (never resized)."""
+def _folder_side(path: Path, size: tuple[int, int] | None) -> int | None:
+    """The side a folder's images are resized and cropped to: a square model input's, for a
+    plain ImageFolder tree; None (as they are) otherwise."""
+    from camwall.data.folders import MANIFEST
+
+    if size is None or size[0] != size[1] or (path / MANIFEST).is_file():
+        return None
+    return int(size[0])
+
+
+def _read_folder(
+    spec: str, path: Path, n: int, channels: int | None, side: int | None = None
+) -> BenchDataset:
+    """The first ``n`` images of a dataset folder, read as they are, or at ``side x side``."""
     from camwall.data import read_image_dataset
 
     try:
-        data = read_image_dataset(path, channels=channels)
+        data = read_image_dataset(path, size=side, channels=channels)
     except CamwallError as err:
         if "different sizes" not in str(err):
             raise
@@ -306,6 +396,7 @@ def _read_folder(spec: str, path: Path, n: int, channels: int | None) -> BenchDa
             "spec": spec,
             "folder": str(path.resolve()),
             "total_images": len(data),
+            "read_at": "as stored" if side is None else f"resized + centre-cropped to {side}",
             "fingerprint": data_fingerprint(images, labels),  # --resume refuses other contents
             **{k: v for k, v in data.meta.items() if isinstance(v, (str, int, float, bool))},
         },

@@ -49,6 +49,9 @@ class BenchModel:
         kind: its kind of wall for the report's column groups (``CNN``, ``grid``, ``ViT``).
         cell_zones: for a grid model, bool ``cells x H x W``: the dead zone of each cell's
             outputs (``dead_zone`` is then cell 0's).
+        normalize: ``(mean, std)`` per channel applied to the ``[0, 1]`` images before the
+            model (``(x - mean) / std``, :meth:`inputs`), or None: the images as they are.
+            Per-pixel, so the dead zone is the same before and after.
     """
 
     name: str
@@ -62,6 +65,15 @@ class BenchModel:
     task: str = "single"
     kind: str = "CNN"
     cell_zones: Tensor | None = None
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+    def inputs(self, images: Tensor) -> Tensor:
+        """What the model reads for ``N x C x H x W`` images in [0, 1]: ``(x - mean) / std``
+        with :attr:`normalize`, else the images."""
+        if self.normalize is None:
+            return images
+        mean, std = (images.new_tensor(v)[:, None, None] for v in self.normalize)
+        return (images - mean) / std
 
 
 @dataclass

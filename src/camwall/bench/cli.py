@@ -376,9 +376,10 @@ def _loader(args: argparse.Namespace, config: dict[str, Any]) -> Any:
             for s in config["baselines"]
         ]
         _dedupe_names(models)
-        channels = next((m.channels for m in models if m.walled), None)
+        channels, size = inputs.reading_size(models)
         datasets = [
-            inputs.resolve_dataset(d, args.images, args.seed, channels) for d in config["datasets"]
+            inputs.resolve_dataset(d, args.images, args.seed, channels, size)
+            for d in config["datasets"]
         ]
         return models, datasets
 

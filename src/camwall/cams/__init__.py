@@ -21,7 +21,7 @@ from __future__ import annotations
 # Importing the method modules registers them, in this order.
 from camwall.cams import _gradient, _eigen, _score, _ablation, _opti  # noqa: F401
 from camwall.cams import _activation, _finer, _cam, _fullgrad  # noqa: F401
-from camwall.cams import _rollout  # noqa: F401
+from camwall.cams import _rollout, _legrad  # noqa: F401
 from camwall.cams import _noise, _sess, _refine  # noqa: F401
 
 # isort: on

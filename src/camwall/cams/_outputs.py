@@ -23,6 +23,7 @@ from typing import Any, TypeAlias
 import torch
 from torch import Tensor
 
+from camwall._outputs import logits_of
 from camwall.errors import CamwallError
 
 __all__ = [
@@ -96,7 +97,9 @@ def tree_finite(tree: Any) -> Tensor:
 
 def as_outputs(output: Any, batch: int) -> Outputs:
     """The model output as scored rows (see the module docstring); a CamwallError names the
-    fix for anything else."""
+    fix for anything else. An object with a ``logits`` tensor (Hugging Face outputs) or a tuple
+    whose first item is a tensor gives that tensor (:func:`camwall._outputs.logits_of`)."""
+    output = logits_of(output)
     if isinstance(output, Mapping):
         output = _pick(output)
     if isinstance(output, Tensor):

@@ -45,8 +45,9 @@ def _vit_layout(model: nn.Module) -> tuple[list[nn.Module], tuple[int, int]]:
 
     if isinstance(model, VisionTransformer):
         side = int(model.image_size // model.patch_size)
-        layers: list[nn.Module] = [
-            m for m in model.encoder.modules() if isinstance(m, nn.MultiheadAttention)
+        kind = MaskedSoftmax if any(isinstance(m, MaskedSoftmax) for m in model.modules()) else None
+        layers: list[nn.Module] = [  # walled (camwall.walls.wall_vit): its MaskedSoftmax layers
+            m for m in model.encoder.modules() if isinstance(m, kind or nn.MultiheadAttention)
         ]
         return layers, (side, side)
     raise CamwallError(

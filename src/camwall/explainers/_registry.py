@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from camwall._outputs import logits_of
 from camwall.cams import resolve_layer
 from camwall.errors import CamwallError
 from camwall.explainers._protocol import Call, ExplainerSpec, finish_maps
@@ -213,7 +214,7 @@ class BoundExplainer:
         if self.spec.module:
             require(self.spec.module, self.name)
         with preserved(model):
-            forward = model if self.output_fn is None else _Logits(model, self.output_fn)
+            forward = _Logits(model, self.output_fn or logits_of)  # HF-style outputs too
             layer_name, layer = self._layer(model)
             classes = _class_targets(self.name, forward, x.detach(), targets)
             call = Call(

@@ -383,6 +383,9 @@ def _check_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
 
 
 def _logits(out: object) -> Tensor:
+    from camwall._outputs import logits_of
+
+    out = logits_of(out)  # a HuggingFace-style output or a tuple: its logits
     if not isinstance(out, Tensor):
         raise CamwallError(
             f"the model returns a {type(out).__name__}, not a tensor of logits; wrap it so that "
