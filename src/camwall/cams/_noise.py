@@ -154,13 +154,37 @@ class SmoothGradCAMpp(CamMethod, name="smoothgradcampp"):
         return (w[:, :, None, None] * last_a).sum(dim=1)
 
 
+def _low_res_masks(a: Tensor) -> Tensor:
+    """Per channel ``(A - min) / (max(A - min) + 1e-8)`` over space (B x K x h x w)."""
+    shifted = a - a.amin(dim=(2, 3), keepdim=True)
+    return shifted / (shifted.amax(dim=(2, 3), keepdim=True) + 1e-8)
+
+
 def normalized_masks(a: Tensor, size: tuple[int, int]) -> Tensor:
     """torchcam's score masks: per channel ``(A - min) / (max(A - min) + 1e-8)`` over space,
     then bilinear upsampling (``align_corners=False``) to ``size``. B x K x h x w -> B x K x H x W.
     """
-    shifted = a - a.amin(dim=(2, 3), keepdim=True)
-    norm = shifted / (shifted.amax(dim=(2, 3), keepdim=True) + 1e-8)
-    return F.interpolate(norm, size=size, mode="bilinear", align_corners=False)
+    return _upsample(_low_res_masks(a), size)
+
+
+def _upsample(low: Tensor, size: tuple[int, int]) -> Tensor:
+    return F.interpolate(low, size=size, mode="bilinear", align_corners=False)
+
+
+class _MaskRows:
+    """The rows of :func:`normalized_masks` one at a time: ``row(i, k)`` (1 x H x W) equals
+    ``normalized_masks(a, size)[i, k][None]`` exactly (bilinear upsampling works per channel),
+    without holding the B x K x H x W masks (1.6 GB for resnet50's layer4 at 4 x 224 x 224)."""
+
+    def __init__(self, a: Tensor, size: tuple[int, int]) -> None:
+        self.low, self.size = _low_res_masks(a), size
+
+    def row(self, i: int, k: int) -> Tensor:
+        return _upsample(self.low[i, k][None, None], self.size)[0]
+
+    def all_zero(self) -> Tensor:
+        """B x K: the constant channels (their mask is zero before and after upsampling)."""
+        return ~(self.low.flatten(2) != 0).any(dim=2)
 
 
 Row = tuple[int, int, int, Tensor]  # (image, sample, channel, masked input C x H x W)
@@ -199,7 +223,8 @@ class SSCAM(CamMethod, name="sscam"):
     ``M = normalized_masks(A)`` (B x K x H x W); for ``n`` samples ``e_m ~ N(0, std^2)`` of shape
     K x H x W per image: ``s_bkm = y_b(x_b * (M_bk + e_bkm)) - y_b(x_b)``;
     ``w_b = softmax_k(mean_m s_bkm)``; map ``= sum_k w_bk A_bk``. Masked inputs go through the
-    model in chunks of ``sscam_chunk`` (mixing channels, samples and images). Options:
+    model in chunks of ``sscam_chunk`` (mixing channels, samples and images); each mask is
+    upsampled when its row is built (:class:`_MaskRows`), never all B x K x H x W. Options:
     ``sscam_samples`` (35), ``sscam_std`` (2.0), ``seed`` / ``generator``, ``sscam_noise``
     (n x B x K x H x W).
     """
@@ -223,16 +248,16 @@ class SSCAM(CamMethod, name="sscam"):
         chunk = self.opts["sscam_chunk"]
         a, x = ctx.activations, ctx.x
         b, k = a.shape[:2]
-        masks = normalized_masks(a, ctx.input_size)
-        draw = _noise_source(self.opts, "sscam", tuple(masks.shape[1:]), b, n, x.device)
+        masks = _MaskRows(a, ctx.input_size)
+        draw = _noise_source(self.opts, "sscam", (k, *ctx.input_size), b, n, x.device)
 
         def rows() -> Iterator[Row]:
             for i in range(b):
                 xi = x[i].float()
                 for m in range(n):
-                    noisy = masks[i] + draw(i, m)
+                    noise = draw(i, m)  # K x H x W, drawn at once (the generator's order)
                     for c in range(k):
-                        yield i, m, c, noisy[c][None] * xi
+                        yield i, m, c, (masks.row(i, c) + noise[c]) * xi
 
         weight = torch.zeros(b, k, dtype=torch.float32, device=a.device)
         _score_stream(ctx, rows(), chunk, weight)
@@ -264,8 +289,8 @@ class ISCAM(CamMethod, name="iscam"):
         chunk = self.opts["iscam_chunk"]
         a, x = ctx.activations, ctx.x
         b, k = a.shape[:2]
-        masks = normalized_masks(a, ctx.input_size)
-        zero = ~(masks.flatten(2) != 0).any(dim=2)  # B x K: all-zero masks
+        masks = _MaskRows(a, ctx.input_size)
+        zero = masks.all_zero()
         coeffs, c = [], 0.0
         for m in range(n):
             c += (m + 1) / n
@@ -277,7 +302,7 @@ class ISCAM(CamMethod, name="iscam"):
                 live = (~zero[i]).nonzero()[:, 0].tolist()
                 for m in range(n):
                     for ch in live:
-                        yield i, m, ch, coeffs[m] * (masks[i, ch][None] * xi)
+                        yield i, m, ch, coeffs[m] * (masks.row(i, ch) * xi)
 
         weight = torch.zeros(b, k, dtype=torch.float32, device=a.device)
         _score_stream(ctx, rows(), chunk, weight)
