@@ -172,48 +172,65 @@ def _upsample(low: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 class _MaskRows:
-    """The rows of :func:`normalized_masks` one at a time: ``row(i, k)`` (1 x H x W) equals
-    ``normalized_masks(a, size)[i, k][None]`` exactly (bilinear upsampling works per channel),
+    """Rows of :func:`normalized_masks`, a few channels at a time: ``rows(i, ks)`` (n x H x W)
+    equals ``normalized_masks(a, size)[i, ks]`` to float32 rounding (bilinear upsampling
+    works per channel; the CPU kernel's vectorization over channels may change the last bit),
     without holding the B x K x H x W masks (1.6 GB for resnet50's layer4 at 4 x 224 x 224)."""
 
     def __init__(self, a: Tensor, size: tuple[int, int]) -> None:
         self.low, self.size = _low_res_masks(a), size
 
-    def row(self, i: int, k: int) -> Tensor:
-        return _upsample(self.low[i, k][None, None], self.size)[0]
+    def rows(self, i: int, ks: list[int]) -> Tensor:
+        return _upsample(self.low[i, ks][None], self.size)[0]
 
     def all_zero(self) -> Tensor:
         """B x K: the constant channels (their mask is zero before and after upsampling)."""
         return ~(self.low.flatten(2) != 0).any(dim=2)
 
 
-Row = tuple[int, int, int, Tensor]  # (image, sample, channel, masked input C x H x W)
+Block = tuple[int, list[int], Tensor]  # (image, channels, their masked inputs n x C x H x W)
 
 
-def _score_stream(ctx: CamContext, rows: Iterator[Row], chunk: int, weight: Tensor) -> None:
-    """Forward the masked inputs in chunks; ``weight[i, k] += y_i(row) - y_i(x_i)``.
+def _pieces(channels: list[int], size: int) -> Iterator[list[int]]:
+    """``channels`` in consecutive pieces of at most ``size``."""
+    for start in range(0, len(channels), size):
+        yield channels[start : start + size]
 
-    Rows arrive in sample order for each (image, channel), so every running sum adds its terms
-    in torchcam's order.
+
+def _score_stream(ctx: CamContext, blocks: Iterator[Block], chunk: int, weight: Tensor) -> None:
+    """Forward the masked inputs in chunks of ``chunk`` rows (blocks are joined and split);
+    ``weight[i, k] += y_i(row) - y_i(x_i)``.
+
+    Blocks arrive in sample order for each (image, channel), so every running sum adds its
+    terms in torchcam's order.
     """
     base = ctx.scores.float()
-    pending: list[Row] = []
+    k = weight.shape[1]
+    inputs: list[Tensor] = []
+    where: list[Tensor] = []  # flat (image, channel) index of each row
+    owners: list[Tensor] = []
+    held = 0
 
-    def flush() -> None:
-        owners = [r[0] for r in pending]
-        batch = torch.stack([r[3] for r in pending]).to(ctx.x.dtype)
-        scores = score_rows(ctx.runner.run_model(batch), owners, ctx.targets)
-        flat = torch.tensor([r[0] * weight.shape[1] + r[2] for r in pending], device=base.device)
+    def flush(n: int) -> None:
+        nonlocal inputs, where, owners, held
+        batch, flat, own = torch.cat(inputs), torch.cat(where), torch.cat(owners)
+        inputs, where, owners = [batch[n:]], [flat[n:]], [own[n:]]
+        held -= n
+        rows = own[:n].tolist()
+        scores = score_rows(ctx.runner.run_model(batch[:n].to(ctx.x.dtype)), rows, ctx.targets)
         # index_add_ adds repeated indices in row order on CPU: torchcam's summation order
-        weight.view(-1).index_add_(0, flat, scores - base[owners])
-        pending.clear()
+        weight.view(-1).index_add_(0, flat[:n], scores - base[rows])
 
-    for row in rows:
-        pending.append(row)
-        if len(pending) == chunk:
-            flush()
-    if pending:
-        flush()
+    for i, channels, rows in blocks:
+        inputs.append(rows)
+        chans = torch.tensor(channels, dtype=torch.long, device=base.device)
+        where.append(i * k + chans)
+        owners.append(torch.full_like(chans, i))
+        held += len(channels)
+        while held >= chunk:
+            flush(chunk)
+    if held:
+        flush(held)
 
 
 @METHODS.add
@@ -251,16 +268,17 @@ class SSCAM(CamMethod, name="sscam"):
         masks = _MaskRows(a, ctx.input_size)
         draw = _noise_source(self.opts, "sscam", (k, *ctx.input_size), b, n, x.device)
 
-        def rows() -> Iterator[Row]:
+        def blocks() -> Iterator[Block]:
             for i in range(b):
                 xi = x[i].float()
                 for m in range(n):
                     noise = draw(i, m)  # K x H x W, drawn at once (the generator's order)
-                    for c in range(k):
-                        yield i, m, c, (masks.row(i, c) + noise[c]) * xi
+                    for ks in _pieces(list(range(k)), chunk):
+                        noisy = masks.rows(i, ks) + noise[ks]  # n x H x W
+                        yield i, ks, noisy[:, None] * xi
 
         weight = torch.zeros(b, k, dtype=torch.float32, device=a.device)
-        _score_stream(ctx, rows(), chunk, weight)
+        _score_stream(ctx, blocks(), chunk, weight)
         return torch.softmax(weight / n, dim=1)
 
 
@@ -296,16 +314,16 @@ class ISCAM(CamMethod, name="iscam"):
             c += (m + 1) / n
             coeffs.append(c)
 
-        def rows() -> Iterator[Row]:
+        def blocks() -> Iterator[Block]:
             for i in range(b):
                 xi = x[i].float()
                 live = (~zero[i]).nonzero()[:, 0].tolist()
                 for m in range(n):
-                    for ch in live:
-                        yield i, m, ch, coeffs[m] * (masks.row(i, ch) * xi)
+                    for ks in _pieces(live, chunk):
+                        yield i, ks, coeffs[m] * (masks.rows(i, ks)[:, None] * xi)
 
         weight = torch.zeros(b, k, dtype=torch.float32, device=a.device)
-        _score_stream(ctx, rows(), chunk, weight)
+        _score_stream(ctx, blocks(), chunk, weight)
         if bool(zero.any()):
             logits = ctx.runner.run_model(torch.zeros_like(x[:1]))
             s0 = score_rows(logits.expand(b, *logits.shape[1:]), range(b), ctx.targets)
