@@ -23,8 +23,8 @@ Columns:
 Timing: one fresh process per (model, method) builds the model and input, warms up, then times
 camwall, the limit and the peers interleaved (ABC, CBA, ...), best of ``--repeats``, the peak
 memory measured during the same runs; the heavy rows (``cam_speed.HEAVY``) time every column
-once, interleaved, then camwall ``--repeats - 1`` more times. Runs on CUDA unchanged (``--device``, default: CUDA when
-present).
+once, interleaved, then camwall ``--repeats - 1`` more times. Runs on CUDA unchanged
+(``--device``, default: CUDA when present).
 
 Usage::
 

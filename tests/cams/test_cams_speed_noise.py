@@ -7,7 +7,6 @@ import torch
 
 from camwall.cams._noise import _MaskRows, normalized_masks
 
-
 TOL = {"rtol": 0.0, "atol": 4 * torch.finfo(torch.float32).eps}
 
 
