@@ -420,7 +420,10 @@ def measure(model: str, method: str, args: argparse.Namespace, folder: Path) -> 
 
 
 def _commit() -> str:
-    """The git commit of the benchmarked code, ``+dirty`` with uncommitted changes."""
+    """The git commit of the benchmarked code, ``+dirty`` with uncommitted changes (from
+    ``$CAMWALL_COMMIT`` when set: a run from an exported snapshot of a commit)."""
+    if os.environ.get("CAMWALL_COMMIT"):
+        return os.environ["CAMWALL_COMMIT"]
     here = Path(__file__).parent
     try:
         head = subprocess.run(
