@@ -20,7 +20,8 @@ Columns:
   (sampled every millisecond; ``malloc_trim`` first, so that memory freed by an earlier run is
   not counted as free room for the next one).
 
-Timing: one fresh process per (model, method) builds the model and input, warms up, then times
+Timing: one fresh process per (model, method) builds the model and input, warms up (the
+peers' imports, one forward and backward), then times
 camwall, the limit and the peers interleaved (ABC, CBA, ...), best of ``--repeats``, the peak
 memory measured during the same runs; the heavy rows (``cam_speed.HEAVY``) time every column
 once, interleaved, then camwall ``--repeats - 1`` more times. Runs on CUDA unchanged
@@ -85,7 +86,7 @@ REDUCED: dict[tuple[str, str], dict[str, int]] = {
     ("resnet50", "scorecam"): {"batch": 1, "size": 64},
     ("resnet50", "sscam"): {"batch": 1, "size": 64, "samples": 1},
     ("resnet50", "iscam"): {"batch": 1, "size": 64, "samples": 1},
-    ("resnet50", "ablationcam"): {"batch": 1},
+    ("resnet50", "ablationcam"): {"batch": 1, "size": 112},
     ("resnet50", "sess"): {"batch": 1},
     ("walled-vgg16", "sscam"): {"samples": 1},
     ("walled-vgg16", "iscam"): {"samples": 1},
@@ -285,16 +286,13 @@ def worker(spec: dict[str, Any]) -> None:
     model = model.to(device).eval()
     gen = torch.Generator().manual_seed(spec["seed"] + 1)
     x = torch.rand(spec["batch"], 3, spec["size"], spec["size"], generator=gen).to(device)
-    with torch.no_grad():
-        model(x)  # warm-up (allocator, oneDNN primitives); not timed
     columns = {k: v for k, v in runners(spec, model, layer, x).items() if v is not None}
     result: dict[str, dict[str, Any]] = {k: {"seconds": math.inf, "peak_mib": 0.0} for k in columns}
     names = list(columns)
     maps: dict[str, Any] = {}
     load = os.getloadavg()
-    if spec["method"] not in HEAVY:  # one untimed run each: first-call costs
-        _timed_runs(columns, result, names, 1, device, maps)
-        result = {k: {**v, "seconds": math.inf, "peak_mib": 0.0} for k, v in result.items()}
+    _warm_up(model, layer, x)
+    if spec["method"] not in HEAVY:
         _timed_runs(columns, result, names, spec["repeats"], device, maps)
     else:  # every column once, interleaved; then camwall again (its first call warms up)
         _timed_runs(columns, result, names, 1, device, maps)
@@ -307,6 +305,19 @@ def worker(spec: dict[str, Any]) -> None:
         "load": [load, os.getloadavg()],
     }
     Path(spec["out"]).write_text(json.dumps(out))
+
+
+def _warm_up(model: nn.Module, layer: str, x: torch.Tensor) -> None:
+    """First-call costs out of the timed runs: the peers' imports, one forward and backward
+    (plain and channels-last: oneDNN builds its primitives on first use)."""
+    import captum.attr  # noqa: F401
+    import pytorch_grad_cam  # noqa: F401
+    import torchcam.methods  # noqa: F401
+
+    inputs = [x] + ([x.contiguous(memory_format=torch.channels_last)] if x.dim() == 4 else [])
+    for inp in inputs:
+        logits, a = _layer_output(model, layer, inp.clone(), True)
+        _backward(logits, a)
 
 
 def _grad_cam_diff(name: str, maps: dict[str, Any]) -> float | None:
@@ -453,6 +464,8 @@ def row(method: str, result: dict[str, Any]) -> str:
     known = {p: t for p, t in peers.items() if t == t}
     best = min(known, key=lambda p: known[p]) if known else None
     notes = [f"{k}: {c['error']}" for k, c in cols.items() if "error" in c]
+    if result.get("skipped"):
+        notes.append(f"not measured: {result['skipped']}")
     if result.get("diff") is not None:
         notes.append(f"max abs diff from grad-cam {result['diff']:.1e}")
     if result.get("tail"):
@@ -531,8 +544,10 @@ def report(
         f"- versions: python {platform.python_version()}, {versions}",
         f"- load average (1, 5, 15 min) at start / end: {LOAD_START} / {os.getloadavg()}",
         (
-            f"- timing: one fresh process per (model, method), one untimed warm-up forward, then "
-            f"camwall, the limit and the peers interleaved, best of {args.repeats}; peak memory "
+            f"- timing: one fresh process per (model, method), peers imported and one forward + "
+            "backward of the model (plain and channels-last) untimed, then camwall, the limit "
+            f"and the peers interleaved, best of {args.repeats} (heavy rows: peers and limit "
+            f"once, camwall best of {args.repeats}); peak memory "
             "above the level before the call (CPU: resident set, sampled every ms; CUDA: "
             "max_memory_allocated)"
         ),
@@ -572,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
         "are not measured again",
     )
     parser.add_argument("--fresh", action="store_true", help="measure kept rows again")
+    parser.add_argument("--skip", default="", help="rows not measured: model:method,...")
+    parser.add_argument("--skip-why", default="skipped", help="the reason, in the table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -606,7 +623,10 @@ def run_table(args: argparse.Namespace, methods: list[str], folder: Path, out: P
         for m in methods:
             if args.quick and (model, m) in QUICK_SKIP:
                 continue
-            results[model].append((m, measure(model, m, args, folder)))
+            if f"{model}:{m}" in args.skip.split(","):
+                results[model].append((m, {"columns": {}, "skipped": args.skip_why}))
+            else:
+                results[model].append((m, measure(model, m, args, folder)))
             text = report(results, args, time.perf_counter() - started)
             out.write_text(text)
             table = {mod: dict(rows) for mod, rows in results.items()}
