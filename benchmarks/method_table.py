@@ -400,7 +400,10 @@ def measure(model: str, method: str, args: argparse.Namespace, folder: Path) -> 
     out = folder / f"{model}-{method}.json"
     if out.exists() and not args.fresh:
         print(f"  {model:12s} {method:18s} (kept from {out})", flush=True)
-        return dict(json.loads(out.read_text()))
+        kept = dict(json.loads(out.read_text()))
+        mtime = datetime.datetime.fromtimestamp(out.stat().st_mtime, datetime.timezone.utc)
+        kept.setdefault("finished", f"{mtime:%Y-%m-%d %H:%M}")
+        return kept
     row_setting = setting(model, method, args.quick)
     size, batch = row_setting["size"], row_setting["batch"]
     spec = {
@@ -420,6 +423,7 @@ def measure(model: str, method: str, args: argparse.Namespace, folder: Path) -> 
     result["spec"] = spec
     result["setting"] = row_setting
     result["commit"] = _commit()
+    result["finished"] = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}"
     out.write_text(json.dumps(result, indent=1))
     Path(spec["out"]).unlink()
     cols = result["columns"]
@@ -552,7 +556,7 @@ def report(
             "max_memory_allocated)"
         ),
         f"- command: `{' '.join(['python', 'benchmarks/method_table.py', *sys.argv[1:]])}`",
-        f"- total wall time of the run: {took:.0f} s",
+        f"- total wall time of this invocation: {took:.0f} s{_span(results)}",
     ]
     reduced = [f"{m} {meth}: {c}" for (m, meth), c in REDUCED.items() if not args.quick]
     if reduced:
@@ -567,6 +571,16 @@ def report(
         lines += [row(method, result) for method, result in rows]
     lines.append("")
     return "\n".join(lines)
+
+
+def _span(results: dict[str, list[tuple[str, dict]]]) -> str:
+    """``; rows measured from .. to .. (commits ..)`` over the rows kept from earlier runs."""
+    stamps = [r["finished"] for rows in results.values() for _, r in rows if "finished" in r]
+    commits = sorted({r["commit"] for rows in results.values() for _, r in rows if "commit" in r})
+    if not stamps:
+        return ""
+    when = f"; rows measured from {min(stamps)} to {max(stamps)} UTC"
+    return when + (f" (code: commit {', '.join(commits)})" if commits else "")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -145,7 +145,10 @@ def test_kept_rows_are_not_measured_again(table, tmp_path, monkeypatch):
     monkeypatch.setattr(table.subprocess, "run", no_worker)
     args = _args(table)
     args.quick, args.fresh, args.repeats, args.seed = False, False, 1, 0
-    assert table.measure("resnet50", "gradcam", args, tmp_path) == kept
+    again = table.measure("resnet50", "gradcam", args, tmp_path)
+    finished = again.pop("finished")  # the file's time, for the table's span line
+    assert again == kept
+    assert len(finished) == len("2026-01-01 00:00")
     args.fresh = True
     with pytest.raises(AssertionError, match="started a worker"):
         table.measure("resnet50", "gradcam", args, tmp_path)
