@@ -14,7 +14,8 @@ Columns:
   the model's part after the layer), the B x K masked forwards (scorecam; x samples for sscam
   and iscam), the noisy forwards and backwards (smoothgradcampp), the optimisation steps
   (opticam). ``camwall / limit`` is how far the method is from it.
-- each peer's time, ``speed-up`` (the fastest peer's time over camwall's) and peak memory
+- each peer's time, ``speed-up`` (the fastest peer's time over camwall's; also in process CPU
+  time, ``time.process_time``, steadier than wall time on a shared CPU) and peak memory
   (camwall's and the fastest peer's): on CUDA ``torch.cuda.max_memory_allocated`` above the
   memory held before the call; on CPU the peak resident set above the level before the call
   (sampled every millisecond; ``malloc_trim`` first, so that memory freed by an earlier run is
@@ -349,11 +350,14 @@ def _timed_runs(
                     contextlib.redirect_stderr(io.StringIO()),
                     contextlib.redirect_stdout(io.StringIO()),
                 ):
+                    cpu = time.process_time()
                     seconds, peak, value = timed_peak(columns[key], device)
+                    cpu = time.process_time() - cpu
             except Exception as exc:  # a peer (or camwall) refusing the model is a table entry
                 result[key]["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
                 continue
             result[key]["seconds"] = min(result[key]["seconds"], seconds)
+            result[key]["cpu_seconds"] = min(result[key].get("cpu_seconds", math.inf), cpu)
             result[key]["peak_mib"] = max(result[key]["peak_mib"], peak)
             if key in ("camwall", "grad-cam"):
                 maps[key] = value
@@ -485,11 +489,14 @@ def row(method: str, result: dict[str, Any]) -> str:
         return "n/a" if t != t else f"{t:.3f}"
 
     speedup = f"{known[best] / ours:.1f}x" if best and ours == ours else "n/a"
+    cpu_ours = cols.get("camwall", {}).get("cpu_seconds")
+    cpu_peer = cols[best].get("cpu_seconds") if best else None
+    cpu_speedup = f"{cpu_peer / cpu_ours:.1f}x" if cpu_ours and cpu_peer else "n/a"
     ratio = f"{ours / limit:.2f}" if ours == ours and limit == limit else "n/a"
     peak_peer = f"{cols[best]['peak_mib']:.0f}" if best else "n/a"
     peak_ours = f"{cols['camwall']['peak_mib']:.0f}" if ours == ours else "n/a"
     cells = [method, fmt(ours), fmt(limit), ratio, *(fmt(peers[p]) for p in PEERS)]
-    cells += [f"{speedup} ({best})" if best else "n/a", peak_ours, peak_peer]
+    cells += [f"{speedup} ({best})" if best else "n/a", cpu_speedup, peak_ours, peak_peer]
     cells += [setting_text(result.get("setting", {})), _load_text(result.get("load"))]
     cells.append("; ".join(notes))
     return "| " + " | ".join(cells) + " |"
@@ -527,7 +534,8 @@ def _load_text(load: Any) -> str:
 
 HEADER = (
     "| method | camwall (s) | limit (s) | camwall / limit | grad-cam (s) | torchcam (s) "
-    "| captum (s) | speed-up vs fastest peer | camwall peak (MiB) | peer peak (MiB) "
+    "| captum (s) | speed-up vs fastest peer | same in CPU time | camwall peak (MiB) "
+    "| peer peak (MiB) "
     "| setting (batch x size) | load (start / end) | note |"
 )
 
@@ -567,7 +575,7 @@ def report(
     for model, rows in results.items():
         arch, size, batch = (QUICK_MODELS if args.quick else MODELS)[model]
         lines += ["", f"## {arch}, {batch} x 3 x {size} x {size}", "", HEADER]
-        lines.append("|---|" + "---:|" * 9 + "---|---:|---|")
+        lines.append("|---|" + "---:|" * 10 + "---|---:|---|")
         lines += [row(method, result) for method, result in rows]
     lines.append("")
     return "\n".join(lines)

@@ -89,9 +89,10 @@ def test_row_speed_up_is_against_the_fastest_peer(table):
         "n/a",
         "2.0x (torchcam)",
     ]
-    assert cells[8:10] == ["10", "20"]
-    assert cells[10:12] == ["", ""]  # no setting, no load recorded
-    assert "captum: RuntimeError: no" in cells[12]
+    assert cells[8] == "n/a"  # no CPU times recorded
+    assert cells[9:11] == ["10", "20"]
+    assert cells[11:13] == ["", ""]  # no setting, no load recorded
+    assert "captum: RuntimeError: no" in cells[13]
 
 
 def test_reduced_row_states_its_setting_and_full_size_estimate(table):
@@ -104,14 +105,15 @@ def test_reduced_row_states_its_setting_and_full_size_estimate(table):
     assert table.setting("resnet50", "sscam", quick=True)["reduced"] == {}
     assert table.full_size_factor("gradcam", table.setting("resnet50", "gradcam", False)) == 1
     cols = {
-        "camwall": {"seconds": 2.0, "peak_mib": 10.0},
+        "camwall": {"seconds": 2.0, "cpu_seconds": 3.0, "peak_mib": 10.0},
         "limit": {"seconds": 1.0, "peak_mib": 8.0},
-        "torchcam": {"seconds": 4.0, "peak_mib": 30.0},
+        "torchcam": {"seconds": 4.0, "cpu_seconds": 7.5, "peak_mib": 30.0},
     }
     result = {"columns": cols, "setting": setting, "load": [[2.5, 1, 1], [3.25, 1, 1]]}
     cells = [c.strip() for c in table.row("sscam", result).strip("|").split("|")]
-    assert cells[10:12] == ["1 x 64, 1 sample(s) (reduced)", "2.5 / 3.2"]
-    assert f"~{2.0 * factor:.0f} s camwall, ~{4.0 * factor:.0f} s torchcam" in cells[12]
+    assert cells[7:9] == ["2.0x (torchcam)", "2.5x"]  # wall time, CPU time
+    assert cells[11:13] == ["1 x 64, 1 sample(s) (reduced)", "2.5 / 3.2"]
+    assert f"~{2.0 * factor:.0f} s camwall, ~{4.0 * factor:.0f} s torchcam" in cells[13]
 
 
 def test_worker_measures_every_column_on_a_small_resnet(table, tmp_path):
@@ -130,6 +132,7 @@ def test_worker_measures_every_column_on_a_small_resnet(table, tmp_path):
     for column in out["columns"].values():
         assert "error" not in column
         assert 0 < column["seconds"] < math.inf
+        assert 0 < column["cpu_seconds"] < math.inf
     assert out["diff"] < 1e-5
     assert len(out["load"]) == 2
 
