@@ -566,6 +566,13 @@ def report(
         f"- command: `{' '.join(['python', 'benchmarks/method_table.py', *sys.argv[1:]])}`",
         f"- total wall time of this invocation: {took:.0f} s{_span(results)}",
     ]
+    lines.append(
+        "- reading it on a shared CPU: the load column is the 1-minute load average at the "
+        "row's start / end; with other processes on the cores, wall times of the same passes "
+        "vary by tens of percent between runs (best of N narrows it), so the CPU-time speed-up "
+        "(process CPU time, the work done, not the wait) is the steadier comparison; a camwall "
+        "/ limit ratio below 1 is that noise"
+    )
     reduced = [f"{m} {meth}: {c}" for (m, meth), c in REDUCED.items() if not args.quick]
     if reduced:
         lines.append(
