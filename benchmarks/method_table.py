@@ -14,16 +14,19 @@ Columns:
   the model's part after the layer), the B x K masked forwards (scorecam; x samples for sscam
   and iscam), the noisy forwards and backwards (smoothgradcampp), the optimisation steps
   (opticam). ``camwall / limit`` is how far the method is from it.
-- each peer's time, ``speed-up`` (the fastest peer's time over camwall's) and peak memory
+- each peer's time, ``speed-up`` (the fastest peer's time over camwall's; also in process CPU
+  time, ``time.process_time``, steadier than wall time on a shared CPU) and peak memory
   (camwall's and the fastest peer's): on CUDA ``torch.cuda.max_memory_allocated`` above the
   memory held before the call; on CPU the peak resident set above the level before the call
   (sampled every millisecond; ``malloc_trim`` first, so that memory freed by an earlier run is
   not counted as free room for the next one).
 
-Timing: one fresh process per (model, method) builds the model and input, warms up, then times
-camwall, the limit and the peers interleaved (ABC, CBA, ...), best of ``--repeats``; memory is
-measured after, one untimed run each. Runs on CUDA unchanged (``--device``, default: CUDA when
-present).
+Timing: one fresh process per (model, method) builds the model and input, warms up (the
+peers' imports, one forward and backward), then times
+camwall, the limit and the peers interleaved (ABC, CBA, ...), best of ``--repeats``, the peak
+memory measured during the same runs; the heavy rows (``cam_speed.HEAVY``) time every column
+once, interleaved, then camwall ``--repeats - 1`` more times. Runs on CUDA unchanged
+(``--device``, default: CUDA when present).
 
 Usage::
 
@@ -31,7 +34,12 @@ Usage::
     .venv/bin/python benchmarks/method_table.py --quick    # small inputs, four methods
     .venv/bin/python benchmarks/method_table.py --models resnet50 --methods ablationcam
 
-The markdown table is printed and written to ``benchmarks/results/method_table.md``.
+The markdown table is printed and written to ``benchmarks/results/method_table.md`` (``--out``)
+and ``method_table.json`` beside it, both rewritten after every row; each row's JSON (with its
+setting, load average and the git commit) is kept in ``--results`` (default: ``--out`` without
+``.md``), so a killed run resumes where it stopped (``--fresh`` measures again). Rows whose
+peer is infeasible at full size on a CPU run a reduced setting, the same on every side
+(:data:`REDUCED`), with a full-size estimate in the note.
 """
 
 from __future__ import annotations
@@ -47,7 +55,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -71,6 +78,22 @@ PEERS = ("grad-cam", "torchcam", "captum")
 GRAD_CAM_EXTRA = {"sess"}  # run by cam_speed.run_gradcam_lib, not by reference_class
 FORWARD_ONLY = {"eigencam", "kpcacam", "fem", "randomcam", "cam"}
 MASKED = {"scorecam": 1, "sscam": "sscam_samples", "iscam": "iscam_samples"}
+#: Rows whose peer is infeasible at full size on a small CPU: the same reduced setting on every
+#: side (camwall, the limit, the peers), stated in the table with the full-size estimate (the
+#: measured time scaled by batch x pixels x samples: the work of the masked forwards).
+#: grad-cam's ScoreCAM on resnet50 at 4 x 224 x 224 is 8192 full forwards; torchcam's SS-CAM
+#: with its default 35 samples 35 x that.
+REDUCED: dict[tuple[str, str], dict[str, int]] = {
+    ("resnet50", "scorecam"): {"batch": 1, "size": 64},
+    ("resnet50", "sscam"): {"batch": 1, "size": 64, "samples": 1},
+    ("resnet50", "iscam"): {"batch": 1, "size": 64, "samples": 1},
+    ("resnet50", "ablationcam"): {"batch": 1, "size": 112},
+    ("resnet50", "sess"): {"batch": 1},
+    ("walled-vgg16", "sscam"): {"samples": 1},
+    ("walled-vgg16", "iscam"): {"samples": 1},
+}
+#: peers (and the limit) of these rows are timed once; camwall best of --repeats
+HEAVY = set(cam_speed.HEAVY)
 
 
 def peers_of(name: str) -> list[str]:
@@ -264,19 +287,38 @@ def worker(spec: dict[str, Any]) -> None:
     model = model.to(device).eval()
     gen = torch.Generator().manual_seed(spec["seed"] + 1)
     x = torch.rand(spec["batch"], 3, spec["size"], spec["size"], generator=gen).to(device)
-    with torch.no_grad():
-        model(x)  # warm-up (allocator, oneDNN primitives); not timed
     columns = {k: v for k, v in runners(spec, model, layer, x).items() if v is not None}
     result: dict[str, dict[str, Any]] = {k: {"seconds": math.inf, "peak_mib": 0.0} for k in columns}
     names = list(columns)
     maps: dict[str, Any] = {}
-    if spec["method"] not in cam_speed.HEAVY:  # one untimed run each: first-call costs
+    load = os.getloadavg()
+    _warm_up(model, layer, x)
+    if spec["method"] not in HEAVY:
+        _timed_runs(columns, result, names, spec["repeats"], device, maps)
+    else:  # every column once, interleaved; then camwall again (its first call warms up)
         _timed_runs(columns, result, names, 1, device, maps)
-        result = {k: {**v, "seconds": math.inf, "peak_mib": 0.0} for k, v in result.items()}
-    _timed_runs(columns, result, names, spec["repeats"], device, maps)
+        _timed_runs(columns, result, ["camwall"], spec["repeats"] - 1, device, maps)
     info = CamEngine(model, layer).info["tail"] if spec["method"] in TAIL_METHODS else ""
-    out = {"columns": result, "tail": info, "diff": _grad_cam_diff(spec["method"], maps)}
+    out = {
+        "columns": result,
+        "tail": info,
+        "diff": _grad_cam_diff(spec["method"], maps),
+        "load": [load, os.getloadavg()],
+    }
     Path(spec["out"]).write_text(json.dumps(out))
+
+
+def _warm_up(model: nn.Module, layer: str, x: torch.Tensor) -> None:
+    """First-call costs out of the timed runs: the peers' imports, one forward and backward
+    (plain and channels-last: oneDNN builds its primitives on first use)."""
+    import captum.attr  # noqa: F401
+    import pytorch_grad_cam  # noqa: F401
+    import torchcam.methods  # noqa: F401
+
+    inputs = [x] + ([x.contiguous(memory_format=torch.channels_last)] if x.dim() == 4 else [])
+    for inp in inputs:
+        logits, a = _layer_output(model, layer, inp.clone(), True)
+        _backward(logits, a)
 
 
 def _grad_cam_diff(name: str, maps: dict[str, Any]) -> float | None:
@@ -308,11 +350,14 @@ def _timed_runs(
                     contextlib.redirect_stderr(io.StringIO()),
                     contextlib.redirect_stdout(io.StringIO()),
                 ):
+                    cpu = time.process_time()
                     seconds, peak, value = timed_peak(columns[key], device)
+                    cpu = time.process_time() - cpu
             except Exception as exc:  # a peer (or camwall) refusing the model is a table entry
                 result[key]["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
                 continue
             result[key]["seconds"] = min(result[key]["seconds"], seconds)
+            result[key]["cpu_seconds"] = min(result[key].get("cpu_seconds", math.inf), cpu)
             result[key]["peak_mib"] = max(result[key]["peak_mib"], peak)
             if key in ("camwall", "grad-cam"):
                 maps[key] = value
@@ -322,24 +367,51 @@ TAIL_METHODS = {"ablationcam", "finercam"}
 
 
 # --------------------------------------------------------------------------- driver side
-def method_options(method: str, args: argparse.Namespace, x_shape: tuple[int, ...]) -> dict:
+def method_options(
+    method: str, args: argparse.Namespace, x_shape: tuple[int, ...], samples: int | None = None
+) -> dict:
     """camwall's options for the method: its chunk for this input size (the same for the peers
-    that have the knob and for the limit), the samples of ``cam_speed.noise_options``."""
+    that have the knob and for the limit), the samples of ``cam_speed.noise_options`` (or
+    ``samples``, a reduced setting)."""
     from camwall.cams import METHODS, chunk_options
 
     cls = METHODS.get(method)
     shared = {**cam_speed.noise_options(args), "opticam_iters": args.opticam_iters}
+    if samples is not None:
+        shared.update({f"{n}_samples": samples for n in ("smoothgradcampp", "sscam", "iscam")})
     opts = {k: v for k, v in shared.items() if k in cls.options}
     if cls.chunk_option is not None and cls.chunk_option not in opts:
         opts.update(chunk_options(torch.empty(x_shape), [method]))
     return {**{k: cls.options[k] for k in cls.options if k.endswith("_samples")}, **opts}
 
 
-def measure(model: str, method: str, args: argparse.Namespace, tmp: str) -> dict[str, Any]:
-    arch, size, batch = (QUICK_MODELS if args.quick else MODELS)[model]
-    out = os.path.join(tmp, f"{model}-{method}.json")
-    spec = {
+def setting(model: str, method: str, quick: bool) -> dict[str, Any]:
+    """``{"size", "batch", "samples", "reduced"}`` of one row (:data:`REDUCED` off ``--quick``)."""
+    arch, size, batch = (QUICK_MODELS if quick else MODELS)[model]
+    cut = {} if quick else REDUCED.get((model, method), {})
+    return {
         "arch": arch,
+        "size": cut.get("size", size),
+        "batch": cut.get("batch", batch),
+        "samples": cut.get("samples"),
+        "reduced": cut,
+        "full": {"size": size, "batch": batch},
+    }
+
+
+def measure(model: str, method: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """One row, in a fresh process; its JSON is kept in ``folder`` (a rerun skips it)."""
+    out = folder / f"{model}-{method}.json"
+    if out.exists() and not args.fresh:
+        print(f"  {model:12s} {method:18s} (kept from {out})", flush=True)
+        kept = dict(json.loads(out.read_text()))
+        mtime = datetime.datetime.fromtimestamp(out.stat().st_mtime, datetime.timezone.utc)
+        kept.setdefault("finished", f"{mtime:%Y-%m-%d %H:%M}")
+        return kept
+    row_setting = setting(model, method, args.quick)
+    size, batch = row_setting["size"], row_setting["batch"]
+    spec = {
+        "arch": row_setting["arch"],
         "size": size,
         "batch": batch,
         "method": method,
@@ -347,18 +419,44 @@ def measure(model: str, method: str, args: argparse.Namespace, tmp: str) -> dict
         "threads": args.threads,
         "device": args.device,
         "seed": args.seed,
-        "options": method_options(method, args, (batch, 3, size, size)),
-        "out": out,
+        "options": method_options(method, args, (batch, 3, size, size), row_setting["samples"]),
+        "out": str(out) + ".part",
     }
     subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], check=True)
-    result = json.loads(Path(out).read_text())
+    result = json.loads(Path(spec["out"]).read_text())
     result["spec"] = spec
+    result["setting"] = row_setting
+    result["commit"] = _commit()
+    result["finished"] = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}"
+    out.write_text(json.dumps(result, indent=1))
+    Path(spec["out"]).unlink()
     cols = result["columns"]
     shown = ", ".join(
         f"{k} {v['seconds']:.3f} s" if "error" not in v else f"{k} failed" for k, v in cols.items()
     )
     print(f"  {model:12s} {method:18s} {shown}", flush=True)
-    return result
+    return dict(result)
+
+
+def _commit() -> str:
+    """The git commit of the benchmarked code, ``+dirty`` with uncommitted changes (from
+    ``$CAMWALL_COMMIT`` when set: a run from an exported snapshot of a commit)."""
+    if os.environ.get("CAMWALL_COMMIT"):
+        return os.environ["CAMWALL_COMMIT"]
+    here = Path(__file__).parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "../src"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + ("+dirty" if dirty else "")
 
 
 def row(method: str, result: dict[str, Any]) -> str:
@@ -374,26 +472,71 @@ def row(method: str, result: dict[str, Any]) -> str:
     known = {p: t for p, t in peers.items() if t == t}
     best = min(known, key=lambda p: known[p]) if known else None
     notes = [f"{k}: {c['error']}" for k, c in cols.items() if "error" in c]
+    if result.get("skipped"):
+        notes.append(f"not measured: {result['skipped']}")
     if result.get("diff") is not None:
         notes.append(f"max abs diff from grad-cam {result['diff']:.1e}")
     if result.get("tail"):
         notes.append(f"tail: {result['tail']}")
+    factor = full_size_factor(method, result.get("setting", {}))
+    if factor != 1 and best and ours == ours:
+        notes.append(
+            f"at full size (x{factor:.0f} the work): ~{ours * factor:.0f} s camwall, "
+            f"~{known[best] * factor:.0f} s {best}"
+        )
 
     def fmt(t: float) -> str:
         return "n/a" if t != t else f"{t:.3f}"
 
     speedup = f"{known[best] / ours:.1f}x" if best and ours == ours else "n/a"
+    cpu_ours = cols.get("camwall", {}).get("cpu_seconds")
+    cpu_peer = cols[best].get("cpu_seconds") if best else None
+    cpu_speedup = f"{cpu_peer / cpu_ours:.1f}x" if cpu_ours and cpu_peer else "n/a"
     ratio = f"{ours / limit:.2f}" if ours == ours and limit == limit else "n/a"
     peak_peer = f"{cols[best]['peak_mib']:.0f}" if best else "n/a"
     peak_ours = f"{cols['camwall']['peak_mib']:.0f}" if ours == ours else "n/a"
     cells = [method, fmt(ours), fmt(limit), ratio, *(fmt(peers[p]) for p in PEERS)]
-    cells += [f"{speedup} ({best})" if best else "n/a", peak_ours, peak_peer, "; ".join(notes)]
+    cells += [f"{speedup} ({best})" if best else "n/a", cpu_speedup, peak_ours, peak_peer]
+    cells += [setting_text(result.get("setting", {})), _load_text(result.get("load"))]
+    cells.append("; ".join(notes))
     return "| " + " | ".join(cells) + " |"
+
+
+def full_size_factor(method: str, row_setting: dict[str, Any]) -> float:
+    """How much more work the full-size row is than the reduced one: batch x pixels x samples
+    (the samples of the method's default, torchcam's: 35 for sscam, 10 for iscam)."""
+    from camwall.cams import METHODS
+
+    cut = row_setting.get("reduced") or {}
+    if not cut:
+        return 1.0
+    full = row_setting["full"]
+    factor = full["batch"] / row_setting["batch"] * (full["size"] / row_setting["size"]) ** 2
+    if "samples" in cut:
+        factor *= METHODS.get(method).options[f"{method}_samples"] / cut["samples"]
+    return factor
+
+
+def setting_text(row_setting: dict[str, Any]) -> str:
+    """``B x S x S`` of the row, ``, N samples`` where reduced; ``(reduced)`` when it is."""
+    if not row_setting:
+        return ""
+    text = f"{row_setting['batch']} x {row_setting['size']}"
+    if row_setting.get("samples"):
+        text += f", {row_setting['samples']} sample(s)"
+    return text + (" (reduced)" if row_setting.get("reduced") else "")
+
+
+def _load_text(load: Any) -> str:
+    """The 1-minute load average at the row's start and end."""
+    return f"{load[0][0]:.1f} / {load[1][0]:.1f}" if load else ""
 
 
 HEADER = (
     "| method | camwall (s) | limit (s) | camwall / limit | grad-cam (s) | torchcam (s) "
-    "| captum (s) | speed-up vs fastest peer | camwall peak (MiB) | peer peak (MiB) | note |"
+    "| captum (s) | speed-up vs fastest peer | same in CPU time | camwall peak (MiB) "
+    "| peer peak (MiB) "
+    "| setting (batch x size) | load (start / end) | note |"
 )
 
 
@@ -413,21 +556,46 @@ def report(
         f"- versions: python {platform.python_version()}, {versions}",
         f"- load average (1, 5, 15 min) at start / end: {LOAD_START} / {os.getloadavg()}",
         (
-            f"- timing: one fresh process per (model, method), one untimed warm-up forward, then "
-            f"camwall, the limit and the peers interleaved, best of {args.repeats}; peak memory "
+            f"- timing: one fresh process per (model, method), peers imported and one forward + "
+            "backward of the model (plain and channels-last) untimed, then camwall, the limit "
+            f"and the peers interleaved, best of {args.repeats} (heavy rows: peers and limit "
+            f"once, camwall best of {args.repeats}); peak memory "
             "above the level before the call (CPU: resident set, sampled every ms; CUDA: "
             "max_memory_allocated)"
         ),
         f"- command: `{' '.join(['python', 'benchmarks/method_table.py', *sys.argv[1:]])}`",
-        f"- total wall time of the run: {took:.0f} s",
+        f"- total wall time of this invocation: {took:.0f} s{_span(results)}",
     ]
+    lines.append(
+        "- reading it on a shared CPU: the load column is the 1-minute load average at the "
+        "row's start / end; with other processes on the cores, wall times of the same passes "
+        "vary by tens of percent between runs (best of N narrows it), so the CPU-time speed-up "
+        "(process CPU time, the work done, not the wait) is the steadier comparison; a camwall "
+        "/ limit ratio below 1 is that noise"
+    )
+    reduced = [f"{m} {meth}: {c}" for (m, meth), c in REDUCED.items() if not args.quick]
+    if reduced:
+        lines.append(
+            "- reduced rows (the same setting on every side; the full-size estimate in the "
+            "note scales the time by batch x pixels x samples): " + "; ".join(reduced)
+        )
     for model, rows in results.items():
         arch, size, batch = (QUICK_MODELS if args.quick else MODELS)[model]
         lines += ["", f"## {arch}, {batch} x 3 x {size} x {size}", "", HEADER]
-        lines.append("|---|" + "---:|" * 9 + "---|")
+        lines.append("|---|" + "---:|" * 10 + "---|---:|---|")
         lines += [row(method, result) for method, result in rows]
     lines.append("")
     return "\n".join(lines)
+
+
+def _span(results: dict[str, list[tuple[str, dict]]]) -> str:
+    """``; rows measured from .. to .. (commits ..)`` over the rows kept from earlier runs."""
+    stamps = [r["finished"] for rows in results.values() for _, r in rows if "finished" in r]
+    commits = sorted({r["commit"] for rows in results.values() for _, r in rows if "commit" in r})
+    if not stamps:
+        return ""
+    when = f"; rows measured from {min(stamps)} to {max(stamps)} UTC"
+    return when + (f" (code: commit {', '.join(commits)})" if commits else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -442,6 +610,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--opticam-iters", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "method_table.md"))
+    parser.add_argument(
+        "--results",
+        help="folder of the per-row JSON (default: --out without .md); kept rows "
+        "are not measured again",
+    )
+    parser.add_argument("--fresh", action="store_true", help="measure kept rows again")
+    parser.add_argument("--skip", default="", help="rows not measured: model:method,...")
+    parser.add_argument("--skip-why", default="skipped", help="the reason, in the table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -456,18 +632,35 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if unknown:
         parser.error(f"unknown {unknown}; methods: {native}; models: {list(MODELS)}")
+    out = Path(args.out)
+    folder = Path(args.results) if args.results else out.with_suffix("")
+    folder.mkdir(parents=True, exist_ok=True)
+    from camwall.runtime import folder_lock
+
+    with folder_lock(folder, "--results"):
+        run_table(args, methods, folder, out)
+    print(f"written to {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+def run_table(args: argparse.Namespace, methods: list[str], folder: Path, out: Path) -> None:
+    """Every row, the markdown and the JSON rewritten after each (a killed run resumes)."""
     started = time.perf_counter()
     results: dict[str, list[tuple[str, dict]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for model in args.models.split(","):
-            rows = [m for m in methods if not (args.quick and (model, m) in QUICK_SKIP)]
-            results[model] = [(m, measure(model, m, args, tmp)) for m in rows]
-    text = report(results, args, time.perf_counter() - started)
+    for model in args.models.split(","):
+        results[model] = []
+        for m in methods:
+            if args.quick and (model, m) in QUICK_SKIP:
+                continue
+            if f"{model}:{m}" in args.skip.split(","):
+                results[model].append((m, {"columns": {}, "skipped": args.skip_why}))
+            else:
+                results[model].append((m, measure(model, m, args, folder)))
+            text = report(results, args, time.perf_counter() - started)
+            out.write_text(text)
+            table = {mod: dict(rows) for mod, rows in results.items()}
+            out.with_suffix(".json").write_text(json.dumps(table, indent=1))
     print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(f"written to {args.out}")
-    return 0
 
 
 LOAD_START = os.getloadavg()

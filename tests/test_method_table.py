@@ -89,5 +89,69 @@ def test_row_speed_up_is_against_the_fastest_peer(table):
         "n/a",
         "2.0x (torchcam)",
     ]
-    assert cells[8:10] == ["10", "20"]
-    assert "captum: RuntimeError: no" in cells[10]
+    assert cells[8] == "n/a"  # no CPU times recorded
+    assert cells[9:11] == ["10", "20"]
+    assert cells[11:13] == ["", ""]  # no setting, no load recorded
+    assert "captum: RuntimeError: no" in cells[13]
+
+
+def test_reduced_row_states_its_setting_and_full_size_estimate(table):
+    """resnet50's sscam row: batch 1 at 64 x 64 with 1 sample, instead of 4 x 224 x 224 with
+    the default 35 samples: 4 x (224 / 64)^2 x 35 = 1715 times the work."""
+    setting = table.setting("resnet50", "sscam", quick=False)
+    assert (setting["batch"], setting["size"], setting["samples"]) == (1, 64, 1)
+    factor = table.full_size_factor("sscam", setting)
+    assert factor == pytest.approx(4 * (224 / 64) ** 2 * 35)
+    assert table.setting("resnet50", "sscam", quick=True)["reduced"] == {}
+    assert table.full_size_factor("gradcam", table.setting("resnet50", "gradcam", False)) == 1
+    cols = {
+        "camwall": {"seconds": 2.0, "cpu_seconds": 3.0, "peak_mib": 10.0},
+        "limit": {"seconds": 1.0, "peak_mib": 8.0},
+        "torchcam": {"seconds": 4.0, "cpu_seconds": 7.5, "peak_mib": 30.0},
+    }
+    result = {"columns": cols, "setting": setting, "load": [[2.5, 1, 1], [3.25, 1, 1]]}
+    cells = [c.strip() for c in table.row("sscam", result).strip("|").split("|")]
+    assert cells[7:9] == ["2.0x (torchcam)", "2.5x"]  # wall time, CPU time
+    assert cells[11:13] == ["1 x 64, 1 sample(s) (reduced)", "2.5 / 3.2"]
+    assert f"~{2.0 * factor:.0f} s camwall, ~{4.0 * factor:.0f} s torchcam" in cells[13]
+
+
+def test_worker_measures_every_column_on_a_small_resnet(table, tmp_path):
+    """One real row (resnet18 at 32 x 32, gradcam): camwall, its limit and its three peers are
+    timed, camwall's maps equal grad-cam's to float32 rounding."""
+    spec = {
+        "arch": "resnet18", "size": 32, "batch": 1, "method": "gradcam", "repeats": 1,
+        "threads": 1, "device": "cpu", "seed": 0, "options": {},
+        "out": str(tmp_path / "row.json"),
+    }  # fmt: skip
+    table.worker(spec)
+    import json
+
+    out = json.loads((tmp_path / "row.json").read_text())
+    assert set(out["columns"]) == {"camwall", "limit", "grad-cam", "torchcam", "captum"}
+    for column in out["columns"].values():
+        assert "error" not in column
+        assert 0 < column["seconds"] < math.inf
+        assert 0 < column["cpu_seconds"] < math.inf
+    assert out["diff"] < 1e-5
+    assert len(out["load"]) == 2
+
+
+def test_kept_rows_are_not_measured_again(table, tmp_path, monkeypatch):
+    """A rerun (resume) reads the row's JSON instead of starting a worker; --fresh measures."""
+    kept = {"columns": {"camwall": {"seconds": 1.0, "peak_mib": 1.0}}, "tail": ""}
+    (tmp_path / "resnet50-gradcam.json").write_text(__import__("json").dumps(kept))
+
+    def no_worker(*args, **kwargs):
+        raise AssertionError("a kept row started a worker")
+
+    monkeypatch.setattr(table.subprocess, "run", no_worker)
+    args = _args(table)
+    args.quick, args.fresh, args.repeats, args.seed = False, False, 1, 0
+    again = table.measure("resnet50", "gradcam", args, tmp_path)
+    finished = again.pop("finished")  # the file's time, for the table's span line
+    assert again == kept
+    assert len(finished) == len("2026-01-01 00:00")
+    args.fresh = True
+    with pytest.raises(AssertionError, match="started a worker"):
+        table.measure("resnet50", "gradcam", args, tmp_path)

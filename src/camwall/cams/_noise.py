@@ -154,42 +154,83 @@ class SmoothGradCAMpp(CamMethod, name="smoothgradcampp"):
         return (w[:, :, None, None] * last_a).sum(dim=1)
 
 
+def _low_res_masks(a: Tensor) -> Tensor:
+    """Per channel ``(A - min) / (max(A - min) + 1e-8)`` over space (B x K x h x w)."""
+    shifted = a - a.amin(dim=(2, 3), keepdim=True)
+    return shifted / (shifted.amax(dim=(2, 3), keepdim=True) + 1e-8)
+
+
 def normalized_masks(a: Tensor, size: tuple[int, int]) -> Tensor:
     """torchcam's score masks: per channel ``(A - min) / (max(A - min) + 1e-8)`` over space,
     then bilinear upsampling (``align_corners=False``) to ``size``. B x K x h x w -> B x K x H x W.
     """
-    shifted = a - a.amin(dim=(2, 3), keepdim=True)
-    norm = shifted / (shifted.amax(dim=(2, 3), keepdim=True) + 1e-8)
-    return F.interpolate(norm, size=size, mode="bilinear", align_corners=False)
+    return _upsample(_low_res_masks(a), size)
 
 
-Row = tuple[int, int, int, Tensor]  # (image, sample, channel, masked input C x H x W)
+def _upsample(low: Tensor, size: tuple[int, int]) -> Tensor:
+    return F.interpolate(low, size=size, mode="bilinear", align_corners=False)
 
 
-def _score_stream(ctx: CamContext, rows: Iterator[Row], chunk: int, weight: Tensor) -> None:
-    """Forward the masked inputs in chunks; ``weight[i, k] += y_i(row) - y_i(x_i)``.
+class _MaskRows:
+    """Rows of :func:`normalized_masks`, a few channels at a time: ``rows(i, ks)`` (n x H x W)
+    equals ``normalized_masks(a, size)[i, ks]`` to float32 rounding (bilinear upsampling
+    works per channel; the CPU kernel's vectorization over channels may change the last bit),
+    without holding the B x K x H x W masks (1.6 GB for resnet50's layer4 at 4 x 224 x 224)."""
 
-    Rows arrive in sample order for each (image, channel), so every running sum adds its terms
-    in torchcam's order.
+    def __init__(self, a: Tensor, size: tuple[int, int]) -> None:
+        self.low, self.size = _low_res_masks(a), size
+
+    def rows(self, i: int, ks: list[int]) -> Tensor:
+        return _upsample(self.low[i, ks][None], self.size)[0]
+
+    def all_zero(self) -> Tensor:
+        """B x K: the constant channels (their mask is zero before and after upsampling)."""
+        return ~(self.low.flatten(2) != 0).any(dim=2)
+
+
+Block = tuple[int, list[int], Tensor]  # (image, channels, their masked inputs n x C x H x W)
+
+
+def _pieces(channels: list[int], size: int) -> Iterator[list[int]]:
+    """``channels`` in consecutive pieces of at most ``size``."""
+    for start in range(0, len(channels), size):
+        yield channels[start : start + size]
+
+
+def _score_stream(ctx: CamContext, blocks: Iterator[Block], chunk: int, weight: Tensor) -> None:
+    """Forward the masked inputs in chunks of ``chunk`` rows (blocks are joined and split);
+    ``weight[i, k] += y_i(row) - y_i(x_i)``.
+
+    Blocks arrive in sample order for each (image, channel), so every running sum adds its
+    terms in torchcam's order.
     """
     base = ctx.scores.float()
-    pending: list[Row] = []
+    k = weight.shape[1]
+    inputs: list[Tensor] = []
+    where: list[Tensor] = []  # flat (image, channel) index of each row
+    owners: list[Tensor] = []
+    held = 0
 
-    def flush() -> None:
-        owners = [r[0] for r in pending]
-        batch = torch.stack([r[3] for r in pending]).to(ctx.x.dtype)
-        scores = score_rows(ctx.runner.run_model(batch), owners, ctx.targets)
-        flat = torch.tensor([r[0] * weight.shape[1] + r[2] for r in pending], device=base.device)
+    def flush(n: int) -> None:
+        nonlocal inputs, where, owners, held
+        batch, flat, own = torch.cat(inputs), torch.cat(where), torch.cat(owners)
+        inputs, where, owners = [batch[n:]], [flat[n:]], [own[n:]]
+        held -= n
+        rows = own[:n].tolist()
+        scores = score_rows(ctx.runner.run_model(batch[:n].to(ctx.x.dtype)), rows, ctx.targets)
         # index_add_ adds repeated indices in row order on CPU: torchcam's summation order
-        weight.view(-1).index_add_(0, flat, scores - base[owners])
-        pending.clear()
+        weight.view(-1).index_add_(0, flat[:n], scores - base[rows])
 
-    for row in rows:
-        pending.append(row)
-        if len(pending) == chunk:
-            flush()
-    if pending:
-        flush()
+    for i, channels, rows in blocks:
+        inputs.append(rows)
+        chans = torch.tensor(channels, dtype=torch.long, device=base.device)
+        where.append(i * k + chans)
+        owners.append(torch.full_like(chans, i))
+        held += len(channels)
+        while held >= chunk:
+            flush(chunk)
+    if held:
+        flush(held)
 
 
 @METHODS.add
@@ -199,7 +240,8 @@ class SSCAM(CamMethod, name="sscam"):
     ``M = normalized_masks(A)`` (B x K x H x W); for ``n`` samples ``e_m ~ N(0, std^2)`` of shape
     K x H x W per image: ``s_bkm = y_b(x_b * (M_bk + e_bkm)) - y_b(x_b)``;
     ``w_b = softmax_k(mean_m s_bkm)``; map ``= sum_k w_bk A_bk``. Masked inputs go through the
-    model in chunks of ``sscam_chunk`` (mixing channels, samples and images). Options:
+    model in chunks of ``sscam_chunk`` (mixing channels, samples and images); each mask is
+    upsampled when its row is built (:class:`_MaskRows`), never all B x K x H x W. Options:
     ``sscam_samples`` (35), ``sscam_std`` (2.0), ``seed`` / ``generator``, ``sscam_noise``
     (n x B x K x H x W).
     """
@@ -223,19 +265,20 @@ class SSCAM(CamMethod, name="sscam"):
         chunk = self.opts["sscam_chunk"]
         a, x = ctx.activations, ctx.x
         b, k = a.shape[:2]
-        masks = normalized_masks(a, ctx.input_size)
-        draw = _noise_source(self.opts, "sscam", tuple(masks.shape[1:]), b, n, x.device)
+        masks = _MaskRows(a, ctx.input_size)
+        draw = _noise_source(self.opts, "sscam", (k, *ctx.input_size), b, n, x.device)
 
-        def rows() -> Iterator[Row]:
+        def blocks() -> Iterator[Block]:
             for i in range(b):
                 xi = x[i].float()
                 for m in range(n):
-                    noisy = masks[i] + draw(i, m)
-                    for c in range(k):
-                        yield i, m, c, noisy[c][None] * xi
+                    noise = draw(i, m)  # K x H x W, drawn at once (the generator's order)
+                    for ks in _pieces(list(range(k)), chunk):
+                        noisy = masks.rows(i, ks) + noise[ks]  # n x H x W
+                        yield i, ks, noisy[:, None] * xi
 
         weight = torch.zeros(b, k, dtype=torch.float32, device=a.device)
-        _score_stream(ctx, rows(), chunk, weight)
+        _score_stream(ctx, blocks(), chunk, weight)
         return torch.softmax(weight / n, dim=1)
 
 
@@ -264,23 +307,23 @@ class ISCAM(CamMethod, name="iscam"):
         chunk = self.opts["iscam_chunk"]
         a, x = ctx.activations, ctx.x
         b, k = a.shape[:2]
-        masks = normalized_masks(a, ctx.input_size)
-        zero = ~(masks.flatten(2) != 0).any(dim=2)  # B x K: all-zero masks
+        masks = _MaskRows(a, ctx.input_size)
+        zero = masks.all_zero()
         coeffs, c = [], 0.0
         for m in range(n):
             c += (m + 1) / n
             coeffs.append(c)
 
-        def rows() -> Iterator[Row]:
+        def blocks() -> Iterator[Block]:
             for i in range(b):
                 xi = x[i].float()
                 live = (~zero[i]).nonzero()[:, 0].tolist()
                 for m in range(n):
-                    for ch in live:
-                        yield i, m, ch, coeffs[m] * (masks[i, ch][None] * xi)
+                    for ks in _pieces(live, chunk):
+                        yield i, ks, coeffs[m] * (masks.rows(i, ks)[:, None] * xi)
 
         weight = torch.zeros(b, k, dtype=torch.float32, device=a.device)
-        _score_stream(ctx, rows(), chunk, weight)
+        _score_stream(ctx, blocks(), chunk, weight)
         if bool(zero.any()):
             logits = ctx.runner.run_model(torch.zeros_like(x[:1]))
             s0 = score_rows(logits.expand(b, *logits.shape[1:]), range(b), ctx.targets)

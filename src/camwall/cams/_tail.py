@@ -112,26 +112,55 @@ class _AncestorTracer(fx.Tracer):
 
 
 def _graph_tail(model: nn.Module, layer_name: str) -> Tail:
-    """Trace ``model`` (in eval mode, then its modes restored) and cut it after the layer."""
+    """Trace ``model`` (in eval mode, then its modes restored) and cut it after the layer; when
+    a residual branch around the layer blocks the cut, the reason names the nearest enclosing
+    module whose output the tail can start from (:func:`_enclosing_hint`)."""
+    split = _split(model, layer_name)
+    if isinstance(split, str):
+        if _RESIDUAL in split:
+            split += _enclosing_hint(model, layer_name)
+        return Tail(None, f"whole model: {split}")
+    steps = sum(1 for n in split.graph.nodes if n.op not in ("placeholder", "output"))
+    return Tail(split, f"graph ({steps} nodes after {layer_name})")
+
+
+_RESIDUAL = "a residual branch around the layer"
+
+
+def _split(model: nn.Module, layer_name: str) -> fx.GraphModule | str:
+    """The tail after ``layer_name`` as a graph module, or why there is none."""
     ancestors = _ancestors(model, layer_name)
     hooked = [n or "the model" for n, m in ancestors if m._forward_hooks or m._forward_pre_hooks]
     if hooked:
-        return Tail(None, f"whole model: forward hooks on {hooked[0]} (a graph would skip them)")
+        return f"forward hooks on {hooked[0]} (a graph would skip them)"
     modes = [(m, m.training) for m in model.modules()]
     try:
         model.eval()
         graph = _AncestorTracer({n for n, _ in ancestors if n}).trace(model)
     except Exception as exc:  # torch.fx raises many kinds (TraceError, TypeError, ...)
-        return Tail(None, f"whole model: torch.fx cannot trace it ({type(exc).__name__}: {exc})")
+        return f"torch.fx cannot trace it ({type(exc).__name__}: {exc})"
     finally:
         for m, mode in modes:
             m.training = mode
     cut = _cut(graph, layer_name)
-    if isinstance(cut, str):
-        return Tail(None, f"whole model: {cut}")
-    module = fx.GraphModule(model, cut)
-    steps = sum(1 for n in cut.nodes if n.op not in ("placeholder", "output"))
-    return Tail(module, f"graph ({steps} nodes after {layer_name})")
+    return cut if isinstance(cut, str) else fx.GraphModule(model, cut)
+
+
+def _enclosing_hint(model: nn.Module, layer_name: str) -> str:
+    """``"; the tail works from 'blocks.3' ..."`` for the nearest enclosing module (not the
+    model) whose output has a tail, else ``""``. A ViT's ``blocks.N.norm1`` is inside the
+    residual ``x + attn(norm1(x))``: a tail from it would need the block input of every image
+    as a captured constant, which the tail function ``tail(A)`` does not take."""
+    parts = layer_name.split(".")
+    for depth in range(len(parts) - 1, 0, -1):
+        outer = ".".join(parts[:depth])
+        if sequential_tail(model, outer) is not None or not isinstance(_split(model, outer), str):
+            return (
+                f"; the tail works from {outer!r}, the enclosing module (a tail from inside it "
+                f"would need the residual input of each image captured, which tail(A) does not "
+                f"take)"
+            )
+    return ""
 
 
 def _cut(graph: fx.Graph, layer_name: str) -> fx.Graph | str:
@@ -162,8 +191,8 @@ def _cut(graph: fx.Graph, layer_name: str) -> fx.Graph | str:
     if early:
         name = early[-1].target if early[-1].op == "call_module" else early[-1].name
         return (
-            f"the part after {layer_name!r} also needs {name!r}, computed before it (e.g. a "
-            f"residual branch around the layer)"
+            f"the part after {layer_name!r} also needs {name!r}, computed before it (e.g. "
+            f"{_RESIDUAL})"
         )
     tail = fx.Graph()
     env: dict[fx.Node, fx.Node] = {layer: tail.placeholder("activations")}
