@@ -32,6 +32,18 @@ class DictOut(TupleOut):
         return {"scores": self.inner(x)}
 
 
+class LogitsOut(TupleOut):
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        return {"logits": self.inner(x)}
+
+
+class HubOut(TupleOut):
+    """A Hugging Face-style output object: the logits as an attribute."""
+
+    def forward(self, x: torch.Tensor):  # type: ignore[override]
+        return type("ImageClassifierOutput", (), {"logits": self.inner(x), "loss": None})()
+
+
 def hook_count(model: nn.Module) -> int:
     return sum(len(m._forward_hooks) for m in model.modules())
 
@@ -69,7 +81,7 @@ def test_output_fn_fixes_it(wrapper, pick, make_tiny):
         torch.testing.assert_close(got[n], expected[n], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("wrapper", [TupleOut, DictOut])
+@pytest.mark.parametrize("wrapper", [TupleOut, LogitsOut, HubOut])
 def test_logits_first_or_named_need_no_output_fn(wrapper, make_tiny):
     inner, layer, x = make_tiny("flat")
     expected = compute_cams(inner, x, layer, ["gradcam", "scorecam"])
