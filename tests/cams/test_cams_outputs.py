@@ -93,6 +93,19 @@ def test_list_of_dicts_equals_the_tensor_output(pyramid, x, methods) -> None:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6)
 
 
+def test_scorecam_zero_channel_on_a_list_output_equals_the_tensor_output(pyramid, x) -> None:
+    """An all-zero channel scores the all-zero input once; a list output repeats that row."""
+    with torch.no_grad():
+        pyramid.backbone.a.weight[2] = 0
+        pyramid.backbone.a.bias[2] = 0
+    expected = compute_cams(pyramid, x, "backbone.a", "scorecam", [1, 3])["scorecam"]
+    rows = Pyramid(rows=True)
+    rows.load_state_dict(pyramid.state_dict())
+    got = compute_cams(rows, x, "backbone.a", "scorecam", [pick(1), pick(3)])["scorecam"]
+    assert expected.max() > 0.5
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("key", ["logits", "out"])
 def test_dict_output_uses_its_logits_or_out(pyramid, x, key) -> None:
     expected = compute_cams(pyramid, x, "backbone.a", ["gradcam", "scorecam"], [0, 4])

@@ -139,6 +139,14 @@ def output_rows(outputs: Outputs) -> int:
     return len(outputs) if isinstance(outputs, list) else int(outputs.shape[0])
 
 
+def repeat_rows(outputs: Outputs, n: int) -> Outputs:
+    """Row 0 of a scored output repeated ``n`` times: a tensor expanded (no copy), a list of
+    per-image dicts as a list of ``n`` references to its first dict."""
+    if isinstance(outputs, list):
+        return [outputs[0]] * n
+    return outputs[:1].expand(n, *outputs.shape[1:])
+
+
 def class_logits(outputs: Outputs, method: str) -> Tensor:
     """``outputs`` as B x num_classes logits, for methods that read classes (finercam, cam);
     a detection model's list of dicts, or any other shape, raises one CamwallError."""

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from camwall.cams._base import METHODS, CamContext, CamMethod
 from camwall.cams._checks import Check, positive_int
+from camwall.cams._outputs import repeat_rows
 from camwall.cams._targets import score_rows
 
 __all__ = ["ScoreCAM"]
@@ -50,7 +51,7 @@ class ScoreCAM(CamMethod, name="scorecam"):
             logits = ctx.runner.run_model(torch.zeros_like(ctx.x[:1]))
             owners = [i for i, _ in slots.zeros]
             n = len(slots.zeros)
-            values = score_rows(logits.expand(n, *logits.shape[1:]), owners, ctx.targets)
+            values = score_rows(repeat_rows(logits, n), owners, ctx.targets)
             for (i, slot), value in zip(slots.zeros, values):  # at most one zero slot per image
                 slots.scores[i][slot] = value
         scores = torch.stack([slots.scores[i][slots.inverses[i]] for i in range(b)])
