@@ -70,9 +70,9 @@ def test_every_registry_keeps_its_names_and_order():
 
     assert METHODS.names() == [
         "gradcam", "hirescam", "gradcampp", "xgradcam", "layercam",
-        "gradcamelementwise", "shapleycam", "eigencam", "eigengradcam", "kpcacam",
+        "gradcamelementwise", "shapleycam", "eigencam", "eigengradcam", "segeigencam", "kpcacam",
         "scorecam", "ablationcam", "opticam", "fem", "randomcam", "finercam", "cam", "fullgrad",
-        "rollout", "legrad", "smoothgradcampp", "sscam", "iscam", "sess",
+        "rollout", "legrad", "smoothgradcampp", "sscam", "iscam", "sess", "refinecam",
     ]  # fmt: skip
     assert MODELS.names() == [
         "walled-vgg16", "simple-cnn", "fashion-vgg", "fashion-resnet", "fashion-grid-vgg",
