@@ -15,7 +15,16 @@ from safetensors.torch import load_file, save_file
 from camwall.cli import main
 from camwall.train import train
 from camwall.train._init import load_init, resolve_init
-from camwall.walls import create_model, dead_zone, load_model, verify_wall, walled_torchvision
+from camwall.train._refit import refit_walled_layers
+from camwall.walls import (
+    WalledLinear,
+    WallSpec,
+    create_model,
+    dead_zone,
+    load_model,
+    verify_wall,
+    walled_torchvision,
+)
 from camwall.weights import shipped_model
 
 SHIPPED = "shipped:fashion-vgg-baseline"
@@ -117,6 +126,36 @@ def test_accuracy_after_insertion_is_reported_and_matches_an_independent_evaluat
     assert f"before fine-tuning: val top-1 {100 * correct / n:.2f}% ({n} images)" in printed
 
 
+def test_accuracy_after_the_refit_is_that_of_the_hand_walled_baseline_refitted(
+    cli_run: tuple[Path, str],
+) -> None:
+    """The run refits on its first ``train_limit`` training canvases (epoch 0's placements),
+    from the baseline's own head weights: the same refit done here on the hand-walled baseline
+    gives the recorded accuracy."""
+    from torch.utils.data import Subset
+
+    from camwall.data import fashion_canvases
+
+    out, printed = cli_run
+    refit = json.loads((out / "manifest.json").read_text())["init"]["refit"]
+    model = create_model("fashion-vgg", walled=True, width=8)
+    base = _baseline()
+    model.load_state_dict(_walled_by_hand(base))
+    train_set = fashion_canvases("train", seed=0, augment=True)
+    train_set.set_epoch(0)
+    data = Subset(train_set, range(SMALL["train_limit"]))
+    originals = {"11": (base[HEAD], base["11.bias"])}
+    refit_walled_layers(model, originals, data, refit["ridge"], 256, torch.device("cpu"))
+    n = SMALL["val_limit"]
+    test = fashion_canvases("test", seed=0, augment=False)
+    x = torch.stack([test[i][0] for i in range(n)])
+    y = torch.tensor([int(test[i][1]) for i in range(n)])
+    with torch.no_grad():
+        correct = int((model.eval()(x).argmax(1) == y).sum())
+    assert round(refit["refitted"]["val_top1"] * n) == correct
+    assert f"head refit on {SMALL['train_limit']} training examples" in printed
+
+
 def test_manifest_and_checkpoint_record_the_init_source_and_hash(
     cli_run: tuple[Path, str],
 ) -> None:
@@ -133,6 +172,11 @@ def test_manifest_and_checkpoint_record_the_init_source_and_hash(
     assert meta["training"]["init"]["sha256"] == sha
     assert meta["arch_kwargs"]["walled"] is True
     assert list(manifest["checkpoints"]) == ["walled"]  # the init is the baseline
+    refit = manifest["init"]["refit"]  # the default refit, on the run's (limited) training set
+    assert refit["examples"] == SMALL["train_limit"]
+    assert refit["layers"] == ["11"]
+    assert refit["refitted"]["n"] == SMALL["val_limit"]
+    assert meta["training"]["init"]["refit"] == refit
 
 
 def _weights(out: Path) -> dict[str, torch.Tensor]:
@@ -268,7 +312,10 @@ def test_fine_tuning_defaults_come_before_the_options() -> None:
     from camwall.train import FINETUNE_DEFAULTS, PRESETS, resolve_config
 
     fine = resolve_config("fashion-vgg", {"init": SHIPPED})
-    assert fine.epochs == FINETUNE_DEFAULTS["fashion-vgg"]["epochs"] == 2
+    assert fine.epochs == FINETUNE_DEFAULTS["fashion-vgg"]["epochs"] == 1
+    assert fine.refit == FINETUNE_DEFAULTS["fashion-vgg"]["refit"] > 0
+    assert resolve_config("fashion-vgg", {"init": SHIPPED, "refit": 0}).refit == 0
+    assert resolve_config("fashion-vgg", {"epochs": 3}).refit == 0  # from scratch: no refit
     assert fine.lr == FINETUNE_DEFAULTS["fashion-vgg"]["lr"] < PRESETS.get("fashion-vgg").lr
     assert resolve_config("fashion-vgg", {"init": SHIPPED, "epochs": 3}).epochs == 3
     assert resolve_config("fashion-vgg", {"epochs": 3}).lr == PRESETS.get("fashion-vgg").lr
@@ -288,3 +335,97 @@ def test_runs_from_scratch_keep_their_config_keys() -> None:
     assert set(shipped["training"]["config"]) == set(plain)
     fine = resolve_config("fashion-vgg", {"init": SHIPPED}).to_dict()
     assert fine["init"] == SHIPPED
+
+
+def _tiny_walled(walls: object, seed: int = 0) -> torch.nn.Module:
+    """Flatten + a WalledLinear over a 2 x 4 x 4 map (6 outputs)."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Flatten(), WalledLinear(32, 6, feature_shape=(2, 4, 4), wall=walls)
+    )
+
+
+def _lstsq_oracle(x: torch.Tensor, target: torch.Tensor, keep: torch.Tensor, ridge: float):
+    """(W_open, b) by ``torch.linalg.lstsq`` on the design matrix itself (float64): the ridge as
+    ``sqrt(penalty) * I`` rows appended under ``[x_open, 1]`` (the bias unpenalised)."""
+    z = torch.cat([x[:, keep], torch.ones(len(x), 1, dtype=x.dtype)], 1)
+    k = int(keep.sum())
+    penalty = ridge * float((x[:, keep] ** 2).sum(0).mean())
+    rows = torch.cat(
+        [penalty**0.5 * torch.eye(k, dtype=x.dtype), torch.zeros(k, 1, dtype=x.dtype)], 1
+    )
+    a = torch.cat([z, rows])
+    b = torch.cat([target, torch.zeros(k, target.shape[1], dtype=x.dtype)])
+    theta = torch.linalg.lstsq(a, b).solution
+    return theta[:-1].T, theta[-1]
+
+
+@pytest.mark.parametrize("ridge", [0.0, 0.3])
+@pytest.mark.parametrize("per_output", [False, True])
+def test_head_refit_equals_a_least_squares_fit_of_the_unwalled_outputs(
+    ridge: float, per_output: bool
+) -> None:
+    from torch.utils.data import TensorDataset
+
+    walls = (
+        [WallSpec(rows=(2, None)), WallSpec(cols=(0, 1))]
+        if per_output
+        else WallSpec(rows=(2, None))
+    )
+    model = _tiny_walled(walls)
+    layer = model[1]
+    w0, b0 = torch.randn(6, 32), torch.randn(6)  # the "trained" unwalled layer
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(40, 2, 4, 4, generator=g).relu()
+    x = images.flatten(1).double()
+    refitted = refit_walled_layers(
+        model,
+        {"1": (w0, b0)},
+        TensorDataset(images, torch.zeros(40)),
+        ridge,
+        16,
+        torch.device("cpu"),
+    )
+    assert refitted == ["1"]
+    target = x @ w0.double().T + b0.double()
+    groups = layer.group_keep
+    size = 6 // len(groups)
+    for g_index, keep in enumerate(groups):
+        rows = slice(g_index * size, (g_index + 1) * size)
+        want_w, want_b = _lstsq_oracle(x, target[:, rows], keep, ridge)
+        # float64 normal equations vs a float64 QR of the design matrix, then rounded to float32
+        torch.testing.assert_close(
+            layer.weight[rows][:, keep].double(), want_w, rtol=1e-5, atol=1e-5
+        )
+        torch.testing.assert_close(layer.bias[rows].double(), want_b, rtol=1e-5, atol=1e-5)
+        assert bool((layer.weight[rows][:, ~keep] == 0).all())  # the wall stays exact
+
+
+def test_head_refit_gives_a_dead_feature_weight_zero() -> None:
+    """A feature that is 0 on every example makes Z^T Z singular; gelsd's minimum-norm solution
+    gives it weight 0 (and the fit of the others is that of the reduced problem)."""
+    from torch.utils.data import TensorDataset
+
+    model = _tiny_walled(WallSpec(rows=(2, None)))
+    images = torch.randn(30, 2, 4, 4, generator=torch.Generator().manual_seed(3)).relu()
+    images[:, 0, 0, 0] = 0  # feature 0: open, always 0
+    w0, b0 = torch.randn(6, 32), torch.randn(6)
+    data = TensorDataset(images, torch.zeros(30))
+    refit_walled_layers(model, {"1": (w0, b0)}, data, 0.0, 30, torch.device("cpu"))
+    assert bool((model[1].weight[:, 0] == 0).all())
+    assert bool(torch.isfinite(model[1].weight).all())
+
+
+def test_refit_fields_are_validated_and_stay_out_of_configs_without_one() -> None:
+    from camwall.errors import CamwallError
+    from camwall.train import PRESETS, resolve_config
+
+    base = PRESETS.get("fashion-vgg")
+    assert "refit" not in base.to_dict()
+    assert "refit_ridge" not in base.to_dict()
+    fine = resolve_config("fashion-vgg", {"init": SHIPPED, "refit": 500}).to_dict()
+    assert fine["refit"] == 500
+    assert fine["refit_ridge"] == base.refit_ridge
+    for bad in ({"refit": -1}, {"refit_ridge": -0.5}):
+        with pytest.raises(CamwallError, match=next(iter(bad))):
+            resolve_config("fashion-vgg", {"init": SHIPPED, **bad})

@@ -10,7 +10,8 @@ Public API:
 * fine-tuning a wall into trained weights (``camwall train --init``): ``train(preset,
   {"init": "shipped:fashion-vgg-baseline"})``; :func:`resolve_init` -> :class:`InitSource`
   (file, kind, SHA-256), :func:`load_init` (the unwalled weights into the walled model, the
-  walled entries set to 0), :data:`FINETUNE_DEFAULTS` / :func:`finetune_config` (a preset's
+  walled entries set to 0), the closed-form head refit after the insertion (``refit``,
+  :mod:`camwall.train._refit`), :data:`FINETUNE_DEFAULTS` / :func:`finetune_config` (a preset's
   fine-tuning recipe); ``arch="torchvision:NAME"`` / ``"timm:NAME"`` with ``walls``
 * :func:`fit`: the generic loop for any model and dataset -> :class:`FitResult` (how it runs:
   :class:`FitOptions`)

@@ -39,6 +39,7 @@ __all__ = [
     "file_sha256",
     "insert_init",
     "load_init",
+    "load_unwalled",
     "read_init",
     "resolve_init",
     "shipped_names",
@@ -193,17 +194,14 @@ def describe_arch(model: nn.Module) -> str:
     return f"{config['arch']} {config['arch_kwargs']}"
 
 
-def load_init(model: nn.Module, source: InitSource) -> int:
-    """Load ``source``'s weights into the walled ``model`` (see the module docstring).
-
-    Returns:
-        The number of walled weights that were not 0 in the file and are 0 now.
+def load_unwalled(model: nn.Module, source: InitSource) -> None:
+    """Load ``source``'s tensors into the walled ``model`` as they are (the walled weights
+    not yet zeroed; the wall buffers stay the model's): :func:`load_init` before
+    :func:`camwall.walls.enforce_walls`.
 
     Raises:
-        CamwallError: naming the file, when it cannot be read or does not fit ``model``
-        (missing or unexpected keys, shapes), or holds NaN/Inf.
+        CamwallError: as :func:`load_init`.
     """
-    from camwall.walls import enforce_walls
     from camwall.walls._checks import check_finite_state
 
     state, what = read_init(source)
@@ -218,7 +216,63 @@ def load_init(model: nn.Module, source: InitSource) -> int:
     except RuntimeError as err:
         msg = " ".join(line.strip() for line in str(err).splitlines()[:4])
         raise CamwallError(f"{where} does not fit {describe_arch(model)}: {msg}") from None
+
+
+def load_init(model: nn.Module, source: InitSource) -> int:
+    """Load ``source``'s weights into the walled ``model`` (see the module docstring).
+
+    Returns:
+        The number of walled weights that were not 0 in the file and are 0 now.
+
+    Raises:
+        CamwallError: naming the file, when it cannot be read or does not fit ``model``
+        (missing or unexpected keys, shapes), or holds NaN/Inf.
+    """
+    from camwall.walls import enforce_walls
+
+    load_unwalled(model, source)
     return enforce_walls(model)
+
+
+def _evaluate(
+    model: nn.Module, config: TrainConfig, val_set: Dataset[Any] | None, device: torch.device
+) -> dict[str, Any] | None:
+    """``{"val_top1", "val_top5", "val_loss", "n"}`` of ``model`` on the first
+    ``config.val_limit`` examples of ``val_set`` (``None`` without validation data)."""
+    from camwall.train._accuracy import evaluate_model
+    from camwall.train._loop import limit_dataset
+
+    if val_set is None:
+        return None
+    result = evaluate_model(
+        model,
+        limit_dataset(val_set, config.val_limit),
+        batch_size=config.val_batch_size,
+        device=device,
+        amp=config.amp and device.type == "cuda",
+    )
+    return {"val_top1": result.top1, "val_top5": result.top5, "val_loss": result.loss,
+            "n": result.n}  # fmt: skip
+
+
+def _refit(
+    model: nn.Module,
+    originals: dict[str, tuple[Tensor, Tensor]],
+    config: TrainConfig,
+    train_set: Dataset[Any],
+    device: torch.device,
+) -> dict[str, Any]:
+    """Refit the walled layers on the first ``config.refit`` training examples (epoch 0's
+    draws; :func:`camwall.train._refit.refit_walled_layers`); the manifest's record."""
+    from camwall.train._loop import _set_epoch, limit_dataset
+    from camwall.train._refit import refit_walled_layers
+
+    data = limit_dataset(limit_dataset(train_set, config.train_limit), config.refit)
+    _set_epoch(data, 0)
+    layers = refit_walled_layers(
+        model, originals, data, config.refit_ridge, config.val_batch_size, device
+    )
+    return {"examples": len(data), "ridge": config.refit_ridge, "layers": layers}  # type: ignore[arg-type]
 
 
 def insert_init(
@@ -226,6 +280,7 @@ def insert_init(
     config: TrainConfig,
     val_set: Dataset[Any] | None,
     device: torch.device,
+    train_set: Dataset[Any] | None = None,
 ) -> dict[str, Any]:
     """Load ``config.init`` into the walled ``model`` and measure it before any fine-tuning.
 
@@ -233,14 +288,16 @@ def insert_init(
     ``walled_weights_zeroed`` (:func:`load_init`) and ``inserted``: ``{"val_top1", "val_top5",
     "val_loss", "n"}`` of the walled model on ``val_set`` (its first ``config.val_limit``
     examples; ``None`` without validation data), the figures "right after the wall is
-    inserted".
+    inserted". With ``config.refit`` (and ``train_set``) the walled layers are then refitted
+    (:mod:`camwall.train._refit`): ``refit`` records the examples, the ridge, the layers and,
+    as ``refitted``, the same figures after the refit.
 
     Raises:
         CamwallError: the file's SHA-256 is no longer ``config.init_sha256`` (it changed since
         the run started), or :func:`load_init`'s errors.
     """
-    from camwall.train._accuracy import evaluate_model
-    from camwall.train._loop import limit_dataset
+    from camwall.train._refit import walled_layers
+    from camwall.walls import enforce_walls
 
     assert config.init is not None
     source = resolve_init(config.init)
@@ -250,16 +307,12 @@ def insert_init(
             f"was started from {config.init_sha256[:16]}...); fine-tune it into a new --out "
             "folder, or restore the file."
         )
-    record: dict[str, Any] = {**source.to_json(), "walled_weights_zeroed": load_init(model, source)}
-    record["inserted"] = None
-    if val_set is not None:
-        result = evaluate_model(
-            model,
-            limit_dataset(val_set, config.val_limit),
-            batch_size=config.val_batch_size,
-            device=device,
-            amp=config.amp and device.type == "cuda",
-        )
-        record["inserted"] = {"val_top1": result.top1, "val_top5": result.top5,
-                              "val_loss": result.loss, "n": result.n}  # fmt: skip
+    load_unwalled(model, source)
+    originals = {n: (m.weight.detach().clone(), m.bias.detach().clone())
+                 for n, m in walled_layers(model).items() if m.bias is not None}  # fmt: skip
+    record: dict[str, Any] = {**source.to_json(), "walled_weights_zeroed": enforce_walls(model)}
+    record["inserted"] = _evaluate(model, config, val_set, device)
+    if config.refit and train_set is not None:
+        record["refit"] = _refit(model, originals, config, train_set, device)
+        record["refit"]["refitted"] = _evaluate(model, config, val_set, device)
     return record

@@ -250,7 +250,7 @@ def train_variant(
         memo["train"], memo["val"], memo["classes"] = training_datasets(config, shape)
     init = None
     if config.init is not None and variant == "walled":
-        init = insert_init(model, config, memo["val"], dev)
+        init = insert_init(model, config, memo["val"], dev, memo["train"])
         _log_insertion(config, init, info)
     result = fit(
         model,
@@ -281,6 +281,14 @@ def _log_insertion(config: TrainConfig, init: Mapping[str, Any], info: DistInfo)
         file=sys.stderr,
         flush=True,
     )
+    refitted = (init.get("refit") or {}).get("refitted")
+    if refitted is not None:
+        print(
+            f"train {config.name} walled: head refit on {init['refit']['examples']} examples: "
+            f"val top-1 {100 * refitted['val_top1']:.2f}%",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _save_variant(

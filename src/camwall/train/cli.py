@@ -57,6 +57,13 @@ _OVERRIDES: tuple[tuple[str, str, Any, str], ...] = (
             "dict (.safetensors, .pt/.pth) or shipped:fashion-vgg-baseline"
         ),
     ),
+    (
+        "--refit",
+        "refit",
+        non_negative_int,
+        "with --init: refit the walled head on the first N training examples (0: off)",
+    ),
+    ("--refit-ridge", "refit_ridge", non_negative_float, "the refit's relative ridge penalty"),
     ("--num-classes", "num_classes", positive_int, "number of classes"),
     ("--image-size", "image_size", int_in(1, MAX_SIDE), "input side for ImageFolder data"),
     ("--train-limit", "train_limit", positive_int, "use only the first N training examples"),
@@ -165,6 +172,12 @@ def _print_insertion(init: dict[str, Any] | None) -> None:
         f"{init['walled_weights_zeroed']} walled weights set to 0; before fine-tuning: val "
         f"top-1 {acc}"
     )
+    refit = init.get("refit")
+    if refit is not None and refit.get("refitted") is not None:
+        print(
+            f"head refit on {refit['examples']} training examples (ridge {refit['ridge']:g}): "
+            f"val top-1 {100 * refit['refitted']['val_top1']:.2f}%"
+        )
 
 
 def run_train_plot(args: argparse.Namespace) -> int:
