@@ -41,6 +41,8 @@ _NOT_HASHED = frozenset({"num_workers", "checkpoint_every", "threads"})
 _UNSET_OMITTED = ("walls", "init", "init_sha256", "refit")
 # Written by to_dict only with a refit (``refit`` > 0): it has no effect without one.
 _REFIT_ONLY = ("refit_ridge",)
+# Written by to_dict only when not 1 (added after the first shipped checkpoints).
+_ONE_OMITTED = ("head_lr_scale",)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class TrainConfig:
             (:mod:`camwall.train._refit`); 0: no refit. Ignored without ``init``.
         refit_ridge: the refit's relative ridge penalty (times the mean square of the open
             features), >= 0.
+        head_lr_scale: the learning rate of the walled linear layers' parameters (the head a
+            wall cuts) relative to ``lr`` (every schedule scales it alike), > 0; 1: one rate.
 
     ``walls``, ``init``, ``init_sha256`` and ``refit`` are left out of :meth:`to_dict` while
     unset (``refit_ridge`` too, without a refit), so the configs (and cache keys) of runs from
@@ -137,6 +141,7 @@ class TrainConfig:
     init_sha256: str | None = None
     refit: int = 0
     refit_ridge: float = 1e-4
+    head_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -155,6 +160,7 @@ class TrainConfig:
             (self.threads is None or self.threads >= 1, "threads must be >= 1"),
             (self.refit >= 0, "refit must be >= 0"),
             (self.refit_ridge >= 0, "refit_ridge must be >= 0"),
+            (self.head_lr_scale > 0, "head_lr_scale must be > 0"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -174,7 +180,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy of the fields (``walls``, ``init``, ``init_sha256``, ``refit`` only
-        when set, ``refit_ridge`` only with a refit)."""
+        when set, ``refit_ridge`` only with a refit, ``head_lr_scale`` only when not 1)."""
         out = dataclasses.asdict(self)
         out["arch_kwargs"] = dict(self.arch_kwargs)
         out["walls"] = list(self.walls)
@@ -183,6 +189,9 @@ class TrainConfig:
                 del out[key]
         for key in _REFIT_ONLY if not self.refit else ():
             del out[key]
+        for key in _ONE_OMITTED:
+            if out[key] == 1.0:
+                del out[key]
         return out
 
 

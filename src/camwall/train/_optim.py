@@ -10,10 +10,28 @@ from camwall.train._config import TrainConfig
 __all__ = ["make_optimizer", "make_scheduler"]
 
 
+def param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """The trainable parameters as optimizer groups: one group at ``lr``, or, with
+    ``head_lr_scale != 1``, the walled linear layers' parameters (``WalledLinear``) at
+    ``lr * head_lr_scale`` and the rest at ``lr``."""
+    from camwall.walls import WalledLinear
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.head_lr_scale == 1.0:
+        return [{"params": params, "lr": config.lr}]
+    head = {id(p) for m in model.modules() if isinstance(m, WalledLinear) for p in m.parameters()}
+    groups = [
+        {"params": [p for p in params if id(p) not in head], "lr": config.lr},
+        {"params": [p for p in params if id(p) in head], "lr": config.lr * config.head_lr_scale},
+    ]
+    return [g for g in groups if g["params"]]
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """``AdamW(lr, betas=(momentum, 0.999), weight_decay)`` or ``SGD(lr, momentum,
-    weight_decay)`` over the trainable parameters (``config.optimizer``)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    weight_decay)`` over the trainable parameters (``config.optimizer``), in the groups of
+    :func:`param_groups`."""
+    params = param_groups(model, config)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(
             params, lr=config.lr, betas=(config.momentum, 0.999), weight_decay=config.weight_decay
@@ -37,7 +55,7 @@ def make_scheduler(
         # warm up over 25% of the steps (at least 1.5 steps, so that tiny runs work too)
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
-            max_lr=config.lr,
+            max_lr=[group["lr"] for group in optimizer.param_groups],
             total_steps=total,
             pct_start=min(0.5, max(0.25, 1.5 / total)),
             cycle_momentum=config.optimizer == "sgd",

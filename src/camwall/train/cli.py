@@ -64,6 +64,12 @@ _OVERRIDES: tuple[tuple[str, str, Any, str], ...] = (
         "with --init: refit the walled head on the first N training examples (0: off)",
     ),
     ("--refit-ridge", "refit_ridge", non_negative_float, "the refit's relative ridge penalty"),
+    (
+        "--head-lr-scale",
+        "head_lr_scale",
+        positive_float,
+        "learning rate of the walled head's parameters relative to --lr (default 1)",
+    ),
     ("--num-classes", "num_classes", positive_int, "number of classes"),
     ("--image-size", "image_size", int_in(1, MAX_SIDE), "input side for ImageFolder data"),
     ("--train-limit", "train_limit", positive_int, "use only the first N training examples"),
