@@ -13,8 +13,9 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from camwall.cli import main
+from camwall.errors import CamwallError
 from camwall.train import train
-from camwall.train._init import load_init, resolve_init
+from camwall.train._init import load_init, load_unwalled, resolve_init
 from camwall.train._refit import refit_walled_layers
 from camwall.walls import (
     WalledLinear,
@@ -71,6 +72,29 @@ def test_init_maps_torchvision_names_moved_by_the_wall(tmp_path: Path) -> None:
     for key, value in state.items():
         moved = f"layer3.0.{key[len('layer3.') :]}" if key.startswith("layer3.") else key
         assert torch.equal(got[moved], value), key
+
+
+def test_another_class_count_keeps_a_fresh_classifier_and_loads_the_rest(tmp_path) -> None:
+    """A 7-class file into a 3-class walled resnet18: the trunk is the file's, ``fc`` stays the
+    model's fresh initialization and is named; any other shape mismatch is still refused."""
+    torch.manual_seed(1)
+    state = torchvision.models.resnet18(weights=None, num_classes=7).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "seven.safetensors"))
+    model = walled_torchvision("resnet18", ["layer3:rows=1:"], num_classes=3, seed=0)
+    fresh = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("fc.")}
+    assert load_unwalled(model, resolve_init(str(tmp_path / "seven.safetensors"))) == [
+        "fc.bias",
+        "fc.weight",
+    ]
+    got = model.state_dict()
+    for key, value in state.items():
+        moved = f"layer3.0.{key[len('layer3.') :]}" if key.startswith("layer3.") else key
+        want = fresh[key] if key.startswith("fc.") else value
+        assert torch.equal(got[moved], want), key
+    state["conv1.weight"] = state["conv1.weight"][:, :2]  # a trunk mismatch: refused
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(CamwallError, match="does not fit"):
+        load_unwalled(model, resolve_init(str(tmp_path / "bad.safetensors")))
 
 
 def test_init_keeps_the_vit_attention_masks_of_the_walled_model(tmp_path: Path) -> None:

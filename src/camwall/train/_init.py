@@ -194,10 +194,31 @@ def describe_arch(model: nn.Module) -> str:
     return f"{config['arch']} {config['arch_kwargs']}"
 
 
-def load_unwalled(model: nn.Module, source: InitSource) -> None:
+def _new_classifier(model: nn.Module, state: dict[str, Tensor]) -> list[str]:
+    """The keys of ``model``'s classifier (its last ``nn.Linear``) that keep the model's fresh
+    initialization: those whose shape in the file differs from the model's in the number of
+    classes only (a 1000-class ImageNet head fine-tuned onto K classes). Any other mismatch is
+    left to ``load_state_dict``'s error. ``state`` is updated in place."""
+    own = model.state_dict()
+    diff = {k for k, v in state.items() if k in own and own[k].shape != v.shape}
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not diff or not linears:
+        return []
+    head = {f"{linears[-1]}.weight", f"{linears[-1]}.bias"} & state.keys()
+    if not diff <= head or any(own[k].shape[1:] != state[k].shape[1:] for k in diff):
+        return []
+    state.update({k: own[k] for k in head})
+    return sorted(head)
+
+
+def load_unwalled(model: nn.Module, source: InitSource) -> list[str]:
     """Load ``source``'s tensors into the walled ``model`` as they are (the walled weights
     not yet zeroed; the wall buffers stay the model's): :func:`load_init` before
     :func:`camwall.walls.enforce_walls`.
+
+    Returns:
+        The classifier keys that kept the model's fresh initialization because the file has
+        another number of classes (:func:`_new_classifier`), else ``[]``.
 
     Raises:
         CamwallError: as :func:`load_init`.
@@ -211,11 +232,13 @@ def load_unwalled(model: nn.Module, source: InitSource) -> None:
     own = model.state_dict()
     state.update({k: own[k] for k in keep})
     check_finite_state(state, where)
+    new_head = _new_classifier(model, state)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         msg = " ".join(line.strip() for line in str(err).splitlines()[:4])
         raise CamwallError(f"{where} does not fit {describe_arch(model)}: {msg}") from None
+    return new_head
 
 
 def load_init(model: nn.Module, source: InitSource) -> int:
@@ -307,12 +330,13 @@ def insert_init(
             f"was started from {config.init_sha256[:16]}...); fine-tune it into a new --out "
             "folder, or restore the file."
         )
-    load_unwalled(model, source)
+    new_head = load_unwalled(model, source)
     originals = {n: (m.weight.detach().clone(), m.bias.detach().clone())
                  for n, m in walled_layers(model).items() if m.bias is not None}  # fmt: skip
     record: dict[str, Any] = {**source.to_json(), "walled_weights_zeroed": enforce_walls(model)}
+    record["new_classifier"] = new_head  # fresh: the file has another number of classes
     record["inserted"] = _evaluate(model, config, val_set, device)
-    if config.refit and train_set is not None:
+    if config.refit and train_set is not None and not new_head:  # nothing to refit to
         record["refit"] = _refit(model, originals, config, train_set, device)
         record["refit"]["refitted"] = _evaluate(model, config, val_set, device)
     return record

@@ -178,6 +178,9 @@ def _print_insertion(init: dict[str, Any] | None) -> None:
         f"{init['walled_weights_zeroed']} walled weights set to 0; before fine-tuning: val "
         f"top-1 {acc}"
     )
+    if init.get("new_classifier"):
+        fresh = ", ".join(init["new_classifier"])
+        print(f"another number of classes in the file: {fresh} start fresh (no head refit)")
     refit = init.get("refit")
     if refit is not None and refit.get("refitted") is not None:
         print(
