@@ -87,8 +87,9 @@ class LayerRunner:
             ``head(A) -> output``, or ``None``: then ``run_tail`` finds the tail itself
             (:func:`camwall.cams._tail.find_tail`: a Sequential chain or a torch.fx split),
             else re-runs the whole model with the layer replaced.
-        channels_last: feed channels-last inputs (``None``: on CPU only). A model that rejects
-            them runs on plain inputs for the rest of the current call (:meth:`new_call`).
+        channels_last: feed channels-last inputs (``None``: on CPU, for batches of 2 or more;
+            for one image plain inputs are faster). A model that rejects them runs on plain
+            inputs for the rest of the current call (:meth:`new_call`).
         reshape_transform: raw layer output (a tensor, or a dict of tensors such as an FPN's
             levels) -> B x K x h x w, or ``None``.
     """
@@ -228,8 +229,8 @@ class LayerRunner:
 
     def _call_model(self, x: Tensor, plain: bool = False) -> Any:
         use = False if plain or self._plain else self.channels_last
-        if use is None:
-            use = x.device.type == "cpu"
+        if use is None:  # CPU batches: channels-last is slower than plain for one image
+            use = x.device.type == "cpu" and x.shape[0] > 1
         if use and x.dim() == 4:
             cap = self._capture
             try:
