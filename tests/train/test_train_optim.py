@@ -9,7 +9,7 @@ import torch
 
 from camwall.errors import CamwallError
 from camwall.train._config import get_preset
-from camwall.train._optim import make_optimizer, make_scheduler
+from camwall.train._optim import head_modules, make_optimizer, make_scheduler
 from camwall.walls import WalledLinear, create_model
 
 
@@ -28,10 +28,12 @@ def test_one_group_at_lr_by_default_and_the_field_stays_out_of_the_config() -> N
 
 
 @pytest.mark.parametrize("scale", [0.3, 3.0])
-def test_walled_linear_parameters_get_their_own_rate_through_the_schedule(scale) -> None:
+def test_the_head_gets_its_own_rate_through_the_schedule(scale) -> None:
     model, config = _model_and_config(scale)
-    head = {id(p) for m in model.modules() if isinstance(m, WalledLinear) for p in m.parameters()}
-    assert head
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    first = next(i for i, m in enumerate(linears) if isinstance(m, WalledLinear))
+    assert head_modules(model) == linears[first:]  # the walled layer and the linears after it
+    head = {id(p) for m in linears[first:] for p in m.parameters()}
     opt = make_optimizer(model, config)
     trunk_group, head_group = opt.param_groups
     assert {id(p) for p in head_group["params"]} == head

@@ -100,8 +100,9 @@ class TrainConfig:
             (:mod:`camwall.train._refit`); 0: no refit. Ignored without ``init``.
         refit_ridge: the refit's relative ridge penalty (times the mean square of the open
             features), >= 0.
-        head_lr_scale: the learning rate of the walled linear layers' parameters (the head a
-            wall cuts) relative to ``lr`` (every schedule scales it alike), > 0; 1: one rate.
+        head_lr_scale: the learning rate of the head's parameters (the first walled linear
+            layer and every linear layer after it, :func:`camwall.train._optim.head_modules`)
+            relative to ``lr`` (every schedule scales it alike), > 0; 1: one rate.
 
     ``walls``, ``init``, ``init_sha256`` and ``refit`` are left out of :meth:`to_dict` while
     unset (``refit_ridge`` too, without a refit), so the configs (and cache keys) of runs from

@@ -10,16 +10,24 @@ from camwall.train._config import TrainConfig
 __all__ = ["make_optimizer", "make_scheduler"]
 
 
-def param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
-    """The trainable parameters as optimizer groups: one group at ``lr``, or, with
-    ``head_lr_scale != 1``, the walled linear layers' parameters (``WalledLinear``) at
-    ``lr * head_lr_scale`` and the rest at ``lr``."""
+def head_modules(model: nn.Module) -> list[nn.Module]:
+    """The head a wall cuts: the first ``WalledLinear`` and every ``nn.Linear`` after it in
+    module order (``[]`` for a model without walled linear layers)."""
     from camwall.walls import WalledLinear
 
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    first = next((i for i, m in enumerate(linears) if isinstance(m, WalledLinear)), None)
+    return [] if first is None else linears[first:]
+
+
+def param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """The trainable parameters as optimizer groups: one group at ``lr``, or, with
+    ``head_lr_scale != 1``, the head's parameters (:func:`head_modules`) at
+    ``lr * head_lr_scale`` and the rest at ``lr``."""
     params = [p for p in model.parameters() if p.requires_grad]
     if config.head_lr_scale == 1.0:
         return [{"params": params, "lr": config.lr}]
-    head = {id(p) for m in model.modules() if isinstance(m, WalledLinear) for p in m.parameters()}
+    head = {id(p) for m in head_modules(model) for p in m.parameters()}
     groups = [
         {"params": [p for p in params if id(p) not in head], "lr": config.lr},
         {"params": [p for p in params if id(p) in head], "lr": config.lr * config.head_lr_scale},

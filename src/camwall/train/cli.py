@@ -68,7 +68,7 @@ _OVERRIDES: tuple[tuple[str, str, Any, str], ...] = (
         "--head-lr-scale",
         "head_lr_scale",
         positive_float,
-        "learning rate of the walled head's parameters relative to --lr (default 1)",
+        "learning rate of the head (walled linear layer and after) relative to --lr (default 1)",
     ),
     ("--num-classes", "num_classes", positive_int, "number of classes"),
     ("--image-size", "image_size", int_in(1, MAX_SIDE), "input side for ImageFolder data"),
