@@ -15,7 +15,7 @@ def head_modules(model: nn.Module) -> list[nn.Module]:
     module order (``[]`` for a model without walled linear layers)."""
     from camwall.walls import WalledLinear
 
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    linears: list[nn.Module] = [m for m in model.modules() if isinstance(m, nn.Linear)]
     first = next((i for i, m in enumerate(linears) if isinstance(m, WalledLinear)), None)
     return [] if first is None else linears[first:]
 
