@@ -338,6 +338,7 @@ def test_fine_tuning_defaults_come_before_the_options() -> None:
     fine = resolve_config("fashion-vgg", {"init": SHIPPED})
     assert fine.epochs == FINETUNE_DEFAULTS["fashion-vgg"]["epochs"] == 1
     assert fine.refit == FINETUNE_DEFAULTS["fashion-vgg"]["refit"] > 0
+    assert fine.head_lr_scale == FINETUNE_DEFAULTS["fashion-vgg"]["head_lr_scale"] == 0.3
     assert resolve_config("fashion-vgg", {"init": SHIPPED, "refit": 0}).refit == 0
     assert resolve_config("fashion-vgg", {"epochs": 3}).refit == 0  # from scratch: no refit
     assert fine.lr == FINETUNE_DEFAULTS["fashion-vgg"]["lr"] < PRESETS.get("fashion-vgg").lr
