@@ -292,8 +292,8 @@ canvases right after the insertion (``refit``, :mod:`camwall.train._refit`), bat
 label smoothing and the head (the walled linear layer and after) at 0.3 times the lr
 (``head_lr_scale``). Measured in ``docs/train.md`` ("Fine-tuning a wall into a trained
 model"): from the shipped ``fashion-vgg`` baseline, one epoch ends 0.80 points below the walled
-model trained from scratch (87.68% vs 88.48%; 87.49% with seed 1). A preset not listed here is fine-tuned for one epoch at
-a tenth of its learning rate."""
+model trained from scratch (87.68% vs 88.48%; 87.49% with seed 1). A preset not listed here is
+fine-tuned for one epoch at a tenth of its learning rate."""
 
 FINETUNE_BASE = TrainConfig(
     name="finetune",
