@@ -19,7 +19,30 @@ Reshape = Callable[[Any], Tensor] | None
 Targets = Sequence[Callable[[Tensor], Tensor]] | None
 
 
-class FinerCAM(BaseCAM):
+class _ForwardCAM(BaseCAM):
+    """A meta-method called as grad-cam calls it: ``cam(...)`` is ``cam.forward(...)``, which
+    takes no ``aug_smooth`` (``forward(input_tensor, targets=None, eigen_smooth=False)`` unless a
+    class says otherwise)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        return self.forward(*args, **kwargs)
+
+    def forward(
+        self, input_tensor: Tensor, targets: Targets = None, eigen_smooth: bool = False
+    ) -> np.ndarray:
+        return self.compute(input_tensor, targets, eigen_smooth=eigen_smooth)
+
+
+def _base_options(
+    base_method: type, model: nn.Module, layers: Sequence[nn.Module], reshape: Reshape, kwargs: Any
+) -> dict[str, Any]:
+    """The engine options of ``base_method`` built as grad-cam builds its base (its
+    constructor's ``**kwargs``), on the first target layer."""
+    probe = base_method(model, list(layers)[:1], reshape, **kwargs)
+    return {**probe._options, **probe.batch_options()}
+
+
+class FinerCAM(_ForwardCAM):
     """Finer-CAM: Grad-CAM of ``sum_j p_j (y_m - alpha y_j) / (sum_j p_j + 1e-9)`` over the
     classes most similar to the main one (targets ``None``), else of the given targets.
 
@@ -49,9 +72,6 @@ class FinerCAM(BaseCAM):
         self.base_method = base_method
         super().__init__(model, target_layers, reshape_transform, finercam_base=base)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:
-        return self.forward(*args, **kwargs)
-
     def forward(
         self,
         input_tensor: Tensor,
@@ -69,7 +89,7 @@ class FinerCAM(BaseCAM):
         return self.compute(input_tensor, targets, **options)
 
 
-class SESS(BaseCAM):
+class SESS(_ForwardCAM):
     """SESS: the base method's maps over scaled, sliding-window patches, weighted and fused.
 
     Same maps as grad-cam (1e-5 on most inputs; the ``theta`` count is a knife edge, see
@@ -107,7 +127,7 @@ class SESS(BaseCAM):
                 f"SESS with base_method={getattr(base_method, '__name__', base_method)}",
                 "use one of the CAM classes of camwall.compat.pytorch_grad_cam.",
             )
-        probe = base_method(model, list(target_layers)[:1], reshape_transform, **kwargs)
+        base_options = _base_options(base_method, model, target_layers, reshape_transform, kwargs)
         self.base_method = base_method
         self.batch_size = batch_size
         options = {
@@ -122,20 +142,12 @@ class SESS(BaseCAM):
             "sess_pool": pool,
             "sess_smooth": smooth,
             "sess_softmax": use_softmax_scores,
-            "sess_base_options": {**probe._options, **probe.batch_options()},
+            "sess_base_options": base_options,
         }
         super().__init__(model, target_layers, reshape_transform, **options)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:
-        return self.forward(*args, **kwargs)
 
-    def forward(
-        self, input_tensor: Tensor, targets: Targets = None, eigen_smooth: bool = False
-    ) -> np.ndarray:
-        return self.compute(input_tensor, targets, eigen_smooth=eigen_smooth)
-
-
-class RefineCAM(BaseCAM):
+class RefineCAM(_ForwardCAM):
     """RefineCAM: the product over target layers of the base method's map for each layer
     alone, min-max normalized (engine method ``refinecam``). Same maps as grad-cam (1e-5).
 
@@ -165,9 +177,8 @@ class RefineCAM(BaseCAM):
                 f"{getattr(base_method, '__name__', base_method)!r}."
             )
         layers = list(target_layers)
-        probe = base_method(model, layers[:1], reshape_transform, **kwargs)
         self.base_method = base_method
-        self.base_cam_options = {**probe._options, **probe.batch_options()}
+        self.base_cam_options = _base_options(base_method, model, layers, reshape_transform, kwargs)
         super().__init__(
             model,
             layers,
@@ -175,14 +186,6 @@ class RefineCAM(BaseCAM):
             refinecam_base=base,
             refinecam_base_options=self.base_cam_options,
         )
-
-    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:
-        return self.forward(*args, **kwargs)
-
-    def forward(
-        self, input_tensor: Tensor, targets: Targets = None, eigen_smooth: bool = False
-    ) -> np.ndarray:
-        return self.compute(input_tensor, targets, eigen_smooth=eigen_smooth)
 
 
 class SegEigenCAM(BaseCAM):
