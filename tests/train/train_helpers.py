@@ -50,8 +50,8 @@ def tiny_config(**kw: object) -> TrainConfig:
     return TrainConfig(**base)  # type: ignore[arg-type]
 
 
-def ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    """One rank of the 2-process gloo run; rank 0 saves the final weights."""
+def _as_rank(rank: int, world: int, port: int) -> None:
+    """This process as rank ``rank`` of ``world`` (torchrun's variables), one thread."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -60,6 +60,11 @@ def ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         LOCAL_RANK=str(rank),
     )
     torch.set_num_threads(1)
+
+
+def ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    """One rank of the 2-process gloo run; rank 0 saves the final weights."""
+    _as_rank(rank, world, port)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         model = tiny_model(dropout=0.0)
@@ -89,14 +94,7 @@ def ddp_finetune_worker(rank: int, world: int, port: int, out: str) -> None:
 
     from camwall.train import train
 
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-    )
-    torch.set_num_threads(1)
+    _as_rank(rank, world, port)
     over = {"init": "shipped:fashion-vgg-baseline", "train_limit": 128, "val_limit": 200}
     result = train("fashion-vgg", over, Path(out) / "ddp", device="cpu", progress=False)
     if rank == 0:
