@@ -282,3 +282,22 @@ class CamMethod:
 
 #: Registry of CAM methods by name; values are :class:`CamMethod` subclasses.
 METHODS: Registry[type[CamMethod]] = Registry("CAM method")
+
+
+def base_method_check(exclude: Sequence[str] = ()) -> Check:
+    """The check of a ``*_base`` option (finercam, refinecam): a registered method whose map
+    comes from one layer's pass (no map of its own, no Hessian or bias gradients), not one of
+    ``exclude``."""
+
+    def check(name: str, value: Any) -> str:
+        ok = [
+            n
+            for n, c in METHODS.items()
+            if n not in exclude
+            and not (c.whole_map or c.spans_layers or c.needs_hvp or c.needs_bias_gradients)
+        ]
+        if value not in ok:
+            raise CamwallError(f"option {name} must be one of {', '.join(ok)}; got {value!r}.")
+        return str(value)
+
+    return check

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from camwall.cams._base import METHODS, CamContext, CamMethod, Needs
+from camwall.cams._base import METHODS, CamContext, CamMethod, Needs, base_method_check
 from camwall.cams._checks import Check, as_given, number
 from camwall.cams._eigen import first_component
 from camwall.cams._outputs import class_logits
@@ -86,20 +86,6 @@ def finer_targets(
     return [FinerTarget(row[0], tuple(row[r] for r in ranks), alpha) for row in order]
 
 
-def _base_method(name: str, value: Any) -> str:
-    """A method whose map comes from one layer's pass (no map of its own, no Hessian or bias
-    gradients, not finercam itself)."""
-    ok = [
-        n
-        for n, c in METHODS.items()
-        if n != "finercam"
-        and not (c.whole_map or c.spans_layers or c.needs_hvp or c.needs_bias_gradients)
-    ]
-    if value not in ok:
-        raise CamwallError(f"option {name} must be one of {', '.join(ok)}; got {value!r}.")
-    return str(value)
-
-
 @METHODS.add
 class FinerCAM(CamMethod, name="finercam"):
     """Finer-CAM (Zhang et al., 2025, https://arxiv.org/abs/2501.11309), as pytorch-grad-cam.
@@ -129,7 +115,7 @@ class FinerCAM(CamMethod, name="finercam"):
         "finercam_alpha": number,
         "finercam_comparison": as_given,  # ranks, checked against the classes
         "finercam_target_idx": as_given,  # checked against the classes
-        "finercam_base": _base_method,
+        "finercam_base": base_method_check(exclude=("finercam",)),
     }
 
     def weights(self, ctx: CamContext) -> Tensor:

@@ -8,26 +8,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from camwall.cams._base import METHODS, CamContext, CamMethod
+from camwall.cams._base import METHODS, CamContext, CamMethod, base_method_check
 from camwall.cams._checks import Check, base_options
 from camwall.cams._layers import method_map
 from camwall.cams._post import normalize_maps
-from camwall.errors import CamwallError
 
 __all__ = ["RefineCAM"]
-
-
-def _base(name: str, value: Any) -> str:
-    """A registered method that makes its map from one layer's pass (no map of its own, no
-    Hessian or bias gradients)."""
-    ok = [
-        n
-        for n, c in METHODS.items()
-        if not (c.whole_map or c.spans_layers or c.needs_hvp or c.needs_bias_gradients)
-    ]
-    if value not in ok:
-        raise CamwallError(f"option {name} must be one of {', '.join(ok)}; got {value!r}.")
-    return str(value)
 
 
 @METHODS.add
@@ -52,7 +38,7 @@ class RefineCAM(CamMethod, name="refinecam"):
         "refinecam_base_options": None,
     }
     checks: ClassVar[dict[str, Check]] = {
-        "refinecam_base": _base,
+        "refinecam_base": base_method_check(),
         "refinecam_base_options": base_options,
     }
 
