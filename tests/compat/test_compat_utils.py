@@ -190,6 +190,38 @@ def test_segmentation_and_box_targets() -> None:
         assert torch.equal(ours, gc_targets.FasterRCNNBoxScoreTarget(labels, boxes)(det))
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_box_target_matches_all_references_at_once_like_grad_cam(seed: int) -> None:
+    """The batched match (one M x P IoU matrix) gives grad-cam's one-row-at-a-time score,
+    bit for bit: random boxes, duplicated detections (ties in the argmax), label misses."""
+    g = torch.Generator().manual_seed(seed)
+    corner = torch.rand(9, 2, generator=g) * 40
+    det_boxes = torch.cat([corner, corner + 5 + torch.rand(9, 2, generator=g) * 20], 1)
+    det_boxes = torch.cat([det_boxes, det_boxes[:2]])  # exact duplicates: first maximum wins
+    det = {
+        "boxes": det_boxes,
+        "labels": torch.randint(0, 3, (11,), generator=g),
+        "scores": torch.rand(11, generator=g),
+    }
+    refs = (det_boxes[torch.randperm(11, generator=g)[:7]] + torch.randn(7, 4, generator=g)).numpy()
+    labels = torch.randint(0, 3, (7,), generator=g).tolist()
+    for threshold in (0.3, 0.5, 0.9):
+        ours = cw_targets.FasterRCNNBoxScoreTarget(labels, list(refs), threshold)(det)
+        theirs = gc_targets.FasterRCNNBoxScoreTarget(labels, list(refs), threshold)(det)
+        assert torch.equal(ours, theirs)
+    empty = {
+        **det,
+        "boxes": det_boxes[:0],
+        "labels": det["labels"][:0],
+        "scores": det["scores"][:0],
+    }
+    assert torch.equal(
+        cw_targets.FasterRCNNBoxScoreTarget(labels, list(refs))(empty),
+        gc_targets.FasterRCNNBoxScoreTarget(labels, list(refs))(empty),
+    )
+    assert float(cw_targets.FasterRCNNBoxScoreTarget([], [])(det)) == 0.0
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
 def test_sobel_cam(dtype) -> None:
     img = np.random.default_rng(3).random((64, 48, 3)).astype(np.float32)
