@@ -16,7 +16,7 @@ from torch import Tensor
 
 from camwall.errors import CamwallError
 
-__all__ = ["TokenGrid", "token_grid"]
+__all__ = ["ChannelsLastGrid", "TokenGrid", "channels_last_grid", "token_grid"]
 
 
 @dataclass(frozen=True)
@@ -89,3 +89,28 @@ def token_grid(prefix_tokens: int = 1, grid: tuple[int, int] | None = None) -> T
             raise CamwallError(f"token_grid: grid must be (h, w) positive integers, got {grid!r}.")
         grid = (int(grid[0]), int(grid[1]))
     return TokenGrid(prefix_tokens, grid)
+
+
+@dataclass(frozen=True)
+class ChannelsLastGrid:
+    """Channels-last tokens ``B x h x w x C`` (a Swin stage's layout) to the grid
+    ``B x C x h x w`` (``tokens.permute(0, 3, 1, 2)``) and back (:meth:`inverse`)."""
+
+    def __call__(self, tokens: Any) -> Tensor:
+        if not isinstance(tokens, Tensor) or tokens.dim() != 4:
+            got = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
+            raise CamwallError(
+                f"channels_last_grid expects B x h x w x C tokens from the target layer, got "
+                f"{got}; choose a Swin block's layer (e.g. 'features.7.1.norm1')."
+            )
+        return tokens.permute(0, 3, 1, 2)
+
+    def inverse(self, grid: Tensor, original: Tensor) -> Tensor:
+        """``B x C x h x w`` grid back to ``B x h x w x C`` tokens (``original``'s dtype)."""
+        return grid.permute(0, 2, 3, 1).to(original.dtype)
+
+
+def channels_last_grid() -> ChannelsLastGrid:
+    """The reshape transform (with ``.inverse``) of Swin tokens: ``B x h x w x C`` ->
+    ``B x C x h x w``."""
+    return ChannelsLastGrid()
