@@ -94,7 +94,26 @@ def token_grid(prefix_tokens: int = 1, grid: tuple[int, int] | None = None) -> T
 @dataclass(frozen=True)
 class ChannelsLastGrid:
     """Channels-last tokens ``B x h x w x C`` (a Swin stage's layout) to the grid
-    ``B x C x h x w`` (``tokens.permute(0, 3, 1, 2)``) and back (:meth:`inverse`)."""
+    ``B x C x h x w`` (``tokens.permute(0, 3, 1, 2)``) and back (:meth:`inverse`).
+
+    Attributes:
+        widths: the model's token widths ``C`` (one per stage). The CAM engine passes other
+            4-D outputs unchanged as feature maps (:meth:`takes`): a ``B x C x h x w`` map has
+            a width on axis 1, tokens on axis 3 only (a stage whose grid side equals its
+            width is ambiguous and read as a map; pass ``reshape_transform`` for it).
+    """
+
+    widths: tuple[int, ...] = ()
+
+    def takes(self, output: Any) -> bool:
+        """Whether a 4-D ``output`` is channels-last tokens (its last axis a width, axis 1
+        not)."""
+        return (
+            isinstance(output, Tensor)
+            and output.dim() == 4
+            and int(output.shape[-1]) in self.widths
+            and int(output.shape[1]) not in self.widths
+        )
 
     def __call__(self, tokens: Any) -> Tensor:
         if not isinstance(tokens, Tensor) or tokens.dim() != 4:
@@ -110,7 +129,8 @@ class ChannelsLastGrid:
         return grid.permute(0, 2, 3, 1).to(original.dtype)
 
 
-def channels_last_grid() -> ChannelsLastGrid:
+def channels_last_grid(widths: tuple[int, ...] = ()) -> ChannelsLastGrid:
     """The reshape transform (with ``.inverse``) of Swin tokens: ``B x h x w x C`` ->
-    ``B x C x h x w``."""
-    return ChannelsLastGrid()
+    ``B x C x h x w``; ``widths``: the token widths, by which the CAM engine tells these
+    tokens from ``B x C x h x w`` feature maps (:meth:`ChannelsLastGrid.takes`)."""
+    return ChannelsLastGrid(tuple(int(w) for w in widths))

@@ -584,7 +584,9 @@ def describe_swin(model: Any, shape: tuple[int, int, int]) -> str:
     else:
         last = len(model.layers) - 1
         target = f"layers.{last}.blocks.{len(model.layers[last].blocks) - 1}.norm1"
-    declare(model, input_shape=shape, target_layer=target, reshape=channels_last_grid())
+    widths = {int(m.normalized_shape[0]) for n, m in model.named_modules() if n.endswith("norm1")}
+    reshape = channels_last_grid(tuple(sorted(widths)))
+    declare(model, input_shape=shape, target_layer=target, reshape=reshape)
     return target
 
 
