@@ -369,8 +369,8 @@ def test_swin_v2_and_maxvit_are_refused_with_the_reason() -> None:
 @pytest.mark.slow
 def test_swin_t_and_swin_tiny_at_224() -> None:
     """The real sizes: 56 x 56 patch grid, 7 x 7 coarse grid of 8 x 8-patch (32 px) cells; the
-    bottom 2 cell rows and the right cell column dead."""
-    spec = WallSpec(rows=(40, None), cols=(48, None), outside=False)
+    box of the bottom 2 cell rows x the right cell column (2 cells, 64 x 32 px) dead."""
+    spec = WallSpec(rows=(40, None), cols=(48, None))
     models = [
         walled_torchvision("swin_t", walls={"features": spec}, num_classes=10, seed=0),
         walled_timm("swin_tiny_patch4_window7_224", walls={"layers": spec}, num_classes=10, seed=0),
