@@ -16,7 +16,7 @@ from torch import Tensor
 
 from camwall.errors import CamwallError
 
-__all__ = ["TokenGrid", "token_grid"]
+__all__ = ["ChannelsLastGrid", "TokenGrid", "channels_last_grid", "token_grid"]
 
 
 @dataclass(frozen=True)
@@ -89,3 +89,48 @@ def token_grid(prefix_tokens: int = 1, grid: tuple[int, int] | None = None) -> T
             raise CamwallError(f"token_grid: grid must be (h, w) positive integers, got {grid!r}.")
         grid = (int(grid[0]), int(grid[1]))
     return TokenGrid(prefix_tokens, grid)
+
+
+@dataclass(frozen=True)
+class ChannelsLastGrid:
+    """Channels-last tokens ``B x h x w x C`` (a Swin stage's layout) to the grid
+    ``B x C x h x w`` (``tokens.permute(0, 3, 1, 2)``) and back (:meth:`inverse`).
+
+    Attributes:
+        widths: the model's token widths ``C`` (one per stage). The CAM engine passes other
+            4-D outputs unchanged as feature maps (:meth:`takes`): a ``B x C x h x w`` map has
+            a width on axis 1, tokens on axis 3 only (a stage whose grid side equals its
+            width is ambiguous and read as a map; pass ``reshape_transform`` for it).
+    """
+
+    widths: tuple[int, ...] = ()
+
+    def takes(self, output: Any) -> bool:
+        """Whether a 4-D ``output`` is channels-last tokens (its last axis a width, axis 1
+        not)."""
+        return (
+            isinstance(output, Tensor)
+            and output.dim() == 4
+            and int(output.shape[-1]) in self.widths
+            and int(output.shape[1]) not in self.widths
+        )
+
+    def __call__(self, tokens: Any) -> Tensor:
+        if not isinstance(tokens, Tensor) or tokens.dim() != 4:
+            got = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
+            raise CamwallError(
+                f"channels_last_grid expects B x h x w x C tokens from the target layer, got "
+                f"{got}; choose a Swin block's layer (e.g. 'features.7.1.norm1')."
+            )
+        return tokens.permute(0, 3, 1, 2)
+
+    def inverse(self, grid: Tensor, original: Tensor) -> Tensor:
+        """``B x C x h x w`` grid back to ``B x h x w x C`` tokens (``original``'s dtype)."""
+        return grid.permute(0, 2, 3, 1).to(original.dtype)
+
+
+def channels_last_grid(widths: tuple[int, ...] = ()) -> ChannelsLastGrid:
+    """The reshape transform (with ``.inverse``) of Swin tokens: ``B x h x w x C`` ->
+    ``B x C x h x w``; ``widths``: the token widths, by which the CAM engine tells these
+    tokens from ``B x C x h x w`` feature maps (:meth:`ChannelsLastGrid.takes`)."""
+    return ChannelsLastGrid(tuple(int(w) for w in widths))

@@ -245,12 +245,16 @@ def test_walled_parameters_are_the_plain_ones() -> None:
 
 
 def test_swin_and_other_models_are_refused_with_the_reason() -> None:
-    with pytest.raises(CamwallError, match="windowed transformer with patch merging"):
+    """Swin V1 is walled (tests/walls/test_walls_swin.py) on regions aligned to its coarsest
+    grid; a misaligned one, Swin V2 and MaxViT are refused with the reason, a CNN too."""
+    with pytest.raises(CamwallError, match="not aligned to this Swin's coarsest grid"):
         wall_vit(torchvision.models.swin_t(weights=None), WallSpec.bottom(2))
-    with pytest.raises(CamwallError, match="windowed transformer with patch merging"):
-        walled_torchvision("swin_t", walls="features:rows=2:")
-    with pytest.raises(CamwallError, match="windowed transformer with patch merging"):
-        walled_timm("swin_tiny_patch4_window7_224", walls="blocks:rows=2:", depths=(1, 1, 1, 1))
+    with pytest.raises(CamwallError, match="not aligned to this Swin's coarsest grid"):
+        walled_torchvision("swin_t", walls="features:rows=54:")
+    with pytest.raises(CamwallError, match="Swin V2 transformer, not yet walled"):
+        walled_torchvision("swin_v2_t", walls="features:rows=48:")
+    with pytest.raises(CamwallError, match="MaxxVit cannot be walled"):
+        walled_timm("maxvit_tiny_tf_224", walls="blocks:rows=2:", depths=(1, 1, 1, 1))
     with pytest.raises(CamwallError, match="VisionTransformer"):
         wall_vit(nn.Sequential(nn.Conv2d(3, 4, 3)), WallSpec.bottom(1))
 

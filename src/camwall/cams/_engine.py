@@ -368,13 +368,19 @@ class _TokensOnly:
     def __init__(self, fn: Callable[[Tensor], Tensor]) -> None:
         self.fn = fn
 
+    def _map(self, output: Any) -> bool:
+        """A feature map already: 4-D / 5-D, unless the declared reshape takes it (a Swin's
+        channels-last ``B x h x w x C`` tokens, :class:`camwall.tokens.ChannelsLastGrid`)."""
+        if not isinstance(output, Tensor) or output.dim() not in (4, 5):
+            return False
+        takes = getattr(self.fn, "takes", None)
+        return not (callable(takes) and takes(output))
+
     def __call__(self, output: Tensor) -> Tensor:
-        if isinstance(output, Tensor) and output.dim() in (4, 5):
-            return output
-        return self.fn(output)
+        return output if self._map(output) else self.fn(output)
 
     def inverse(self, grid: Tensor, original: Tensor) -> Tensor:
-        if original.dim() in (4, 5):
+        if self._map(original):
             return grid
         return inverse_of(self.fn, "run_tail")(grid, original)
 

@@ -29,6 +29,10 @@ output. Public API (import from ``camwall.walls``):
   an averaging head over the live tokens, :class:`LiveTokenPool`), :func:`walled_timm` (name
   + walls, like :func:`walled_torchvision`, which also takes ``vit_*`` names; timm is the
   optional extra ``camwall[timm]``);
+* torchvision and timm Swin transformers (V1): :func:`wall_swin` (in place, on a region
+  aligned to the coarsest grid: masked window attention, :class:`LiveGridPool` head), also
+  through :func:`wall_vit`, ``walled_torchvision("swin_t", walls="features:rows=48:")`` and
+  ``walled_timm("swin_tiny_patch4_window7_224", walls="layers:rows=48:")``;
 * :func:`parse_wall` / :func:`format_wall`: the command-line form ``LAYER:rows=4:`` of a wall.
 """
 
@@ -63,6 +67,7 @@ from camwall.walls._modules import (
 from camwall.walls._parse import format_wall, parse_wall
 from camwall.walls._resolve import is_checkpoint, resolve_model
 from camwall.walls._spec import WallSpec
+from camwall.walls._swin import LiveGridPool, wall_swin
 from camwall.walls._timm import walled_timm
 from camwall.walls._torchvision import load_weights, torchvision_names, walled_torchvision
 from camwall.walls._verify import WallCheck, verify_wall
@@ -71,6 +76,7 @@ from camwall.walls._vit_any import LiveTokenPool, wall_vit
 
 __all__ = [
     "MODELS",
+    "LiveGridPool",
     "LiveTokenPool",
     "MaskedSoftmax",
     "ModelInfo",
@@ -109,6 +115,7 @@ __all__ = [
     "torchvision_names",
     "verify_wall",
     "wall_head",
+    "wall_swin",
     "wall_vit",
     "walled_timm",
     "walled_torchvision",

@@ -18,8 +18,8 @@ linear map with strictly positive weights on exactly the connections the layer h
 * ``Softmax`` / ``LogSoftmax``: every output along ``dim`` reads every input along ``dim``;
 * a layer with a ``camwall_structural(x)`` method (the walled ViT's token and masked-softmax
   layers) states its own connections with it;
-* average pools, padding, Flatten, :class:`Wall` and the model's own adds / reshapes / concats
-  run unchanged;
+* average pools, padding, Flatten, torchvision's ``Permute``, :class:`Wall` and the model's
+  own adds / reshapes / concats run unchanged;
 * a container that uses its own parameters is refused, unless it names them in a
   ``camwall_constants`` attribute: parameters its forward only concatenates to, adds to or
   multiplies with the data (a ViT's class, register and position tokens, see
@@ -249,12 +249,17 @@ def _norm(m: nn.Module) -> Callable[[Tensor], Tensor]:
     return forward
 
 
+def _is_permute(m: nn.Module) -> bool:
+    """torchvision's ``Permute`` layer (Swin): a reordering of axes, run unchanged."""
+    return type(m).__name__ == "Permute" and type(m).__module__ == "torchvision.ops.misc"
+
+
 def _surrogate(name: str, m: nn.Module) -> Callable[[Tensor], Tensor] | None:
     """The structural forward for leaf ``m``, or None to run its own forward."""
     own = getattr(m, "camwall_structural", None)  # a layer that states its own connections
     if callable(own):
         return lambda x: _positive(own(x))
-    if isinstance(m, _UNCHANGED_TYPES):
+    if isinstance(m, _UNCHANGED_TYPES) or _is_permute(m):
         return None
     if isinstance(m, _IDENTITY_TYPES) or type(m).__name__ in _IDENTITY_NAMES:
         return lambda x: x

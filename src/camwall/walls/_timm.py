@@ -21,6 +21,7 @@ from torch import nn
 from camwall.errors import CamwallError, did_you_mean
 from camwall.walls._checks import positive_int
 from camwall.walls._models import _tag
+from camwall.walls._swin import is_swin, wall_named_swin
 from camwall.walls._torchvision import WallsArg, _walls
 from camwall.walls._vit_any import (
     is_vision_transformer,
@@ -57,18 +58,21 @@ def walled_timm(
     seed: int | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """A timm Vision Transformer with a wall on its patch grid (or without, ``walls=None``).
+    """A timm Vision Transformer or Swin with a wall on its patch grid (or without, ``walls=None``).
 
     ``timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)``
     (randomly initialised: load weights with :func:`~camwall.walls.load_weights`), then
     :func:`~camwall.walls.wall_vit` with the one wall, named by the encoder layer
     ``"blocks"``: e.g. ``walls="blocks:rows=10:"`` (the bottom 4 patch rows of a 14 x 14
-    grid) or ``walls={"blocks": WallSpec.right(7)}``.
+    grid) or ``walls={"blocks": WallSpec.right(7)}``. A Swin (``swin_*``, V1) is walled by
+    :func:`~camwall.walls.wall_swin`, its wall named ``"layers"`` and aligned to its coarsest
+    grid: e.g. ``walls="layers:rows=48:"`` for ``swin_tiny_patch4_window7_224``.
 
     Args:
         name: a timm model name (``deit_tiny_patch16_224``, ``vit_small_patch16_224``,
             ``vit_base_patch16_reg4_gap_256``, ...) of a timm ``VisionTransformer``.
-        walls: as for :func:`~camwall.walls.walled_torchvision`, one wall for ``"blocks"``.
+        walls: as for :func:`~camwall.walls.walled_torchvision`, one wall for ``"blocks"``
+            (a Swin: ``"layers"``).
         num_classes: classifier outputs.
         input_shape: the model's ``(C, H, W)`` (default; any other is refused).
         seed: seeds the initialisation without touching the global RNG; None: global RNG.
@@ -82,7 +86,7 @@ def walled_timm(
     Raises:
         CamwallError: timm missing (with the pip command), an unknown name (with a
         suggestion), a weights argument, bad builder arguments, a model that is not a plain
-        ViT (Swin and other windowed transformers, with the reason), or a bad wall.
+        ViT or Swin V1 (Swin V2, MaxViT and others, with the reason), or a bad wall.
     """
     timm = timm_module()
     where = f"walled_timm({name!r})"
@@ -90,14 +94,17 @@ def walled_timm(
     positive_int(num_classes, f"{where}: num_classes")
     parsed = _walls(walls)
     model = _build(timm, name, num_classes, seed, kwargs, where)
-    if not is_vision_transformer(model):
+    if is_swin(model):
+        target, shape = wall_named_swin(model, parsed, input_shape, where)
+    elif is_vision_transformer(model):
+        target = wall_named_vit(model, parsed, where)
+        shape = vit_input_shape(model, input_shape, where)
+    else:
         refuse_windowed(model, where)
         raise CamwallError(
-            f"{where}: {type(model).__name__} is not a timm VisionTransformer; walled_timm "
-            "walls plain ViTs (vit_*, deit_*)."
+            f"{where}: {type(model).__name__} is not a timm VisionTransformer or "
+            "SwinTransformer; walled_timm walls ViTs (vit_*, deit_*) and Swin V1 (swin_*)."
         )
-    target = wall_named_vit(model, parsed, where)
-    shape = vit_input_shape(model, input_shape, where)
     record = {
         "name": name,
         "walls": [{"layer": layer, "region": spec.to_dict()} for layer, spec in parsed],

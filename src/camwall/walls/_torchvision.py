@@ -35,6 +35,7 @@ from camwall.walls._models import _tag, default_target_layer
 from camwall.walls._modules import Wall, insert_wall, walls_of
 from camwall.walls._parse import parse_wall
 from camwall.walls._spec import WallSpec
+from camwall.walls._swin import is_swin, wall_named_swin
 from camwall.walls._vit_any import (
     is_vision_transformer,
     refuse_windowed,
@@ -242,6 +243,8 @@ def _place_walls(
     (windowed transformers refused). Returns the target layer and the recorded input shape."""
     if is_vision_transformer(model):
         return wall_named_vit(model, walls, where), vit_input_shape(model, input_shape, where)
+    if is_swin(model):  # on its patch grid, aligned to its coarsest grid
+        return wall_named_swin(model, walls, shape, where)
     refuse_windowed(model, where)
     return _insert_walls(model, walls), shape
 

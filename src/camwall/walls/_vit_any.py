@@ -21,9 +21,11 @@ replaced by masked ones holding the same parameters under the same names (the ma
 derived from the recorded wall, not saved), and the containers that own the class, register
 and position tokens list them in ``camwall_constants`` for :func:`~camwall.walls.dead_zone`.
 
-Windowed or patch-merging transformers (Swin, MaxViT) are refused: their tokens attend
-within (shifted) windows and are merged between stages, so one mask over one patch grid is
-not their structure.
+Swin transformers (V1) are walled by :func:`~camwall.walls.wall_swin` (``wall_vit``
+dispatches to it) where the region is aligned to their coarsest grid: their window attention
+is masked per (shifted) window. Other windowed transformers are refused with the reason
+(:func:`refuse_windowed`): Swin V2 (not yet walled) and MaxViT (grid attention and
+squeeze-excitation read the whole image).
 """
 
 from __future__ import annotations
@@ -233,14 +235,26 @@ def _library(model: nn.Module) -> str | None:
 
 
 def refuse_windowed(model: nn.Module, where: str) -> None:
-    """A one-line :class:`CamwallError` for a windowed / patch-merging transformer."""
+    """A one-line :class:`CamwallError` for a windowed transformer that cannot be walled
+    (a Swin V1 is walled by :func:`~camwall.walls.wall_swin` instead): Swin V2, MaxViT, other
+    windowed or patch-merging transformers."""
+    from camwall.walls._swin import SWIN_V2_REASON
+
     name = type(model).__name__
+    if "Swin" in name and "V2" in name:
+        raise CamwallError(f"{where}: {name} {SWIN_V2_REASON}")
+    if "MaxVit" in name or "MaxxVit" in name:
+        raise CamwallError(
+            f"{where}: {name} cannot be walled: besides window attention it has grid "
+            "attention (each token attends to tokens spread over the whole image) and "
+            "MBConv blocks whose squeeze-excitation pools the whole image, so no region keeps "
+            "a dead zone; use a ViT, a Swin V1 (swin_t, swin_tiny_*) or a CNN."
+        )
     if any(w in name for w in _WINDOWED):
         raise CamwallError(
-            f"{where}: {name} is a windowed transformer with patch merging: its tokens attend "
-            "within (shifted) windows and are merged 2 x 2 between stages, so a token mask "
-            "over one patch grid is not its structure and it cannot be walled; use a plain "
-            "ViT (torchvision vit_*, timm vit_* / deit_*) or a CNN."
+            f"{where}: {name} is a windowed transformer with patch merging that camwall does "
+            "not know; Swin V1 (torchvision swin_t / swin_s / swin_b, timm swin_*) and plain "
+            "ViTs are walled, other windowed transformers cannot be."
         )
 
 
@@ -269,7 +283,9 @@ def _first_conv(module: nn.Module) -> nn.Conv2d:
     raise CamwallError("wall_vit: the patch embedding has no Conv2d; it is not a plain ViT.")
 
 
-def _dead_grid(spec: WallSpec | Mapping[str, Any] | str, h: int, w: int) -> tuple[WallSpec, Tensor]:
+def _dead_grid(
+    spec: WallSpec | Mapping[str, Any] | str, h: int, w: int, where: str = "wall_vit"
+) -> tuple[WallSpec, Tensor]:
     from camwall.walls._parse import parse_wall
 
     if isinstance(spec, Mapping):
@@ -278,20 +294,25 @@ def _dead_grid(spec: WallSpec | Mapping[str, Any] | str, h: int, w: int) -> tupl
         spec = parse_wall(f"patches:{spec}")[1]
     if not isinstance(spec, WallSpec):
         raise CamwallError(
-            f"wall_vit: spec {spec!r} is not a WallSpec (over the patch grid), a "
+            f"{where}: spec {spec!r} is not a WallSpec (over the patch grid), a "
             "{'rows', 'cols'} dict or a region string such as 'rows=10:'."
         )
     dead = spec.blocked(h, w)
     if bool(dead.all()):
         raise CamwallError(
-            f"wall_vit: the wall {spec.describe()} covers the whole {h} x {w} patch grid; leave "
+            f"{where}: the wall {spec.describe()} covers the whole {h} x {w} patch grid; leave "
             "at least one live patch."
         )
     return spec, dead
 
 
-def wall_vit(model: nn.Module, spec: WallSpec | Mapping[str, Any] | str) -> nn.Module:
-    """Wall a torchvision or timm Vision Transformer in place (see the module docstring).
+def wall_vit(
+    model: nn.Module,
+    spec: WallSpec | Mapping[str, Any] | str,
+    input_shape: Sequence[int] | None = None,
+) -> nn.Module:
+    """Wall a torchvision or timm Vision Transformer in place (see the module docstring); a
+    Swin transformer (V1) goes to :func:`~camwall.walls.wall_swin` with ``input_shape``.
 
     Args:
         model: a torchvision ``VisionTransformer`` (``vit_b_16``, ``vit_l_16``, ...) or a timm
@@ -300,6 +321,8 @@ def wall_vit(model: nn.Module, spec: WallSpec | Mapping[str, Any] | str) -> nn.M
         spec: the dead patches, a :class:`~camwall.walls.WallSpec` over the ``h x w`` patch
             grid (``14 x 14`` for ``vit_b_16`` at 224), a ``{"rows", "cols"}`` dict or a
             region string such as ``"rows=10:"`` (the bottom 4 patch rows of 14).
+        input_shape: ``(C, H, W)``; a ViT's must be its own size (the default), a torchvision
+            Swin's default is ``(3, 224, 224)``.
 
     Returns:
         ``model``, with every attention layer masked, an averaging head pooling the live
@@ -310,10 +333,16 @@ def wall_vit(model: nn.Module, spec: WallSpec | Mapping[str, Any] | str) -> nn.M
         tensors (nothing is copied), so an optimizer built before still updates them.
 
     Raises:
-        CamwallError: for a model that is not such a ViT (a windowed transformer such as Swin
-        with the reason), a layer variant it cannot mask, a wall that blocks nothing or
-        everything, or a model already walled.
+        CamwallError: for a model that is not such a ViT or a Swin V1 (Swin V2 and MaxViT
+        with the reason), a layer variant it cannot mask, a wall that blocks everything (for a
+        Swin: one not aligned to its coarsest grid), or a model already walled.
     """
+    from camwall.walls._swin import is_swin, wall_swin
+
+    if is_swin(model):
+        return wall_swin(model, spec, input_shape)
+    if input_shape is not None:
+        vit_input_shape(model, input_shape, "wall_vit")
     library = _library(model)
     if library is None:
         refuse_windowed(model, "wall_vit")
