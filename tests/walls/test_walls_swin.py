@@ -1,9 +1,10 @@
-"""Walls for Swin transformers (torchvision and timm, V1): dead zones against brute-force
-gradient support in float64, bit-identical logits under noise, 1e30, NaN and inf in the dead
-zone, the unwalled twin against the original, checkpoints and plain state dicts, and what is
-refused (misaligned regions, padding before merging, Swin V2, MaxViT). All weights random; the
-fast tests use small Swins (64 x 64 inputs, 3 stages, 16 x 16 patch grid, 4 x 4 coarse grid
-of 4 x 4-patch cells), the ``slow`` ones swin_t / swin_tiny at 224."""
+"""Walls for Swin transformers (torchvision V1 and V2, timm V1): dead zones against
+brute-force gradient support in float64, bit-identical logits under noise, 1e30, NaN and inf
+in the dead zone, the unwalled twin against the original, checkpoints and plain state dicts,
+and what is refused (misaligned regions, padding before merging, timm's Swin V2, MaxViT).
+All weights random; the fast tests use small Swins (64 x 64 inputs, 3 stages, 16 x 16 patch
+grid, 4 x 4 coarse grid of 4 x 4-patch cells), the ``slow`` one swin_t / swin_tiny /
+swin_v2_t at 224."""
 
 from __future__ import annotations
 
@@ -31,16 +32,22 @@ from camwall.walls import (
     walled_torchvision,
 )
 from camwall.walls._swin import (
+    KeyBiasFreeLinear,
     LiveGridPool,
     TimmWindowAttention,
     TorchvisionWindowAttention,
+    TorchvisionWindowAttentionV2,
     WindowSoftmax,
     window_dead,
 )
 
 timm = pytest.importorskip("timm")
 torchvision = pytest.importorskip("torchvision")
-from torchvision.models.swin_transformer import SwinTransformer  # noqa: E402
+from torchvision.models.swin_transformer import (  # noqa: E402
+    PatchMergingV2,
+    SwinTransformer,
+    SwinTransformerBlockV2,
+)
 
 _TIMM_SMALL: dict[str, Any] = {
     "img_size": 64,
@@ -51,9 +58,13 @@ _TIMM_SMALL: dict[str, Any] = {
 }
 
 
-def _tv_small(window: int = 4, seed: int = 0) -> nn.Module:
-    """torchvision's SwinTransformer, small: 3 stages (16, 8, 4 grids at 64 x 64)."""
+def _tv_small(window: int = 4, seed: int = 0, v2: bool = False) -> nn.Module:
+    """torchvision's SwinTransformer, small: 3 stages (16, 8, 4 grids at 64 x 64); ``v2``:
+    with V2 blocks and merging, its key bias, logit scale and position MLP made non-trivial."""
     torch.manual_seed(seed)
+    kinds: dict[str, Any] = (
+        {"block": SwinTransformerBlockV2, "downsample_layer": PatchMergingV2} if v2 else {}
+    )
     model = SwinTransformer(
         patch_size=[4, 4],
         embed_dim=16,
@@ -61,7 +72,14 @@ def _tv_small(window: int = 4, seed: int = 0) -> nn.Module:
         num_heads=[2, 2, 2],
         window_size=[window, window],
         num_classes=5,
+        **kinds,
     )
+    if v2:
+        with torch.no_grad():
+            for m in model.modules():
+                if hasattr(m, "logit_scale"):
+                    m.qkv.bias.normal_()  # the key third too: read as 0, as torchvision does
+                    m.logit_scale.uniform_(1.0, 5.0)  # 5 > log 100: the clamp is reached
     return model.eval()
 
 
@@ -141,6 +159,23 @@ def test_torchvision_small_dead_zone_is_the_gradient_support(window: int, spec: 
 @pytest.mark.parametrize(
     ("window", "spec"), [(4, _BOX), (3, _OUT)], ids=["window4-box", "window3-padded-outside"]
 )
+def test_torchvision_v2_small_dead_zone_is_the_gradient_support(
+    window: int, spec: WallSpec
+) -> None:
+    model = wall_vit(_tv_small(window, v2=True), spec, input_shape=(3, 64, 64))
+    info = describe(model)
+    assert info.target_layer == "features.5.0"  # post-norm: the last attention's input
+    assert all(
+        isinstance(b.attn, TorchvisionWindowAttentionV2) for s in model.features[1::2] for b in s
+    )
+    assert isinstance(model.avgpool, LiveGridPool)
+    out = _check(model, spec)
+    assert out["dead"] == int(spec.blocked(16, 16).sum()) * 16
+
+
+@pytest.mark.parametrize(
+    ("window", "spec"), [(4, _BOX), (3, _OUT)], ids=["window4-box", "window3-padded-outside"]
+)
 def test_timm_small_dead_zone_is_the_gradient_support(window: int, spec: WallSpec) -> None:
     kw = {**_TIMM_SMALL, "window_size": window}
     model = walled_timm("swin_tiny_patch4_window7_224", walls={"layers": spec}, seed=0, **kw)
@@ -153,6 +188,7 @@ def test_timm_small_dead_zone_is_the_gradient_support(window: int, spec: WallSpe
 def test_dead_inputs_of_noise_1e30_nan_and_inf_leave_the_logits_bit_identical() -> None:
     models = [
         wall_swin(_tv_small(3), _BOX, input_shape=(3, 64, 64)),
+        wall_swin(_tv_small(3, v2=True), _BOX, input_shape=(3, 64, 64)),
         wall_swin(_timm_small(3), _BOX),
     ]
     dead = _pixels(_BOX, (16, 16), 4)
@@ -200,8 +236,11 @@ def test_unwalled_twins_compute_the_original_networks() -> None:
     tm = walled_timm("swin_tiny_patch4_window7_224", seed=0, **_TIMM_SMALL).eval()
     plain_tm = _timm_small(7)
     plain_tm.load_state_dict(tm.state_dict())
+    tv2 = walled_torchvision("swin_v2_t", input_shape=(3, 64, 64), num_classes=5, seed=0).eval()
+    plain_tv2 = torchvision.models.swin_v2_t(weights=None, num_classes=5).eval()
+    plain_tv2.load_state_dict(tv2.state_dict())
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    for model, plain in ((tv, plain_tv), (tm, plain_tm)):
+    for model, plain in ((tv, plain_tv), (tv2, plain_tv2), (tm, plain_tm)):
         assert describe(model).walls == ()
         assert not dead_zone(model, (3, 64, 64)).any()
         with torch.no_grad():
@@ -215,6 +254,11 @@ def test_window_attention_without_dead_tokens_is_the_original() -> None:
     masked = TorchvisionWindowAttention(block.attn, torch.zeros(8, 8, dtype=torch.bool))
     assert masked.shift_size == [1, 1]
     assert torch.equal(masked(x), block.attn(x))
+    block2 = _tv_small(3, v2=True).features[3][1]
+    masked2 = TorchvisionWindowAttentionV2(block2.attn, torch.zeros(8, 8, dtype=torch.bool))
+    assert isinstance(masked2.qkv, KeyBiasFreeLinear)
+    assert masked2.qkv.weight is block2.attn.qkv.weight
+    assert torch.equal(masked2(x), block2.attn(x))  # key bias, clamp, cosine, MLP bias: as is
     tblock = _timm_small(3).layers[1].blocks[1]
     windows = window_dead(torch.zeros(8, 8), tblock.window_size, tblock.shift_size, False)
     want = tblock(x)
@@ -264,6 +308,24 @@ def test_cam_engine_reads_the_declared_channels_last_grid() -> None:
     assert bool((cam[..., :24] > 0).any())
 
 
+def test_cam_engine_reads_a_swin_v2_at_the_last_attention_input() -> None:
+    """swin_v2_t at 64 x 64: the target layer is the last stage's first block (its output, the
+    B x 2 x 2 x C tokens the last attention reads); HiResCAM is exactly 0 on columns 48.. (the
+    upsampled map reads the dead right cell only) for two images and two targets."""
+    from camwall.cams import compute_cams
+
+    model = walled_torchvision(
+        "swin_v2_t", walls="features:cols=8:", input_shape=(3, 64, 64), num_classes=5, seed=0
+    ).eval()
+    info = describe(model)
+    assert info.target_layer == "features.7.0"
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    cam = compute_cams(model, x, info.target_layer, ["hirescam"], targets=[0, 1])["hirescam"]
+    assert cam.shape == (2, 64, 64)
+    assert bool((cam[..., 48:] == 0).all())
+    assert bool((cam[..., :16] > 0).any())
+
+
 # -- checkpoints and plain weights --------------------------------------------------------------
 
 
@@ -271,15 +333,18 @@ def _named_models() -> dict[str, nn.Module]:
     tv = walled_torchvision(
         "swin_t", walls="features:rows=8:", input_shape=(3, 64, 64), num_classes=5, seed=0
     )
+    tv2 = walled_torchvision(
+        "swin_v2_t", walls="features:cols=8:", input_shape=(3, 64, 64), num_classes=5, seed=0
+    )
     tm = walled_timm("swin_tiny_patch4_window7_224", walls="layers:cols=:8", seed=0, **_TIMM_SMALL)
-    return {"tv": tv.eval(), "timm": tm.eval()}
+    return {"tv": tv.eval(), "tv2": tv2.eval(), "timm": tm.eval()}
 
 
 def test_save_load_round_trip_torchvision_and_timm(tmp_path: Path) -> None:
     for key, model in _named_models().items():
         save_model(model, tmp_path / key)
         loaded, meta = load_model(tmp_path / key)
-        assert meta["arch"] == ("torchvision" if key == "tv" else "timm")
+        assert meta["arch"] == ("torchvision" if key.startswith("tv") else "timm")
         assert meta["wall"] == describe(model).wall_list()
         assert meta["dead_zone"]["fraction"] == 0.5
         x = torch.rand(1, 3, 64, 64)
@@ -290,6 +355,7 @@ def test_save_load_round_trip_torchvision_and_timm(tmp_path: Path) -> None:
 def test_load_weights_of_the_plain_networks(tmp_path: Path) -> None:
     plains = {
         "tv": torchvision.models.swin_t(weights=None, num_classes=5),
+        "tv2": torchvision.models.swin_v2_t(weights=None, num_classes=5),
         "timm": _timm_small(7, seed=4),
     }
     for key, model in _named_models().items():
@@ -302,7 +368,7 @@ def test_load_weights_of_the_plain_networks(tmp_path: Path) -> None:
 
 
 def test_walled_parameters_are_the_plain_ones() -> None:
-    for model in (_tv_small(), _timm_small()):
+    for model in (_tv_small(), _tv_small(v2=True), _timm_small()):
         before = [id(p) for p in model.parameters()]
         shape = (3, 64, 64) if isinstance(model, SwinTransformer) else None
         assert wall_swin(model, "rows=12:", input_shape=shape) is model
@@ -348,32 +414,39 @@ def test_bad_walls_and_sizes_are_refused() -> None:
         tv(torch.rand(1, 3, 32, 32))
 
 
-def test_swin_v2_and_maxvit_are_refused_with_the_reason() -> None:
-    v2 = torchvision.models.swin_v2_t(weights=None)
-    before = [type(m) for m in v2.modules()]
-    with pytest.raises(CamwallError, match="Swin V2 transformer, not yet walled") as err:
-        wall_vit(v2, "rows=48:")
-    assert "\n" not in str(err.value)
-    assert [type(m) for m in v2.modules()] == before
-    with pytest.raises(CamwallError, match="Swin V2 transformer, not yet walled"):
-        walled_torchvision("swin_v2_t", walls="features:rows=48:")
-    with pytest.raises(CamwallError, match="Swin V2 transformer, not yet walled"):
+def test_timm_swin_v2_and_maxvit_are_refused_with_the_reason() -> None:
+    with pytest.raises(CamwallError, match="timm's Swin V2 transformer, not yet walled") as err:
         walled_timm("swinv2_tiny_window8_256", walls="layers:rows=48:", depths=(1, 1, 1, 1))
+    assert "\n" not in str(err.value)
+    v2 = timm.create_model("swinv2_tiny_window8_256", pretrained=False, depths=(1, 1, 1, 1))
+    before = [type(m) for m in v2.modules()]
+    for wall in (wall_vit, wall_swin):
+        with pytest.raises(CamwallError, match="timm's Swin V2 transformer, not yet walled"):
+            wall(v2, "rows=48:")
+    assert [type(m) for m in v2.modules()] == before
     with pytest.raises(CamwallError, match=r"MaxxVit cannot be walled: .* grid attention"):
         walled_timm("maxvit_tiny_tf_224", walls="layers:rows=48:", depths=(1, 1, 1, 1))
+
+
+def test_mixed_v1_and_v2_blocks_are_refused() -> None:
+    model = _tv_small()
+    model.features[3][0] = _tv_small(v2=True).features[3][0]
+    with pytest.raises(CamwallError, match=r"other than all V1 .* or all V2 ones"):
+        wall_swin(model, "rows=12:", input_shape=(3, 64, 64))
 
 
 # -- full size ------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_swin_t_and_swin_tiny_at_224() -> None:
+def test_swin_t_swin_tiny_and_swin_v2_t_at_224() -> None:
     """The real sizes: 56 x 56 patch grid, 7 x 7 coarse grid of 8 x 8-patch (32 px) cells; the
     box of the bottom 2 cell rows x the right cell column (2 cells, 64 x 32 px) dead."""
     spec = WallSpec(rows=(40, None), cols=(48, None))
     models = [
         walled_torchvision("swin_t", walls={"features": spec}, num_classes=10, seed=0),
         walled_timm("swin_tiny_patch4_window7_224", walls={"layers": spec}, num_classes=10, seed=0),
+        walled_torchvision("swin_v2_t", walls={"features": spec}, num_classes=10, seed=0),
     ]
     want = _pixels(spec, (56, 56), 4)
     for model in models:

@@ -30,14 +30,20 @@ The masked attention modules hold the original parameters under the original nam
 torchvision or timm state dict loads unchanged; the masks are derived from the recorded wall
 and not saved). Without dead patches they compute the original function with the same ops.
 In :func:`~camwall.walls.walled_torchvision` the wall is named ``"features"`` (torchvision's
-stage container), in :func:`~camwall.walls.walled_timm` ``"layers"`` (timm's). Refused: a
-grid that some stage would pad before merging (``h`` or ``w`` not a multiple of ``c``), Swin
-V2 (not yet walled: cosine attention with a logit scale, a continuous position-bias MLP, post-
-norm blocks) and windows built per forward (timm ``dynamic_img_size``).
+stage container), in :func:`~camwall.walls.walled_timm` ``"layers"`` (timm's).
+
+torchvision's Swin V2 (``swin_v2_t`` / ``_s`` / ``_b``) is walled the same way
+(:class:`TorchvisionWindowAttentionV2`): its cosine scores ``normalize(q) normalize(k)^T
+exp(min(logit_scale, log 100))`` plus ``16 sigmoid(cpb_mlp(coords))`` (a constant of the
+weights) get the same mask; its post-norm blocks and ``PatchMergingV2`` are per token and per
+aligned group. Refused: a grid that some stage would pad before merging (``h`` or ``w`` not a
+multiple of ``c``), timm's ``SwinTransformerV2`` (not yet walled: :data:`SWIN_V2_REASON`) and
+windows built per forward (timm ``dynamic_img_size``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -53,9 +59,12 @@ from camwall.walls._spec import WallSpec
 __all__ = [
     "SWIN_LAYER",
     "SWIN_V2_REASON",
+    "CosineNormalize",
+    "KeyBiasFreeLinear",
     "LiveGridPool",
     "TimmWindowAttention",
     "TorchvisionWindowAttention",
+    "TorchvisionWindowAttentionV2",
     "WindowSoftmax",
     "describe_swin",
     "is_swin",
@@ -68,11 +77,12 @@ __all__ = [
 #: The layer a Swin's wall is named by in walled_torchvision / walled_timm (its stages).
 SWIN_LAYER = {"torchvision": "features", "timm": "layers"}
 
-#: Why Swin V2 is refused (one line, after the model's name).
+#: Why timm's Swin V2 is refused (one line, after the model's name).
 SWIN_V2_REASON = (
-    "is a Swin V2 transformer, not yet walled (cosine attention with a learned logit scale, a "
-    "continuous position-bias MLP, post-norm blocks, PatchMergingV2); Swin V1 (torchvision "
-    "swin_t / swin_s / swin_b, timm swin_*) is walled on regions aligned to its coarsest grid."
+    "is timm's Swin V2 transformer, not yet walled (its own window attention, position-bias "
+    "MLP and patch merging are not masked); torchvision's swin_v2_t / _s / _b and Swin V1 "
+    "(torchvision swin_t / _s / _b, timm swin_*) are walled on regions aligned to the coarsest "
+    "grid."
 )
 
 _LIBRARIES = {
@@ -92,7 +102,7 @@ def _library(model: nn.Module) -> str | None:
 
 
 def is_swin(model: nn.Module) -> bool:
-    """True for torchvision's ``SwinTransformer`` (V1 and V2 blocks) and timm's (V1)."""
+    """True for torchvision's ``SwinTransformer`` (V1 or V2 blocks) and timm's (V1)."""
     return _library(model) is not None
 
 
@@ -220,7 +230,7 @@ class TorchvisionWindowAttention(nn.Module):
         self.attention_dropout = float(attn.attention_dropout)
         self.dropout = float(attn.dropout)
         self.qkv, self.proj = attn.qkv, attn.proj
-        self.relative_position_bias_table = attn.relative_position_bias_table
+        self._position(attn)
         self.register_buffer("relative_position_index", attn.relative_position_index)
         mh, mw = self.window_size
         padded = (hh + (-hh) % mh, ww + (-ww) % mw)
@@ -232,7 +242,11 @@ class TorchvisionWindowAttention(nn.Module):
         self.attend = WindowSoftmax(
             window_dead(dead, self.window_size, self.shift_size, True), shift
         )
-        self.camwall_constants = ("relative_position_bias_table",)
+
+    def _position(self, attn: Any) -> None:
+        """The position-bias parameters (V1: the learned table, a constant of the data)."""
+        self.relative_position_bias_table = attn.relative_position_bias_table
+        self.camwall_constants: tuple[str, ...] = ("relative_position_bias_table",)
 
     def forward(self, x: Tensor) -> Tensor:
         b, hh, ww, c = x.shape
@@ -259,14 +273,80 @@ class TorchvisionWindowAttention(nn.Module):
         heads = self.num_heads
         qkv = self.qkv(x).reshape(bw, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        q = q * (c // heads) ** -0.5
-        scores = q.matmul(k.transpose(-2, -1))
-        scores = scores + _relative_bias(
-            self.relative_position_bias_table, self.relative_position_index, n
-        )
+        scores = self._scores(q, k)
         p = F.dropout(self.attend(scores), p=self.attention_dropout, training=self.training)
         x = self.attend.read(p, v).transpose(1, 2).reshape(bw, n, c)
         return F.dropout(self.proj(x), p=self.dropout, training=self.training)
+
+    def _scores(self, q: Tensor, k: Tensor) -> Tensor:
+        """``(q / sqrt(d)) k^T + B_rel``: ``(B nW) x heads x N x N``."""
+        scores = (q * q.shape[-1] ** -0.5).matmul(k.transpose(-2, -1))
+        return scores + _relative_bias(
+            self.relative_position_bias_table, self.relative_position_index, q.shape[-2]
+        )
+
+
+class CosineNormalize(nn.Module):
+    """``F.normalize(t, dim=-1)`` (``... x d``), as a layer, so that :func:`dead_zone` reads
+    its connections (every output reads the whole vector) instead of its gradient (which is
+    zero along the vector itself)."""
+
+    def forward(self, t: Tensor) -> Tensor:
+        return F.normalize(t, dim=-1)
+
+    def camwall_structural(self, t: Tensor) -> Tensor:
+        """Every output reads every entry of its vector: their mean."""
+        return t.mean(-1, keepdim=True).expand_as(t)
+
+
+class KeyBiasFreeLinear(nn.Linear):
+    """``nn.Linear`` for a ``q, k, v`` projection whose key third of the bias is read as 0 at
+    every call (torchvision's Swin V2 does so): ``x W^T + (b with b[n/3 : 2n/3] = 0)``."""
+
+    @classmethod
+    def sharing(cls, linear: nn.Linear) -> KeyBiasFreeLinear:
+        """A ``KeyBiasFreeLinear`` holding ``linear``'s own weight and bias parameters."""
+        out = cls(
+            linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta"
+        )
+        out.weight = linear.weight
+        out.bias = linear.bias
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        bias: Tensor | None = None
+        if self.bias is not None:
+            bias = self.bias.clone()
+            third = bias.numel() // 3
+            bias[third : 2 * third].zero_()
+        return F.linear(x, self.weight, bias)
+
+
+class TorchvisionWindowAttentionV2(TorchvisionWindowAttention):
+    """torchvision's ``ShiftedWindowAttentionV2`` with the structural mask: as
+    :class:`TorchvisionWindowAttention`, with torchvision V2's scores
+    ``s = normalize(q) normalize(k)^T exp(min(logit_scale, log 100)) + 16 sigmoid(B_cpb)``,
+    ``B_cpb = cpb_mlp(relative_coords_table)[relative_position_index]`` (a constant of the
+    weights), and the key bias of ``qkv`` zeroed at every call as torchvision does. Same
+    parameters and state-dict keys (``logit_scale``, ``cpb_mlp``, ``relative_coords_table``).
+    """
+
+    relative_coords_table: Tensor
+
+    def _position(self, attn: Any) -> None:
+        self.qkv = KeyBiasFreeLinear.sharing(attn.qkv)
+        self.logit_scale = attn.logit_scale
+        self.cpb_mlp = attn.cpb_mlp
+        self.register_buffer("relative_coords_table", attn.relative_coords_table)
+        self.normalize = CosineNormalize()
+        self.camwall_constants = ("logit_scale",)
+
+    def _scores(self, q: Tensor, k: Tensor) -> Tensor:
+        heads, n = q.shape[1], q.shape[-2]
+        table = self.cpb_mlp(self.relative_coords_table).view(-1, heads)
+        bias = 16 * torch.sigmoid(_relative_bias(table, self.relative_position_index, n))
+        scores = self.normalize(q) @ self.normalize(k).transpose(-2, -1)
+        return scores * torch.clamp(self.logit_scale, max=math.log(100.0)).exp() + bias
 
 
 class TimmWindowAttention(nn.Module):
@@ -355,13 +435,6 @@ class LiveGridPool(nn.Module):
         return f"grid={self.grid}, live_cells={self.index.numel()}"
 
 
-def _refuse_v2(model: nn.Module, where: str) -> None:
-    """Swin V2 blocks or patch merging (torchvision ``swin_v2_*``): refused with the reason."""
-    v2 = [m for m in model.modules() if type(m).__name__.endswith("V2")]
-    if v2:
-        raise CamwallError(f"{where}: {type(model).__name__} {SWIN_V2_REASON}")
-
-
 def swin_geometry(model: Any, input_shape: Sequence[int] | None, where: str) -> Geometry:
     """``((C, H, W), (h, w), S)`` of a Swin: the input shape (torchvision: ``input_shape``,
     default ``(3, 224, 224)``; timm: its own ``img_size``, ``input_shape`` must equal it), the
@@ -428,36 +501,51 @@ def _upsample(coarse: Tensor, factor: int) -> Tensor:
     return coarse.repeat_interleave(factor, 0).repeat_interleave(factor, 1)
 
 
-def _tv_stages(model: Any) -> list[nn.Sequential]:
-    """torchvision's stages (``features.1, .3, ...``), their blocks checked to be V1 ones."""
-    from torchvision.models.swin_transformer import (
-        PatchMerging,
-        ShiftedWindowAttention,
-        SwinTransformerBlock,
-    )
+def _tv_stages(model: Any) -> tuple[list[nn.Sequential], type[TorchvisionWindowAttention]]:
+    """torchvision's stages (``features.1, .3, ...``), their blocks checked to be all V1 or
+    all V2 ones, and the masked attention class for them."""
+    from torchvision.models import swin_transformer as tv
 
+    versions = {
+        TorchvisionWindowAttention: (
+            tv.PatchMerging,
+            tv.SwinTransformerBlock,
+            tv.ShiftedWindowAttention,
+        ),
+        TorchvisionWindowAttentionV2: (
+            tv.PatchMergingV2,
+            tv.SwinTransformerBlockV2,
+            tv.ShiftedWindowAttentionV2,
+        ),
+    }
     stages = list(model.features)[1::2]
     merges = list(model.features)[2::2]
     blocks = [b for stage in stages for b in stage]
-    if any(type(m) is not PatchMerging for m in merges) or any(
-        type(b) is not SwinTransformerBlock or type(b.attn) is not ShiftedWindowAttention
-        for b in blocks
-    ):
-        raise CamwallError(
-            "wall_swin: this torchvision Swin has blocks or patch merging other than "
-            "SwinTransformerBlock / ShiftedWindowAttention / PatchMerging (V1); it cannot be "
-            "masked."
-        )
-    return stages
+    for masked, (merge, block, attn) in versions.items():
+        if all(type(m) is merge for m in merges) and all(
+            type(b) is block and type(b.attn) is attn for b in blocks
+        ):
+            return stages, masked
+    raise CamwallError(
+        "wall_swin: this torchvision Swin has blocks or patch merging other than all V1 "
+        "(SwinTransformerBlock / ShiftedWindowAttention / PatchMerging) or all V2 ones "
+        "(SwinTransformerBlockV2 / ShiftedWindowAttentionV2 / PatchMergingV2); it cannot be "
+        "masked."
+    )
+
+
+def _is_v2(model: nn.Module) -> bool:
+    """True for torchvision's Swin V2 (``SwinTransformerBlockV2`` blocks)."""
+    return any(type(m).__name__ == "SwinTransformerBlockV2" for m in model.modules())
 
 
 def _wall_torchvision(model: Any, coarse: Tensor) -> None:
     """Mask every block of a torchvision Swin; pool the live cells when some are dead."""
-    stages = _tv_stages(model)
+    stages, masked_attention = _tv_stages(model)
     masked: list[tuple[Any, TorchvisionWindowAttention]] = []
     for s, stage in enumerate(stages):
         dead = _upsample(coarse, 2 ** (len(stages) - 1 - s))
-        masked += [(b, TorchvisionWindowAttention(b.attn, dead)) for b in stage]
+        masked += [(b, masked_attention(b.attn, dead)) for b in stage]
     for block, attn in masked:
         block.attn = attn
     if bool(coarse.any()):
@@ -549,10 +637,12 @@ def _wall_swin(
 ) -> nn.Module:
     """:func:`wall_swin`, its errors naming ``where``."""
     if _library(model) is None:
+        from camwall.walls._vit_any import refuse_windowed
+
+        refuse_windowed(model, where)  # timm's Swin V2, MaxViT: with the reason
         raise CamwallError(
             f"{where}: {type(model).__name__} is not torchvision's or timm's SwinTransformer."
         )
-    _refuse_v2(model, where)
     if _walled(model):
         raise CamwallError(f"{where}: this Swin is already walled; wall a fresh model.")
     shape, grid, stages = swin_geometry(model, input_shape, where)
@@ -575,10 +665,15 @@ def _wall_swin(
 
 
 def describe_swin(model: Any, shape: tuple[int, int, int]) -> str:
-    """Declare a Swin's input shape, target layer (the last block's ``norm1``: its output is
-    the ``B x h_c x w_c x C`` tokens of the coarsest grid that the last attention reads) and
-    reshape (:func:`camwall.tokens.channels_last_grid`); returns the target layer."""
-    if _library(model) == "torchvision":
+    """Declare a Swin's input shape, target layer (the ``B x h_c x w_c x C`` tokens of the
+    coarsest grid that the last attention reads: V1 the last block's ``norm1``, torchvision V2
+    the previous block) and reshape (:func:`camwall.tokens.channels_last_grid`); returns the
+    target layer."""
+    if _library(model) == "torchvision" and _is_v2(model):
+        last = len(model.features) - 1  # post-norm blocks: the last attention reads the
+        depth = len(model.features[last])  # previous block's output (or the last merge's)
+        target = f"features.{last}.{depth - 2}" if depth > 1 else f"features.{last - 1}"
+    elif _library(model) == "torchvision":
         last = len(model.features) - 1
         target = f"features.{last}.{len(model.features[last]) - 1}.norm1"
     else:
@@ -600,7 +695,6 @@ def wall_named_swin(
     most one, named ``"features"`` (torchvision) or ``"layers"`` (timm), its region on the
     patch grid; :func:`wall_swin` with it. Without a wall, the unwalled twin: the same masked
     layers with nothing dead. Returns the target layer and the input shape."""
-    _refuse_v2(model, where)
     layer = SWIN_LAYER[str(_library(model))]
     shape, (h, w), stages = swin_geometry(model, input_shape, where)
     if walls:

@@ -24,8 +24,8 @@ and position tokens list them in ``camwall_constants`` for :func:`~camwall.walls
 Swin transformers (V1) are walled by :func:`~camwall.walls.wall_swin` (``wall_vit``
 dispatches to it) where the region is aligned to their coarsest grid: their window attention
 is masked per (shifted) window. Other windowed transformers are refused with the reason
-(:func:`refuse_windowed`): Swin V2 (not yet walled) and MaxViT (grid attention and
-squeeze-excitation read the whole image).
+(:func:`refuse_windowed`): timm's Swin V2 (not yet walled; torchvision's is) and MaxViT
+(grid attention and squeeze-excitation read the whole image).
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def _library(model: nn.Module) -> str | None:
 
 def refuse_windowed(model: nn.Module, where: str) -> None:
     """A one-line :class:`CamwallError` for a windowed transformer that cannot be walled
-    (a Swin V1 is walled by :func:`~camwall.walls.wall_swin` instead): Swin V2, MaxViT, other
+    (a Swin is walled by :func:`~camwall.walls.wall_swin` instead): timm's Swin V2, MaxViT, other
     windowed or patch-merging transformers."""
     from camwall.walls._swin import SWIN_V2_REASON
 
@@ -333,7 +333,7 @@ def wall_vit(
         tensors (nothing is copied), so an optimizer built before still updates them.
 
     Raises:
-        CamwallError: for a model that is not such a ViT or a Swin V1 (Swin V2 and MaxViT
+        CamwallError: for a model that is not such a ViT or a Swin (timm's Swin V2 and MaxViT
         with the reason), a layer variant it cannot mask, a wall that blocks everything (for a
         Swin: one not aligned to its coarsest grid), or a model already walled.
     """
