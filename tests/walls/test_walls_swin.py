@@ -1,10 +1,10 @@
-"""Walls for Swin transformers (torchvision V1 and V2, timm V1): dead zones against
+"""Walls for Swin transformers (torchvision and timm, V1 and V2): dead zones against
 brute-force gradient support in float64, bit-identical logits under noise, 1e30, NaN and inf
 in the dead zone, the unwalled twin against the original, checkpoints and plain state dicts,
-and what is refused (misaligned regions, padding before merging, timm's Swin V2, MaxViT).
+and what is refused (misaligned regions, padding before merging, mixed V1 / V2, MaxViT).
 All weights random; the fast tests use small Swins (64 x 64 inputs, 3 stages, 16 x 16 patch
 grid, 4 x 4 coarse grid of 4 x 4-patch cells), the ``slow`` one swin_t / swin_tiny /
-swin_v2_t at 224."""
+swin_v2_t at 224 and swinv2_tiny at 256."""
 
 from __future__ import annotations
 
@@ -32,9 +32,11 @@ from camwall.walls import (
     walled_torchvision,
 )
 from camwall.walls._swin import (
+    JoinedBiasLinear,
     KeyBiasFreeLinear,
     LiveGridPool,
     TimmWindowAttention,
+    TimmWindowAttentionV2,
     TorchvisionWindowAttention,
     TorchvisionWindowAttentionV2,
     WindowSoftmax,
@@ -83,12 +85,31 @@ def _tv_small(window: int = 4, seed: int = 0, v2: bool = False) -> nn.Module:
     return model.eval()
 
 
-def _timm_small(window: int = 4, seed: int = 0) -> nn.Module:
+_TIMM_V2 = "swinv2_tiny_window8_256"
+
+
+def _timm_small(window: int = 4, seed: int = 0, v2: bool = False) -> nn.Module:
+    """timm's Swin, small; ``v2``: its Swin V2 with random q / v biases and logit scales (some
+    beyond the clamp at log 100)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return timm.create_model(
-            "swin_tiny_patch4_window7_224", pretrained=False, window_size=window, **_TIMM_SMALL
-        ).eval()
+        name = _TIMM_V2 if v2 else "swin_tiny_patch4_window7_224"
+        model = timm.create_model(name, pretrained=False, window_size=window, **_TIMM_SMALL)
+        if v2:
+            _randomize_v2(model)
+        return model.eval()
+
+
+def _randomize_v2(model: nn.Module) -> nn.Module:
+    """Make a Swin V2's biases and logit scales non-trivial (they start at 0 and log 10)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if hasattr(m, "logit_scale"):
+                m.logit_scale.uniform_(1.0, 5.0)  # 5 > log 100: the clamp is reached
+                for name in ("q_bias", "v_bias"):
+                    if getattr(m, name, None) is not None:
+                        getattr(m, name).normal_()
+    return model
 
 
 def _gradient_support(model: nn.Module, shape: tuple[int, int, int], trials: int = 2) -> Tensor:
@@ -185,11 +206,26 @@ def test_timm_small_dead_zone_is_the_gradient_support(window: int, spec: WallSpe
     _check(model.eval(), spec)
 
 
+@pytest.mark.parametrize(
+    ("window", "spec"), [(4, _BOX), (3, _OUT)], ids=["window4-box", "window3-padded-outside"]
+)
+def test_timm_v2_small_dead_zone_is_the_gradient_support(window: int, spec: WallSpec) -> None:
+    kw = {**_TIMM_SMALL, "window_size": window}
+    model = _randomize_v2(walled_timm(_TIMM_V2, walls={"layers": spec}, seed=0, **kw))
+    info = describe(model)
+    assert info.target_layer == "layers.2.blocks.0"  # post-norm: the last attention's input
+    attns = [b.attn for s in model.layers for b in s.blocks]
+    assert all(isinstance(a, TimmWindowAttentionV2) for a in attns)
+    assert all(isinstance(a.qkv, JoinedBiasLinear) for a in attns)
+    _check(model.eval(), spec)
+
+
 def test_dead_inputs_of_noise_1e30_nan_and_inf_leave_the_logits_bit_identical() -> None:
     models = [
         wall_swin(_tv_small(3), _BOX, input_shape=(3, 64, 64)),
         wall_swin(_tv_small(3, v2=True), _BOX, input_shape=(3, 64, 64)),
         wall_swin(_timm_small(3), _BOX),
+        wall_swin(_timm_small(3, v2=True), _BOX),
     ]
     dead = _pixels(_BOX, (16, 16), 4)
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
@@ -239,8 +275,12 @@ def test_unwalled_twins_compute_the_original_networks() -> None:
     tv2 = walled_torchvision("swin_v2_t", input_shape=(3, 64, 64), num_classes=5, seed=0).eval()
     plain_tv2 = torchvision.models.swin_v2_t(weights=None, num_classes=5).eval()
     plain_tv2.load_state_dict(tv2.state_dict())
+    tm2 = _randomize_v2(walled_timm(_TIMM_V2, seed=0, window_size=4, **_TIMM_SMALL)).eval()
+    plain_tm2 = _timm_small(4, seed=1, v2=True)
+    plain_tm2.load_state_dict(tm2.state_dict())
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    for model, plain in ((tv, plain_tv), (tv2, plain_tv2), (tm, plain_tm)):
+    pairs = ((tv, plain_tv), (tv2, plain_tv2), (tm, plain_tm), (tm2, plain_tm2))
+    for model, plain in pairs:
         assert describe(model).walls == ()
         assert not dead_zone(model, (3, 64, 64)).any()
         with torch.no_grad():
@@ -259,11 +299,12 @@ def test_window_attention_without_dead_tokens_is_the_original() -> None:
     assert isinstance(masked2.qkv, KeyBiasFreeLinear)
     assert masked2.qkv.weight is block2.attn.qkv.weight
     assert torch.equal(masked2(x), block2.attn(x))  # key bias, clamp, cosine, MLP bias: as is
-    tblock = _timm_small(3).layers[1].blocks[1]
-    windows = window_dead(torch.zeros(8, 8), tblock.window_size, tblock.shift_size, False)
-    want = tblock(x)
-    tblock.attn = TimmWindowAttention(tblock.attn, windows, tblock.attn_mask)
-    assert torch.equal(tblock(x), want)
+    for v2, masked_attention in ((False, TimmWindowAttention), (True, TimmWindowAttentionV2)):
+        tblock = _timm_small(3, v2=v2).layers[1].blocks[1]
+        windows = window_dead(torch.zeros(8, 8), tblock.window_size, tblock.shift_size, False)
+        want = tblock(x)
+        tblock.attn = masked_attention(tblock.attn, windows, tblock.attn_mask)
+        assert torch.equal(tblock(x), want), v2
 
 
 def test_window_dead_follows_the_roll_and_the_padding() -> None:
@@ -337,7 +378,8 @@ def _named_models() -> dict[str, nn.Module]:
         "swin_v2_t", walls="features:cols=8:", input_shape=(3, 64, 64), num_classes=5, seed=0
     )
     tm = walled_timm("swin_tiny_patch4_window7_224", walls="layers:cols=:8", seed=0, **_TIMM_SMALL)
-    return {"tv": tv.eval(), "tv2": tv2.eval(), "timm": tm.eval()}
+    tm2 = walled_timm(_TIMM_V2, walls="layers:rows=:8", seed=0, window_size=4, **_TIMM_SMALL)
+    return {"tv": tv.eval(), "tv2": tv2.eval(), "timm": tm.eval(), "timm2": tm2.eval()}
 
 
 def test_save_load_round_trip_torchvision_and_timm(tmp_path: Path) -> None:
@@ -357,6 +399,7 @@ def test_load_weights_of_the_plain_networks(tmp_path: Path) -> None:
         "tv": torchvision.models.swin_t(weights=None, num_classes=5),
         "tv2": torchvision.models.swin_v2_t(weights=None, num_classes=5),
         "timm": _timm_small(7, seed=4),
+        "timm2": _timm_small(4, seed=4, v2=True),
     }
     for key, model in _named_models().items():
         state = plains[key].state_dict()
@@ -368,11 +411,13 @@ def test_load_weights_of_the_plain_networks(tmp_path: Path) -> None:
 
 
 def test_walled_parameters_are_the_plain_ones() -> None:
-    for model in (_tv_small(), _tv_small(v2=True), _timm_small()):
-        before = [id(p) for p in model.parameters()]
+    """The same parameter tensors under the same names (an optimizer built before the wall
+    keeps training the walled model)."""
+    for model in (_tv_small(), _tv_small(v2=True), _timm_small(), _timm_small(v2=True)):
+        before = {n: id(p) for n, p in model.named_parameters()}
         shape = (3, 64, 64) if isinstance(model, SwinTransformer) else None
         assert wall_swin(model, "rows=12:", input_shape=shape) is model
-        assert [id(p) for p in model.parameters()] == before
+        assert {n: id(p) for n, p in model.named_parameters()} == before
 
 
 # -- refusals -----------------------------------------------------------------------------------
@@ -414,18 +459,18 @@ def test_bad_walls_and_sizes_are_refused() -> None:
         tv(torch.rand(1, 3, 32, 32))
 
 
-def test_timm_swin_v2_and_maxvit_are_refused_with_the_reason() -> None:
-    with pytest.raises(CamwallError, match="timm's Swin V2 transformer, not yet walled") as err:
-        walled_timm("swinv2_tiny_window8_256", walls="layers:rows=48:", depths=(1, 1, 1, 1))
-    assert "\n" not in str(err.value)
-    v2 = timm.create_model("swinv2_tiny_window8_256", pretrained=False, depths=(1, 1, 1, 1))
-    before = [type(m) for m in v2.modules()]
-    for wall in (wall_vit, wall_swin):
-        with pytest.raises(CamwallError, match="timm's Swin V2 transformer, not yet walled"):
-            wall(v2, "rows=48:")
-    assert [type(m) for m in v2.modules()] == before
-    with pytest.raises(CamwallError, match=r"MaxxVit cannot be walled: .* grid attention"):
+def test_maxvit_and_separate_v2_biases_are_refused_with_the_reason() -> None:
+    with pytest.raises(CamwallError, match=r"MaxxVit cannot be walled: .* grid attention") as err:
         walled_timm("maxvit_tiny_tf_224", walls="layers:rows=48:", depths=(1, 1, 1, 1))
+    assert "\n" not in str(err.value)
+    model = timm.create_model(_TIMM_V2, pretrained=False, **_TIMM_SMALL)
+    for stage in model.layers:
+        for b in stage.blocks:
+            b.attn.qkv_bias_separate = True
+    before = [type(m) for m in model.modules()]
+    with pytest.raises(CamwallError, match="qkv_bias_separate=True adds its bias after"):
+        wall_swin(model, "rows=12:")
+    assert [type(m) for m in model.modules()] == before
 
 
 def test_mixed_v1_and_v2_blocks_are_refused() -> None:
@@ -433,27 +478,33 @@ def test_mixed_v1_and_v2_blocks_are_refused() -> None:
     model.features[3][0] = _tv_small(v2=True).features[3][0]
     with pytest.raises(CamwallError, match=r"other than all V1 .* or all V2 ones"):
         wall_swin(model, "rows=12:", input_shape=(3, 64, 64))
+    tm = _timm_small()
+    tm.layers[1].blocks[0] = _timm_small(v2=True).layers[1].blocks[0]
+    with pytest.raises(CamwallError, match="not all timm's SwinTransformerBlock"):
+        wall_swin(tm, "rows=12:")
 
 
 # -- full size ------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_swin_t_swin_tiny_and_swin_v2_t_at_224() -> None:
-    """The real sizes: 56 x 56 patch grid, 7 x 7 coarse grid of 8 x 8-patch (32 px) cells; the
-    box of the bottom 2 cell rows x the right cell column (2 cells, 64 x 32 px) dead."""
+def test_swin_t_swin_tiny_and_swin_v2_t_at_224_and_swinv2_tiny_at_256() -> None:
+    """The real sizes: at 224 a 56 x 56 patch grid, 7 x 7 coarse grid of 8 x 8-patch (32 px)
+    cells, the box of the bottom 2 cell rows x the right cell column (2 cells, 64 x 32 px)
+    dead; swinv2_tiny at 256: 64 x 64 patches, the box rows 40.. x cols 48.. is 3 x 2 cells."""
     spec = WallSpec(rows=(40, None), cols=(48, None))
     models = [
         walled_torchvision("swin_t", walls={"features": spec}, num_classes=10, seed=0),
         walled_timm("swin_tiny_patch4_window7_224", walls={"layers": spec}, num_classes=10, seed=0),
         walled_torchvision("swin_v2_t", walls={"features": spec}, num_classes=10, seed=0),
+        _randomize_v2(walled_timm(_TIMM_V2, walls={"layers": spec}, num_classes=10, seed=0)),
     ]
-    want = _pixels(spec, (56, 56), 4)
     for model in models:
-        assert describe(model).input_shape == (3, 224, 224)
-        zone = dead_zone(model.eval(), (3, 224, 224))
-        assert torch.equal(zone, want)
-        assert int(zone.sum()) == 64 * 32
+        shape = describe(model).input_shape
+        assert shape is not None
+        zone = dead_zone(model.eval(), shape)
+        assert torch.equal(zone, _pixels(spec, (shape[1] // 4, shape[2] // 4), 4))
+        assert int(zone.sum()) == (64 * 32 if shape[1] == 224 else 96 * 64)
         check = verify_wall(model, zone, trials=1)
         assert check.ok, check
         assert check.max_logit_change == 0.0

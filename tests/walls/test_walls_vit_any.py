@@ -246,15 +246,15 @@ def test_walled_parameters_are_the_plain_ones() -> None:
 
 def test_swin_and_other_models_are_refused_with_the_reason() -> None:
     """Swin V1 is walled (tests/walls/test_walls_swin.py) on regions aligned to its coarsest
-    grid; a misaligned one, timm's Swin V2 and MaxViT are refused with the reason, a CNN too."""
+    grid; a misaligned one (V1, V2) and MaxViT are refused with the reason, a CNN too."""
     with pytest.raises(CamwallError, match="not aligned to this Swin's coarsest grid"):
         wall_vit(torchvision.models.swin_t(weights=None), WallSpec.bottom(2))
     with pytest.raises(CamwallError, match="not aligned to this Swin's coarsest grid"):
         walled_torchvision("swin_t", walls="features:rows=54:")
     with pytest.raises(CamwallError, match="not aligned to this Swin's coarsest grid"):
         walled_torchvision("swin_v2_t", walls="features:rows=54:")
-    with pytest.raises(CamwallError, match="timm's Swin V2 transformer, not yet walled"):
-        walled_timm("swinv2_tiny_window8_256", walls="layers:rows=48:", depths=(1, 1, 1, 1))
+    with pytest.raises(CamwallError, match="not aligned to this Swin's coarsest grid"):
+        walled_timm("swinv2_tiny_window8_256", walls="layers:rows=60:", depths=(1, 1, 1, 1))
     with pytest.raises(CamwallError, match="MaxxVit cannot be walled"):
         walled_timm("maxvit_tiny_tf_224", walls="blocks:rows=2:", depths=(1, 1, 1, 1))
     with pytest.raises(CamwallError, match="VisionTransformer"):

@@ -100,6 +100,10 @@ _IDENTITY_NAMES = frozenset({"StochasticDepth", "DropPath", "LayerScale"})
 """Identity by class name: torchvision's ``StochasticDepth`` and timm's ``DropPath`` (the
 identity in eval mode), timm's ``LayerScale`` (``x * gamma``, one factor per channel)."""
 
+_ELEMENTWISE_MODULES = frozenset({"timm.layers.activations"})
+"""Modules whose layers are all elementwise activations (timm's own ``GELU``, ``Swish``,
+``Mish``, ``HardSwish``, ``PReLU``, ...): the identity, as torch's."""
+
 _UNCHANGED_TYPES: tuple[type[nn.Module], ...] = (
     nn.AvgPool2d,
     nn.AdaptiveAvgPool2d,
@@ -262,6 +266,8 @@ def _surrogate(name: str, m: nn.Module) -> Callable[[Tensor], Tensor] | None:
     if isinstance(m, _UNCHANGED_TYPES) or _is_permute(m):
         return None
     if isinstance(m, _IDENTITY_TYPES) or type(m).__name__ in _IDENTITY_NAMES:
+        return lambda x: x
+    if type(m).__module__ in _ELEMENTWISE_MODULES:
         return lambda x: x
     if isinstance(m, (nn.GroupNorm, nn.LayerNorm)):
         return _norm(m)

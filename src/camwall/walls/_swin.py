@@ -1,4 +1,4 @@
-"""Walls for Swin transformers (torchvision's and timm's ``SwinTransformer``, V1), in place.
+"""Walls for Swin transformers (torchvision's and timm's, V1 and V2), in place.
 
 A Swin transformer cuts a ``C x H x W`` input into ``P x P`` patches (an ``h x w`` patch grid,
 ``h = H / P``), runs ``S`` stages of blocks that attend within ``M x M`` windows (every other
@@ -32,13 +32,13 @@ and not saved). Without dead patches they compute the original function with the
 In :func:`~camwall.walls.walled_torchvision` the wall is named ``"features"`` (torchvision's
 stage container), in :func:`~camwall.walls.walled_timm` ``"layers"`` (timm's).
 
-torchvision's Swin V2 (``swin_v2_t`` / ``_s`` / ``_b``) is walled the same way
-(:class:`TorchvisionWindowAttentionV2`): its cosine scores ``normalize(q) normalize(k)^T
-exp(min(logit_scale, log 100))`` plus ``16 sigmoid(cpb_mlp(coords))`` (a constant of the
-weights) get the same mask; its post-norm blocks and ``PatchMergingV2`` are per token and per
-aligned group. Refused: a grid that some stage would pad before merging (``h`` or ``w`` not a
-multiple of ``c``), timm's ``SwinTransformerV2`` (not yet walled: :data:`SWIN_V2_REASON`) and
-windows built per forward (timm ``dynamic_img_size``).
+Swin V2 (torchvision ``swin_v2_t`` / ``_s`` / ``_b``, timm ``swinv2_*``) is walled the same
+way (:class:`TorchvisionWindowAttentionV2`, :class:`TimmWindowAttentionV2`): its cosine scores
+``normalize(q) normalize(k)^T exp(min(logit_scale, log 100))`` plus
+``16 sigmoid(cpb_mlp(coords))`` (a constant of the weights) get the same mask; its post-norm
+blocks and patch merging are per token and per aligned group. Refused: a grid that some stage
+would pad before merging (``h`` or ``w`` not a multiple of ``c``), a model mixing V1 and V2
+blocks, and windows built per forward (timm ``dynamic_img_size``).
 """
 
 from __future__ import annotations
@@ -58,11 +58,12 @@ from camwall.walls._spec import WallSpec
 
 __all__ = [
     "SWIN_LAYER",
-    "SWIN_V2_REASON",
     "CosineNormalize",
+    "JoinedBiasLinear",
     "KeyBiasFreeLinear",
     "LiveGridPool",
     "TimmWindowAttention",
+    "TimmWindowAttentionV2",
     "TorchvisionWindowAttention",
     "TorchvisionWindowAttentionV2",
     "WindowSoftmax",
@@ -77,17 +78,10 @@ __all__ = [
 #: The layer a Swin's wall is named by in walled_torchvision / walled_timm (its stages).
 SWIN_LAYER = {"torchvision": "features", "timm": "layers"}
 
-#: Why timm's Swin V2 is refused (one line, after the model's name).
-SWIN_V2_REASON = (
-    "is timm's Swin V2 transformer, not yet walled (its own window attention, position-bias "
-    "MLP and patch merging are not masked); torchvision's swin_v2_t / _s / _b and Swin V1 "
-    "(torchvision swin_t / _s / _b, timm swin_*) are walled on regions aligned to the coarsest "
-    "grid."
-)
-
 _LIBRARIES = {
-    "torchvision.models.swin_transformer": "torchvision",
-    "timm.models.swin_transformer": "timm",
+    ("SwinTransformer", "torchvision.models.swin_transformer"): "torchvision",
+    ("SwinTransformer", "timm.models.swin_transformer"): "timm",
+    ("SwinTransformerV2", "timm.models.swin_transformer_v2"): "timm",
 }
 
 Geometry = tuple[tuple[int, int, int], tuple[int, int], int]
@@ -96,13 +90,14 @@ Geometry = tuple[tuple[int, int, int], tuple[int, int], int]
 
 def _library(model: nn.Module) -> str | None:
     for cls in type(model).__mro__:
-        if cls.__name__ == "SwinTransformer":
-            return _LIBRARIES.get(cls.__module__)
+        found = _LIBRARIES.get((cls.__name__, cls.__module__))
+        if found is not None:
+            return found
     return None
 
 
 def is_swin(model: nn.Module) -> bool:
-    """True for torchvision's ``SwinTransformer`` (V1 or V2 blocks) and timm's (V1)."""
+    """True for torchvision's ``SwinTransformer`` (V1 or V2 blocks) and timm's (V1, V2)."""
     return _library(model) is not None
 
 
@@ -364,15 +359,18 @@ class TimmWindowAttention(nn.Module):
     def __init__(self, attn: Any, dead_windows: Tensor, shift: Tensor | None) -> None:
         super().__init__()
         self.num_heads = int(attn.num_heads)
-        self.scale = float(attn.scale)
-        self.window_area = int(attn.window_area)
         self.qkv, self.attn_drop = attn.qkv, attn.attn_drop
         self.proj, self.proj_drop = attn.proj, attn.proj_drop
-        self.relative_position_bias_table = attn.relative_position_bias_table
         index = attn.relative_position_index
         self.register_buffer("relative_position_index", index, persistent=False)
+        self._position(attn)
         self.attend = WindowSoftmax(dead_windows, shift)
-        self.camwall_constants = ("relative_position_bias_table",)
+
+    def _position(self, attn: Any) -> None:
+        """The position-bias parameters (V1: the learned table, a constant of the data)."""
+        self.scale = float(attn.scale)
+        self.relative_position_bias_table = attn.relative_position_bias_table
+        self.camwall_constants: tuple[str, ...] = ("relative_position_bias_table",)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         if (mask is None) != (self.attend.shift is None):
@@ -383,14 +381,74 @@ class TimmWindowAttention(nn.Module):
         bw, n, _ = x.shape
         qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        q = q * self.scale
-        scores = q @ k.transpose(-2, -1)
-        scores = scores + _relative_bias(
-            self.relative_position_bias_table, self.relative_position_index, n
-        )
-        p = self.attn_drop(self.attend(scores))
+        p = self.attn_drop(self.attend(self._scores(q, k)))
         x = self.attend.read(p, v).transpose(1, 2).reshape(bw, n, -1)
         return self.proj_drop(self.proj(x))
+
+    def _scores(self, q: Tensor, k: Tensor) -> Tensor:
+        """``(q scale) k^T + B_rel``: ``(B nW) x heads x N x N``."""
+        scores = (q * self.scale) @ k.transpose(-2, -1)
+        return scores + _relative_bias(
+            self.relative_position_bias_table, self.relative_position_index, q.shape[-2]
+        )
+
+
+class JoinedBiasLinear(nn.Linear):
+    """timm Swin V2's ``q, k, v`` projection as one layer: ``x W^T + cat(q_bias, k_bias,
+    v_bias)``, ``W`` the shared ``qkv.weight`` (``qkv`` has no bias of its own), the biases
+    read from the attention module that holds them (``owner``: not a submodule, so the state
+    dict keeps timm's keys ``attn.q_bias``, ``attn.v_bias``)."""
+
+    @classmethod
+    def sharing(cls, linear: nn.Linear, owner: nn.Module) -> JoinedBiasLinear:
+        """A ``JoinedBiasLinear`` holding ``linear``'s weight, its biases on ``owner``."""
+        out = cls(linear.in_features, linear.out_features, bias=False, device="meta")
+        out.weight = linear.weight
+        out.__dict__["owner"] = owner  # a plain reference: deepcopy and .to() follow the model
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        owner = self.__dict__["owner"]
+        bias = torch.cat((owner.q_bias, owner.k_bias, owner.v_bias))
+        return F.linear(x, weight=self.weight, bias=bias)
+
+
+class TimmWindowAttentionV2(TimmWindowAttention):
+    """timm's Swin V2 ``WindowAttention`` with the structural mask: as
+    :class:`TimmWindowAttention`, with the scores
+    ``s = normalize(q) normalize(k)^T exp(min(logit_scale, log 100)) + 16 sigmoid(B_cpb)``,
+    ``B_cpb = cpb_mlp(relative_coords_table)[relative_position_index]`` (a constant of the
+    weights), and ``qkv`` with the joined bias ``cat(q_bias, k_bias, v_bias)``
+    (:class:`JoinedBiasLinear`). Same parameters and state-dict keys.
+    """
+
+    relative_coords_table: Tensor
+    k_bias: Tensor
+
+    def _position(self, attn: Any) -> None:
+        if getattr(attn, "qkv_bias_separate", False):
+            raise CamwallError(
+                "wall_swin: a timm Swin V2 with qkv_bias_separate=True adds its bias after the "
+                "projection; build it with the default qkv_bias_separate=False."
+            )
+        if attn.q_bias is not None:
+            self.q_bias, self.v_bias = attn.q_bias, attn.v_bias
+            self.register_buffer("k_bias", attn.k_bias, persistent=False)
+            self.qkv = JoinedBiasLinear.sharing(attn.qkv, self)
+        self.logit_scale = attn.logit_scale
+        self.cpb_mlp = attn.cpb_mlp
+        self.register_buffer("relative_coords_table", attn.relative_coords_table, persistent=False)
+        self.normalize = CosineNormalize()
+        self.camwall_constants = tuple(n for n, _ in self.named_parameters(recurse=False))
+
+    def _scores(self, q: Tensor, k: Tensor) -> Tensor:
+        heads, n = q.shape[1], q.shape[-2]
+        table = self.cpb_mlp(self.relative_coords_table).view(-1, heads)
+        scores = self.normalize(q) @ self.normalize(k).transpose(-2, -1)
+        scores = scores * torch.clamp(self.logit_scale, max=math.log(1.0 / 0.01)).exp()
+        bias = table[self.relative_position_index.view(-1)].view(n, n, -1)
+        bias = 16 * torch.sigmoid(bias.permute(2, 0, 1).contiguous())
+        return scores + bias.unsqueeze(0)
 
 
 class LiveGridPool(nn.Module):
@@ -535,8 +593,10 @@ def _tv_stages(model: Any) -> tuple[list[nn.Sequential], type[TorchvisionWindowA
 
 
 def _is_v2(model: nn.Module) -> bool:
-    """True for torchvision's Swin V2 (``SwinTransformerBlockV2`` blocks)."""
-    return any(type(m).__name__ == "SwinTransformerBlockV2" for m in model.modules())
+    """True for a Swin V2 (torchvision's ``SwinTransformerBlockV2``, timm's
+    ``SwinTransformerV2Block``)."""
+    names = ("SwinTransformerBlockV2", "SwinTransformerV2Block")
+    return any(type(m).__name__ in names for m in model.modules())
 
 
 def _wall_torchvision(model: Any, coarse: Tensor) -> None:
@@ -552,10 +612,12 @@ def _wall_torchvision(model: Any, coarse: Tensor) -> None:
         model.avgpool = LiveGridPool(~coarse, channels_last=False)
 
 
-def _check_timm(model: Any) -> None:
-    """A timm Swin whose head averages (``global_pool="avg"``), without own parameters, whose
-    blocks are ``SwinTransformerBlock`` with ``WindowAttention``."""
-    from timm.models.swin_transformer import SwinTransformerBlock, WindowAttention
+def _timm_attention(model: Any) -> type[TimmWindowAttention]:
+    """The masked attention for a timm Swin whose head averages (``global_pool="avg"``),
+    without own parameters, and whose blocks are all ``SwinTransformerBlock`` with
+    ``WindowAttention`` (V1) or all ``SwinTransformerV2Block`` with V2's ``WindowAttention``."""
+    from timm.models import swin_transformer as v1
+    from timm.models import swin_transformer_v2 as v2
 
     pool: Any = getattr(model.head, "global_pool", None)
     own = [n for n, _ in model.named_parameters(recurse=False)]
@@ -566,18 +628,28 @@ def _check_timm(model: Any) -> None:
             f"{', own parameters ' + str(own) if own else ''}) has a head it cannot wall; "
             "build it with global_pool='avg' (the default)."
         )
-    for stage in model.layers:
-        for b in stage.blocks:
-            if type(b) is not SwinTransformerBlock or type(b.attn) is not WindowAttention:
-                raise CamwallError(
-                    f"wall_swin: {type(b).__name__} with {type(b.attn).__name__} is not timm's "
-                    "SwinTransformerBlock with WindowAttention; it cannot be masked."
-                )
+    kinds: dict[type[TimmWindowAttention], tuple[type, type, type]] = {
+        TimmWindowAttention: (v1.SwinTransformerBlock, v1.WindowAttention, v1.PatchMerging),
+        TimmWindowAttentionV2: (v2.SwinTransformerV2Block, v2.WindowAttention, v2.PatchMerging),
+    }
+    blocks: list[Any] = [b for stage in model.layers for b in stage.blocks]
+    merges = [s.downsample for s in model.layers if not isinstance(s.downsample, nn.Identity)]
+    for masked, (block, attn, merge) in kinds.items():
+        if all((type(b), type(b.attn)) == (block, attn) for b in blocks) and all(
+            type(m) is merge for m in merges
+        ):
+            return masked
+    names = sorted({f"{type(b).__name__} with {type(b.attn).__name__}" for b in blocks})
+    raise CamwallError(
+        f"wall_swin: this timm Swin has {', '.join(names)}, not all timm's "
+        "SwinTransformerBlock with WindowAttention (V1) or all SwinTransformerV2Block with its "
+        "WindowAttention (V2), with their PatchMerging; it cannot be masked."
+    )
 
 
 def _wall_timm(model: Any, coarse: Tensor) -> None:
     """Mask every block of a timm Swin and pool the live cells in ``head.global_pool``."""
-    _check_timm(model)
+    masked_attention = _timm_attention(model)
     stages = len(model.layers)
     masked: list[tuple[Any, TimmWindowAttention]] = []
     for s, stage in enumerate(model.layers):
@@ -589,7 +661,7 @@ def _wall_timm(model: Any, coarse: Tensor) -> None:
                     f"{tuple(dead.shape)}; build the model without changing its input size."
                 )
             windows = window_dead(dead, b.window_size, b.shift_size, pad_first=False)
-            masked.append((b, TimmWindowAttention(b.attn, windows, b.attn_mask)))
+            masked.append((b, masked_attention(b.attn, windows, b.attn_mask)))
     for block, attn in masked:
         block.attn = attn
     model.head.global_pool = LiveGridPool(~coarse, channels_last=True)
@@ -639,7 +711,7 @@ def _wall_swin(
     if _library(model) is None:
         from camwall.walls._vit_any import refuse_windowed
 
-        refuse_windowed(model, where)  # timm's Swin V2, MaxViT: with the reason
+        refuse_windowed(model, where)  # MaxViT and others: with the reason
         raise CamwallError(
             f"{where}: {type(model).__name__} is not torchvision's or timm's SwinTransformer."
         )
@@ -669,16 +741,18 @@ def describe_swin(model: Any, shape: tuple[int, int, int]) -> str:
     coarsest grid that the last attention reads: V1 the last block's ``norm1``, torchvision V2
     the previous block) and reshape (:func:`camwall.tokens.channels_last_grid`); returns the
     target layer."""
-    if _library(model) == "torchvision" and _is_v2(model):
-        last = len(model.features) - 1  # post-norm blocks: the last attention reads the
-        depth = len(model.features[last])  # previous block's output (or the last merge's)
-        target = f"features.{last}.{depth - 2}" if depth > 1 else f"features.{last - 1}"
-    elif _library(model) == "torchvision":
-        last = len(model.features) - 1
-        target = f"features.{last}.{len(model.features[last]) - 1}.norm1"
+    # post-norm (V2) blocks: the last attention reads the previous block's output, or the
+    # last merge's; pre-norm (V1): the last block's norm1
+    if _library(model) == "torchvision":
+        last, depth = len(model.features) - 1, len(model.features[-1])
+        stage, merge = f"features.{last}", f"features.{last - 1}"
     else:
-        last = len(model.layers) - 1
-        target = f"layers.{last}.blocks.{len(model.layers[last].blocks) - 1}.norm1"
+        last, depth = len(model.layers) - 1, len(model.layers[-1].blocks)
+        stage, merge = f"layers.{last}.blocks", f"layers.{last}.downsample"
+    if not _is_v2(model):
+        target = f"{stage}.{depth - 1}.norm1"
+    else:
+        target = f"{stage}.{depth - 2}" if depth > 1 else merge
     widths = {int(m.normalized_shape[0]) for n, m in model.named_modules() if n.endswith("norm1")}
     reshape = channels_last_grid(tuple(sorted(widths)))
     declare(model, input_shape=shape, target_layer=target, reshape=reshape)

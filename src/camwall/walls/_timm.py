@@ -86,7 +86,7 @@ def walled_timm(
     Raises:
         CamwallError: timm missing (with the pip command), an unknown name (with a
         suggestion), a weights argument, bad builder arguments, a model that is not a plain
-        ViT or Swin V1 (timm's Swin V2, MaxViT and others, with the reason), or a bad wall.
+        ViT or Swin (MaxViT and others, with the reason), or a bad wall.
     """
     timm = timm_module()
     where = f"walled_timm({name!r})"

@@ -24,8 +24,8 @@ and position tokens list them in ``camwall_constants`` for :func:`~camwall.walls
 Swin transformers (V1) are walled by :func:`~camwall.walls.wall_swin` (``wall_vit``
 dispatches to it) where the region is aligned to their coarsest grid: their window attention
 is masked per (shifted) window. Other windowed transformers are refused with the reason
-(:func:`refuse_windowed`): timm's Swin V2 (not yet walled; torchvision's is) and MaxViT
-(grid attention and squeeze-excitation read the whole image).
+(:func:`refuse_windowed`): MaxViT (grid attention and squeeze-excitation read the whole
+image) and windowed transformers camwall does not know.
 """
 
 from __future__ import annotations
@@ -236,25 +236,21 @@ def _library(model: nn.Module) -> str | None:
 
 def refuse_windowed(model: nn.Module, where: str) -> None:
     """A one-line :class:`CamwallError` for a windowed transformer that cannot be walled
-    (a Swin is walled by :func:`~camwall.walls.wall_swin` instead): timm's Swin V2, MaxViT, other
-    windowed or patch-merging transformers."""
-    from camwall.walls._swin import SWIN_V2_REASON
-
+    (a Swin is walled by :func:`~camwall.walls.wall_swin` instead): MaxViT, other windowed or
+    patch-merging transformers."""
     name = type(model).__name__
-    if "Swin" in name and "V2" in name:
-        raise CamwallError(f"{where}: {name} {SWIN_V2_REASON}")
     if "MaxVit" in name or "MaxxVit" in name:
         raise CamwallError(
             f"{where}: {name} cannot be walled: besides window attention it has grid "
             "attention (each token attends to tokens spread over the whole image) and "
             "MBConv blocks whose squeeze-excitation pools the whole image, so no region keeps "
-            "a dead zone; use a ViT, a Swin V1 (swin_t, swin_tiny_*) or a CNN."
+            "a dead zone; use a ViT, a Swin (swin_t, swin_v2_t, timm swin_* / swinv2_*) or a CNN."
         )
     if any(w in name for w in _WINDOWED):
         raise CamwallError(
             f"{where}: {name} is a windowed transformer with patch merging that camwall does "
-            "not know; Swin V1 (torchvision swin_t / swin_s / swin_b, timm swin_*) and plain "
-            "ViTs are walled, other windowed transformers cannot be."
+            "not know; Swin V1 and V2 (torchvision swin_t / swin_v2_t ..., timm swin_* / "
+            "swinv2_*) and plain ViTs are walled, other windowed transformers cannot be."
         )
 
 
@@ -333,7 +329,7 @@ def wall_vit(
         tensors (nothing is copied), so an optimizer built before still updates them.
 
     Raises:
-        CamwallError: for a model that is not such a ViT or a Swin (timm's Swin V2 and MaxViT
+        CamwallError: for a model that is not such a ViT or a Swin (MaxViT and others
         with the reason), a layer variant it cannot mask, a wall that blocks everything (for a
         Swin: one not aligned to its coarsest grid), or a model already walled.
     """
