@@ -195,3 +195,25 @@ def test_tail_hygiene_hooks_and_modes(make_tiny):
     assert model.training
     assert model.fc.training
     assert not model.act1.training
+
+
+def test_ablated_rows_reuse_one_buffer_and_copy_again_after_an_in_place_tail():
+    """AblationCAM's batches (camwall.cams._ablation._AblatedRows): each equals fresh copies of
+    its images' maps with one channel set, chunks mixing images; a run that writes into its
+    input (an in-place tail) makes the next batch copy every row again."""
+    from camwall.cams._ablation import _AblatedRows
+
+    a = torch.randn(3, 8, 2, 2, generator=torch.Generator().manual_seed(0))
+    owners = torch.arange(3).repeat_interleave(8)
+    chans = torch.arange(8).repeat(3)
+    for write in (False, True):
+        rows_of = _AblatedRows(a, 5)
+        for start in range(0, 24, 5):
+            rows, part = owners[start : start + 5], chans[start : start + 5]
+            want = a[rows].clone()
+            want[torch.arange(len(rows)), part] = -7.0
+            with rows_of.ablated(rows, part, -7.0) as batch:
+                assert torch.equal(batch, want), (write, start)
+                if write:
+                    batch.add_(1.0)  # a tail writing into its input
+    assert torch.equal(a, torch.randn(3, 8, 2, 2, generator=torch.Generator().manual_seed(0)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from torch import Tensor, nn
 
@@ -20,6 +20,9 @@ from camwall.cams._post import finalize_maps
 from camwall.cams._targets import Target, TargetsArg
 from camwall.errors import CamwallError
 from camwall.registry import Registry
+
+if TYPE_CHECKING:
+    from camwall.cams._tail import Tail
 
 __all__ = ["METHODS", "CamContext", "CamMethod", "CamRunner", "Needs", "PassExtras"]
 
@@ -70,6 +73,12 @@ class CamRunner(Protocol):
 
     def capture(self, x: Tensor, targets: TargetsArg, need: Needs | bool = False) -> CamContext:
         """A new pass on ``x`` recorded at the target layer (``need=True``: with gradients)."""
+        ...
+
+    @property
+    def tail(self) -> Tail:
+        """How :meth:`run_tail` runs the part after the target layer (``tail.fn is None``: the
+        whole model re-runs on the inputs, with the layer's output replaced)."""
         ...
 
     def run_tail(self, a: Tensor, x: Tensor, original: Any = None) -> Outputs:
@@ -155,7 +164,11 @@ class CamContext:
         """
         idx = list(range(self.x.shape[0])) if rows is None else rows
         original = None if self.layer_output is None else take_rows(self.layer_output, idx)
-        return self.runner.run_tail(a, self.x[idx], original)
+        if self.runner.tail.fn is None:
+            x = self.x[idx]
+        else:  # the tail reads the maps only: the inputs' rows, never read, are not copied
+            x = self.x[:1].expand(len(idx), *self.x.shape[1:])
+        return self.runner.run_tail(a, x, original)
 
     def run_ablated(self, rows: Tensor, channels: Tensor, value: float) -> Outputs:
         """Logits for the images ``rows`` with channel ``channels[i]`` of row i ablated to

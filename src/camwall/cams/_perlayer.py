@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from camwall.cams._base import CamContext, Needs
 from camwall.cams._pass import LayerRunner
+from camwall.cams._tail import Tail
 
 __all__ = ["OneLayer", "per_layer"]
 
@@ -54,6 +55,10 @@ class OneLayer:
         """A new pass recorded at every target layer; this layer's context."""
         ctx = self._outer.capture_layers(x, targets, need)[self._index]
         return dataclasses.replace(ctx, runner=self)
+
+    @property
+    def tail(self) -> Tail:
+        return self._one.tail
 
     def run_tail(self, a: Tensor, x: Tensor, original: Any = None) -> Any:
         with self._bound() as one:
