@@ -59,20 +59,31 @@ class ScoreCAM(CamMethod, name="scorecam"):
 
     def _masked_scores(self, ctx: CamContext, jobs: list[tuple[int, int, int]]) -> Tensor:
         """``y_i(model(x_i * mask))`` for each ``(image i, slot, channel)`` job, in chunks."""
-        a, x, chunk = ctx.activations, ctx.x, self.opts["scorecam_chunk"]
+        chunk = self.opts["scorecam_chunk"]
         chunk_values: list[Tensor] = []
         for start in range(0, len(jobs), chunk):
             part = jobs[start : start + chunk]
             owners = [i for i, _, _ in part]
-            maps = a[owners, [c for _, _, c in part]][:, None]  # n x 1 x h x w
-            up = F.interpolate(maps, size=ctx.input_size, mode="bilinear", align_corners=True)
-            flat = up.flatten(1)
-            lo = flat.amin(dim=1)[:, None, None, None]
-            hi = flat.amax(dim=1)[:, None, None, None]
-            masks = (up - lo) / (hi - lo + 1e-8)
-            masked = (x[owners].float() * masks).to(x.dtype)
+            masked = _masked_inputs(ctx, owners, [c for _, _, c in part])
             chunk_values.append(score_rows(ctx.runner.run_model(masked), owners, ctx.targets))
+            del masked
         return torch.cat(chunk_values)
+
+
+def _masked_inputs(ctx: CamContext, owners: list[int], channels: list[int]) -> Tensor:
+    """``x_i * mask`` for each ``(owners[j], channels[j])`` (n x C x H x W): the channel map
+    upsampled (bilinear, ``align_corners=True``) and min-max normalized. Its temporaries are
+    freed before the forward pass that reads it."""
+    maps = ctx.activations[owners, channels][:, None]  # n x 1 x h x w
+    up = F.interpolate(maps, size=ctx.input_size, mode="bilinear", align_corners=True)
+    flat = up.flatten(1)
+    lo = flat.amin(dim=1)[:, None, None, None]
+    hi = flat.amax(dim=1)[:, None, None, None]
+    up.sub_(lo).div_(hi - lo + 1e-8)  # the masks, in place
+    x = ctx.x
+    masked = x[owners].float()  # a new tensor (the rows' copy): multiplied in place
+    masked = masked.mul_(up) if masked.dtype == up.dtype else masked * up
+    return masked.to(x.dtype)
 
 
 @dataclass
