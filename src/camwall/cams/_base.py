@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from torch import Tensor, nn
 
@@ -20,9 +20,6 @@ from camwall.cams._post import finalize_maps
 from camwall.cams._targets import Target, TargetsArg
 from camwall.errors import CamwallError
 from camwall.registry import Registry
-
-if TYPE_CHECKING:
-    from camwall.cams._tail import Tail
 
 __all__ = ["METHODS", "CamContext", "CamMethod", "CamRunner", "Needs", "PassExtras"]
 
@@ -76,9 +73,9 @@ class CamRunner(Protocol):
         ...
 
     @property
-    def tail(self) -> Tail:
-        """How :meth:`run_tail` runs the part after the target layer (``tail.fn is None``: the
-        whole model re-runs on the inputs, with the layer's output replaced)."""
+    def tail_reads_inputs(self) -> bool:
+        """Whether :meth:`run_tail` re-runs the whole model on its inputs ``x`` (no tail after
+        the target layer could be cut), rather than the tail on the maps alone."""
         ...
 
     def run_tail(self, a: Tensor, x: Tensor, original: Any = None) -> Outputs:
@@ -164,7 +161,7 @@ class CamContext:
         """
         idx = list(range(self.x.shape[0])) if rows is None else rows
         original = None if self.layer_output is None else take_rows(self.layer_output, idx)
-        if self.runner.tail.fn is None:
+        if self.runner.tail_reads_inputs:
             x = self.x[idx]
         else:  # the tail reads the maps only: the inputs' rows, never read, are not copied
             x = self.x[:1].expand(len(idx), *self.x.shape[1:])

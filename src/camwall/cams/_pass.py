@@ -137,6 +137,11 @@ class LayerRunner:
             self._tail = find_tail(self._model, self.layer_name, self.head)
         return self._tail
 
+    @property
+    def tail_reads_inputs(self) -> bool:
+        """Whether :meth:`run_tail` re-runs the whole model on its inputs (no tail was cut)."""
+        return self.tail.fn is None
+
     def attach(self) -> list[Any]:
         """Register the recording hook on every target layer; returns the handles."""
         return [

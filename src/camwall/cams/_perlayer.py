@@ -16,7 +16,6 @@ from torch import Tensor, nn
 
 from camwall.cams._base import CamContext, Needs
 from camwall.cams._pass import LayerRunner
-from camwall.cams._tail import Tail
 
 __all__ = ["OneLayer", "per_layer"]
 
@@ -57,8 +56,8 @@ class OneLayer:
         return dataclasses.replace(ctx, runner=self)
 
     @property
-    def tail(self) -> Tail:
-        return self._one.tail
+    def tail_reads_inputs(self) -> bool:
+        return self._one.tail_reads_inputs
 
     def run_tail(self, a: Tensor, x: Tensor, original: Any = None) -> Any:
         with self._bound() as one:
