@@ -85,7 +85,8 @@ def test_several_layers_3d_and_eigen_smooth_are_class_facts():
         assert cls.eigen_smooth == (not whole or own_eigen), name
         assert cls.several_layers == (not whole), name
     assert METHODS.get("ablationcam").several_layers  # one tail per layer
-    assert not METHODS.get("sess").several_layers
+    assert not METHODS.get("opticam").several_layers  # it makes its map itself
+    assert METHODS.get("sess").spans_layers  # each patch over every layer
     assert METHODS.get("fullgrad").eigen_smooth  # its own decomposition (eigen_map)
     assert METHODS.get("refinecam").spans_layers
     assert METHODS.get("gradcam").volumetric

@@ -82,7 +82,7 @@ def test_a_list_of_one_layer_equals_the_layer(make_tiny):
         torch.testing.assert_close(listed[name], one[name], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", ["opticam", "fullgrad", "sess"])
+@pytest.mark.parametrize("name", ["opticam", "fullgrad"])
 def test_methods_with_their_own_map_refuse_several_layers(name, make_tiny):
     model, _, x = make_tiny("flat")
     with pytest.raises(CamwallError, match=f"{name} does not support several target layers"):

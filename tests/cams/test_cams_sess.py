@@ -69,6 +69,28 @@ def test_sess_matches_grad_cam(resnet, batch, h, w, base, kwargs):
     assert float((ours - ref).abs().max()) <= 1e-5
 
 
+def test_sess_over_two_layers_matches_grad_cam(resnet):
+    """Each patch explained over layer2 and layer3 (grad-cam's multi-layer aggregation), from
+    one recorded pass per chunk of patches; native and through the compat class."""
+    from camwall.compat.pytorch_grad_cam import SESS as CompatSESS
+    from camwall.compat.pytorch_grad_cam import GradCAM as CompatGradCAM
+
+    x = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(3))
+    layers = [resnet.layer2, resnet.layer3]
+    ref = RefSESS(resnet, layers, base_method=GradCAM, num_scales=2)
+    try:
+        want = torch.from_numpy(ref(x, targets=None))
+    finally:
+        ref.base_cam.activations_and_grads.release()
+    one = _reference(resnet, "layer3", x, num_scales=2)
+    assert float((want - one).abs().max()) > 1e-2  # the second layer changes the map
+    ours = compute_cams(resnet, x, ["layer2", "layer3"], "sess", sess_num_scales=2)["sess"]
+    assert float((ours - want).abs().max()) <= 1e-5
+    with CompatSESS(resnet, layers, base_method=CompatGradCAM, num_scales=2) as cam:
+        got = torch.from_numpy(cam(x))
+    assert float((got - want).abs().max()) <= 1e-5
+
+
 def test_gaussian_blur_is_opencv():
     m = torch.rand(2, 17, 23, generator=torch.Generator().manual_seed(0))
     ref = np.stack([cv2.GaussianBlur(a, (11, 11), 5.0, 0) for a in m.numpy()])

@@ -144,7 +144,7 @@ class _Halve(cw.AblationLayer):
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda m: cw.SESS(m, [m[2], m[5]])(torch.rand(1, 3, 8, 8)), "several target layers"),
+        (lambda m: cw.SESS(m, [m[2], m[5]], pool="min")(torch.rand(1, 3, 8, 8)), "sess_pool"),
         (
             lambda m: cw.RefineCAM(m, [m[2], m[5]], base_method=cw.SESS)(torch.rand(1, 3, 8, 8)),
             "refinecam_base must be",

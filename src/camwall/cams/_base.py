@@ -72,6 +72,13 @@ class CamRunner(Protocol):
         """A new pass on ``x`` recorded at the target layer (``need=True``: with gradients)."""
         ...
 
+    def capture_layers(
+        self, x: Tensor, targets: TargetsArg, need: Needs | bool = False
+    ) -> list[CamContext]:
+        """A new pass on ``x`` recorded at every target layer of the call: one context per
+        layer (bind them with :func:`camwall.cams._perlayer.per_layer` to re-run a tail)."""
+        ...
+
     @property
     def tail_reads_inputs(self) -> bool:
         """Whether :meth:`run_tail` re-runs the whole model on its inputs ``x`` (no tail after

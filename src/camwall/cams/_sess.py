@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -20,6 +21,7 @@ from camwall.cams._checks import (
     positive_int,
 )
 from camwall.cams._layers import method_map
+from camwall.cams._perlayer import per_layer
 from camwall.cams._post import normalize_maps
 from camwall.cams._targets import score_rows
 from camwall.errors import CamwallError
@@ -121,10 +123,12 @@ class SESS(CamMethod, name="sess"):
     sigma 5; ``sess_smooth``) and per-image min-max normalization.
     Patches of all images are scored and explained in chunks of ``sess_chunk``.
     ``sess_base_options``: the base method's own options; ``eigen_smooth`` applies to each
-    patch's base map (as grad-cam's SESS passes it to its base).
+    patch's base map (as grad-cam's SESS passes it to its base). With several target layers
+    each patch's base map is the base method's over all of them (grad-cam's aggregation).
     """
 
     default = False
+    spans_layers = True
     options: ClassVar[dict[str, Any]] = {
         "sess_base": "gradcam",
         "sess_scales": None,
@@ -158,14 +162,13 @@ class SESS(CamMethod, name="sess"):
     chunk_option = "sess_chunk"
     chunk_budget = 2**19  # patches, each scored and then explained by the base method
 
-    def final_map(self, ctx: CamContext) -> Tensor:
-        return self._map(ctx, eigen_smooth=False)
+    def layers_map(self, ctxs: Sequence[CamContext], eigen_smooth: bool = False) -> Tensor:
+        """The fused map; each patch's base map over every target layer (the engine's
+        per-layer aggregation), ``eigen_smooth`` applied to it (as grad-cam's SESS)."""
+        return self._map(list(ctxs), eigen_smooth)
 
-    def eigen_map(self, ctx: CamContext) -> Tensor:
-        """``eigen_smooth``: each patch's base map is eigen-smoothed (as grad-cam's SESS)."""
-        return self._map(ctx, eigen_smooth=True)
-
-    def _map(self, ctx: CamContext, eigen_smooth: bool) -> Tensor:
+    def _map(self, ctxs: list[CamContext], eigen_smooth: bool) -> Tensor:
+        ctx = ctxs[0]
         h, w = ctx.input_size
         o = SessOptions(self.opts, h, w)
         x = ctx.x
@@ -183,7 +186,7 @@ class SESS(CamMethod, name="sess"):
 
         scores = self._scores(ctx, patches, crop, o.chunk)
         kept, weights = self._keep(patches, scores, o.pre_filter, x.shape[0])
-        maps = self._patch_maps(ctx, kept, crop, o.chunk, eigen_smooth)
+        maps = self._patch_maps(ctxs, kept, crop, o.chunk, eigen_smooth)
         fused = self._fuse(kept, maps * weights[:, None, None], scaled, o, (h, w), x.shape[0])
         if self.opts["sess_smooth"]:
             fused = gaussian_blur(fused)
@@ -225,10 +228,16 @@ class SESS(CamMethod, name="sess"):
         return kept, torch.cat(weights)
 
     def _patch_maps(
-        self, ctx: CamContext, kept: list[_Patch], crop: Any, chunk: int, eigen_smooth: bool
+        self,
+        ctxs: list[CamContext],
+        kept: list[_Patch],
+        crop: Any,
+        chunk: int,
+        eigen_smooth: bool,
     ) -> Tensor:
-        """The base method's final map of each kept patch (``sess_base_options``), chunk by
-        chunk."""
+        """The base method's final map of each kept patch (``sess_base_options``) over every
+        target layer, chunk by chunk: one recorded pass per chunk for all layers."""
+        ctx = ctxs[0]
         base = METHODS.get(self.opts["sess_base"])(**(self.opts["sess_base_options"] or {}))
         if eigen_smooth and not type(base).eigen_smooth:
             raise CamwallError(
@@ -239,9 +248,13 @@ class SESS(CamMethod, name="sess"):
         for start in range(0, len(kept), chunk):
             part = kept[start : start + chunk]
             batch = torch.stack([crop(p) for p in part])
-            sub = ctx.runner.capture(batch, [ctx.targets[p.image] for p in part], need)
+            targets = [ctx.targets[p.image] for p in part]
+            if len(ctxs) == 1:
+                subs = [ctx.runner.capture(batch, targets, need)]
+            else:
+                subs = per_layer(ctx.runner.capture_layers(batch, targets, need))
             with torch.no_grad():
-                out.append(method_map(base, [sub], eigen_smooth).float())
+                out.append(method_map(base, subs, eigen_smooth).float())
         return torch.cat(out)
 
     def _fuse(

@@ -96,7 +96,7 @@ class SESS(_ForwardCAM):
     ``docs/cam-methods.md``). Patches of all images share forward chunks of ``batch_size``.
     The call is ``forward(input_tensor, targets=None, eigen_smooth=False)`` (``eigen_smooth``
     smooths each patch's base map); ``**kwargs`` go to the base method's constructor, as in
-    grad-cam. One target layer (the engine's SESS makes its map itself).
+    grad-cam. With several target layers each patch's base map is over all of them.
     """
 
     method = "sess"
