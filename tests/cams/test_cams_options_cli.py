@@ -67,7 +67,7 @@ def test_one_target_layer_stays_a_name_in_the_manifest(tmp_path, checkpoint, ima
         (["--methods", "gradcam,opticam", "--eigen-smooth"], "--eigen-smooth does not apply to"),
         (["--target-layer", "9", "--target-layer", "9"], "lists a layer twice"),
         (["--target-layer", "4", "--target-layer", "nine"], "is not a submodule"),
-        (["--methods", "sess", "--target-layer", "4", "--target-layer", "9"], "several"),
+        (["--methods", "opticam", "--target-layer", "4", "--target-layer", "9"], "several"),
     ],
 )
 def test_bad_option_combinations_exit_2_and_write_nothing(
