@@ -217,3 +217,30 @@ def test_ablated_rows_reuse_one_buffer_and_copy_again_after_an_in_place_tail():
                 if write:
                     batch.add_(1.0)  # a tail writing into its input
     assert torch.equal(a, torch.randn(3, 8, 2, 2, generator=torch.Generator().manual_seed(0)))
+
+
+class _AblatingIdentity:
+    """A reshape transform with ``ablate`` and no ``inverse``: ablation happens in the raw
+    layer output (as :class:`camwall.cams.FpnGrid` does for a pyramid)."""
+
+    def __call__(self, raw):
+        return raw
+
+    def ablate(self, raw, channels, value):
+        out = raw.clone()
+        out[torch.arange(out.shape[0]), channels] = value
+        return out
+
+
+def test_ablationcam_over_two_layers_ablates_in_the_raw_output_of_each(make_tiny):
+    """With several target layers each layer's runner says it ablates in the raw output, so a
+    transform without ``inverse`` is enough; the maps equal those without a transform, which
+    ablate the same channels in the feature maps (reused buffer path), bit for bit."""
+    model, _, x = make_tiny("flat", batch=2)
+    layers = ["1", "4"]
+    plain = compute_cams(model, x, layers, "ablationcam", ablationcam_chunk=5)["ablationcam"]
+    raw = compute_cams(
+        model, x, layers, "ablationcam", ablationcam_chunk=5, reshape_transform=_AblatingIdentity()
+    )["ablationcam"]
+    assert float(plain.max()) > 0
+    torch.testing.assert_close(raw, plain, rtol=0, atol=0)

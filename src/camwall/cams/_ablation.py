@@ -183,8 +183,7 @@ class AblationCAM(CamMethod, name="ablationcam"):
     def _zeroed_scores(self, ctx: CamContext, owners: Tensor, chans: Tensor) -> Tensor:
         """Target scores with channel ``chans[i]`` of image ``owners[i]`` set to the value."""
         chunk, value = self.opts["ablationcam_chunk"], self.opts["ablation_value"]
-        transform = getattr(ctx.runner, "reshape_transform", None)
-        raw = ctx.layer_output is not None and callable(getattr(transform, "ablate", None))
+        raw = ctx.layer_output is not None and ctx.runner.ablates_raw
         rows_of = None if raw else _AblatedRows(ctx.raw_activations, chunk)
         values: list[Tensor] = []
         for start in range(0, len(owners), chunk):

@@ -85,6 +85,12 @@ class CamRunner(Protocol):
         the target layer could be cut), rather than the tail on the maps alone."""
         ...
 
+    @property
+    def ablates_raw(self) -> bool:
+        """Whether :meth:`run_ablated` sets channels in the raw layer output (a
+        ``reshape_transform`` with ``ablate``) rather than in the feature maps."""
+        ...
+
     def run_tail(self, a: Tensor, x: Tensor, original: Any = None) -> Outputs:
         """Logits for target-layer feature maps ``a`` of inputs ``x`` (one target layer)."""
         ...

@@ -142,6 +142,12 @@ class LayerRunner:
         """Whether :meth:`run_tail` re-runs the whole model on its inputs (no tail was cut)."""
         return self.tail.fn is None
 
+    @property
+    def ablates_raw(self) -> bool:
+        """Whether :meth:`run_ablated` sets channels in the raw layer output: the
+        ``reshape_transform`` has ``ablate`` (e.g. :class:`camwall.cams.FpnGrid`)."""
+        return callable(getattr(self.reshape_transform, "ablate", None))
+
     def attach(self) -> list[Any]:
         """Register the recording hook on every target layer; returns the handles."""
         return [
@@ -276,11 +282,11 @@ class LayerRunner:
         channel is set in the layer's raw output ``original``; otherwise in ``a``, mapped back
         by :meth:`run_tail`.
         """
-        ablate = getattr(self.reshape_transform, "ablate", None)
-        if callable(ablate) and original is not None:
+        if self.ablates_raw and original is not None:
             if len(self.layers) > 1:
                 raise CamwallError("run_ablated needs a single target layer.")
-            return self._run_raw(ablate(original, channels, value), x)
+            transform: Any = self.reshape_transform  # a callable that also has ablate()
+            return self._run_raw(transform.ablate(original, channels, value), x)
         batch = a.clone()
         batch[torch.arange(batch.shape[0], device=batch.device), channels] = value
         return self.run_tail(batch, x, original)

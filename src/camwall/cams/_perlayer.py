@@ -59,6 +59,10 @@ class OneLayer:
     def tail_reads_inputs(self) -> bool:
         return self._one.tail_reads_inputs
 
+    @property
+    def ablates_raw(self) -> bool:
+        return self._one.ablates_raw
+
     def capture_layers(self, x: Tensor, targets: Any, need: Needs | bool = False) -> list[Any]:
         """A new pass recorded at every target layer of the call (the engine's)."""
         return self._outer.capture_layers(x, targets, need)
