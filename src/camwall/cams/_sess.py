@@ -249,10 +249,7 @@ class SESS(CamMethod, name="sess"):
             part = kept[start : start + chunk]
             batch = torch.stack([crop(p) for p in part])
             targets = [ctx.targets[p.image] for p in part]
-            if len(ctxs) == 1:
-                subs = [ctx.runner.capture(batch, targets, need)]
-            else:
-                subs = per_layer(ctx.runner.capture_layers(batch, targets, need))
+            subs = per_layer(ctx.runner.capture_layers(batch, targets, need))
             with torch.no_grad():
                 out.append(method_map(base, subs, eigen_smooth).float())
         return torch.cat(out)

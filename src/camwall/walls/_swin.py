@@ -281,6 +281,19 @@ class TorchvisionWindowAttention(nn.Module):
         )
 
 
+def _cosine_scores(m: Any, q: Tensor, k: Tensor) -> Tensor:
+    """Swin V2's scores (torchvision's and timm's, the same ops in the same order):
+    ``normalize(q) normalize(k)^T exp(min(logit_scale, log 100)) + 16 sigmoid(B_cpb)``,
+    ``B_cpb = cpb_mlp(relative_coords_table)`` at ``relative_position_index``; ``q``, ``k``
+    ``(B nW) x heads x N x d``, the scores ``(B nW) x heads x N x N``. ``m``: the masked V2
+    attention holding those parameters and its :class:`CosineNormalize`."""
+    heads, n = q.shape[1], q.shape[-2]
+    table = m.cpb_mlp(m.relative_coords_table).view(-1, heads)
+    bias = 16 * torch.sigmoid(_relative_bias(table, m.relative_position_index, n))
+    scores = m.normalize(q) @ m.normalize(k).transpose(-2, -1)
+    return scores * torch.clamp(m.logit_scale, max=math.log(100.0)).exp() + bias
+
+
 class CosineNormalize(nn.Module):
     """``F.normalize(t, dim=-1)`` (``... x d``), as a layer, so that :func:`dead_zone` reads
     its connections (every output reads the whole vector) instead of its gradient (which is
@@ -337,11 +350,7 @@ class TorchvisionWindowAttentionV2(TorchvisionWindowAttention):
         self.camwall_constants = ("logit_scale",)
 
     def _scores(self, q: Tensor, k: Tensor) -> Tensor:
-        heads, n = q.shape[1], q.shape[-2]
-        table = self.cpb_mlp(self.relative_coords_table).view(-1, heads)
-        bias = 16 * torch.sigmoid(_relative_bias(table, self.relative_position_index, n))
-        scores = self.normalize(q) @ self.normalize(k).transpose(-2, -1)
-        return scores * torch.clamp(self.logit_scale, max=math.log(100.0)).exp() + bias
+        return _cosine_scores(self, q, k)
 
 
 class TimmWindowAttention(nn.Module):
@@ -442,13 +451,7 @@ class TimmWindowAttentionV2(TimmWindowAttention):
         self.camwall_constants = tuple(n for n, _ in self.named_parameters(recurse=False))
 
     def _scores(self, q: Tensor, k: Tensor) -> Tensor:
-        heads, n = q.shape[1], q.shape[-2]
-        table = self.cpb_mlp(self.relative_coords_table).view(-1, heads)
-        scores = self.normalize(q) @ self.normalize(k).transpose(-2, -1)
-        scores = scores * torch.clamp(self.logit_scale, max=math.log(1.0 / 0.01)).exp()
-        bias = table[self.relative_position_index.view(-1)].view(n, n, -1)
-        bias = 16 * torch.sigmoid(bias.permute(2, 0, 1).contiguous())
-        return scores + bias.unsqueeze(0)
+        return _cosine_scores(self, q, k)
 
 
 class LiveGridPool(nn.Module):
