@@ -385,10 +385,11 @@ def method_options(
     return {**{k: cls.options[k] for k in cls.options if k.endswith("_samples")}, **opts}
 
 
-def setting(model: str, method: str, quick: bool) -> dict[str, Any]:
-    """``{"size", "batch", "samples", "reduced"}`` of one row (:data:`REDUCED` off ``--quick``)."""
+def setting(model: str, method: str, quick: bool, full: bool = False) -> dict[str, Any]:
+    """``{"size", "batch", "samples", "reduced"}`` of one row (:data:`REDUCED` off ``--quick``
+    and ``--full``)."""
     arch, size, batch = (QUICK_MODELS if quick else MODELS)[model]
-    cut = {} if quick else REDUCED.get((model, method), {})
+    cut = {} if quick or full else REDUCED.get((model, method), {})
     return {
         "arch": arch,
         "size": cut.get("size", size),
@@ -408,7 +409,7 @@ def measure(model: str, method: str, args: argparse.Namespace, folder: Path) -> 
         mtime = datetime.datetime.fromtimestamp(out.stat().st_mtime, datetime.timezone.utc)
         kept.setdefault("finished", f"{mtime:%Y-%m-%d %H:%M}")
         return kept
-    row_setting = setting(model, method, args.quick)
+    row_setting = setting(model, method, args.quick, args.full)
     size, batch = row_setting["size"], row_setting["batch"]
     spec = {
         "arch": row_setting["arch"],
@@ -573,7 +574,9 @@ def report(
         "(process CPU time, the work done, not the wait) is the steadier comparison; a camwall "
         "/ limit ratio below 1 is that noise"
     )
-    reduced = [f"{m} {meth}: {c}" for (m, meth), c in REDUCED.items() if not args.quick]
+    reduced = [
+        f"{m} {meth}: {c}" for (m, meth), c in REDUCED.items() if not (args.quick or args.full)
+    ]
     if reduced:
         lines.append(
             "- reduced rows (the same setting on every side; the full-size estimate in the "
@@ -616,6 +619,9 @@ def main(argv: list[str] | None = None) -> int:
         "are not measured again",
     )
     parser.add_argument("--fresh", action="store_true", help="measure kept rows again")
+    parser.add_argument(
+        "--full", action="store_true", help="every row at full size (no reduced settings)"
+    )
     parser.add_argument("--skip", default="", help="rows not measured: model:method,...")
     parser.add_argument("--skip-why", default="skipped", help="the reason, in the table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

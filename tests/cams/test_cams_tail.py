@@ -28,6 +28,23 @@ def _small_vit() -> nn.Module:
     )
 
 
+def _timm_resnet_live_blocks() -> nn.Module:
+    """timm zero-initializes each block's last BatchNorm (a block's branch would be 0, and
+    ablating inside it would change nothing): random scales instead."""
+    model = timm.create_model("resnet10t", num_classes=5)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+    return model
+
+
+def _small_vit_random_head() -> nn.Module:
+    """torchvision zero-initializes the head (every map would be 0): a random one."""
+    model = _small_vit()
+    nn.init.normal_(model.heads.head.weight, std=0.5)
+    return model
+
+
 # name -> (builder, target layer, input size)
 MODELS = {
     "resnet18": (torchvision.models.resnet18, "layer4", 64),
@@ -46,7 +63,23 @@ MODELS = {
         32,
     ),
     "timm-resnet": (lambda: timm.create_model("resnet10t", num_classes=5), "layer4", 64),
+    # inside a residual block: the block's input (the shortcut) is captured from before it
+    "vit-torchvision-ln_1": (_small_vit_random_head, "encoder.layers.encoder_layer_2.ln_1", 32),
+    "vit-timm-norm1": (
+        lambda: timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=6),
+        "blocks.11.norm1",
+        32,
+    ),
+    "resnet18-layer4.1.conv2": (torchvision.models.resnet18, "layer4.1.conv2", 64),
+    "timm-resnet-act1": (_timm_resnet_live_blocks, "layer4.0.act1", 64),
 }
+
+CAPTURING = [
+    "vit-torchvision-ln_1",
+    "vit-timm-norm1",
+    "resnet18-layer4.1.conv2",
+    "timm-resnet-act1",
+]
 
 
 def _build(name: str, seed: int = 0) -> tuple[nn.Module, str, torch.Tensor]:
@@ -67,9 +100,51 @@ def test_tail_logits_equal_the_model_logits(name):
     with CamEngine(model, layer, reshape_transform=reshape) as engine:
         (ctx,) = engine.capture_layers(x, None)
         logits = ctx.run_tail(ctx.raw_activations)
-        assert engine.info["tail"].startswith("graph (")
+        rows = [1, 1, 0]  # the captured values are taken by row, as the maps are
+        mixed = ctx.run_tail(ctx.raw_activations[rows], rows)
+        info = engine.info["tail"]
+    assert info.startswith("graph (")
+    assert ("1 value captured from before it" in info) == (name in CAPTURING), info
     tol = 16 * EPS * float(ctx.logits.abs().max())
     torch.testing.assert_close(logits, ctx.logits, rtol=0, atol=tol)
+    torch.testing.assert_close(mixed, ctx.logits[rows], rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("name", CAPTURING)
+def test_tail_inside_a_block_gives_the_whole_model_maps(name):
+    """AblationCAM and finercam from a layer inside a residual block (a ViT block's first
+    norm, a ResNet block's last conv): the tail with the captured block input gives the maps
+    of the whole model re-run with the layer's output replaced (the fallback's way), and the
+    part before the layer runs twice (the shared pass and the prefix), not once per chunk.
+    In float64: the score drops of AblationCAM amplify float32 rounding (the two paths run
+    attention on batches of different sizes) to ~1e-4 on the timm ViT."""
+    model, layer, x = _build(name, seed=3)
+    model, x = model.double(), x.double()
+    reshape = token_grid() if name.startswith("vit") else None
+    opts = {"ablationcam_chunk": 16, "reshape_transform": reshape}
+    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    calls: list[int] = []
+    handle = first.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        fast = compute_cams(model, x, layer, ["ablationcam", "finercam"], **opts)
+    finally:
+        handle.remove()
+    assert len(calls) == 2
+    whole = _whole_model_maps(model, x, layer, ["ablationcam", "finercam"], **opts)
+    assert float(fast["ablationcam"].max()) > 0.99  # not an all-zero comparison
+    for method in ("ablationcam", "finercam"):
+        torch.testing.assert_close(fast[method], whole[method], rtol=0, atol=1e-6)
+
+
+def test_ablationcam_inside_a_timm_block_matches_grad_cam():
+    """timm resnet10t's ``layer4.0.act1`` (a ReLU inside the block; the shortcut is captured):
+    grad-cam's AblationCAM (the whole model re-run per chunk) to 1e-5."""
+    model, layer, x = _build("timm-resnet-act1", seed=3)
+    ours = compute_cams(model, x, layer, "ablationcam")["ablationcam"]
+    with AblationCAM(model=model, target_layers=[model.get_submodule(layer)]) as cam:
+        ref = torch.from_numpy(cam(input_tensor=x, targets=None))
+    assert float((ours - ref).abs().max()) <= 1e-5
+    assert float(ours.max()) > 0.99
 
 
 @pytest.mark.parametrize(
@@ -108,6 +183,19 @@ def test_finercam_uses_the_graph_tail():
     torch.testing.assert_close(fast, whole["finercam"], rtol=0, atol=1e-5)
 
 
+def _whole_model_maps(model: nn.Module, x: torch.Tensor, layer: str, methods, **opts):
+    """The maps with no tail: a (no-op) forward hook on the model stops the graph split, so
+    the engine re-runs the whole model with the layer's output replaced."""
+    handle = model.register_forward_hook(lambda *args: None)
+    try:
+        with CamEngine(model, layer, reshape_transform=opts.pop("reshape_transform", None)) as eng:
+            maps = eng(x, methods, **opts)
+            assert eng.info["tail"].startswith("whole model: forward hooks on the model")
+    finally:
+        handle.remove()
+    return maps
+
+
 def _whole_model_head(model: nn.Module, layer: str, x: torch.Tensor):
     """``head(A)``: the whole model on ``x`` with the layer's output replaced by ``A``."""
 
@@ -121,16 +209,74 @@ def _whole_model_head(model: nn.Module, layer: str, x: torch.Tensor):
     return head
 
 
-def test_fallback_says_why_once(make_tiny):
-    model, layer, x = make_tiny("skip", batch=2)
-    engine = CamEngine(model, layer)
+class _WidthScaled(nn.Module):
+    """The part after ``act`` reads the input's width, an int: nothing to take by row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.act(self.conv(x)).mean(dim=(2, 3)) * x.shape[-1])
+
+
+def test_fallback_says_why_once():
+    torch.manual_seed(0)
+    model = _WidthScaled().eval()
+    x = torch.randn(2, 3, 8, 12)
+    engine = CamEngine(model, "act")
     maps = engine(x, "ablationcam")
     assert not engine.has_tail
     assert engine.info["tail"] == (
-        "whole model: the part after 'act2' also needs 'act1', computed before it (e.g. a "
-        "residual branch around the layer)"
+        "whole model: the part after the layer also needs 'getitem', computed before it, "
+        "which is int, not one row per image"
     )
-    assert maps["ablationcam"].shape == (2, 8, 12)
+    whole = _whole_model_maps(model, x, "act", "ablationcam")
+    torch.testing.assert_close(maps["ablationcam"], whole["ablationcam"], rtol=0, atol=1e-6)
+
+
+def test_residual_branch_is_captured(make_tiny):
+    """SkipNet's ``act1`` output feeds the sum after ``act2``: captured, not re-run."""
+    model, layer, x = make_tiny("skip", batch=2)
+    engine = CamEngine(model, layer)
+    maps = engine(x, "ablationcam")
+    assert engine.has_tail
+    assert engine.info["tail"] == ("graph (3 nodes after act2, 1 value captured from before it)")
+    whole = _whole_model_maps(model, x, layer, "ablationcam")
+    torch.testing.assert_close(maps["ablationcam"], whole["ablationcam"], rtol=0, atol=1e-6)
+
+
+class _InPlaceSkip(nn.Module):
+    """The tail adds into the captured residual in place (``a += b``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.conv1(x)
+        b = self.act(self.conv2(a))
+        a += b
+        return self.fc(a.mean(dim=(2, 3)))
+
+
+def test_captured_values_written_in_place_are_computed_again():
+    torch.manual_seed(1)
+    model = _InPlaceSkip().eval()
+    x = torch.randn(2, 3, 6, 6)
+    with CamEngine(model, "act") as engine:
+        (ctx,) = engine.capture_layers(x, None)
+        first = ctx.run_tail(ctx.raw_activations)
+        second = ctx.run_tail(ctx.raw_activations)  # the first run wrote into the residual
+        assert "1 value captured" in engine.info["tail"]
+    tol = 16 * EPS * float(ctx.logits.abs().max())
+    torch.testing.assert_close(first, ctx.logits, rtol=0, atol=tol)
+    torch.testing.assert_close(second, ctx.logits, rtol=0, atol=tol)
 
 
 def test_fallback_when_fx_cannot_trace():

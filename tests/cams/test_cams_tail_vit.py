@@ -1,5 +1,5 @@
-"""A ViT target layer inside a residual block (``blocks.N.norm1``): the fallback's reason names
-the enclosing block, whose output has a tail (camwall.cams._tail)."""
+"""A ViT target layer inside a residual block (``blocks.N.norm1``): its tail captures the block
+input from before it (camwall.cams._tail); the enclosing block's output needs no capture."""
 
 from __future__ import annotations
 
@@ -31,19 +31,30 @@ def _torchvision_vit() -> torch.nn.Module:
         (_torchvision_vit, "encoder.layers.encoder_layer_1.ln_1", "encoder.layers.encoder_layer_1"),
     ],
 )
-def test_inner_layer_names_the_enclosing_block(build, inner, outer):
+def test_inner_layer_captures_the_block_input(build, inner, outer):
+    """Both tails run the same modules on the same values, batch for batch, as the model:
+    bit-identical logits."""
     model = build()
     info = CamEngine(model, inner).info["tail"]
-    assert info.startswith(f"whole model: the part after {inner!r} also needs ")
-    assert f"the tail works from {outer!r}, the enclosing module" in info
-    tail = find_tail(model, outer)
-    assert tail.fn is not None
+    assert info.startswith("graph (")
+    assert info.endswith(", 1 value captured from before it)")
+    assert find_tail(model, outer).prefix is None
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    store: list[torch.Tensor] = []
-    handle = model.get_submodule(outer).register_forward_hook(lambda m, i, o: store.append(o))
+    store: dict[str, torch.Tensor] = {}
+    handles = [
+        model.get_submodule(name).register_forward_hook(
+            lambda m, i, o, name=name: store.__setitem__(name, o)
+        )
+        for name in (inner, outer)
+    ]
     with torch.no_grad():
         logits = model(x)
-    handle.remove()
+    for handle in handles:
+        handle.remove()
     with torch.no_grad():
-        again = tail.fn(store[0])
-    assert torch.equal(again, logits)  # the same modules on the same values
+        inner_tail = find_tail(model, inner)
+        assert inner_tail.prefix is not None
+        from_inner = inner_tail.fn(store[inner], *inner_tail.prefix(x))
+        from_outer = find_tail(model, outer).fn(store[outer])
+    assert torch.equal(from_inner, logits)
+    assert torch.equal(from_outer, logits)

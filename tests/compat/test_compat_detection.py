@@ -207,3 +207,54 @@ def test_fasterrcnn_ablation_needs_the_fpn_transform(mobilenet) -> None:
     with pytest.raises(CamwallError, match="fasterrcnn_reshape_transform"):
         cw.AblationCAM(mobilenet, [mobilenet.backbone], lambda d: d["0"],
                        ablation_layer=cw.AblationLayerFasterRCNN())  # fmt: skip
+
+
+@pytest.mark.parametrize("build", [tiny_detector, resnet50_detector], ids=["tiny", "resnet50"])
+def test_the_backbone_tail_of_a_detector(build) -> None:
+    """After ``model.backbone`` only the RPN, the box head and the postprocessing are re-run
+    (camwall.cams._detection_tail), from the captured ImageList taken by row: the detections
+    of any rows equal the model's (float64: other batch sizes, other kernels)."""
+    from camwall.cams import CamEngine
+    from camwall.cams._outputs import take_rows
+
+    model = build().double()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    with CamEngine(model, "backbone", reshape_transform=FpnGrid()) as engine:
+        (ctx,) = engine.capture_layers(x, None)
+        rows = [1, 0, 1]
+        again = ctx.run_raw(take_rows(ctx.layer_output, rows), rows)
+        assert engine.info["tail"].startswith("detection heads")
+    for got, row in zip(again, rows, strict=True):
+        assert len(ctx.logits[row]["boxes"]) > 0
+        for key, value in ctx.logits[row].items():
+            torch.testing.assert_close(got[key], value, rtol=1e-12, atol=1e-9)
+
+
+def test_detector_ablation_through_the_tail_equals_the_whole_model() -> None:
+    """AblationCAM's maps (float64: its score drops amplify rounding) equal those of the whole
+    model re-run with the backbone's output replaced, and the backbone runs once."""
+    from camwall.cams import CamEngine
+
+    model = tiny_detector().double()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    labels, boxes = predicted(model, x[:1])
+    targets = [cw_targets.FasterRCNNBoxScoreTarget(labels, boxes)] * 2
+    opts = {"ablationcam_ratio": 0.02, "ablationcam_chunk": 16}
+    calls: list[int] = []
+    handle = model.backbone.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        fast = compute_cams(
+            model, x, "backbone", "ablationcam", targets, reshape_transform=FpnGrid(), **opts
+        )["ablationcam"]
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    handle = model.register_forward_hook(lambda *args: None)  # no tail: the whole model
+    try:
+        with CamEngine(model, "backbone", reshape_transform=FpnGrid()) as engine:
+            whole = engine(x, "ablationcam", targets, **opts)["ablationcam"]
+            assert engine.info["tail"].startswith("whole model: forward hooks on the model")
+    finally:
+        handle.remove()
+    assert float(fast.max()) > 0.99
+    torch.testing.assert_close(fast, whole, rtol=0, atol=1e-6)

@@ -25,6 +25,7 @@ from pytorch_grad_cam import (
     kpca_cam,
 )
 from pytorch_grad_cam.ablation_layer import AblationLayer as GcAblationLayer
+from pytorch_grad_cam.ablation_layer import AblationLayerVit as GcAblationLayerVit
 from pytorch_grad_cam.refine_cam import RefineCAM as GcRefineCAM
 from pytorch_grad_cam.utils import model_targets as gc_targets
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_kernel
@@ -243,6 +244,34 @@ class HalfAblation(GcAblationLayer):
         for i in range(out.size(0)):
             out[i, self.indices[i]] = out[i, self.indices[i]] / 2
         return out
+
+
+class HalfAblationVit(GcAblationLayerVit):
+    """A custom ViT ablation layer: halve token channel ``indices[i]`` of copy i (every
+    token, the class token included, as grad-cam's AblationLayerVit does)."""
+
+    def __call__(self, x):
+        out = self.activations
+        for i in range(out.size(0)):
+            out[i, :, self.indices[i]] = out[i, :, self.indices[i]] / 2
+        return out
+
+
+class HalfAblationVitOurs(cw.AblationLayerVit):
+    __call__ = HalfAblationVit.__call__
+
+
+@pytest.mark.parametrize("ratio", [1.0, 0.25])
+def test_ablation_cam_custom_layer_with_a_reshape_transform(vit, ratio: float) -> None:
+    """A caller's ablation layer on ViT tokens with grad-cam's plain reshape function (no
+    inverse): the layer ablates the raw tokens, the model runs on from them (camwall: the tail
+    inside the block, with the block input captured; grad-cam: the whole model)."""
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(19))
+    layer = vit.encoder.layers.encoder_layer_1.ln_1
+    kw = {"reshape_transform": vit_grid, "ratio_channels_to_ablate": ratio}
+    ours = cw.AblationCAM(vit, [layer], ablation_layer=HalfAblationVitOurs(), **kw)(x)
+    theirs = gc.AblationCAM(vit, [layer], ablation_layer=HalfAblationVit(), **kw)(x, None)
+    check(ours, theirs)
 
 
 def test_ablation_cam_custom_layer_and_ratio(cnn) -> None:

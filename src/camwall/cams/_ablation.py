@@ -13,6 +13,7 @@ from torch import Tensor
 from camwall.cams._base import METHODS, CamContext, CamMethod
 from camwall.cams._checks import Check, number, positive_int
 from camwall.cams._eigen import first_component
+from camwall.cams._outputs import take_rows
 from camwall.cams._targets import score_rows
 from camwall.errors import CamwallError
 
@@ -128,8 +129,9 @@ class AblationCAM(CamMethod, name="ablationcam"):
     ``ablationcam_ratio < 1`` ablates only the channels :func:`channels_to_ablate` picks (the
     others get ``w = 0``, as in grad-cam). ``ablationcam_layer``: an ablation layer with
     pytorch-grad-cam's protocol (``set_next_batch``, ``indices``, called for the ablated raw
-    outputs) makes the ablated copies instead of ``ablation_value`` (image by image, as
-    grad-cam).
+    outputs, and its own ``activations_to_be_ablated`` if it has one) makes the ablated copies
+    instead of ``ablation_value``, image by image, as grad-cam; with a ``reshape_transform`` it
+    works on the raw layer output (tokens, an FPN's dict), as grad-cam's layers do.
 
     Only the part of the model after the target layer is re-run, from the cached activations
     (the engine's ``head``, a Sequential split or a torch.fx split of the model's graph,
@@ -165,11 +167,17 @@ class AblationCAM(CamMethod, name="ablationcam"):
     chunk_option = "ablationcam_chunk"
     chunk_budget = 2**21  # 512 rows of 64 x 64 grey canvases; the default on 224 x 224 RGB
 
+    def needs_inverse(self, reshape_transform: Any) -> bool:
+        """A caller's ablation layer makes raw outputs itself: no inverse needed."""
+        if self.opts["ablationcam_layer"] is not None:
+            return False
+        return super().needs_inverse(reshape_transform)
+
     def weights(self, ctx: CamContext) -> Tensor:
         a = ctx.raw_activations
         b, k = a.shape[:2]
         ratio = float(self.opts["ablationcam_ratio"])
-        chosen = [channels_to_ablate(ctx.activations[i], ratio) for i in range(b)]
+        chosen = [self._channels(ctx.activations[i], ratio) for i in range(b)]
         owners = torch.cat([torch.full_like(c, i) for i, c in enumerate(chosen)])
         chans = torch.cat(chosen)
         if self.opts["ablationcam_layer"] is not None:
@@ -179,6 +187,16 @@ class AblationCAM(CamMethod, name="ablationcam"):
         ablated = ctx.scores[:, None].repeat(1, k)  # channels not ablated: no drop
         ablated[owners, chans] = scores
         return score_drop(ctx.scores, ablated)
+
+    def _channels(self, a: Tensor, ratio: float) -> Tensor:
+        """The channels to ablate in one image's maps ``a`` (K x h x w), sorted: the caller's
+        ablation layer's own ``activations_to_be_ablated`` (NumPy in, indices out, as
+        grad-cam) where it has one, else :func:`channels_to_ablate`."""
+        pick = getattr(self.opts["ablationcam_layer"], "activations_to_be_ablated", None)
+        if not callable(pick):
+            return channels_to_ablate(a, ratio)
+        picked = np.asarray(pick(a.cpu().numpy(), ratio), dtype=np.int64).reshape(-1)
+        return torch.unique(torch.from_numpy(picked).to(a.device))
 
     def _zeroed_scores(self, ctx: CamContext, owners: Tensor, chans: Tensor) -> Tensor:
         """Target scores with channel ``chans[i]`` of image ``owners[i]`` set to the value."""
@@ -197,24 +215,21 @@ class AblationCAM(CamMethod, name="ablationcam"):
         return torch.cat(values)
 
     def _layer_scores(self, ctx: CamContext, chosen: list[Tensor]) -> Tensor:
-        """Target scores of the copies made by the caller's ablation layer, image by image."""
+        """Target scores of the copies made by the caller's ablation layer, image by image, as
+        pytorch-grad-cam: ``set_next_batch`` gets the layer's raw outputs (before any
+        ``reshape_transform``: tokens, or an FPN's dict), the layer's call returns the ablated
+        raw copies, and the model runs on from them (:meth:`CamContext.run_raw`)."""
         layer, chunk = self.opts["ablationcam_layer"], self.opts["ablationcam_chunk"]
-        if ctx.layer_output is not None:
-            raise CamwallError(
-                "ablationcam_layer works on the target layer's own outputs; with a "
-                "reshape_transform leave it None (tokens are ablated through the inverse)."
-            )
+        raw = ctx.raw_activations if ctx.layer_output is None else ctx.layer_output
         values: list[Tensor] = []
         for i, chans in enumerate(chosen):
             for start in range(0, len(chans), chunk):
                 part = chans[start : start + chunk]
+                rows = [i] * len(part)
                 layer.set_next_batch(
-                    input_batch_index=i,
-                    activations=ctx.raw_activations,
-                    num_channels_to_ablate=len(part),
+                    input_batch_index=i, activations=raw, num_channels_to_ablate=len(part)
                 )
                 layer.indices = np.asarray(part.cpu(), dtype=np.int32)
-                batch = layer(ctx.raw_activations[[i] * len(part)])
-                logits = ctx.run_tail(batch, [i] * len(part))
-                values.append(score_rows(logits, [i] * len(part), ctx.targets))
+                batch = layer(take_rows(raw, rows))
+                values.append(score_rows(ctx.run_raw(batch, rows), rows, ctx.targets))
         return torch.cat(values)

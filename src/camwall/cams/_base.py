@@ -80,26 +80,34 @@ class CamRunner(Protocol):
         ...
 
     @property
-    def tail_reads_inputs(self) -> bool:
-        """Whether :meth:`run_tail` re-runs the whole model on its inputs ``x`` (no tail after
-        the target layer could be cut), rather than the tail on the maps alone."""
-        ...
-
-    @property
     def ablates_raw(self) -> bool:
         """Whether :meth:`run_ablated` sets channels in the raw layer output (a
         ``reshape_transform`` with ``ablate``) rather than in the feature maps."""
         ...
 
-    def run_tail(self, a: Tensor, x: Tensor, original: Any = None) -> Outputs:
-        """Logits for target-layer feature maps ``a`` of inputs ``x`` (one target layer)."""
+    def run_tail(
+        self, a: Tensor, x: Tensor, original: Any = None, rows: Sequence[int] | Tensor | None = None
+    ) -> Outputs:
+        """Logits for target-layer feature maps ``a`` of the images ``rows`` of inputs ``x``
+        (``rows=None``: ``x`` holds one image per row of ``a``; one target layer)."""
         ...
 
     def run_ablated(
-        self, a: Tensor, x: Tensor, original: Any, channels: Tensor, value: float
+        self,
+        a: Tensor,
+        x: Tensor,
+        original: Any,
+        channels: Tensor,
+        value: float,
+        rows: Sequence[int] | Tensor | None = None,
     ) -> Outputs:
         """Logits with channel ``channels[i]`` of row i of ``a`` set to ``value`` (one target
         layer; in the raw output when ``reshape_transform`` has ``ablate``)."""
+        ...
+
+    def run_raw(self, raw: Any, x: Tensor, rows: Sequence[int] | Tensor | None = None) -> Outputs:
+        """Logits for the target layer's raw outputs ``raw`` (before any
+        ``reshape_transform``) of the images ``rows`` of ``x`` (one target layer)."""
         ...
 
 
@@ -174,11 +182,12 @@ class CamContext:
         """
         idx = list(range(self.x.shape[0])) if rows is None else rows
         original = None if self.layer_output is None else take_rows(self.layer_output, idx)
-        if self.runner.tail_reads_inputs:
-            x = self.x[idx]
-        else:  # the tail reads the maps only: the inputs' rows, never read, are not copied
-            x = self.x[:1].expand(len(idx), *self.x.shape[1:])
-        return self.runner.run_tail(a, x, original)
+        return self.runner.run_tail(a, self.x, original, rows=rows)
+
+    def run_raw(self, raw: Any, rows: Sequence[int] | Tensor) -> Outputs:
+        """Logits for raw target-layer outputs ``raw`` (before ``reshape_transform``, e.g.
+        made by a caller's ablation layer) of the images ``rows``."""
+        return self.runner.run_raw(raw, self.x, rows=rows)
 
     def run_ablated(self, rows: Tensor, channels: Tensor, value: float) -> Outputs:
         """Logits for the images ``rows`` with channel ``channels[i]`` of row i ablated to
@@ -186,7 +195,7 @@ class CamContext:
         output when the ``reshape_transform`` has ``ablate``)."""
         original = None if self.layer_output is None else take_rows(self.layer_output, rows)
         return self.runner.run_ablated(
-            self.raw_activations[rows], self.x[rows], original, channels, value
+            self.raw_activations[rows], self.x, original, channels, value, rows=rows
         )
 
 
@@ -262,6 +271,13 @@ class CamMethod:
             raise TypeError(f"{cls.__name__}: stochastic iff it takes {cls.seed_option!r}")
         if cls.chunk_option is not None and cls.chunk_option not in cls.options:
             raise TypeError(f"{cls.__name__}: chunk option {cls.chunk_option!r} is not an option")
+
+    def needs_inverse(self, reshape_transform: Any) -> bool:
+        """Whether this method (with its options) re-runs the model from modified feature maps,
+        so that ``reshape_transform`` needs an ``inverse``: :attr:`reruns_tail`, unless it
+        only ablates (:attr:`ablates`) and the transform has ``ablate``."""
+        ablate = type(self).ablates and callable(getattr(reshape_transform, "ablate", None))
+        return type(self).reruns_tail and not ablate
 
     def __init__(self, **options: Any) -> None:
         unknown = [k for k in options if k not in self.options]

@@ -220,6 +220,9 @@ class CamEngine:
         instances = build_methods(classes, options)
         _check_input(self.model, x)
         check_methods(classes, len(self.layers), self.reshape_transform, x.dim() == 5, eigen)
+        for method in instances:
+            if self.reshape_transform is not None and method.needs_inverse(self.reshape_transform):
+                inverse_of(self.reshape_transform, type(method).name)
         self._open()
         try:
             self.runner.new_call()

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from camwall.cams._base import METHODS, CamContext, CamMethod
 from camwall.cams._post import combine_layers
-from camwall.cams._reshape import ReshapeTransform, inverse_of
+from camwall.cams._reshape import ReshapeTransform
 from camwall.cams._smooth import eigen_raw
 from camwall.errors import CamwallError, did_you_mean
 
@@ -74,9 +74,6 @@ def check_methods(
                 f"{cls.name} does not support several target layers (it re-runs the model from "
                 f"one layer's activations or makes its map itself); pass one target_layer."
             )
-        ablate = cls.ablates and callable(getattr(reshape_transform, "ablate", None))
-        if cls.reruns_tail and reshape_transform is not None and not ablate:
-            inverse_of(reshape_transform, cls.name)
 
 
 def method_map(method: CamMethod, ctxs: Sequence[CamContext], eigen_smooth: bool = False) -> Tensor:

@@ -30,7 +30,7 @@ from camwall.cams._outputs import (
     tree_finite,
 )
 from camwall.cams._reshape import ReshapeTransform, inverse_of
-from camwall.cams._tail import Tail, find_tail
+from camwall.cams._tail import NotPerImage, Rows, Tail, find_tail
 from camwall.cams._targets import Target, TargetsArg, first_scores, resolve_targets
 from camwall.errors import CamwallError
 
@@ -114,6 +114,8 @@ class LayerRunner:
         self._capture: _Capture | None = None
         self._plain = False  # this call fell back to plain inputs
         self._plain_pass = False  # the last recorded pass ran on plain inputs (Needs.plain)
+        # (x, tail.prefix(x), their version counters): the tail's captured values for x
+        self._captured: tuple[Tensor, tuple[Any, ...], tuple[int, ...]] | None = None
 
     @property
     def model(self) -> nn.Module:
@@ -127,6 +129,7 @@ class LayerRunner:
         """Start a call: channels-last is tried again (a fallback lasts one call)."""
         self._plain = False
         self._tail = None  # the model may have changed since the last call: check again
+        self._captured = None
 
     @property
     def tail(self) -> Tail:
@@ -136,11 +139,6 @@ class LayerRunner:
         if self._tail is None:
             self._tail = find_tail(self._model, self.layer_name, self.head)
         return self._tail
-
-    @property
-    def tail_reads_inputs(self) -> bool:
-        """Whether :meth:`run_tail` re-runs the whole model on its inputs (no tail was cut)."""
-        return self.tail.fn is None
 
     @property
     def ablates_raw(self) -> bool:
@@ -238,25 +236,33 @@ class LayerRunner:
         """Full forward pass (hook disarmed), returning the logits."""
         return self.logits(self._call_model(x), x.shape[0])
 
-    def _call_model(self, x: Tensor, plain: bool = False) -> Any:
+    def _call_model(
+        self, x: Tensor, plain: bool = False, fn: Callable[[Tensor], Any] | None = None
+    ) -> Any:
+        """``model(x)`` (or ``fn(x)``) on channels-last inputs where they are used."""
+        fn = self._model if fn is None else fn
         use = False if plain or self._plain else self.channels_last
         if use is None:  # CPU batches: channels-last is slower than plain for one image
             use = x.device.type == "cpu" and x.shape[0] > 1
         if use and x.dim() == 4:
             cap = self._capture
             try:
-                return self._model(x.contiguous(memory_format=torch.channels_last))
+                return fn(x.contiguous(memory_format=torch.channels_last))
             except RuntimeError:
                 self._plain = True  # e.g. a .view() on a feature map: plain for this call
                 if cap is not None:
                     cap.reset()
-        return self._model(x)
+        return fn(x)
 
-    def run_tail(self, a: Tensor, x: Tensor, original: Any = None) -> Outputs:
-        """Logits for target-layer feature maps ``a`` (N x K x h x w) of inputs ``x``.
+    def run_tail(
+        self, a: Tensor, x: Tensor, original: Any = None, rows: Rows | None = None
+    ) -> Outputs:
+        """Logits for target-layer feature maps ``a`` (N x K x h x w) of the images ``rows``
+        of inputs ``x`` (``rows=None``: ``x`` holds the N images themselves).
 
         Uses the model's tail after the target layer (:attr:`tail`: ``head``, a Sequential
-        chain or a torch.fx split) when there is one; otherwise re-runs the whole model on ``x``
+        chain or a torch.fx split, with the values it captures from before the layer computed
+        once per ``x``) when there is one; otherwise re-runs the whole model on ``x[rows]``
         (plain inputs if the recorded pass was plain) with the layer's output replaced by
         ``a``. With a ``reshape_transform``, ``a`` is first mapped back to the layer's raw
         output by ``reshape_transform.inverse(a, original)`` (``original``: the N rows' raw
@@ -269,13 +275,19 @@ class LayerRunner:
             if original is None:
                 raise CamwallError("run_tail needs the original raw output with reshape_transform.")
             a = inverse_of(self.reshape_transform, "run_tail")(a, original)
-        return self._run_raw(a, x)
+        return self.run_raw(a, x, rows)
 
     def run_ablated(
-        self, a: Tensor, x: Tensor, original: Any, channels: Tensor, value: float
+        self,
+        a: Tensor,
+        x: Tensor,
+        original: Any,
+        channels: Tensor,
+        value: float,
+        rows: Rows | None = None,
     ) -> Outputs:
-        """Outputs for rows ``a`` (N x K x h x w feature maps of inputs ``x``) with channel
-        ``channels[i]`` of row i set to ``value``.
+        """Outputs for rows ``a`` (N x K x h x w feature maps of the images ``rows`` of inputs
+        ``x``, as in :meth:`run_tail`) with channel ``channels[i]`` of row i set to ``value``.
 
         With a ``reshape_transform`` that has ``ablate(original, channels, value) -> raw
         output`` (a channel-by-channel transform such as :class:`camwall.cams.FpnGrid`) the
@@ -286,25 +298,47 @@ class LayerRunner:
             if len(self.layers) > 1:
                 raise CamwallError("run_ablated needs a single target layer.")
             transform: Any = self.reshape_transform  # a callable that also has ablate()
-            return self._run_raw(transform.ablate(original, channels, value), x)
+            return self.run_raw(transform.ablate(original, channels, value), x, rows)
         batch = a.clone()
         batch[torch.arange(batch.shape[0], device=batch.device), channels] = value
-        return self.run_tail(batch, x, original)
+        return self.run_tail(batch, x, original, rows)
 
-    def _run_raw(self, raw: Any, x: Tensor) -> Outputs:
-        """Outputs for the target layer's raw outputs ``raw`` of inputs ``x``: the tail, or
-        the whole model with the layer's forward skipped and its output replaced."""
-        tail = self.tail.fn
-        if tail is not None:
-            return self.logits(tail(raw), x.shape[0])
+    def run_raw(self, raw: Any, x: Tensor, rows: Rows | None = None) -> Outputs:
+        """Outputs for the target layer's raw outputs ``raw`` (no ``reshape_transform``
+        inverse) of the images ``rows`` of ``x`` (as in :meth:`run_tail`): the tail, or the
+        whole model with the layer's forward skipped and its output replaced."""
+        count = x.shape[0] if rows is None else len(rows)
+        tail = self.tail
+        if tail.fn is not None:
+            captured = self._captured_rows(tail, x, rows)
+            if captured is not None:
+                return self.logits(tail.fn(raw, *captured), count)
         cap = _Capture(grad=False, replacement=raw)
         self._capture = cap
         try:
             with _skipped(self.layers[0][1], cap):
-                out = self._call_model(x, plain=self._plain_pass)
+                out = self._call_model(x if rows is None else x[rows], plain=self._plain_pass)
         finally:
             self._capture = None
-        return self.logits(out, x.shape[0])
+        return self.logits(out, count)
+
+    def _captured_rows(self, tail: Tail, x: Tensor, rows: Rows | None) -> tuple[Any, ...] | None:
+        """The values ``tail`` captures from before the layer, for the images ``rows``: its
+        ``prefix`` run once per ``x`` (no gradient; again if a run wrote into them in place),
+        then taken by row; ``None`` when one has no row per image (the tail then becomes the
+        whole model, its info says why)."""
+        if tail.prefix is None:
+            return ()
+        memo = self._captured
+        if memo is None or memo[0] is not x or _versions(memo[1]) != memo[2]:
+            try:
+                with torch.no_grad():
+                    values = self._call_model(x, plain=self._plain_pass, fn=tail.prefix)
+            except NotPerImage as exc:
+                self._tail = Tail(None, f"whole model: {exc}")
+                return None
+            memo = self._captured = (x, values, _versions(values))
+        return tail.take(memo[1], rows)
 
     def _forward(self, x: Tensor, grad: bool, plain: bool = False) -> tuple[_Capture, Outputs]:
         """One forward pass with every target layer recorded; returns the records and logits."""
@@ -482,6 +516,11 @@ def _hvp(gs: Sequence[Tensor | None], ts: list[Tensor]) -> list[Tensor]:
             retain_graph=True,
         )
     return [_float_or_zeros(h, a) for h, a in zip(found, ts, strict=True)]
+
+
+def _versions(values: tuple[Any, ...]) -> tuple[int, ...]:
+    """The version counters of the tensors among ``values`` (an in-place write moves one)."""
+    return tuple(v._version for v in values if isinstance(v, Tensor))
 
 
 def _replaced(name: str, output: Any, replacement: Any) -> Any:

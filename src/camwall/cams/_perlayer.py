@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from camwall.cams._base import CamContext, Needs
 from camwall.cams._pass import LayerRunner
+from camwall.cams._tail import Rows
 
 __all__ = ["OneLayer", "per_layer"]
 
@@ -56,10 +57,6 @@ class OneLayer:
         return dataclasses.replace(ctx, runner=self)
 
     @property
-    def tail_reads_inputs(self) -> bool:
-        return self._one.tail_reads_inputs
-
-    @property
     def ablates_raw(self) -> bool:
         return self._one.ablates_raw
 
@@ -67,15 +64,25 @@ class OneLayer:
         """A new pass recorded at every target layer of the call (the engine's)."""
         return self._outer.capture_layers(x, targets, need)
 
-    def run_tail(self, a: Tensor, x: Tensor, original: Any = None) -> Any:
+    def run_tail(self, a: Tensor, x: Tensor, original: Any = None, rows: Rows | None = None) -> Any:
         with self._bound() as one:
-            return one.run_tail(a, x, original)
+            return one.run_tail(a, x, original, rows)
 
     def run_ablated(
-        self, a: Tensor, x: Tensor, original: Any, channels: Tensor, value: float
+        self,
+        a: Tensor,
+        x: Tensor,
+        original: Any,
+        channels: Tensor,
+        value: float,
+        rows: Rows | None = None,
     ) -> Any:
         with self._bound() as one:
-            return one.run_ablated(a, x, original, channels, value)
+            return one.run_ablated(a, x, original, channels, value, rows)
+
+    def run_raw(self, raw: Any, x: Tensor, rows: Rows | None = None) -> Any:
+        with self._bound() as one:
+            return one.run_raw(raw, x, rows)
 
     @contextlib.contextmanager
     def _bound(self) -> Iterator[LayerRunner]:

@@ -9,10 +9,15 @@ model is re-run with the layer's output replaced) with the reason.
 Graph split: ``torch.fx`` traces only the ``forward`` of the model and of the layer's
 ancestors (every other submodule, the target layer included, is one opaque ``call_module``
 node, so blocks with data-dependent control flow still trace). The tail graph keeps the nodes
-the output needs after the layer's node ``A``; it is valid when none of them needs the input
-or any value computed before ``A`` (a residual branch around the layer, a shape of the input):
-then ``tail(A) = model(x)`` exactly, the same modules run on the same values. Traced in eval
-mode (as every engine call runs), so ``self.training`` branches take their eval side.
+the output needs after the layer's node ``A``. Values it needs that were computed from the
+input before ``A`` (the residual ``x`` of ``x + attn(norm1(x))`` in a ViT block, the identity
+branch around a ResNet block's last conv) become captured inputs: ``tail(A, *c)`` with
+``c = prefix(x)``, the graph's part that computes them (run once per call on the pass's B
+inputs, :attr:`Tail.prefix`), each a tensor with one row per image, taken by row for every
+batch (:attr:`Tail.take`). Then ``tail(A, *c) = model(x)`` exactly: the same modules run on
+the same values. A captured value that is not such a tensor (a shape of the input, a list)
+cannot be taken by row: the runner then re-runs the whole model (:class:`NotPerImage`). Traced
+in eval mode (as every engine call runs), so ``self.training`` branches take their eval side.
 
 Cache: one split per (model, layer name), held in a ``WeakKeyDictionary`` (dropped with the
 model); it is checked against the model's structure (every submodule's name and identity, the
@@ -22,18 +27,29 @@ traced modules' ``forward`` and forward hooks) and re-made when that changed.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import fx, nn
 
+from camwall.cams._detection_tail import detection_tail_parts
 from camwall.cams._layers import sequential_tail
 
-__all__ = ["Tail", "find_tail"]
+__all__ = ["NotPerImage", "Tail", "find_tail", "take_rows_of"]
 
-TailFn = Callable[[torch.Tensor], Any]
+TailFn = Callable[..., Any]
+Rows = Sequence[int] | torch.Tensor
+
+
+class NotPerImage(Exception):
+    """A value the tail captures from before the layer has no row per image (the reason)."""
+
+
+def take_rows_of(captured: tuple[Any, ...], rows: Rows | None) -> tuple[Any, ...]:
+    """Rows ``rows`` (``None``: all) of each captured tensor (first dim: the image)."""
+    return captured if rows is None else tuple(c[rows] for c in captured)
 
 
 @dataclass(frozen=True)
@@ -41,14 +57,22 @@ class Tail:
     """How :meth:`LayerRunner.run_tail` runs the part after the target layer.
 
     Attributes:
-        fn: ``fn(A) -> model output``, or ``None``: re-run the whole model with the layer's
-            output replaced.
-        info: how, in words: ``"head"``, ``"sequential"``, ``"graph (N nodes)"`` or
-            ``"whole model: <why the graph could not be split>"``.
+        fn: ``fn(A, *captured) -> model output``, or ``None``: re-run the whole model with the
+            layer's output replaced.
+        info: how, in words: ``"head"``, ``"sequential"``, ``"graph (N nodes after L)"``
+            (``", K values captured from before it"``) or ``"whole model: <why the graph could
+            not be split>"``.
+        prefix: ``prefix(x) -> captured``, what ``fn`` needs besides ``A`` for the B inputs
+            ``x`` (raises :class:`NotPerImage` when a value has no row per image); ``None``:
+            nothing.
+        take: ``take(captured, rows)``: the captured values of the images ``rows`` (``None``:
+            all), in ``fn``'s order.
     """
 
     fn: TailFn | None
     info: str
+    prefix: Callable[[torch.Tensor], tuple[Any, ...]] | None = None
+    take: Callable[[tuple[Any, ...], Rows | None], tuple[Any, ...]] = take_rows_of
 
 
 @dataclass(frozen=True)
@@ -112,27 +136,57 @@ class _AncestorTracer(fx.Tracer):
 
 
 def _graph_tail(model: nn.Module, layer_name: str) -> Tail:
-    """Trace ``model`` (in eval mode, then its modes restored) and cut it after the layer; when
-    a residual branch around the layer blocks the cut, the reason names the nearest enclosing
-    module whose output the tail can start from (:func:`_enclosing_hint`)."""
-    split = _split(model, layer_name)
-    if isinstance(split, str):
-        if _RESIDUAL in split:
-            split += _enclosing_hint(model, layer_name)
-        return Tail(None, f"whole model: {split}")
-    steps = sum(1 for n in split.graph.nodes if n.op not in ("placeholder", "output"))
-    return Tail(split, f"graph ({steps} nodes after {layer_name})")
-
-
-_RESIDUAL = "a residual branch around the layer"
-
-
-def _split(model: nn.Module, layer_name: str) -> fx.GraphModule | str:
-    """The tail after ``layer_name`` as a graph module, or why there is none."""
+    """Trace ``model`` (in eval mode, then its modes restored) and cut it after the layer;
+    a torchvision two-stage detector's backbone has its own rule
+    (:mod:`camwall.cams._detection_tail`), since fx cannot trace its forward."""
     ancestors = _ancestors(model, layer_name)
     hooked = [n or "the model" for n, m in ancestors if m._forward_hooks or m._forward_pre_hooks]
     if hooked:
-        return f"forward hooks on {hooked[0]} (a graph would skip them)"
+        return Tail(None, f"whole model: forward hooks on {hooked[0]} (a graph would skip them)")
+    parts = detection_tail_parts(model, layer_name)
+    if parts is not None:
+        fn, prefix, take = parts
+        info = "detection heads (rpn, roi_heads, postprocess; the ImageList captured)"
+        return Tail(fn, info, prefix, take)
+    split = _split(model, layer_name)
+    if isinstance(split, str):
+        return Tail(None, f"whole model: {split}")
+    tail, prefix = split
+    steps = sum(1 for n in tail.graph.nodes if n.op not in ("placeholder", "output"))
+    info = f"graph ({steps} nodes after {layer_name}"
+    if prefix is None:
+        return Tail(tail, info + ")")
+    count = len(prefix.names)
+    values = "value" if count == 1 else "values"
+    return Tail(tail, info + f", {count} {values} captured from before it)", prefix)
+
+
+class _Prefix:
+    """``prefix(x)``: the captured values (graph module ``module``), checked to be tensors with
+    one row per input image."""
+
+    def __init__(self, module: fx.GraphModule, names: list[str]) -> None:
+        self.module = module
+        self.names = names
+
+    def __call__(self, x: torch.Tensor) -> tuple[Any, ...]:
+        values = tuple(self.module(x))
+        for name, value in zip(self.names, values, strict=True):
+            if not isinstance(value, torch.Tensor) or value.dim() == 0 or len(value) != len(x):
+                what = type(value).__name__
+                if isinstance(value, torch.Tensor):
+                    what = f"a tensor of shape {tuple(value.shape)}"
+                raise NotPerImage(
+                    f"the part after the layer also needs {name!r}, computed before it, which "
+                    f"is {what}, not one row per image"
+                )
+        return values
+
+
+def _split(model: nn.Module, layer_name: str) -> tuple[fx.GraphModule, _Prefix | None] | str:
+    """The tail after ``layer_name`` and the prefix computing its captured values, as graph
+    modules; or why there is none."""
+    ancestors = _ancestors(model, layer_name)
     modes = [(m, m.training) for m in model.modules()]
     try:
         model.eval()
@@ -143,29 +197,20 @@ def _split(model: nn.Module, layer_name: str) -> fx.GraphModule | str:
         for m, mode in modes:
             m.training = mode
     cut = _cut(graph, layer_name)
-    return cut if isinstance(cut, str) else fx.GraphModule(model, cut)
+    if isinstance(cut, str):
+        return cut
+    tail, prefix, early = cut
+    if prefix is None:
+        return fx.GraphModule(model, tail), None
+    names = [str(n.target) if n.op == "call_module" else n.name for n in early]
+    return fx.GraphModule(model, tail), _Prefix(fx.GraphModule(model, prefix), names)
 
 
-def _enclosing_hint(model: nn.Module, layer_name: str) -> str:
-    """``"; the tail works from 'blocks.3' ..."`` for the nearest enclosing module (not the
-    model) whose output has a tail, else ``""``. A ViT's ``blocks.N.norm1`` is inside the
-    residual ``x + attn(norm1(x))``: a tail from it would need the block input of every image
-    as a captured constant, which the tail function ``tail(A)`` does not take."""
-    parts = layer_name.split(".")
-    for depth in range(len(parts) - 1, 0, -1):
-        outer = ".".join(parts[:depth])
-        if sequential_tail(model, outer) is not None or not isinstance(_split(model, outer), str):
-            return (
-                f"; the tail works from {outer!r}, the enclosing module (a tail from inside it "
-                f"would need the residual input of each image captured, which tail(A) does not "
-                f"take)"
-            )
-    return ""
-
-
-def _cut(graph: fx.Graph, layer_name: str) -> fx.Graph | str:
-    """The nodes after the layer's node that the output needs, with the layer's output as the
-    first input; or why there is no such graph.
+def _cut(graph: fx.Graph, layer_name: str) -> tuple[fx.Graph, fx.Graph | None, list[fx.Node]] | str:
+    """``(tail, prefix, early)``: the nodes after the layer's node that the output needs, with
+    the layer's output as the first input and the values ``early`` computed from the input
+    before it as the next ones; the graph computing ``early`` from the input (``None`` when
+    there are none); or why there is no such graph.
 
     The model is called with one input, so its other ``forward`` parameters (e.g. timm's
     ``attn_mask=None``) keep their defaults: they stay parameters of the tail, with the same
@@ -188,25 +233,38 @@ def _cut(graph: fx.Graph, layer_name: str) -> fx.Graph | str:
         and n not in from_layer
         and any(u in from_layer and u in needed for u in n.users)
     ]
-    if early:
-        name = early[-1].target if early[-1].op == "call_module" else early[-1].name
-        return (
-            f"the part after {layer_name!r} also needs {name!r}, computed before it (e.g. "
-            f"{_RESIDUAL})"
-        )
     tail = fx.Graph()
     env: dict[fx.Node, fx.Node] = {layer: tail.placeholder("activations")}
+    for node in early:
+        env[node] = tail.placeholder(f"captured_{node.name}")
     for node in defaults:
         if node in needed:
             env[node] = tail.placeholder(node.name, default_value=node.args[0])
     for node in graph.nodes:
-        if node in needed and node not in env:
+        if node in needed and node not in env and (node in from_layer or node not in from_input):
             env[node] = tail.node_copy(node, lambda n: env[n])
     tail.lint()
-    return tail
+    return tail, _prefix(graph, early), early
 
 
-def _needed(output: fx.Node, layer: fx.Node) -> set[fx.Node]:
+def _prefix(graph: fx.Graph, early: list[fx.Node]) -> fx.Graph | None:
+    """The graph computing the nodes ``early`` from the model's inputs (``None`` if none)."""
+    if not early:
+        return None
+    needed: set[fx.Node] = set()
+    for node in early:
+        needed |= _needed(node, None)
+    prefix = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for node in graph.nodes:
+        if node in needed or node.op == "placeholder":
+            env[node] = prefix.node_copy(node, lambda n: env[n])
+    prefix.output(tuple(env[n] for n in early))
+    prefix.lint()
+    return prefix
+
+
+def _needed(output: fx.Node, layer: fx.Node | None) -> set[fx.Node]:
     """The nodes ``output`` depends on, not looking past ``layer``."""
     seen: set[fx.Node] = set()
     stack = [output]

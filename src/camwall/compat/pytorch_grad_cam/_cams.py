@@ -206,7 +206,9 @@ class AblationCAM(BaseCAM):
             grad-cam); any other ablation layer with grad-cam's protocol (``set_next_batch``,
             ``indices``, a call returning the ablated outputs, e.g. a subclass of
             :class:`AblationLayer` that ablates to another value) makes the ablated copies
-            itself, image by image, as in grad-cam (no ``reshape_transform``).
+            itself, image by image, as in grad-cam: ``set_next_batch`` gets the layer's raw
+            outputs (tokens, with a ``reshape_transform``; no ``inverse`` needed), and its own
+            ``activations_to_be_ablated`` picks the channels.
         batch_size: ablated copies per forward pass (``None``: the engine's default, 32).
         ratio_channels_to_ablate: the share of channels to ablate, in (0, 1], picked as
             grad-cam's ``AblationLayer.activations_to_be_ablated`` (the rest get weight 0).
