@@ -1,16 +1,18 @@
-"""AblationCAM where the tail must capture values from before the layer, against grad-cam.
+"""AblationCAM from a layer whose tail torch.fx cannot cut cleanly, against grad-cam.
 
-Two cases that re-ran the whole model per ablated batch before the captured tails:
-- a ViT target layer inside the last block (timm ``vit_small_patch16_224``, ``blocks.11.norm1``,
-  384 token channels; the block input is captured), through the compat class with a custom
-  ablation layer that zeroes a token channel (grad-cam's protocol, on both sides, so that both
-  ablate the same values: grad-cam's own AblationLayerVit ablates to ``min - 1e7``);
-- a torchvision ``fasterrcnn_resnet50_fpn`` on ``model.backbone`` with AblationLayerFasterRCNN
-  (1280 FPN channels; the detector's heads after the backbone, the ImageList captured).
+- A ViT target layer inside the last block (timm ``vit_small_patch16_224``, ``blocks.11.norm1``,
+  384 token channels): the tail captures the block input. Through the compat class with a
+  custom ablation layer that zeroes a token channel (grad-cam's protocol, on both sides, so
+  that both ablate the same values: grad-cam's own AblationLayerVit ablates to ``min - 1e7``).
+- A torchvision ``fasterrcnn_resnet50_fpn`` on ``model.backbone`` with AblationLayerFasterRCNN
+  (1280 FPN channels). fx cannot trace ``GeneralizedRCNN.forward``: camwall re-runs the model
+  with the backbone's forward skipped (only the input transform runs before it), and grad-cam
+  replaces the backbone by its ablation layer; both run the RPN and box head per batch, the
+  limit of this case.
 
-Columns: camwall (the captured tail), camwall with the whole model re-run (a no-op forward hook
-on the model stops the split: the path before), grad-cam 1.5.7; one process, interleaved, best
-of ``--repeats``; max abs difference from grad-cam. Random weights.
+Columns: camwall; camwall with the whole model re-run (a no-op forward hook on the model stops
+the graph split: the ViT's path before the captured tails); grad-cam 1.5.7; one process,
+interleaved, best of ``--repeats``; max abs difference from grad-cam. Random weights.
 
     python benchmarks/tail_speed.py [--repeats 2] [--threads 2]
 
@@ -161,7 +163,7 @@ def main() -> None:
     weights = gc.AblationCAM.get_cam_weights  # float64 sums, as tests/compat (FPN offsets)
     gc.AblationCAM.get_cam_weights = lambda self, *a: weights(self, *a).astype(np.float64)
     header = [
-        "# AblationCAM through captured tails: camwall against its whole-model path and grad-cam",
+        "# AblationCAM from a layer fx cannot cut cleanly: camwall, its whole-model path, grad-cam",
         "",
         (
             f"`python benchmarks/tail_speed.py --repeats {args.repeats} --threads "
@@ -171,7 +173,9 @@ def main() -> None:
             f"{tuple(round(v, 1) for v in os.getloadavg())}."
         ),
         "Best of the repeats (interleaved); times in seconds. `whole`: camwall re-running the",
-        "whole model per batch (its path before the captured tails); `grad-cam max` > 0.5: the",
+        "whole model per batch, the target layer's forward skipped (the ViT's path before the",
+        "captured tails; on the detector only the input transform runs before the backbone, so",
+        "`whole` and grad-cam also run just the RPN and box head). `grad-cam max` > 0.5: the",
         "comparison is not trivial.",
         "",
         (

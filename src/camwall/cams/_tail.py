@@ -34,7 +34,6 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from camwall.cams._detection_tail import detection_tail_parts
 from camwall.cams._layers import sequential_tail
 
 __all__ = ["NotPerImage", "Tail", "find_tail", "take_rows_of"]
@@ -136,18 +135,7 @@ class _AncestorTracer(fx.Tracer):
 
 
 def _graph_tail(model: nn.Module, layer_name: str) -> Tail:
-    """Trace ``model`` (in eval mode, then its modes restored) and cut it after the layer;
-    a torchvision two-stage detector's backbone has its own rule
-    (:mod:`camwall.cams._detection_tail`), since fx cannot trace its forward."""
-    ancestors = _ancestors(model, layer_name)
-    hooked = [n or "the model" for n, m in ancestors if m._forward_hooks or m._forward_pre_hooks]
-    if hooked:
-        return Tail(None, f"whole model: forward hooks on {hooked[0]} (a graph would skip them)")
-    parts = detection_tail_parts(model, layer_name)
-    if parts is not None:
-        fn, prefix, take = parts
-        info = "detection heads (rpn, roi_heads, postprocess; the ImageList captured)"
-        return Tail(fn, info, prefix, take)
+    """Trace ``model`` (in eval mode, then its modes restored) and cut it after the layer."""
     split = _split(model, layer_name)
     if isinstance(split, str):
         return Tail(None, f"whole model: {split}")
@@ -187,6 +175,9 @@ def _split(model: nn.Module, layer_name: str) -> tuple[fx.GraphModule, _Prefix |
     """The tail after ``layer_name`` and the prefix computing its captured values, as graph
     modules; or why there is none."""
     ancestors = _ancestors(model, layer_name)
+    hooked = [n or "the model" for n, m in ancestors if m._forward_hooks or m._forward_pre_hooks]
+    if hooked:
+        return f"forward hooks on {hooked[0]} (a graph would skip them)"
     modes = [(m, m.training) for m in model.modules()]
     try:
         model.eval()
