@@ -24,14 +24,37 @@ def _torchvision_vit() -> torch.nn.Module:
     ).eval()
 
 
-@pytest.mark.parametrize(
-    ("build", "inner", "outer"),
-    [
-        (_timm_vit, "blocks.3.norm1", "blocks.3"),
-        (_torchvision_vit, "encoder.layers.encoder_layer_1.ln_1", "encoder.layers.encoder_layer_1"),
-    ],
-)
-def test_inner_layer_captures_the_block_input(build, inner, outer):
+CASES = [
+    (
+        _timm_vit,
+        "blocks.3.norm1",
+        "blocks.3",
+        ["patch_embed", "cls_token", "pos_embed", "blocks.2"],
+    ),
+    (
+        _torchvision_vit,
+        "encoder.layers.encoder_layer_1.ln_1",
+        "encoder.layers.encoder_layer_1",
+        ["conv_proj", "class_token", "encoder.pos_embedding", "encoder.layers.encoder_layer_0"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("build", "inner", "outer", "before"), CASES)
+def test_inner_tail_holds_nothing_of_the_part_before(build, inner, outer, before):
+    """The tail starts at the layer: no module or parameter used only before it (those run once,
+    in the prefix that computes the captured block input)."""
+    model = build()
+    tail = find_tail(model, inner)
+    used = {str(n.target) for n in tail.fn.graph.nodes if n.op in ("call_module", "get_attr")}
+    assert used
+    assert not [u for u in used if any(u == b or u.startswith(b + ".") for b in before)]
+    prefix_used = {str(n.target) for n in tail.prefix.module.graph.nodes if n.op == "call_module"}
+    assert inner not in prefix_used
+
+
+@pytest.mark.parametrize(("build", "inner", "outer", "before"), CASES)
+def test_inner_layer_captures_the_block_input(build, inner, outer, before):
     """Both tails run the same modules on the same values, batch for batch, as the model:
     bit-identical logits."""
     model = build()

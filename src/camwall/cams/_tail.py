@@ -213,7 +213,8 @@ def _cut(graph: fx.Graph, layer_name: str) -> tuple[fx.Graph, fx.Graph | None, l
     layer = calls[0]
     places = [n for n in graph.nodes if n.op == "placeholder"]
     defaults = [n for n in places[1:] if n.args]
-    needed = _needed(next(n for n in graph.nodes if n.op == "output"), layer)
+    output = next(n for n in graph.nodes if n.op == "output")
+    needed = _needed(output, {layer})
     from_input = _depends(graph, set(places) - set(defaults))
     from_layer = _depends(graph, {layer})
     early = [
@@ -228,11 +229,12 @@ def _cut(graph: fx.Graph, layer_name: str) -> tuple[fx.Graph, fx.Graph | None, l
     env: dict[fx.Node, fx.Node] = {layer: tail.placeholder("activations")}
     for node in early:
         env[node] = tail.placeholder(f"captured_{node.name}")
+    in_tail = _needed(output, {layer, *early})  # the prefix computes what only early needs
     for node in defaults:
-        if node in needed:
+        if node in in_tail:
             env[node] = tail.placeholder(node.name, default_value=node.args[0])
     for node in graph.nodes:
-        if node in needed and node not in env and (node in from_layer or node not in from_input):
+        if node in in_tail and node not in env:
             env[node] = tail.node_copy(node, lambda n: env[n])
     tail.lint()
     return tail, _prefix(graph, early), early
@@ -244,7 +246,7 @@ def _prefix(graph: fx.Graph, early: list[fx.Node]) -> fx.Graph | None:
         return None
     needed: set[fx.Node] = set()
     for node in early:
-        needed |= _needed(node, None)
+        needed |= _needed(node, set())
     prefix = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     for node in graph.nodes:
@@ -255,8 +257,8 @@ def _prefix(graph: fx.Graph, early: list[fx.Node]) -> fx.Graph | None:
     return prefix
 
 
-def _needed(output: fx.Node, layer: fx.Node | None) -> set[fx.Node]:
-    """The nodes ``output`` depends on, not looking past ``layer``."""
+def _needed(output: fx.Node, stops: set[fx.Node]) -> set[fx.Node]:
+    """The nodes ``output`` depends on, not looking past the nodes ``stops``."""
     seen: set[fx.Node] = set()
     stack = [output]
     while stack:
@@ -264,7 +266,7 @@ def _needed(output: fx.Node, layer: fx.Node | None) -> set[fx.Node]:
         if node in seen:
             continue
         seen.add(node)
-        if node is not layer:
+        if node not in stops:
             stack.extend(node.all_input_nodes)
     return seen
 
