@@ -66,6 +66,7 @@ def _args(table):
     parser = argparse.ArgumentParser()
     table.cam_speed.add_shared_arguments(parser)
     parser.add_argument("--opticam-iters", type=int, default=3)
+    parser.add_argument("--full", action="store_true")
     return parser.parse_args([])
 
 
@@ -103,6 +104,8 @@ def test_reduced_row_states_its_setting_and_full_size_estimate(table):
     factor = table.full_size_factor("sscam", setting)
     assert factor == pytest.approx(4 * (224 / 64) ** 2 * 35)
     assert table.setting("resnet50", "sscam", quick=True)["reduced"] == {}
+    full = table.setting("resnet50", "sscam", quick=False, full=True)  # --full: no reduction
+    assert (full["batch"], full["size"], full["samples"], full["reduced"]) == (4, 224, None, {})
     assert table.full_size_factor("gradcam", table.setting("resnet50", "gradcam", False)) == 1
     cols = {
         "camwall": {"seconds": 2.0, "cpu_seconds": 3.0, "peak_mib": 10.0},
