@@ -159,6 +159,33 @@ def test_ablationcam_inside_a_timm_block_matches_grad_cam(monkeypatch):
     assert float(ours.max()) > 0.99
 
 
+@pytest.mark.parametrize(
+    ("builder", "layer", "size"),
+    [
+        (torchvision.models.resnet18, "layer4", 64),
+        (torchvision.models.resnet50, "layer3", 32),
+    ],
+    ids=["resnet18-layer4", "resnet50-layer3"],
+)
+def test_ablationcam_on_resnets_matches_grad_cam(builder, layer, size):
+    """Random-weight ResNets: the tail (layer4, pool, fc) gives grad-cam's maps to 1e-5, and the
+    stem runs once (the shared pass), not once per ablated chunk."""
+    torch.manual_seed(3)
+    model = builder().eval()
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(4))
+    calls: list[int] = []
+    handle = model.conv1.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        ours = compute_cams(model, x, layer, "ablationcam")["ablationcam"]
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    with AblationCAM(model=model, target_layers=[model.get_submodule(layer)]) as cam:
+        ref = torch.from_numpy(cam(input_tensor=x, targets=None))
+    assert float((ours - ref).abs().max()) <= 1e-5
+    assert float(ours.max()) > 0.99
+
+
 def test_finercam_uses_the_graph_tail():
     """finercam's gradient through the tail (autograd through the fx graph) equals the one
     through the whole model with the layer's output replaced."""
