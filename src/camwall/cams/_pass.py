@@ -30,7 +30,7 @@ from camwall.cams._outputs import (
     tree_finite,
 )
 from camwall.cams._reshape import ReshapeTransform, inverse_of
-from camwall.cams._tail import NotPerImage, Rows, Tail, find_tail
+from camwall.cams._tail import NotPerImage, Rows, Tail, find_tail, take_rows_of
 from camwall.cams._targets import Target, TargetsArg, first_scores, resolve_targets
 from camwall.errors import CamwallError
 
@@ -338,7 +338,7 @@ class LayerRunner:
                 self._tail = Tail(None, f"whole model: {exc}")
                 return None
             memo = self._captured = (x, values, _versions(values))
-        return tail.take(memo[1], rows)
+        return take_rows_of(memo[1], rows)
 
     def _forward(self, x: Tensor, grad: bool, plain: bool = False) -> tuple[_Capture, Outputs]:
         """One forward pass with every target layer recorded; returns the records and logits."""

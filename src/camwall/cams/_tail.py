@@ -14,7 +14,7 @@ input before ``A`` (the residual ``x`` of ``x + attn(norm1(x))`` in a ViT block,
 branch around a ResNet block's last conv) become captured inputs: ``tail(A, *c)`` with
 ``c = prefix(x)``, the graph's part that computes them (run once per call on the pass's B
 inputs, :attr:`Tail.prefix`), each a tensor with one row per image, taken by row for every
-batch (:attr:`Tail.take`). Then ``tail(A, *c) = model(x)`` exactly: the same modules run on
+batch (:func:`take_rows_of`). Then ``tail(A, *c) = model(x)`` exactly: the same modules run on
 the same values. A captured value that is not such a tensor (a shape of the input, a list)
 cannot be taken by row: the runner then re-runs the whole model (:class:`NotPerImage`). Traced
 in eval mode (as every engine call runs), so ``self.training`` branches take their eval side.
@@ -64,14 +64,11 @@ class Tail:
         prefix: ``prefix(x) -> captured``, what ``fn`` needs besides ``A`` for the B inputs
             ``x`` (raises :class:`NotPerImage` when a value has no row per image); ``None``:
             nothing.
-        take: ``take(captured, rows)``: the captured values of the images ``rows`` (``None``:
-            all), in ``fn``'s order.
     """
 
     fn: TailFn | None
     info: str
     prefix: Callable[[torch.Tensor], tuple[Any, ...]] | None = None
-    take: Callable[[tuple[Any, ...], Rows | None], tuple[Any, ...]] = take_rows_of
 
 
 @dataclass(frozen=True)
