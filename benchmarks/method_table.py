@@ -8,18 +8,23 @@ its default target layer. Peers: pytorch-grad-cam 1.5.7, torchcam 0.5 and captum
 Columns:
 - ``camwall``: the time of ``compute_cams`` for the method alone.
 - ``limit``: the bare passes the method cannot avoid, batched as camwall batches them and in
-  camwall's memory format (channels-last on CPU unless the method asks plain inputs; see
-  :func:`limit_passes`): one forward (activation methods), plus one backward to the target layer
-  (gradient methods), plus the tail forwards of all B x K ablated copies (ablationcam, through
-  the model's part after the layer), the B x K masked forwards (scorecam; x samples for sscam
-  and iscam), the noisy forwards and backwards (smoothgradcampp), the optimisation steps
-  (opticam). ``camwall / limit`` is how far the method is from it.
+  camwall's memory format (``camwall.cams._pass.channels_last_default``, unless the method
+  asks plain inputs; see :func:`limit_passes`): one forward (activation methods), plus one
+  backward to the target layer (gradient methods), plus the tail forwards of all B x K
+  ablated copies (ablationcam, through the model's part after the layer), the B x K masked
+  forwards (scorecam; x samples for sscam and iscam), the noisy forwards and backwards
+  (smoothgradcampp), the optimisation steps (opticam). ``camwall / limit`` is how far the
+  method is from it.
 - each peer's time, ``speed-up`` (the fastest peer's time over camwall's; also in process CPU
   time, ``time.process_time``, steadier than wall time on a shared CPU) and peak memory
   (camwall's and the fastest peer's): on CUDA ``torch.cuda.max_memory_allocated`` above the
   memory held before the call; on CPU the peak resident set above the level before the call
   (sampled every millisecond; ``malloc_trim`` first, so that memory freed by an earlier run is
   not counted as free room for the next one).
+- tensor peaks (camwall's and the fastest peer's; :func:`tensor_peak`): one more, untimed call
+  of each column faster than ``--tensor-peak-under`` seconds, the peak of live tensors in the
+  profiler's allocation events. The resident set of the same passes varies by 10-20 MiB from
+  run to run with what glibc keeps; the tensor peak is the same on every run.
 
 Timing: one fresh process per (model, method) builds the model and input, warms up (the
 peers' imports, one forward and backward), then times
@@ -161,6 +166,7 @@ def limit_passes(
     """The bare passes ``name`` must do on ``x`` (see the module docstring) as a callable, or
     ``None`` where the table gives no limit (sess: its patches depend on its scores)."""
     from camwall.cams import METHODS
+    from camwall.cams._pass import channels_last_default
     from camwall.cams._tail import find_tail
 
     if name == "sess":
@@ -168,8 +174,8 @@ def limit_passes(
     cls = METHODS.get(name)
     b = x.shape[0]
     tail = find_tail(model, layer).fn
-    if x.device.type == "cpu" and cls.channels_last_ok and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)  # camwall's layout on CPU
+    if cls.channels_last_ok and x.dim() == 4 and channels_last_default(x):
+        x = x.contiguous(memory_format=torch.channels_last)  # camwall's layout for x
 
     def run() -> None:
         if cls.needs_gradient or cls.needs_hvp or name == "opticam":
@@ -258,6 +264,29 @@ def timed_peak(fn: Callable[[], Any], device: torch.device) -> tuple[float, floa
     return seconds, (max(peak, _rss()) - base) / 2**20, value
 
 
+def tensor_peak(fn: Callable[[], Any], device: torch.device) -> float:
+    """Peak MiB of live tensors above the level before one call of ``fn``.
+
+    On CPU: the running sum of the profiler's allocation events (``profile_memory``), in time
+    order; every tensor torch's allocator hands out, none of the allocator's cache nor of
+    oneDNN's own scratch memory. Unlike the resident set it does not depend on what glibc kept
+    from earlier runs, so it is the same on every run of the same passes. On CUDA:
+    ``max_memory_allocated``, as in :func:`timed_peak`.
+    """
+    if device.type == "cuda":
+        return timed_peak(fn, device)[1]
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    now = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        now += e.nbytes()
+        peak = max(peak, now)
+    return peak / 2**20
+
+
 def runners(spec: dict[str, Any], model: nn.Module, layer: str, x: torch.Tensor) -> dict[str, Any]:
     """``{column: callable or None}``: camwall, the limit and each peer that has the method."""
     from camwall.cams import compute_cams
@@ -298,6 +327,7 @@ def worker(spec: dict[str, Any]) -> None:
     else:  # every column once, interleaved; then camwall again (its first call warms up)
         _timed_runs(columns, result, names, 1, device, maps)
         _timed_runs(columns, result, ["camwall"], spec["repeats"] - 1, device, maps)
+    _tensor_peaks(columns, result, device, spec.get("tensor_peak_under", 0.0))
     info = CamEngine(model, layer).info["tail"] if spec["method"] in TAIL_METHODS else ""
     out = {
         "columns": result,
@@ -319,6 +349,21 @@ def _warm_up(model: nn.Module, layer: str, x: torch.Tensor) -> None:
     for inp in inputs:
         logits, a = _layer_output(model, layer, inp.clone(), True)
         _backward(logits, a)
+
+
+def _tensor_peaks(
+    columns: dict[str, Callable[[], Any]],
+    result: dict[str, dict[str, Any]],
+    device: torch.device,
+    under: float,
+) -> None:
+    """One more call of every column whose best time is under ``under`` seconds, untimed, for
+    its :func:`tensor_peak` (``result[column]["tensor_mib"]``); the slower ones are left out."""
+    for key, fn in columns.items():
+        if "error" in result[key] or result[key]["seconds"] >= under:
+            continue
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            result[key]["tensor_mib"] = tensor_peak(fn, device)
 
 
 def _grad_cam_diff(name: str, maps: dict[str, Any]) -> float | None:
@@ -417,6 +462,7 @@ def measure(model: str, method: str, args: argparse.Namespace, folder: Path) -> 
         "batch": batch,
         "method": method,
         "repeats": args.repeats,
+        "tensor_peak_under": args.tensor_peak_under,
         "threads": args.threads,
         "device": args.device,
         "seed": args.seed,
@@ -460,6 +506,17 @@ def _commit() -> str:
     return (head or "unknown") + ("+dirty" if dirty else "")
 
 
+def _tensors(col: dict[str, Any] | None) -> str:
+    """A column's tensor peak (MiB, one decimal), or ``n/a`` where it was not measured."""
+    mib = (col or {}).get("tensor_mib")
+    return "n/a" if mib is None else f"{mib:.1f}"
+
+
+def times(ratio: float) -> str:
+    """A speed-up: two decimals below 10x (0.96x must not read 1.0x), one above."""
+    return f"{ratio:.2f}x" if ratio < 10 else f"{ratio:.1f}x"
+
+
 def row(method: str, result: dict[str, Any]) -> str:
     """One markdown row: times, limit ratio, peers, speed-up, peaks, notes."""
     cols = result["columns"]
@@ -489,15 +546,16 @@ def row(method: str, result: dict[str, Any]) -> str:
     def fmt(t: float) -> str:
         return "n/a" if t != t else f"{t:.3f}"
 
-    speedup = f"{known[best] / ours:.1f}x" if best and ours == ours else "n/a"
+    speedup = times(known[best] / ours) if best and ours == ours else "n/a"
     cpu_ours = cols.get("camwall", {}).get("cpu_seconds")
     cpu_peer = cols[best].get("cpu_seconds") if best else None
-    cpu_speedup = f"{cpu_peer / cpu_ours:.1f}x" if cpu_ours and cpu_peer else "n/a"
+    cpu_speedup = times(cpu_peer / cpu_ours) if cpu_ours and cpu_peer else "n/a"
     ratio = f"{ours / limit:.2f}" if ours == ours and limit == limit else "n/a"
     peak_peer = f"{cols[best]['peak_mib']:.0f}" if best else "n/a"
     peak_ours = f"{cols['camwall']['peak_mib']:.0f}" if ours == ours else "n/a"
     cells = [method, fmt(ours), fmt(limit), ratio, *(fmt(peers[p]) for p in PEERS)]
     cells += [f"{speedup} ({best})" if best else "n/a", cpu_speedup, peak_ours, peak_peer]
+    cells += [_tensors(cols.get("camwall")), _tensors(cols.get(best) if best else None)]
     cells += [setting_text(result.get("setting", {})), _load_text(result.get("load"))]
     cells.append("; ".join(notes))
     return "| " + " | ".join(cells) + " |"
@@ -536,7 +594,7 @@ def _load_text(load: Any) -> str:
 HEADER = (
     "| method | camwall (s) | limit (s) | camwall / limit | grad-cam (s) | torchcam (s) "
     "| captum (s) | speed-up vs fastest peer | same in CPU time | camwall peak (MiB) "
-    "| peer peak (MiB) "
+    "| peer peak (MiB) | camwall tensors (MiB) | peer tensors (MiB) "
     "| setting (batch x size) | load (start / end) | note |"
 )
 
@@ -562,7 +620,9 @@ def report(
             f"and the peers interleaved, best of {args.repeats} (heavy rows: peers and limit "
             f"once, camwall best of {args.repeats}); peak memory "
             "above the level before the call (CPU: resident set, sampled every ms; CUDA: "
-            "max_memory_allocated)"
+            "max_memory_allocated); tensor peak: one more untimed call of every column faster "
+            f"than {args.tensor_peak_under:g} s, the peak of live tensors in the profiler's "
+            "allocation events (CPU; CUDA: max_memory_allocated), the same on every run"
         ),
         f"- command: `{' '.join(['python', 'benchmarks/method_table.py', *sys.argv[1:]])}`",
         f"- total wall time of this invocation: {took:.0f} s{_span(results)}",
@@ -585,7 +645,7 @@ def report(
     for model, rows in results.items():
         arch, size, batch = (QUICK_MODELS if args.quick else MODELS)[model]
         lines += ["", f"## {arch}, {batch} x 3 x {size} x {size}", "", HEADER]
-        lines.append("|---|" + "---:|" * 10 + "---|---:|---|")
+        lines.append("|---|" + "---:|" * 12 + "---|---:|---|")
         lines += [row(method, result) for method, result in rows]
     lines.append("")
     return "\n".join(lines)
@@ -601,9 +661,8 @@ def _span(results: dict[str, list[tuple[str, dict]]]) -> str:
     return when + (f" (code: commit {', '.join(commits)})" if commits else "")
 
 
-def main(argv: list[str] | None = None) -> int:
-    from camwall.cams import METHODS
-
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (every flag, with its default)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="small inputs, four methods")
     parser.add_argument("--models", default=",".join(MODELS), help="comma list of " + str(MODELS))
@@ -611,6 +670,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs (best is reported)")
     cam_speed.add_shared_arguments(parser)
     parser.add_argument("--opticam-iters", type=int, default=10)
+    parser.add_argument(
+        "--tensor-peak-under",
+        type=float,
+        default=30.0,
+        help="seconds: columns faster than this run once more under the profiler for their "
+        "tensor peak (0: none)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "method_table.md"))
     parser.add_argument(
@@ -625,6 +691,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", default="", help="rows not measured: model:method,...")
     parser.add_argument("--skip-why", default="skipped", help="the reason, in the table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from camwall.cams import METHODS
+
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.worker:
         worker(json.loads(args.worker))

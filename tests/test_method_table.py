@@ -61,13 +61,9 @@ def test_limit_passes_run_for_every_method(table, name):
 
 
 def _args(table):
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    table.cam_speed.add_shared_arguments(parser)
-    parser.add_argument("--opticam-iters", type=int, default=3)
-    parser.add_argument("--full", action="store_true")
-    return parser.parse_args([])
+    """The script's own defaults (a flag added there cannot be missing here), fewer opticam
+    steps for the tiny models."""
+    return table.build_parser().parse_args(["--opticam-iters", "3"])
 
 
 def test_row_speed_up_is_against_the_fastest_peer(table):
@@ -88,12 +84,23 @@ def test_row_speed_up_is_against_the_fastest_peer(table):
         "2.000",
         "1.000",
         "n/a",
-        "2.0x (torchcam)",
+        "2.00x (torchcam)",
     ]
     assert cells[8] == "n/a"  # no CPU times recorded
     assert cells[9:11] == ["10", "20"]
-    assert cells[11:13] == ["", ""]  # no setting, no load recorded
-    assert "captum: RuntimeError: no" in cells[13]
+    assert cells[11:13] == ["n/a", "n/a"]  # no tensor peaks measured
+    assert cells[13:15] == ["", ""]  # no setting, no load recorded
+    assert "captum: RuntimeError: no" in cells[15]
+
+
+def test_speed_ups_below_ten_keep_two_decimals(table):
+    assert [table.times(r) for r in (0.96, 1.0, 9.994, 10.0, 938.4)] == [
+        "0.96x",
+        "1.00x",
+        "9.99x",
+        "10.0x",
+        "938.4x",
+    ]
 
 
 def test_reduced_row_states_its_setting_and_full_size_estimate(table):
@@ -114,9 +121,29 @@ def test_reduced_row_states_its_setting_and_full_size_estimate(table):
     }
     result = {"columns": cols, "setting": setting, "load": [[2.5, 1, 1], [3.25, 1, 1]]}
     cells = [c.strip() for c in table.row("sscam", result).strip("|").split("|")]
-    assert cells[7:9] == ["2.0x (torchcam)", "2.5x"]  # wall time, CPU time
-    assert cells[11:13] == ["1 x 64, 1 sample(s) (reduced)", "2.5 / 3.2"]
-    assert f"~{2.0 * factor:.0f} s camwall, ~{4.0 * factor:.0f} s torchcam" in cells[13]
+    assert cells[7:9] == ["2.00x (torchcam)", "2.50x"]  # wall time, CPU time
+    assert cells[13:15] == ["1 x 64, 1 sample(s) (reduced)", "2.5 / 3.2"]
+    assert f"~{2.0 * factor:.0f} s camwall, ~{4.0 * factor:.0f} s torchcam" in cells[15]
+
+
+def test_tensor_peak_is_the_peak_of_live_tensors(table):
+    """Closed forms: 4 MiB and 2 MiB alive together peak at 6 MiB; three 4 MiB tensors, each
+    freed before the next, at 4 MiB; a tensor made before the call does not count."""
+    cpu = torch.device("cpu")
+    held = torch.zeros(2**22)
+
+    def together() -> None:
+        a = torch.zeros(2**20)
+        b = torch.zeros(2**19)
+        del a, b
+
+    def one_at_a_time() -> None:
+        for _ in range(3):
+            torch.zeros(2**20)
+
+    assert table.tensor_peak(together, cpu) == pytest.approx(6.0)
+    assert table.tensor_peak(one_at_a_time, cpu) == pytest.approx(4.0)
+    assert table.tensor_peak(lambda: held.sum(), cpu) < 0.01
 
 
 def test_worker_measures_every_column_on_a_small_resnet(table, tmp_path):
@@ -124,7 +151,7 @@ def test_worker_measures_every_column_on_a_small_resnet(table, tmp_path):
     timed, camwall's maps equal grad-cam's to float32 rounding."""
     spec = {
         "arch": "resnet18", "size": 32, "batch": 1, "method": "gradcam", "repeats": 1,
-        "threads": 1, "device": "cpu", "seed": 0, "options": {},
+        "threads": 1, "device": "cpu", "seed": 0, "options": {}, "tensor_peak_under": 30.0,
         "out": str(tmp_path / "row.json"),
     }  # fmt: skip
     table.worker(spec)
@@ -136,6 +163,7 @@ def test_worker_measures_every_column_on_a_small_resnet(table, tmp_path):
         assert "error" not in column
         assert 0 < column["seconds"] < math.inf
         assert 0 < column["cpu_seconds"] < math.inf
+        assert column["tensor_mib"] > 0
     assert out["diff"] < 1e-5
     assert len(out["load"]) == 2
 

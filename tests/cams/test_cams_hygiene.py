@@ -239,6 +239,31 @@ def test_channels_last_gives_the_same_maps(name, make_tiny):
 
 
 @pytest.mark.parametrize(
+    ("isa", "wide"),
+    [(None, None), ("AVX2", False), ("avx512_core", None), ("AVX10_1_512_AMX", None)],
+)
+def test_layout_rule_reads_the_cpu_and_the_onednn_cap(isa, wide, monkeypatch):
+    """Channels-last for batches of 2+ on CPU; for one image only on AVX-512 kernels, which
+    ``ONEDNN_MAX_CPU_ISA`` can cap (as ``make test-avx2`` does). ``None``: the CPU's own."""
+    from camwall.cams import _pass
+
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if isa is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    _pass._wide_vectors.cache_clear()
+    try:
+        avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+        expected = avx512 if wide is None else wide
+        assert _pass.channels_last_default(torch.empty(1, 3, 8, 8)) is expected
+        assert _pass.channels_last_default(torch.empty(2, 3, 8, 8)) is True
+        assert _pass.channels_last_default(torch.empty(2, 3, 8, 8, device="meta")) is False
+    finally:
+        _pass._wide_vectors.cache_clear()
+
+
+@pytest.mark.parametrize(
     ("model_name", "stem"),
     [("flat", "0"), ("nested", "features.0"), ("custom", "conv1"), ("skip", "conv1")],
 )

@@ -73,7 +73,9 @@ class CamEngine:
             where neither exists the whole model is re-run with the layer's output replaced,
             and :attr:`info` says why.
         channels_last: feed the model channels-last inputs (faster convolutions on CPU; same
-            values to float rounding). ``None`` (default): on CPU only. If the model rejects such
+            values to float rounding). ``None`` (default): on CPU, for batches of 2 or more and,
+            where the convolutions run on AVX-512 kernels, for one image too
+            (:func:`camwall.cams._pass.channels_last_default`). If the model rejects such
             an input (e.g. it calls ``.view`` on a feature map), the call falls back to plain
             contiguous inputs; the next call tries channels-last again.
         reshape_transform: ``f(raw_output) -> B x K x h x w`` for layers whose output is not a

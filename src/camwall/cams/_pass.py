@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,27 @@ from camwall.errors import CamwallError
 __all__ = ["LayerRunner"]
 
 OutputFn = Callable[[Any], Tensor]
+
+
+@functools.cache
+def _wide_vectors() -> bool:
+    """Whether oneDNN's convolutions run on AVX-512 kernels here: torch's CPU capability,
+    capped by ``ONEDNN_MAX_CPU_ISA`` (or the older ``DNNL_MAX_CPU_ISA``) where that is set."""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
+    capped = isa != "ALL" and not any(s in isa for s in ("AVX512", "AVX10", "AMX"))
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512") and not capped
+
+
+def channels_last_default(x: Tensor) -> bool:
+    """Whether a call feeds ``x`` (B x C x H x W) to the model channels-last by default.
+
+    On CPU for batches of 2 or more, and for one image where the convolutions run on AVX-512
+    kernels; off the CPU (CUDA), plain inputs. Measured at 224 x 224, forward + backward to the
+    last block, 2 threads, walled VGG16, resnet18 and resnet50 (``benchmarks/layout_speed.py``,
+    ``benchmarks/results/layout.md``): channels-last over plain time, one image, 0.87-0.96x on
+    AVX-512 kernels and 1.03-1.27x on AVX2 kernels; four images, 0.66-0.84x and 0.88-1.00x.
+    """
+    return x.device.type == "cpu" and (x.shape[0] > 1 or _wide_vectors())
 
 
 @dataclass
@@ -87,9 +109,9 @@ class LayerRunner:
             ``head(A) -> output``, or ``None``: then ``run_tail`` finds the tail itself
             (:func:`camwall.cams._tail.find_tail`: a Sequential chain or a torch.fx split),
             else re-runs the whole model with the layer replaced.
-        channels_last: feed channels-last inputs (``None``: on CPU, for batches of 2 or more;
-            for one image plain inputs are faster). A model that rejects them runs on plain
-            inputs for the rest of the current call (:meth:`new_call`).
+        channels_last: feed channels-last inputs (``None``: :func:`channels_last_default`).
+            A model that rejects them runs on plain inputs for the rest of the current call
+            (:meth:`new_call`).
         reshape_transform: raw layer output (a tensor, or a dict of tensors such as an FPN's
             levels) -> B x K x h x w, or ``None``.
     """
@@ -242,8 +264,8 @@ class LayerRunner:
         """``model(x)`` (or ``fn(x)``) on channels-last inputs where they are used."""
         fn = self._model if fn is None else fn
         use = False if plain or self._plain else self.channels_last
-        if use is None:  # CPU batches: channels-last is slower than plain for one image
-            use = x.device.type == "cpu" and x.shape[0] > 1
+        if use is None:
+            use = channels_last_default(x)
         if use and x.dim() == 4:
             cap = self._capture
             try:
