@@ -30,7 +30,7 @@ Timing: one fresh process per (model, method) builds the model and input, warms 
 peers' imports, one forward and backward), then times
 camwall, the limit and the peers interleaved (ABC, CBA, ...), best of ``--repeats``, the peak
 memory measured during the same runs; the heavy rows (``cam_speed.HEAVY``) time every column
-once, interleaved, then camwall ``--repeats - 1`` more times. Runs on CUDA unchanged
+once, interleaved, then camwall ``--heavy-repeats - 1`` more times. Runs on CUDA unchanged
 (``--device``, default: CUDA when present).
 
 Usage::
@@ -118,15 +118,38 @@ def peers_of(name: str) -> list[str]:
 
 # --------------------------------------------------------------------------- the limit
 def _layer_output(model: nn.Module, layer: str, x: torch.Tensor, grad: bool) -> tuple[Any, Any]:
-    """``(logits, A)`` of one forward pass with the target layer's output recorded."""
+    """``(logits, A)`` of one forward pass with the target layer's output recorded.
+
+    ``grad``: the graph starts at ``A`` (made a leaf that requires grad), or at ``x`` where
+    ``x.requires_grad``; with the parameters frozen (:func:`frozen`) nothing before the layer is
+    recorded, the bare work of a backward to the layer."""
     store: list[torch.Tensor] = []
-    handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: store.append(o))
+
+    def keep(module: nn.Module, inputs: Any, out: torch.Tensor) -> None:
+        if grad and not out.requires_grad:
+            out.requires_grad_(True)
+        store.append(out)
+
+    handle = model.get_submodule(layer).register_forward_hook(keep)
     try:
         with torch.set_grad_enabled(grad):
-            logits = model(x.requires_grad_(True) if grad else x)
+            logits = model(x)
     finally:
         handle.remove()
     return logits, store[0]
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Any:
+    """Inside: every parameter's ``requires_grad`` False (as camwall's engine runs); restored."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 def _backward(logits: torch.Tensor, wrt: torch.Tensor, twice: bool = False) -> None:
@@ -152,9 +175,10 @@ def _is_channels_last(t: torch.Tensor) -> bool:
 
 
 def _grad_pass(model: nn.Module, layer: str, x: torch.Tensor, to: str, twice: bool) -> Any:
-    """One forward and one backward of ``x`` to the target layer (``to="layer"``) or to the
-    input (``to="input"``); returns the layer's output."""
-    inputs = x.clone()
+    """One forward and one backward of ``x`` to the target layer (``to="layer"``: the graph
+    starts at the layer) or to the input (``to="input"``); returns the layer's output. Call it
+    with the parameters :func:`frozen`."""
+    inputs = x.clone().requires_grad_(to == "input")
     logits, a = _layer_output(model, layer, inputs, True)
     _backward(logits, inputs if to == "input" else a, twice)
     return a
@@ -178,6 +202,10 @@ def limit_passes(
         x = x.contiguous(memory_format=torch.channels_last)  # camwall's layout for x
 
     def run() -> None:
+        with frozen(model):
+            passes()
+
+    def passes() -> None:
         if cls.needs_gradient or cls.needs_hvp or name == "opticam":
             a = _grad_pass(model, layer, x, "layer", cls.needs_hvp)
         elif cls.needs_bias_gradients:
@@ -326,7 +354,8 @@ def worker(spec: dict[str, Any]) -> None:
         _timed_runs(columns, result, names, spec["repeats"], device, maps)
     else:  # every column once, interleaved; then camwall again (its first call warms up)
         _timed_runs(columns, result, names, 1, device, maps)
-        _timed_runs(columns, result, ["camwall"], spec["repeats"] - 1, device, maps)
+        again = spec.get("heavy_repeats", spec["repeats"]) - 1
+        _timed_runs(columns, result, ["camwall"], again, device, maps)
     _tensor_peaks(columns, result, device, spec.get("tensor_peak_under", 0.0))
     info = CamEngine(model, layer).info["tail"] if spec["method"] in TAIL_METHODS else ""
     out = {
@@ -346,9 +375,9 @@ def _warm_up(model: nn.Module, layer: str, x: torch.Tensor) -> None:
     import torchcam.methods  # noqa: F401
 
     inputs = [x] + ([x.contiguous(memory_format=torch.channels_last)] if x.dim() == 4 else [])
-    for inp in inputs:
-        logits, a = _layer_output(model, layer, inp.clone(), True)
-        _backward(logits, a)
+    with frozen(model):
+        for inp in inputs:
+            _grad_pass(model, layer, inp, "layer", False)
 
 
 def _tensor_peaks(
@@ -462,6 +491,7 @@ def measure(model: str, method: str, args: argparse.Namespace, folder: Path) -> 
         "batch": batch,
         "method": method,
         "repeats": args.repeats,
+        "heavy_repeats": args.heavy_repeats,
         "tensor_peak_under": args.tensor_peak_under,
         "threads": args.threads,
         "device": args.device,
@@ -618,7 +648,7 @@ def report(
             f"- timing: one fresh process per (model, method), peers imported and one forward + "
             "backward of the model (plain and channels-last) untimed, then camwall, the limit "
             f"and the peers interleaved, best of {args.repeats} (heavy rows: peers and limit "
-            f"once, camwall best of {args.repeats}); peak memory "
+            f"once, camwall best of {args.heavy_repeats}); peak memory "
             "above the level before the call (CPU: resident set, sampled every ms; CUDA: "
             "max_memory_allocated); tensor peak: one more untimed call of every column faster "
             f"than {args.tensor_peak_under:g} s, the peak of live tensors in the profiler's "
@@ -667,7 +697,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="small inputs, four methods")
     parser.add_argument("--models", default=",".join(MODELS), help="comma list of " + str(MODELS))
     parser.add_argument("--methods", default="all", help="comma list or 'all'")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs (best is reported)")
+    parser.add_argument("--repeats", type=int, default=8, help="timed runs (best is reported)")
+    parser.add_argument(
+        "--heavy-repeats", type=int, default=2, help="camwall's timed runs in the heavy rows"
+    )
     cam_speed.add_shared_arguments(parser)
     parser.add_argument("--opticam-iters", type=int, default=10)
     parser.add_argument(

@@ -60,6 +60,26 @@ def test_limit_passes_run_for_every_method(table, name):
     assert all(not m._forward_hooks for m in model.modules())
 
 
+def test_limit_records_nothing_before_the_target_layer(table):
+    """The limit's backward to the layer is the bare work camwall does: with the parameters
+    frozen the graph starts at the layer's output, so the layers before it record nothing; a
+    backward to the input records from the input. The flags are restored after."""
+    model, x = _tiny()
+    seen: list[bool] = []
+    handle = model[0].register_forward_hook(lambda m, i, o: seen.append(o.requires_grad))
+    try:
+        with table.frozen(model):
+            assert not any(p.requires_grad for p in model.parameters())
+            a = table._grad_pass(model, "1", x, "layer", False)
+            table._grad_pass(model, "1", x, "input", False)
+    finally:
+        handle.remove()
+    assert seen == [False, True]
+    assert a.requires_grad
+    assert a.grad_fn is None  # the layer's output is the graph's leaf
+    assert all(p.requires_grad for p in model.parameters())
+
+
 def _args(table):
     """The script's own defaults (a flag added there cannot be missing here), fewer opticam
     steps for the tiny models."""
