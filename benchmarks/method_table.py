@@ -7,7 +7,8 @@ its default target layer. Peers: pytorch-grad-cam 1.5.7, torchcam 0.5 and captum
 
 Columns:
 - ``camwall``: the time of ``compute_cams`` for the method alone.
-- ``limit``: the bare passes the method cannot avoid, batched as camwall batches them and in
+- ``limit``: the bare passes the method cannot avoid, batched as camwall batches them, with the
+  parameters frozen and the graph starting at the target layer (as camwall's engine), and in
   camwall's memory format (``camwall.cams._pass.channels_last_default``, unless the method
   asks plain inputs; see :func:`limit_passes`): one forward (activation methods), plus one
   backward to the target layer (gradient methods), plus the tail forwards of all B x K
