@@ -4,43 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from lock_holder import hold, stop
 
 from camwall.errors import CamwallError
 from camwall.runtime import LOCK_NAME, folder_lock
 
-HOLD = """
-import sys, time
-from camwall.runtime import folder_lock
-with folder_lock(sys.argv[1]):
-    print("locked", flush=True)
-    time.sleep(60)
-"""
-
-
-def _hold(folder: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "locked"
-    return proc
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.kill()
-    proc.wait()
-    assert proc.stdout is not None
-    proc.stdout.close()
-
 
 def test_second_writer_fails_at_once_naming_the_pid(tmp_path: Path) -> None:
-    proc = _hold(tmp_path)
+    proc = hold(tmp_path)
     try:
         start = time.monotonic()
         with (
@@ -52,13 +27,13 @@ def test_second_writer_fails_at_once_naming_the_pid(tmp_path: Path) -> None:
         assert str(tmp_path) in str(info.value)
         assert "--out" in str(info.value)
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def test_lock_is_released_when_the_holder_is_killed(tmp_path: Path) -> None:
-    proc = _hold(tmp_path)
+    proc = hold(tmp_path)
     os.kill(proc.pid, signal.SIGKILL)
-    _stop(proc)
+    stop(proc)
     with folder_lock(tmp_path) as lock:  # no stale lock after SIGKILL
         assert lock == tmp_path / LOCK_NAME
         assert lock.read_text() == str(os.getpid())

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from bench_tiny import tiny_bench_model, tiny_dataset
+from lock_holder import hold, stop
 
 from camwall.bench import STORE_NAME, Store, run_bench
 from camwall.cli import main
@@ -16,29 +17,6 @@ from camwall.errors import CamwallError
 from camwall.runtime import LOCK_NAME
 
 HERE = Path(__file__).parent
-HOLD = """
-import sys, time
-from camwall.runtime import folder_lock
-with folder_lock(sys.argv[1]):
-    print("locked", flush=True)
-    time.sleep(120)
-"""
-
-
-def _hold(folder: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "locked"
-    return proc
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.kill()
-    proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
 
 
 def _bench(out: Path, **kw) -> Path:
@@ -51,7 +29,7 @@ def test_second_writer_fails_at_once_naming_the_pid(tmp_path, capsys):
     _bench(tmp_path)  # a finished run: the lock is released
     with Store(tmp_path / STORE_NAME) as store:
         rows = store.count()
-    proc = _hold(tmp_path)
+    proc = hold(tmp_path)
     try:
         for resume in (False, True):  # --resume runs are writers too
             start = time.monotonic()
@@ -66,7 +44,7 @@ def test_second_writer_fails_at_once_naming_the_pid(tmp_path, capsys):
             assert len(err.strip().splitlines()) == 1
             assert "Traceback" not in err
     finally:
-        _stop(proc)
+        stop(proc)
     # Nothing was moved aside or written by the refused runs.
     assert [p.name for p in tmp_path.glob("results*.sqlite")] == [STORE_NAME]
     with Store(tmp_path / STORE_NAME) as store:
