@@ -3,6 +3,9 @@ torchvision resnet18 / vgg11), and their own invariants (sign, seeded draws, Hes
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import numpy as np
 import pytest
 import pytorch_grad_cam as pg
@@ -319,6 +322,75 @@ def test_fullgrad_with_nonzero_biases_matches_grad_cam(arch, batch, h, w):
     x = torch.randn(batch, 3, h, w, generator=torch.Generator().manual_seed(9))
     layer = {"resnet18": "layer4", "vgg11": "features.19"}[arch]  # ignored by fullgrad
     assert max_diff("fullgrad", model, layer, x) <= 1e-5
+
+
+class _LaterRegisteredFirst(nn.Module):
+    """Two same-shaped biased convs, registered in the reverse of the order they run in, each
+    followed by an in-place ReLU (so the bias gradients must be pre-activation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.second = nn.Conv2d(4, 4, 3, padding=1)  # registered first, runs second
+        self.first = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(4, 3)
+        with torch.no_grad():
+            # N(|b_c dy/dz_c|) drops |b_c| unless it is 0: zeros tell the layers' biases apart
+            self.first.bias.copy_(torch.tensor([0.3, 0.0, 0.1, 0.4]))
+            self.second.bias.copy_(torch.tensor([0.0, 0.05, 0.2, 0.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.relu(self.second(self.relu(self.first(x))))
+        return self.fc(a.mean(dim=(2, 3)))
+
+
+def _fullgrad_by_hand(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """FullGrad from its definition in float64: ``N(sum_c N(|x dy/dx|)_c + sum_l sum_c
+    N(|b_lc dy/dz_l|)_c)``, each layer with its own bias (all maps at the input's size here)."""
+    model, x = model.double(), x.double().requires_grad_(True)
+    outs: dict[str, torch.Tensor] = {}
+
+    def keep(name: str) -> Any:
+        def hook(module: nn.Module, inputs: Any, out: torch.Tensor) -> torch.Tensor:
+            outs[name] = out
+            return out.clone()  # the model goes on with a copy: outs[name] stays pre-activation
+
+        return hook
+
+    hooks = [getattr(model, n).register_forward_hook(keep(n)) for n in ("first", "second")]
+    try:
+        logits = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    y = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
+    grads = torch.autograd.grad(y, [x, outs["first"], outs["second"]])
+
+    def norm(t: torch.Tensor) -> torch.Tensor:
+        flat = t.flatten(2)
+        flat = flat - flat.amin(dim=2, keepdim=True)
+        return (flat / (1e-7 + flat.amax(dim=2, keepdim=True))).view_as(t)
+
+    total = norm((x * grads[0]).abs()).sum(1)
+    for name, g in zip(("first", "second"), grads[1:], strict=True):
+        bias = getattr(model, name).bias[None, :, None, None]
+        total = total + norm((bias * g).abs()).sum(1)
+    return norm(total[:, None])[:, 0].detach()
+
+
+def test_fullgrad_pairs_each_bias_with_its_own_layer_gradient():
+    """Biases are paired with the gradient of the call that produced them, not by module order
+    (grad-cam 1.5.7 zips module-order biases with call-order gradients: see docs/cam-methods.md);
+    an in-place ReLU after each conv leaves dy/dz pre-activation. Float32 against a float64
+    reference: maps in [0, 1] from sums over 4 channels and 2 layers of 8 x 8 maps."""
+    torch.manual_seed(3)
+    model = _LaterRegisteredFirst().eval()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    ours = compute_cams(model, x, "first", "fullgrad")["fullgrad"].double()
+    expected = _fullgrad_by_hand(copy.deepcopy(model), x)
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-5)
+    theirs = pg.FullGrad(model=copy.deepcopy(model), target_layers=[])(x, targets=None)
+    assert float((torch.from_numpy(theirs).double() - expected).abs().max()) > 0.05
 
 
 def test_kpcacam_matches_grad_cam_above_200_positions(make_tiny):

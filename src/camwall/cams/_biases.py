@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,7 +13,13 @@ from torch import Tensor, nn
 
 from camwall.errors import CamwallError
 
-__all__ = ["bias_layers", "capture_outputs", "check_bias_calls", "effective_bias"]
+__all__ = [
+    "BiasCall",
+    "bias_layers",
+    "capture_bias_gradients",
+    "check_bias_calls",
+    "effective_bias",
+]
 
 
 def bias_layers(model: nn.Module) -> list[nn.Module]:
@@ -48,21 +55,38 @@ def effective_bias(layer: nn.Module) -> Tensor:
     return bias.detach().float()
 
 
-@contextmanager
-def capture_outputs(layers: list[nn.Module], store: list[Tensor]) -> Iterator[None]:
-    """Record each layer's output and hand the model a copy, so that a following in-place op
-    (``ReLU(inplace=True)``) leaves the recorded tensor, and its gradient, pre-activation.
+@dataclass
+class BiasCall:
+    """One call of a biased layer during a recorded pass, and the gradient ``dy/dz`` that the
+    following backward pass sends to its output ``z`` (``None``: ``z`` does not reach ``y``)."""
 
+    layer: nn.Module
+    grad: Tensor | None = None
+
+    def keep(self, grad: Tensor) -> None:
+        if self.grad is None:  # the first backward's; a second derivative's pass may follow
+            self.grad = grad.detach()
+
+
+@contextmanager
+def capture_bias_gradients(layers: list[nn.Module], calls: list[BiasCall]) -> Iterator[None]:
+    """Record each call of ``layers`` in ``calls`` and, by a tensor hook on its output, the
+    gradient that reaches that output in the next backward pass.
+
+    A hook registered before an in-place op on the output (``ReLU(inplace=True)``) receives the
+    gradient of the output as the layer returned it (pre-activation), so nothing is copied.
     Only this thread's forwards are recorded: another thread's plain ``model(x)`` during the
     block passes untouched. Hooks exist only inside the block; no layers: nothing is registered.
     """
     thread = threading.get_ident()
 
-    def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
+    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
         if threading.get_ident() != thread:
-            return None
-        store.append(output)
-        return output.clone()
+            return
+        call = BiasCall(module)
+        calls.append(call)
+        if isinstance(output, Tensor) and output.requires_grad:
+            output.register_hook(call.keep)
 
     handles = [layer.register_forward_hook(hook) for layer in layers]
     try:
@@ -72,10 +96,11 @@ def capture_outputs(layers: list[nn.Module], store: list[Tensor]) -> Iterator[No
             h.remove()
 
 
-def check_bias_calls(model: nn.Module, layers: list[nn.Module], store: list[Tensor]) -> None:
+def check_bias_calls(model: nn.Module, layers: list[nn.Module], calls: list[BiasCall]) -> None:
     """Refuse a model whose biased layers did not each run exactly once."""
-    if len(store) != len(layers):
+    ran = {id(c.layer) for c in calls}
+    if len(calls) != len(layers) or ran != {id(layer) for layer in layers}:
         raise CamwallError(
             f"fullgrad needs every biased Conv2d/BatchNorm2d of {type(model).__name__} to run "
-            f"exactly once per forward pass ({len(layers)} layers, {len(store)} calls)."
+            f"exactly once per forward pass ({len(layers)} layers, {len(calls)} calls)."
         )

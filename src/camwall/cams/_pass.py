@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from camwall.cams._base import CamContext, Needs, PassExtras
-from camwall.cams._biases import bias_layers, capture_outputs, check_bias_calls
+from camwall.cams._biases import BiasCall, bias_layers, capture_bias_gradients, check_bias_calls
 from camwall.cams._outputs import (
     Outputs,
     as_outputs,
@@ -401,8 +401,8 @@ class LayerRunner:
         if isinstance(need, bool):
             need = Needs(grad=need)
         layers = bias_layers(self._model) if need.biases else []
-        store: list[Tensor] = []
-        with torch.enable_grad(), capture_outputs(layers, store):
+        calls: list[BiasCall] = []
+        with torch.enable_grad(), capture_bias_gradients(layers, calls):
             if need.biases:
                 x = x.detach().requires_grad_(True)
             cap, logits = self._forward(x, need.grad or need.biases, plain=need.plain)
@@ -420,12 +420,13 @@ class LayerRunner:
                         f"the target scores do not depend on target layer {self.layer_name!r}; "
                         f"choose a layer before the output (or check targets)."
                     )
-                check_bias_calls(self._model, layers, store)
-                others = [x, *store] if need.biases else []
+                check_bias_calls(self._model, layers, calls)
+                others = [x] if need.biases else []
                 grads, hvps, extra = _backward(scores, outputs, need.hvp, others)
+        biases = tuple((c.layer, c.grad) for c in calls)  # the hooks' dy/dz, in call order
         shared = _Shared(x.detach(), detach_tree(logits), scores.detach(), fns, targets is not None)
         return [
-            self._context(shared, out, view, g, h, extra, layers)
+            self._context(shared, out, view, g, h, extra, biases)
             for out, view, g, h in zip(outputs, views, grads, hvps, strict=True)
         ]
 
@@ -437,7 +438,7 @@ class LayerRunner:
         grad: Any,
         hvp: Any,
         extra: list[Tensor | None],
-        layers: list[nn.Module],
+        biases: tuple[tuple[nn.Module, Tensor | None], ...],
     ) -> CamContext:
         """One layer's context: gradients and ``H A`` reshaped like the activations (as
         pytorch-grad-cam applies ``reshape_transform`` to the gradient)."""
@@ -453,7 +454,7 @@ class LayerRunner:
         extras = PassExtras(
             hvp=shaped(hvp),
             input_gradient=extra[0] if extra else None,
-            bias_gradients=tuple(zip(layers, extra[1:], strict=True)),
+            bias_gradients=biases,
             explicit_targets=shared.explicit,
         )
         return CamContext(
