@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from camwall.modelstate import held
+
 sys.path.insert(0, str(Path(__file__).parent))
 import cam_speed
 import method_table
@@ -50,7 +52,7 @@ def worker(repeats: int, threads: int) -> list[dict]:
             for i in range(repeats):
                 for k in list(inputs) if i % 2 == 0 else list(inputs)[::-1]:
                     start = time.perf_counter()
-                    with method_table.frozen(model):  # the graph starts at the layer
+                    with held(model):  # the graph starts at the layer
                         method_table._grad_pass(model, layer, inputs[k], "layer", False)
                     best[k] = min(best[k], time.perf_counter() - start)
             rows.append({"arch": arch, "batch": b, **best, "default": channels_last_default(x)})

@@ -70,6 +70,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from camwall.modelstate import held
+
 sys.path.insert(0, str(Path(__file__).parent))
 import cam_speed  # the shared helpers: models, peer runners, machine
 
@@ -122,8 +124,8 @@ def _layer_output(model: nn.Module, layer: str, x: torch.Tensor, grad: bool) -> 
     """``(logits, A)`` of one forward pass with the target layer's output recorded.
 
     ``grad``: the graph starts at ``A`` (made a leaf that requires grad), or at ``x`` where
-    ``x.requires_grad``; with the parameters frozen (:func:`frozen`) nothing before the layer is
-    recorded, the bare work of a backward to the layer."""
+    ``x.requires_grad``; with the parameters frozen (:func:`camwall.modelstate.held`) nothing
+    before the layer is recorded, the bare work of a backward to the layer."""
     store: list[torch.Tensor] = []
 
     def keep(module: nn.Module, inputs: Any, out: torch.Tensor) -> None:
@@ -138,19 +140,6 @@ def _layer_output(model: nn.Module, layer: str, x: torch.Tensor, grad: bool) -> 
     finally:
         handle.remove()
     return logits, store[0]
-
-
-@contextlib.contextmanager
-def frozen(model: nn.Module) -> Any:
-    """Inside: every parameter's ``requires_grad`` False (as camwall's engine runs); restored."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def _backward(logits: torch.Tensor, wrt: torch.Tensor, twice: bool = False) -> None:
@@ -178,7 +167,7 @@ def _is_channels_last(t: torch.Tensor) -> bool:
 def _grad_pass(model: nn.Module, layer: str, x: torch.Tensor, to: str, twice: bool) -> Any:
     """One forward and one backward of ``x`` to the target layer (``to="layer"``: the graph
     starts at the layer) or to the input (``to="input"``); returns the layer's output. Call it
-    with the parameters :func:`frozen`."""
+    inside :func:`camwall.modelstate.held` (parameters frozen)."""
     inputs = x.clone().requires_grad_(to == "input")
     logits, a = _layer_output(model, layer, inputs, True)
     _backward(logits, inputs if to == "input" else a, twice)
@@ -203,7 +192,7 @@ def limit_passes(
         x = x.contiguous(memory_format=torch.channels_last)  # camwall's layout for x
 
     def run() -> None:
-        with frozen(model):
+        with held(model):  # as camwall's engine: parameters frozen
             passes()
 
     def passes() -> None:
@@ -355,7 +344,7 @@ def worker(spec: dict[str, Any]) -> None:
         _timed_runs(columns, result, names, spec["repeats"], device, maps)
     else:  # every column once, interleaved; then camwall again (its first call warms up)
         _timed_runs(columns, result, names, 1, device, maps)
-        again = spec.get("heavy_repeats", spec["repeats"]) - 1
+        again = spec["heavy_repeats"] - 1
         _timed_runs(columns, result, ["camwall"], again, device, maps)
     _tensor_peaks(columns, result, device, spec.get("tensor_peak_under", 0.0))
     info = CamEngine(model, layer).info["tail"] if spec["method"] in TAIL_METHODS else ""
@@ -376,7 +365,7 @@ def _warm_up(model: nn.Module, layer: str, x: torch.Tensor) -> None:
     import torchcam.methods  # noqa: F401
 
     inputs = [x] + ([x.contiguous(memory_format=torch.channels_last)] if x.dim() == 4 else [])
-    with frozen(model):
+    with held(model):
         for inp in inputs:
             _grad_pass(model, layer, inp, "layer", False)
 

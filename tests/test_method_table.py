@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from camwall.cams import METHODS
+from camwall.modelstate import held
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -68,7 +69,7 @@ def test_limit_records_nothing_before_the_target_layer(table):
     seen: list[bool] = []
     handle = model[0].register_forward_hook(lambda m, i, o: seen.append(o.requires_grad))
     try:
-        with table.frozen(model):
+        with held(model):
             assert not any(p.requires_grad for p in model.parameters())
             a = table._grad_pass(model, "1", x, "layer", False)
             table._grad_pass(model, "1", x, "input", False)
